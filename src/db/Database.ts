@@ -1,0 +1,118 @@
+import { PgClient } from "@effect/sql-pg"
+import { Context, Duration, Effect, Layer, Option, Redacted, Schema, Semaphore, type Scope } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
+import { AppConfig } from "../Config.ts"
+import { EmbeddedDatabase } from "./EmbeddedDatabase.ts"
+import { runMigrations } from "./migrations/Migrations.ts"
+
+/** Waiting for a pool connection took longer than allowed: the pool is saturated. */
+export class PoolTimeout extends Schema.TaggedError<PoolTimeout>()("PoolTimeout", {
+  waitedMs: Schema.Number
+}) {
+  override get message() {
+    return `no database connection became free within ${this.waitedMs} ms`
+  }
+}
+
+export interface PoolStats {
+  readonly max: number
+  readonly used: number
+  readonly idle: number
+  readonly pending: number
+  readonly timeouts: number
+}
+
+export const APPLICATION_NAME = "steadfast"
+
+/**
+ * The PostgreSQL pool and its admission gate. `@effect/sql-pg` keeps its pool private and
+ * lets callers wait forever, so every use of a connection passes a semaphore sized to the pool:
+ * waiting is bounded (typed `PoolTimeout`) and used/pending counts are observable.
+ */
+export class Database extends Context.Service<Database, {
+  readonly sql: PgClient.PgClient
+  /** Runs `effect` holding one pool slot, waiting at most `wait` for it. */
+  readonly withConnection: <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    wait?: Duration.Input
+  ) => Effect.Effect<A, E | PoolTimeout, R>
+  /** Runs `effect` in one transaction on one slot: commit on success, rollback on failure or interruption. */
+  readonly transaction: <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    wait?: Duration.Input
+  ) => Effect.Effect<A, E | SqlError | PoolTimeout, R>
+  /** Holds one slot for the lifetime of the current scope (the LISTEN connection). */
+  readonly holdConnection: Effect.Effect<void, PoolTimeout, Scope.Scope>
+  readonly stats: Effect.Effect<PoolStats>
+}>()("steadfast/db/Database") {
+  /** Pool and gate over an already provided `PgClient` of `max` connections. */
+  static readonly make = Effect.fnUntraced(function*(max: number, defaultWait: Duration.Input = "5 seconds") {
+    const sql = yield* PgClient.PgClient
+    const gate = yield* Semaphore.make(max)
+    let used = 0
+    let pending = 0
+    let timeouts = 0
+    const defaultWaitMs = Duration.toMillis(Duration.fromInputUnsafe(defaultWait))
+
+    // Interruptible while waiting; once a permit is taken the release is guaranteed.
+    const acquire = (wait: Duration.Input | undefined) =>
+      Effect.suspend(() => {
+        const waitMs = wait === undefined ? defaultWaitMs : Duration.toMillis(Duration.fromInputUnsafe(wait))
+        pending++
+        return gate.take(1).pipe(
+          Effect.timeoutOption(waitMs),
+          Effect.ensuring(Effect.sync(() => void pending--)),
+          Effect.flatMap(Option.match({
+            onNone: () => Effect.suspend(() => {
+              timeouts++
+              return Effect.fail(new PoolTimeout({ waitedMs: waitMs }))
+            }),
+            onSome: () => Effect.sync(() => void used++)
+          }))
+        )
+      })
+    const release = Effect.andThen(gate.release(1), Effect.sync(() => void used--))
+    const withSlot = <A, E, R>(effect: Effect.Effect<A, E, R>, wait?: Duration.Input) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.andThen(restore(acquire(wait)), Effect.ensuring(restore(effect), release))
+      )
+
+    return Database.of({
+      sql,
+      withConnection: withSlot,
+      transaction: (effect, wait) => withSlot(sql.withTransaction(effect), wait),
+      holdConnection: Effect.acquireRelease(acquire(undefined), () => release),
+      stats: Effect.sync(() => ({ max, used, idle: max - used, pending, timeouts }))
+    })
+  })
+
+  /** Pool on `url` with migrations applied. */
+  static readonly layerUrl = (url: Redacted.Redacted<string>, max: number) => {
+    const parsed = new URL(Redacted.value(url))
+    const client = PgClient.layer({
+      url,
+      maxConnections: max,
+      applicationName: APPLICATION_NAME,
+      connectTimeout: "5 seconds",
+      // Span attributes come from these options, not from the URL.
+      host: parsed.hostname,
+      port: Number(parsed.port || 5432),
+      database: decodeURIComponent(parsed.pathname.slice(1)) || "postgres"
+    })
+    return Layer.effect(Database, Effect.tap(Database.make(max), (db) => runMigrations(db.sql))).pipe(
+      Layer.provide(client)
+    )
+  }
+
+  /** `DATABASE_URL` when set, otherwise an embedded PostgreSQL under `.data/`. */
+  static readonly layer = Layer.unwrap(Effect.gen(function*() {
+    const config = yield* AppConfig
+    return Option.match(config.databaseUrl, {
+      onSome: (url) => Database.layerUrl(url, config.dbPoolMax),
+      onNone: () =>
+        Layer.unwrap(Effect.map(EmbeddedDatabase, (embedded) => Database.layerUrl(embedded.url, config.dbPoolMax))).pipe(
+          Layer.provide(EmbeddedDatabase.layer())
+        )
+    })
+  }))
+}

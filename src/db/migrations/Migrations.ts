@@ -1,0 +1,32 @@
+import { Effect } from "effect"
+import * as Migrator from "effect/sql/Migrator"
+import type { SqlClient } from "effect/sql/SqlClient"
+import inbox from "./0001_inbox.ts"
+import users from "./0002_users.ts"
+import outbox from "./0003_outbox.ts"
+
+const migrate = Migrator.make({})
+
+/** An arbitrary constant naming the migration lock among PostgreSQL advisory locks. */
+const MIGRATION_LOCK = 7_346_281_001
+
+/**
+ * Applies pending migrations. Instances starting at once serialize on a transaction-level
+ * advisory lock taken before the migrations table is even created; the migrator's own
+ * transaction nests inside as a savepoint, so the lock is held until everything commits.
+ */
+export const runMigrations = (sql: SqlClient) =>
+  sql.withTransaction(
+    Effect.andThen(
+      sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`,
+      migrate({
+        loader: Migrator.fromRecord({ "0001_inbox": inbox, "0002_users": users, "0003_outbox": outbox }),
+        table: "steadfast_migrations"
+      })
+    )
+  ).pipe(
+    Effect.tap((applied) =>
+      applied.length > 0 ? Effect.logInfo(`applied migrations: ${applied.map(([id, name]) => `${id}_${name}`).join(", ")}`) : Effect.void
+    ),
+    Effect.withSpan("Migrations.run")
+  )

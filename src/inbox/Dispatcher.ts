@@ -1,0 +1,121 @@
+import { Cause, Duration, Effect, Exit, FiberSet, Layer, Option } from "effect"
+import { Bot, type HandleResult } from "../bot/Bot.ts"
+import { AppConfig } from "../Config.ts"
+import { Database } from "../db/Database.ts"
+import { Notifications, pollInterval } from "../db/Notifications.ts"
+import { type Claimed, Inbox } from "./Inbox.ts"
+
+/** Retry delay after the n-th failed attempt: exponential from `base`, capped at 5 minutes, with jitter. */
+export const retryBackoff = (base: Duration.Duration, attempt: number): Duration.Duration => {
+  const exponential = Duration.toMillis(base) * 2 ** Math.max(0, attempt - 1)
+  return Duration.millis(Math.min(exponential, 300_000) * (0.8 + Math.random() * 0.4))
+}
+
+class LeaseLost extends Error {}
+
+/**
+ * Worker fibers that claim updates from the inbox and run their handlers. All fibers live in
+ * this layer's scope: on shutdown the claim loop stops first, running handlers get
+ * `SHUTDOWN_GRACE_MS` to finish, and whatever is still running is interrupted — its transaction
+ * rolls back and its lease is returned, so another instance (or the next start) takes it over.
+ */
+export const Dispatcher = {
+  layer: (options: { readonly retryBase?: Duration.Input } = {}) =>
+    Layer.effectDiscard(Effect.gen(function*() {
+      const config = yield* AppConfig
+      const db = yield* Database
+      const inbox = yield* Inbox
+      const bot = yield* Bot
+      const { inbox: wakeup } = yield* Notifications
+      const retryBase = Duration.fromInputUnsafe(options.retryBase ?? "1 second")
+      // A lease outlives the handler's timeout, so only a dead instance ever loses one.
+      const lease = Duration.sum(config.updateTimeout, Duration.seconds(30))
+
+      const workers = yield* FiberSet.make<void>()
+      yield* Effect.addFinalizer(() =>
+        FiberSet.size(workers).pipe(
+          Effect.flatMap((running) =>
+            running === 0 ? Effect.void : Effect.logInfo(`waiting up to ${Duration.format(config.shutdownGrace)} for ${running} running update(s)`)
+          ),
+          Effect.andThen(Effect.timeoutOption(FiberSet.awaitEmpty(workers), config.shutdownGrace)),
+          Effect.flatMap(Option.match({
+            onSome: () => Effect.void,
+            onNone: () => Effect.logWarning("shutdown grace period over; interrupting running updates")
+          }))
+        )
+      )
+
+      const runHandler = (update: Claimed) =>
+        db.transaction(Effect.gen(function*() {
+          // The row lock keeps any other instance from taking the lease over while we work.
+          if (!(yield* inbox.lockLease(update))) return yield* Effect.die(new LeaseLost())
+          const result = yield* bot.handle(update.updateId, update.kind, update.payload)
+          yield* inbox.finish(update, result.status, result.queued > 0)
+          return result
+        }))
+
+      const process = (update: Claimed) =>
+        Effect.gen(function*() {
+          const exit = yield* runHandler(update).pipe(
+            Effect.timeoutOption(config.updateTimeout),
+            Effect.exit
+          )
+          if (Exit.isSuccess(exit)) {
+            if (Option.isSome(exit.value)) return yield* logOutcome(update, exit.value.value)
+            const message = `timed out after ${Duration.format(config.updateTimeout)}`
+            yield* Effect.logError(`update ${update.updateId} (${update.kind}) ${message} on attempt ${update.attempts}; its transaction was rolled back`)
+            return yield* recordFailure(update, message)
+          }
+          if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
+          if (Cause.squash(exit.cause) instanceof LeaseLost) {
+            return yield* Effect.logWarning(`update ${update.updateId}: lease taken over by another instance; left to it`)
+          }
+          yield* Effect.logError(`update ${update.updateId} (${update.kind}) failed on attempt ${update.attempts}`, exit.cause)
+          yield* recordFailure(update, Cause.pretty(exit.cause))
+        }).pipe(
+          // Only shutdown interrupts a worker: give the update back without counting the attempt.
+          Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),
+          Effect.catchCause((cause) =>
+            Cause.hasInterruptsOnly(cause)
+              ? Effect.failCause(cause)
+              : Effect.logError(`could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`, cause)
+          ),
+          Effect.annotateLogs({ update_id: update.updateId }),
+          Effect.withSpan("Dispatcher.process", {
+            attributes: { "telegram.update_id": update.updateId, "telegram.update.kind": update.kind, "steadfast.attempt": update.attempts }
+          })
+        )
+
+      const recordFailure = (update: Claimed, error: string) =>
+        Effect.flatMap(
+          inbox.fail(update, error, config.maxAttempts, retryBackoff(retryBase, update.attempts)),
+          (outcome) =>
+            outcome === "dead"
+              ? Effect.logError(`update ${update.updateId} dead-lettered after ${update.attempts} attempt(s)`)
+              : Effect.void
+        )
+
+      const logOutcome = (update: Claimed, result: HandleResult) =>
+        result.status === "skipped" ? Effect.logDebug(`update ${update.updateId} (${update.kind}) skipped: no handler`) : Effect.void
+
+      const claimLoop = Effect.gen(function*() {
+        while (true) {
+          const free = config.workerConcurrency - (yield* FiberSet.size(workers))
+          if (free > 0) {
+            const claimed = yield* inbox.claim(free, lease).pipe(
+              Effect.catchCause((cause) =>
+                Effect.as(Effect.logWarning("claiming updates failed; retrying", cause), [])
+              )
+            )
+            for (const update of claimed) {
+              yield* FiberSet.run(workers, Effect.ensuring(process(update), wakeup.signal))
+            }
+            // A full batch means more may be waiting: claim again at once.
+            if (claimed.length === free && free > 0) continue
+          }
+          yield* wakeup.wait(pollInterval)
+        }
+      })
+      yield* Effect.forkScoped(claimLoop)
+    }))
+}

@@ -1,0 +1,164 @@
+import { Context, Duration, Effect, Layer, Schema } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
+import { Database, type PoolTimeout } from "../db/Database.ts"
+
+/** The channel every instance LISTENs on; payload `inbox` or `outbox` says what has new work. */
+export const NOTIFY_CHANNEL = "steadfast"
+
+export interface NewUpdate {
+  readonly updateId: number
+  readonly chatKey: string
+  readonly kind: string
+  readonly json: string
+  readonly skipped: boolean
+  readonly traceparent: string | null
+}
+
+export const ClaimedUpdate = Schema.Struct({
+  update_id: Schema.Union([Schema.BigInt, Schema.Number, Schema.String]),
+  kind: Schema.String,
+  payload: Schema.Unknown,
+  attempts: Schema.Number,
+  lease_id: Schema.String,
+  traceparent: Schema.NullOr(Schema.String)
+})
+export interface Claimed {
+  readonly updateId: number
+  readonly kind: string
+  readonly payload: unknown
+  readonly attempts: number
+  readonly leaseId: string
+  readonly traceparent: string | null
+}
+
+const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedUpdate))
+
+export type FailureOutcome = "retry" | "dead"
+
+/**
+ * The durable inbox. Updates are claimed with a lease; a chat's next update is claimable only
+ * once every earlier update of that chat is finished (done, skipped or dead), which gives strict
+ * per-chat order across any number of instances sharing the table.
+ *
+ * Effect's `PersistedQueue` was considered: it claims the oldest visible element of a queue with
+ * SKIP LOCKED, but has no notion of a key whose earlier element is still in flight, so it cannot
+ * keep one chat's updates in order while other chats run concurrently.
+ */
+export class Inbox extends Context.Service<Inbox, {
+  /** Stores an update unless its update_id is already stored; true when it was new. */
+  readonly store: (update: NewUpdate) => Effect.Effect<boolean, SqlError | PoolTimeout>
+  /** Claims up to `limit` runnable updates, at most one per chat, leased for `lease`. */
+  readonly claim: (limit: number, lease: Duration.Duration) => Effect.Effect<ReadonlyArray<Claimed>, SqlError | PoolTimeout>
+  /** Inside the handler's transaction: locks the row if the lease is still ours, so no other instance can take it over. */
+  readonly lockLease: (update: Claimed) => Effect.Effect<boolean, SqlError>
+  /** Inside the handler's transaction: marks the update finished. */
+  readonly finish: (update: Claimed, status: "done" | "skipped", notifyOutbox: boolean) => Effect.Effect<void, SqlError>
+  /** Records a failed attempt: back to pending after `backoff`, or dead once `maxAttempts` is used up. */
+  readonly fail: (
+    update: Claimed,
+    error: string,
+    maxAttempts: number,
+    backoff: Duration.Duration
+  ) => Effect.Effect<FailureOutcome | undefined, SqlError | PoolTimeout>
+  /** Returns an interrupted update to pending without counting the attempt. */
+  readonly release: (update: Claimed) => Effect.Effect<void, SqlError | PoolTimeout>
+  readonly recordTraceId: (update: Claimed, traceId: string) => Effect.Effect<void, SqlError>
+}>()("steadfast/inbox/Inbox") {
+  static readonly layer = Layer.effect(Inbox, Effect.gen(function*() {
+    const db = yield* Database
+    const sql = db.sql
+
+    return Inbox.of({
+      store: Effect.fn("Inbox.store")(function*(update) {
+        const status = update.skipped ? "skipped" : "pending"
+        const rows = yield* db.withConnection(
+          sql<{ inserted: number }>`
+            WITH inserted AS (
+              INSERT INTO inbox (update_id, chat_key, kind, payload, status, traceparent, finished_at)
+              VALUES (${update.updateId}, ${update.chatKey}, ${update.kind}, ${update.json}::jsonb, ${status},
+                      ${update.traceparent}, CASE WHEN ${status} = 'skipped' THEN now() END)
+              ON CONFLICT (update_id) DO NOTHING
+              RETURNING status
+            ), notified AS (
+              SELECT pg_notify(${NOTIFY_CHANNEL}, 'inbox') FROM inserted WHERE status = 'pending'
+            )
+            SELECT (SELECT count(*)::int FROM inserted) AS inserted, (SELECT count(*) FROM notified) AS notified`
+        )
+        return (rows[0]?.inserted ?? 0) > 0
+      }),
+
+      claim: Effect.fn("Inbox.claim")(function*(limit, lease) {
+        const rows = yield* db.withConnection(sql`
+          WITH next AS (
+            SELECT i.update_id FROM inbox i
+            WHERE i.status IN ('pending', 'processing')
+              AND CASE WHEN i.status = 'pending' THEN i.available_at <= now() ELSE i.locked_until < now() END
+              AND NOT EXISTS (
+                SELECT 1 FROM inbox e
+                WHERE e.chat_key = i.chat_key AND e.update_id < i.update_id AND e.status IN ('pending', 'processing'))
+            ORDER BY i.update_id
+            LIMIT ${limit}
+            FOR UPDATE SKIP LOCKED
+          )
+          UPDATE inbox SET
+            status = 'processing',
+            attempts = inbox.attempts + 1,
+            lease_id = gen_random_uuid(),
+            locked_until = now() + ${Duration.toMillis(lease)} * interval '1 millisecond'
+          FROM next WHERE inbox.update_id = next.update_id
+          RETURNING inbox.update_id, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id, inbox.traceparent`)
+        const decoded = yield* decodeClaimed(rows).pipe(Effect.orDie)
+        return decoded
+          .map((row) => ({
+            updateId: Number(row.update_id),
+            kind: row.kind,
+            payload: row.payload,
+            attempts: row.attempts,
+            leaseId: row.lease_id,
+            traceparent: row.traceparent
+          }))
+          .sort((a, b) => a.updateId - b.updateId)
+      }),
+
+      lockLease: (update) =>
+        Effect.map(
+          sql`SELECT 1 FROM inbox WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid FOR UPDATE`,
+          (rows) => rows.length === 1
+        ),
+
+      finish: (update, status, notifyOutbox) =>
+        notifyOutbox
+          ? sql`
+              WITH finished AS (
+                UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL, last_error = NULL
+                WHERE update_id = ${update.updateId} RETURNING 1)
+              SELECT pg_notify(${NOTIFY_CHANNEL}, 'outbox') FROM finished`.pipe(Effect.asVoid)
+          : sql`
+              UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL, last_error = NULL
+              WHERE update_id = ${update.updateId}`.pipe(Effect.asVoid),
+
+      fail: Effect.fn("Inbox.fail")(function*(update, error, maxAttempts, backoff) {
+        const rows = yield* db.withConnection(sql<{ status: string }>`
+          UPDATE inbox SET
+            status = CASE WHEN attempts >= ${maxAttempts} THEN 'dead' ELSE 'pending' END,
+            finished_at = CASE WHEN attempts >= ${maxAttempts} THEN now() END,
+            available_at = now() + ${Duration.toMillis(backoff)} * interval '1 millisecond',
+            last_error = ${error.slice(0, 4000)},
+            locked_until = NULL,
+            lease_id = NULL
+          WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid
+          RETURNING status`)
+        const status = rows[0]?.status
+        return status === undefined ? undefined : status === "dead" ? "dead" : "retry"
+      }),
+
+      release: (update) =>
+        db.withConnection(sql`
+          UPDATE inbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL
+          WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid`).pipe(Effect.asVoid),
+
+      recordTraceId: (update, traceId) =>
+        sql`UPDATE inbox SET trace_id = ${traceId} WHERE update_id = ${update.updateId}`.pipe(Effect.asVoid)
+    })
+  }))
+}

@@ -1,0 +1,106 @@
+import { Context, Duration, Effect, Layer, Schema } from "effect"
+import type { SqlError } from "effect/sql/SqlError"
+import { Database, type PoolTimeout } from "../db/Database.ts"
+
+export interface OutgoingCall {
+  readonly chatKey: string
+  readonly method: string
+  readonly payload: Record<string, unknown>
+  readonly updateId: number | null
+}
+
+const ClaimedRow = Schema.Struct({
+  id: Schema.Union([Schema.BigInt, Schema.Number, Schema.String]),
+  chat_key: Schema.String,
+  method: Schema.String,
+  payload: Schema.Record(Schema.String, Schema.Unknown),
+  attempts: Schema.Number,
+  lease_id: Schema.String
+})
+const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedRow))
+
+export interface ClaimedCall {
+  readonly id: string
+  readonly chatKey: string
+  readonly method: string
+  readonly payload: Record<string, unknown>
+  readonly attempts: number
+  readonly leaseId: string
+}
+
+/**
+ * Bot API calls waiting to be made. Handlers add rows inside their transaction, so a reply
+ * exists exactly when the update's processing committed; the Sender delivers them in id
+ * order per chat, with the same lease scheme as the inbox.
+ */
+export class Outbox extends Context.Service<Outbox, {
+  /** Adds a call; meant to run inside the handler's transaction. */
+  readonly enqueue: (call: OutgoingCall) => Effect.Effect<void, SqlError>
+  readonly claim: (limit: number, lease: Duration.Duration) => Effect.Effect<ReadonlyArray<ClaimedCall>, SqlError | PoolTimeout>
+  readonly markSent: (call: ClaimedCall) => Effect.Effect<void, SqlError | PoolTimeout>
+  /** Records a failed delivery: retried after `retryAfter`, or failed for good when it is undefined. */
+  readonly fail: (call: ClaimedCall, error: string, retryAfter: Duration.Duration | undefined) => Effect.Effect<void, SqlError | PoolTimeout>
+  readonly release: (call: ClaimedCall) => Effect.Effect<void, SqlError | PoolTimeout>
+}>()("steadfast/outbox/Outbox") {
+  static readonly layer = Layer.effect(Outbox, Effect.gen(function*() {
+    const db = yield* Database
+    const sql = db.sql
+    return Outbox.of({
+      enqueue: (call) =>
+        sql`
+          INSERT INTO outbox (chat_key, method, payload, update_id)
+          VALUES (${call.chatKey}, ${call.method}, ${JSON.stringify(call.payload)}::jsonb, ${call.updateId})`.pipe(Effect.asVoid),
+
+      claim: Effect.fn("Outbox.claim")(function*(limit, lease) {
+        const rows = yield* db.withConnection(sql`
+          WITH next AS (
+            SELECT o.id FROM outbox o
+            WHERE o.status IN ('pending', 'sending')
+              AND CASE WHEN o.status = 'pending' THEN o.available_at <= now() ELSE o.locked_until < now() END
+              AND NOT EXISTS (
+                SELECT 1 FROM outbox e
+                WHERE e.chat_key = o.chat_key AND e.id < o.id AND e.status IN ('pending', 'sending'))
+            ORDER BY o.id
+            LIMIT ${limit}
+            FOR UPDATE SKIP LOCKED
+          )
+          UPDATE outbox SET
+            status = 'sending',
+            attempts = outbox.attempts + 1,
+            lease_id = gen_random_uuid(),
+            locked_until = now() + ${Duration.toMillis(lease)} * interval '1 millisecond'
+          FROM next WHERE outbox.id = next.id
+          RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts, outbox.lease_id::text AS lease_id`)
+        const decoded = yield* decodeClaimed(rows).pipe(Effect.orDie)
+        return decoded.map((row) => ({
+          id: String(row.id),
+          chatKey: row.chat_key,
+          method: row.method,
+          payload: row.payload,
+          attempts: row.attempts,
+          leaseId: row.lease_id
+        }))
+      }),
+
+      markSent: (call) =>
+        db.withConnection(sql`
+          UPDATE outbox SET status = 'sent', sent_at = now(), locked_until = NULL, lease_id = NULL, last_error = NULL
+          WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid),
+
+      fail: (call, error, retryAfter) =>
+        db.withConnection(sql`
+          UPDATE outbox SET
+            status = ${retryAfter === undefined ? "failed" : "pending"},
+            available_at = now() + ${retryAfter === undefined ? 0 : Duration.toMillis(retryAfter)} * interval '1 millisecond',
+            last_error = ${error.slice(0, 4000)},
+            locked_until = NULL,
+            lease_id = NULL
+          WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid),
+
+      release: (call) =>
+        db.withConnection(sql`
+          UPDATE outbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL
+          WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid)
+    })
+  }))
+}

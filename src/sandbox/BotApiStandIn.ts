@@ -1,0 +1,426 @@
+import type { Message, UserFromGetMe, WebhookInfo } from "grammy/types"
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import { Clock, Context, Duration, Effect, FiberSet, Layer, Option, Ref, Schema, Stream, SubscriptionRef } from "effect"
+
+/** One Bot API request as the stand-in saw it: the token is never part of it. */
+export interface RecordedCall {
+  readonly method: string
+  readonly params: Record<string, unknown>
+  readonly at: number
+}
+
+/** A canned answer; `body` defaults to a Telegram error object for `status`, a string body is sent as-is. */
+export interface ScriptedResponse {
+  readonly status: number
+  readonly body?: unknown
+  readonly delayMs?: number
+}
+
+export class StandInTimeout extends Schema.TaggedError<StandInTimeout>()("StandInTimeout", {
+  timeout: Schema.String,
+  seen: Schema.String
+}) {
+  override get message(): string {
+    return `condition not met within ${this.timeout}; seen ${this.seen}`
+  }
+}
+
+export class StandInListenError extends Schema.TaggedError<StandInListenError>()("StandInListenError", {
+  port: Schema.Number,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `Bot API stand-in could not listen on 127.0.0.1:${this.port}: ${this.reason}`
+  }
+}
+
+interface Recorded {
+  readonly calls: ReadonlyArray<RecordedCall>
+  readonly aborted: ReadonlyArray<RecordedCall>
+}
+
+interface Answer {
+  readonly status: number
+  readonly body: unknown
+}
+
+const JsonParams = Schema.fromJsonString(Schema.Record(Schema.String, Schema.Unknown))
+const decodeJsonParams = Schema.decodeUnknownOption(JsonParams)
+
+const descriptions: Record<number, string> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  409: "Conflict",
+  429: "Too Many Requests: retry after 1",
+  500: "Internal Server Error",
+  502: "Bad Gateway"
+}
+
+const telegramError = (status: number, description?: string): Answer => ({
+  status,
+  body: {
+    ok: false,
+    error_code: status,
+    description: description ?? descriptions[status] ?? `Error ${status}`,
+    ...(status === 429 && description === undefined ? { parameters: { retry_after: 1 } } : {})
+  }
+})
+
+const ok = (result: unknown): Answer => ({ status: 200, body: { ok: true, result } })
+const badRequest = (detail: string): Answer => telegramError(400, `Bad Request: ${detail}`)
+
+const text = (value: unknown): string | undefined =>
+  typeof value === "string" ? value : typeof value === "number" ? String(value) : undefined
+
+const integer = (value: unknown): number | undefined => {
+  const n = typeof value === "number" ? value : typeof value === "string" && value.trim() !== "" ? Number(value) : NaN
+  return Number.isInteger(n) ? n : undefined
+}
+
+const chatOf = (chatId: string) => {
+  const id = integer(chatId)
+  if (id === undefined) {
+    return { id: -1001000000000, type: "channel" as const, title: chatId, username: chatId.replace(/^@/, "") }
+  }
+  return id > 0
+    ? { id, type: "private" as const, first_name: "Sandbox user" }
+    : { id, type: "supergroup" as const, title: "Sandbox group" }
+}
+
+// A form body carries JSON-serialized fields (prices, reply_markup) as strings, like the real API accepts.
+const jsonField = (value: unknown): unknown => {
+  if (typeof value !== "string") return value
+  return Option.getOrElse(Schema.decodeUnknownOption(Schema.fromJsonString(Schema.Unknown))(value), () => value)
+}
+
+const summarize = (calls: ReadonlyArray<RecordedCall>): string => {
+  if (calls.length === 0) return "no calls"
+  const counts = new Map<string, number>()
+  for (const call of calls) counts.set(call.method, (counts.get(call.method) ?? 0) + 1)
+  const parts = Array.from(counts, ([method, n]) => `${method} x${n}`)
+  return `${calls.length} call${calls.length === 1 ? "" : "s"} (${parts.join(", ")})`
+}
+
+const readBody = (req: IncomingMessage) =>
+  Effect.callback<string>((resume) => {
+    const chunks: Array<Buffer> = []
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk)
+    }
+    const onEnd = () => resume(Effect.succeed(Buffer.concat(chunks).toString("utf8")))
+    // A client that hangs up mid-body is recorded like any other call, with what arrived.
+    const onClose = () => resume(Effect.succeed(Buffer.concat(chunks).toString("utf8")))
+    req.on("data", onData)
+    req.once("end", onEnd)
+    req.once("close", onClose)
+    return Effect.sync(() => {
+      req.off("data", onData)
+      req.off("end", onEnd)
+      req.off("close", onClose)
+    })
+  })
+
+const clientGone = (res: ServerResponse) =>
+  Effect.callback<void>((resume) => {
+    const onClose = () => resume(Effect.void)
+    res.once("close", onClose)
+    return Effect.sync(() => {
+      res.off("close", onClose)
+    })
+  })
+
+const send = (res: ServerResponse, answer: Answer) => {
+  if (res.destroyed) return
+  const raw = typeof answer.body === "string"
+  const payload = raw ? String(answer.body) : JSON.stringify(answer.body)
+  res.writeHead(answer.status, {
+    "content-type": raw ? "text/html; charset=utf-8" : "application/json",
+    "content-length": Buffer.byteLength(payload)
+  })
+  res.end(payload)
+}
+
+const botIdFrom = (token: string): number => integer(token.split(":")[0]) ?? 1000000001
+
+export class BotApiStandIn extends Context.Service<BotApiStandIn, {
+  /** The apiRoot to hand to grammY, e.g. `http://127.0.0.1:41234`. */
+  readonly url: string
+  /** Every call received so far, oldest first. */
+  readonly calls: Effect.Effect<ReadonlyArray<RecordedCall>>
+  /** Calls whose client hung up before the stand-in answered (timeouts, interruptions). */
+  readonly aborted: Effect.Effect<ReadonlyArray<RecordedCall>>
+  /** Forgets the recorded and aborted calls. */
+  readonly clear: Effect.Effect<void>
+  /** Waits until `predicate` holds for the recorded calls, re-checking on every new call. */
+  readonly awaitCalls: (
+    predicate: (calls: ReadonlyArray<RecordedCall>) => boolean,
+    timeout?: Duration.Input
+  ) => Effect.Effect<ReadonlyArray<RecordedCall>, StandInTimeout>
+  /** Waits until `predicate` holds for the aborted calls. */
+  readonly awaitAborted: (
+    predicate: (aborted: ReadonlyArray<RecordedCall>) => boolean,
+    timeout?: Duration.Input
+  ) => Effect.Effect<ReadonlyArray<RecordedCall>, StandInTimeout>
+  /** The next `responses.length` calls of `method` get these answers, in order. */
+  readonly script: (method: string, responses: ReadonlyArray<ScriptedResponse>) => Effect.Effect<void>
+  /** Every call waits this long before it is answered. */
+  readonly setDelay: (ms: number) => Effect.Effect<void>
+  /** Overrides fields of what getWebhookInfo returns. */
+  readonly setWebhookInfo: (patch: Partial<WebhookInfo>) => Effect.Effect<void>
+}>()("steadfast/sandbox/BotApiStandIn") {
+  static layer(options?: { readonly port?: number; readonly logMessages?: boolean }) {
+    return Layer.effect(BotApiStandIn, BotApiStandIn.make(options ?? {}))
+  }
+
+  static make = Effect.fnUntraced(function*(options: { readonly port?: number; readonly logMessages?: boolean }) {
+    const logMessages = options.logMessages ?? false
+    const recorded = yield* SubscriptionRef.make<Recorded>({ calls: [], aborted: [] })
+    const scripts = yield* Ref.make<ReadonlyMap<string, ReadonlyArray<ScriptedResponse>>>(new Map())
+    const delayMs = yield* Ref.make(0)
+    const lastMessageId = yield* Ref.make(0)
+    const webhook = yield* Ref.make<WebhookInfo>({ url: "", has_custom_certificate: false, pending_update_count: 0 })
+    const webhookOverrides = yield* Ref.make<Partial<WebhookInfo>>({})
+
+    const takeScript = (method: string) =>
+      Ref.modify(scripts, (map): [ScriptedResponse | undefined, ReadonlyMap<string, ReadonlyArray<ScriptedResponse>>] => {
+        const queue = map.get(method)
+        if (queue === undefined || queue.length === 0) return [undefined, map]
+        const next = new Map(map)
+        if (queue.length === 1) next.delete(method)
+        else next.set(method, queue.slice(1))
+        return [queue[0], next]
+      })
+
+    const nextMessage = Effect.fnUntraced(function*(botId: number, chatId: string) {
+      const messageId = yield* Ref.updateAndGet(lastMessageId, (n) => n + 1)
+      const now = yield* Clock.currentTimeMillis
+      return {
+        message_id: messageId,
+        date: Math.floor(now / 1000),
+        chat: chatOf(chatId),
+        from: { id: botId, is_bot: true, first_name: "Steadfast Sandbox", username: "steadfast_sandbox_bot" }
+      } satisfies Message.ServiceMessage
+    })
+
+    const answer = Effect.fnUntraced(function*(botId: number, method: string, params: Record<string, unknown>) {
+      switch (method) {
+        case "getMe":
+          return ok({
+            id: botId,
+            is_bot: true,
+            first_name: "Steadfast Sandbox",
+            username: "steadfast_sandbox_bot",
+            can_join_groups: true,
+            can_read_all_group_messages: false,
+            supports_inline_queries: false,
+            can_connect_to_business: false,
+            has_main_web_app: false,
+            has_topics_enabled: false,
+            allows_users_to_create_topics: false,
+            can_manage_bots: false,
+            supports_join_request_queries: false
+          } satisfies UserFromGetMe)
+        case "sendMessage": {
+          const chatId = text(params.chat_id)
+          const body = text(params.text)
+          if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
+          if (body === undefined || body.trim() === "") return badRequest("message text is empty")
+          const entities = jsonField(params.entities)
+          const replyMarkup = jsonField(params.reply_markup)
+          const message = {
+            ...(yield* nextMessage(botId, chatId)),
+            text: body,
+            ...(Array.isArray(entities) ? { entities } : {}),
+            ...(replyMarkup !== undefined ? { reply_markup: replyMarkup } : {})
+          }
+          if (logMessages) yield* Effect.log(`bot → chat ${chatId}: ${body}`)
+          return ok(message)
+        }
+        case "editMessageText": {
+          const body = text(params.text)
+          if (body === undefined || body.trim() === "") return badRequest("message text is empty")
+          const inline = text(params.inline_message_id)
+          if (inline !== undefined) return ok(true)
+          const chatId = text(params.chat_id)
+          const messageId = integer(params.message_id)
+          if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
+          if (messageId === undefined) return badRequest("message identifier is not specified")
+          const now = yield* Clock.currentTimeMillis
+          const base = yield* nextMessage(botId, chatId)
+          if (logMessages) yield* Effect.log(`bot ✎ chat ${chatId} message ${messageId}: ${body}`)
+          return ok({ ...base, message_id: messageId, edit_date: Math.floor(now / 1000), text: body })
+        }
+        case "sendInvoice": {
+          const chatId = text(params.chat_id)
+          if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
+          for (const field of ["title", "description", "payload", "currency"] as const) {
+            const value = text(params[field])
+            if (value === undefined || value === "") return badRequest(`parameter "${field}" is required`)
+          }
+          const prices = jsonField(params.prices)
+          if (!Array.isArray(prices) || prices.length === 0) return badRequest("parameter \"prices\" is required")
+          const total = prices.reduce<number>((sum, price: unknown) =>
+            sum + (typeof price === "object" && price !== null && "amount" in price ? integer(price.amount) ?? 0 : 0), 0)
+          const invoice = {
+            title: text(params.title) ?? "",
+            description: text(params.description) ?? "",
+            start_parameter: "",
+            currency: text(params.currency) ?? "",
+            total_amount: total
+          }
+          if (logMessages) {
+            yield* Effect.log(`bot → chat ${chatId}: invoice "${invoice.title}" ${total} ${invoice.currency}`)
+          }
+          return ok({ ...(yield* nextMessage(botId, chatId)), invoice })
+        }
+        case "answerPreCheckoutQuery":
+          if (text(params.pre_checkout_query_id) === undefined) return badRequest("query_id is empty")
+          return ok(true)
+        case "answerCallbackQuery":
+          if (text(params.callback_query_id) === undefined) return badRequest("query_id is empty")
+          return ok(true)
+        case "refundStarPayment":
+          if (integer(params.user_id) === undefined) return badRequest("user_id is empty")
+          if (text(params.telegram_payment_charge_id) === undefined) return badRequest("charge_id is empty")
+          return ok(true)
+        case "setWebhook": {
+          const url = text(params.url) ?? ""
+          const allowed = jsonField(params.allowed_updates)
+          const secret = text(params.secret_token)
+          yield* Ref.set(webhook, {
+            url,
+            has_custom_certificate: false,
+            pending_update_count: 0,
+            ...(Array.isArray(allowed) ? { allowed_updates: allowed } : {})
+          })
+          if (logMessages) yield* Effect.log(`webhook set to ${url === "" ? "(none)" : url}${secret ? " with a secret token" : ""}`)
+          return ok(true)
+        }
+        case "deleteWebhook":
+          yield* Ref.set(webhook, { url: "", has_custom_certificate: false, pending_update_count: 0 })
+          return ok(true)
+        case "getWebhookInfo": {
+          const info = yield* Ref.get(webhook)
+          const overrides = yield* Ref.get(webhookOverrides)
+          return ok({ ...info, ...overrides } satisfies WebhookInfo)
+        }
+        default:
+          return telegramError(404, "Not Found: method not found")
+      }
+    })
+
+    const parseParams = (req: IncomingMessage, body: string, query: URLSearchParams): Record<string, unknown> | undefined => {
+      const params: Record<string, unknown> = Object.fromEntries(query)
+      if (body.trim() === "") return params
+      const contentType = req.headers["content-type"] ?? ""
+      if (contentType.includes("application/json")) {
+        return Option.match(decodeJsonParams(body), {
+          onNone: () => undefined,
+          onSome: (json) => ({ ...params, ...json })
+        })
+      }
+      if (contentType.includes("application/x-www-form-urlencoded")) {
+        return { ...params, ...Object.fromEntries(new URLSearchParams(body)) }
+      }
+      return undefined
+    }
+
+    const handle = Effect.fnUntraced(function*(req: IncomingMessage, res: ServerResponse) {
+      const at = yield* Clock.currentTimeMillis
+      const url = new URL(req.url ?? "/", "http://stand-in")
+      const route = /^\/bot([^/]+)\/(?:test\/)?([A-Za-z0-9_]+)$/.exec(url.pathname)
+      const body = yield* readBody(req)
+      if (route === null) return send(res, telegramError(404, "Not Found"))
+      const botId = botIdFrom(decodeURIComponent(route[1] ?? ""))
+      const method = route[2] ?? ""
+      const params = parseParams(req, body, url.searchParams)
+      const call: RecordedCall = { method, params: params ?? {}, at }
+      yield* SubscriptionRef.update(recorded, (r) => ({ ...r, calls: [...r.calls, call] }))
+      const scripted = yield* takeScript(method)
+      const delay = scripted?.delayMs ?? (yield* Ref.get(delayMs))
+      const respond = Effect.gen(function*() {
+        if (delay > 0) yield* Effect.sleep(Duration.millis(delay))
+        const result = scripted !== undefined
+          ? (scripted.body === undefined ? telegramError(scripted.status) : { status: scripted.status, body: scripted.body })
+          : params === undefined
+          ? badRequest("can't parse request body")
+          : yield* answer(botId, method, params)
+        send(res, result)
+      })
+      const hungUp = clientGone(res).pipe(
+        Effect.andThen(SubscriptionRef.update(recorded, (r) => ({ ...r, aborted: [...r.aborted, call] })))
+      )
+      yield* Effect.raceFirst(respond, hungUp)
+    })
+
+    const run = yield* FiberSet.makeRuntime<never, void, never>()
+    const server = yield* Effect.acquireRelease(
+      Effect.callback<ReturnType<typeof createServer>, StandInListenError>((resume) => {
+        // keepAliveTimeout is short so an idle grammY socket never delays shutdown.
+        const server = createServer({ keepAliveTimeout: 500 }, (req, res) => {
+          run(handle(req, res).pipe(
+            Effect.catchCause((cause) =>
+              Effect.logError("Bot API stand-in failed to answer", cause).pipe(
+                Effect.andThen(Effect.sync(() => send(res, telegramError(500))))
+              )
+            )
+          ))
+        })
+        const onError = (error: Error) => resume(Effect.fail(new StandInListenError({ port: options.port ?? 0, reason: error.message })))
+        server.once("error", onError)
+        server.listen(options.port ?? 0, "127.0.0.1", () => {
+          server.off("error", onError)
+          resume(Effect.succeed(server))
+        })
+      }),
+      (server) =>
+        Effect.callback<void>((resume) => {
+          server.close(() => resume(Effect.void))
+          server.closeAllConnections()
+        })
+    )
+    const address = server.address()
+    const url = `http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : options.port}`
+
+    const awaitState = (
+      select: (r: Recorded) => ReadonlyArray<RecordedCall>,
+      predicate: (calls: ReadonlyArray<RecordedCall>) => boolean,
+      timeout: Duration.Input
+    ) =>
+      SubscriptionRef.changes(recorded).pipe(
+        Stream.map(select),
+        Stream.filter(predicate),
+        Stream.runHead,
+        // changes() never ends, so runHead only returns once a matching state was published.
+        Effect.map(Option.getOrElse((): ReadonlyArray<RecordedCall> => [])),
+        Effect.timeoutOrElse({
+          duration: timeout,
+          orElse: () =>
+            Effect.flatMap(SubscriptionRef.get(recorded), (r) =>
+              Effect.fail(
+                new StandInTimeout({
+                  timeout: Duration.format(Duration.fromInputUnsafe(timeout)),
+                  seen: `${summarize(r.calls)}, ${r.aborted.length} aborted`
+                })
+              ))
+        })
+      )
+
+    if (logMessages) yield* Effect.log(`Bot API stand-in listening on ${url}`)
+
+    return BotApiStandIn.of({
+      url,
+      calls: Effect.map(SubscriptionRef.get(recorded), (r) => r.calls),
+      aborted: Effect.map(SubscriptionRef.get(recorded), (r) => r.aborted),
+      clear: SubscriptionRef.set(recorded, { calls: [], aborted: [] }),
+      awaitCalls: (predicate, timeout = "5 seconds") => awaitState((r) => r.calls, predicate, timeout),
+      awaitAborted: (predicate, timeout = "5 seconds") => awaitState((r) => r.aborted, predicate, timeout),
+      script: (method, responses) =>
+        Ref.update(scripts, (map) => new Map(map).set(method, [...(map.get(method) ?? []), ...responses])),
+      setDelay: (ms) => Ref.set(delayMs, ms),
+      setWebhookInfo: (patch) => Ref.update(webhookOverrides, (current) => ({ ...current, ...patch }))
+    })
+  })
+}

@@ -1,0 +1,198 @@
+import { Api, GrammyError, HttpError, type RawApi } from "grammy"
+import type { ApiMethods, Message, Opts, WebhookInfo } from "grammy/types"
+import { Context, Data, Duration, Effect, Layer, Redacted, Schedule, Schema } from "effect"
+
+/** A Bot API method name, as grammY's `RawApi` knows them. */
+export type Method = keyof RawApi
+
+/** What `method` answers with once grammY has unwrapped `{ ok: true, result }`. */
+export type MethodResult<M extends Method> = ReturnType<ApiMethods[M]>
+
+/** The payload argument: optional when every parameter of `method` is optional. */
+export type MethodArgs<M extends Method> = {} extends Opts<M> ? [payload?: Opts<M>] : [payload: Opts<M>]
+
+export class ChatBlocked extends Schema.TaggedError<ChatBlocked>()("ChatBlocked", {
+  method: Schema.String,
+  description: Schema.String,
+  chatId: Schema.optional(Schema.Union([Schema.Number, Schema.String]))
+}) {
+  override get message(): string {
+    return `${this.method}${this.chatId === undefined ? "" : ` to chat ${this.chatId}`} refused: ${this.description}`
+  }
+}
+
+export class BotApiRejected extends Schema.TaggedError<BotApiRejected>()("BotApiRejected", {
+  method: Schema.String,
+  errorCode: Schema.Number,
+  description: Schema.String
+}) {
+  override get message(): string {
+    return `${this.method} rejected (${this.errorCode}): ${this.description}`
+  }
+}
+
+export class BotApiUnavailable extends Schema.TaggedError<BotApiUnavailable>()("BotApiUnavailable", {
+  method: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `${this.method} failed after retries: ${this.reason}`
+  }
+}
+
+export type BotApiError = ChatBlocked | BotApiRejected | BotApiUnavailable
+
+/** One failed attempt that may succeed when repeated; never leaves this module. */
+class Transient extends Data.TaggedError("BotApiTransient")<{
+  readonly reason: string
+  readonly retryAfter?: Duration.Duration
+}> {}
+
+/** Scrubs a bot token, and any `/bot<token>/` URL segment, out of text copied from a foreign error. */
+export const redactToken = (text: string, token: string): string => {
+  let scrubbed = text.replace(/\/bot[^/\s]+\//g, "/bot<redacted>/")
+  for (const variant of new Set([token, encodeURIComponent(token)])) {
+    if (variant !== "") scrubbed = scrubbed.split(variant).join("<redacted>")
+  }
+  return scrubbed
+}
+
+type ParamlessMethod = {
+  [M in keyof ApiMethods]: Parameters<ApiMethods[M]>[0] extends undefined ? M : never
+}[keyof ApiMethods]
+
+// grammY's `raw` proxy pre-binds an empty payload for these methods, so they take only the signal.
+// `satisfies` keeps this list equal to the methods that have no parameters in grammY's types.
+const paramless: Record<string, true | undefined> = {
+  getMe: true,
+  getWebhookInfo: true,
+  getForumTopicIconStickers: true,
+  getAvailableGifts: true,
+  logOut: true,
+  close: true,
+  getMyStarBalance: true,
+  removeMyProfilePhoto: true
+} satisfies Record<ParamlessMethod, true>
+
+type RawCall = (...args: ReadonlyArray<unknown>) => Promise<unknown>
+
+const chatIdOf = (payload: unknown): number | string | undefined => {
+  if (typeof payload !== "object" || payload === null || !("chat_id" in payload)) return undefined
+  const chatId = payload.chat_id
+  return typeof chatId === "number" || typeof chatId === "string" ? chatId : undefined
+}
+
+const toChatId = (chatId: number | string | bigint): number | string =>
+  typeof chatId !== "bigint" ? chatId : Number.isSafeInteger(Number(chatId)) ? Number(chatId) : chatId.toString()
+
+const errorText = (error: unknown): string => {
+  if (error instanceof HttpError) {
+    const inner = error.error instanceof Error ? `: ${error.error.message}` : ""
+    return `${error.message}${inner}`
+  }
+  return error instanceof Error ? error.message : String(error)
+}
+
+export class BotApi extends Context.Service<BotApi, {
+  /** Calls any Bot API method with timeout, retries and typed failures. */
+  readonly call: <M extends Method>(method: M, ...args: MethodArgs<M>) => Effect.Effect<MethodResult<M>, BotApiError>
+  /** Sends a text message to a chat. */
+  readonly sendMessage: (
+    chatId: number | string | bigint,
+    text: string,
+    other?: Omit<Opts<"sendMessage">, "chat_id" | "text">
+  ) => Effect.Effect<Message.TextMessage, BotApiError>
+  /** Reads the webhook status Telegram reports (pending updates, last delivery error). */
+  readonly getWebhookInfo: () => Effect.Effect<WebhookInfo, BotApiError>
+  /** Registers the webhook URL with Telegram. */
+  readonly setWebhook: (url: string, other?: Omit<Opts<"setWebhook">, "url">) => Effect.Effect<true, BotApiError>
+}>()("steadfast/telegram/BotApi") {
+  static make(options: {
+    readonly token: Redacted.Redacted<string>
+    readonly apiRoot: string
+    readonly callTimeout?: Duration.Input
+    readonly maxRetries?: number
+  }): Effect.Effect<BotApi["Service"]> {
+    return Effect.sync(() => {
+      const token = Redacted.value(options.token)
+      const callTimeout = Duration.fromInputUnsafe(options.callTimeout ?? "10 seconds")
+      const maxRetries = options.maxRetries ?? 4
+      // grammY's own timer stays far behind ours: the Effect timeout decides and aborts the request.
+      const api = new Api(token, {
+        apiRoot: options.apiRoot,
+        timeoutSeconds: Math.ceil(Duration.toSeconds(callTimeout)) + 60
+      })
+
+      const classify = (method: string, payload: unknown, error: unknown): ChatBlocked | BotApiRejected | Transient => {
+        if (error instanceof GrammyError) {
+          const description = redactToken(error.description, token)
+          const code = error.error_code
+          if (code === 429) {
+            const retryAfter = error.parameters.retry_after
+            return new Transient({
+              reason: `429: ${description}`,
+              ...(retryAfter !== undefined ? { retryAfter: Duration.seconds(retryAfter) } : {})
+            })
+          }
+          if (code >= 500) return new Transient({ reason: `${code}: ${description}` })
+          if (code === 403) {
+            const chatId = chatIdOf(payload)
+            return new ChatBlocked({ method, description, ...(chatId !== undefined ? { chatId } : {}) })
+          }
+          return new BotApiRejected({ method, errorCode: code, description })
+        }
+        return new Transient({ reason: redactToken(errorText(error), token) })
+      }
+
+      // Exponential backoff with jitter for 5xx, network errors and timeouts; a 429 waits exactly
+      // the retry_after Telegram asked for, since retrying earlier only extends the flood wait.
+      const schedule = Schedule.exponential("200 millis", 2).pipe(
+        Schedule.setInputType<ChatBlocked | BotApiRejected | Transient>(),
+        Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, Duration.seconds(5)))),
+        Schedule.jittered,
+        Schedule.modifyDelay(({ input, duration }) =>
+          Effect.succeed(input._tag === "BotApiTransient" && input.retryAfter !== undefined ? input.retryAfter : duration)
+        )
+      )
+
+      const call = <M extends Method>(method: M, ...args: MethodArgs<M>): Effect.Effect<MethodResult<M>, BotApiError> => {
+        const payload = args[0]
+        const raw = api.raw[method] as unknown as RawCall
+        const attempt = Effect.tryPromise({
+          // The native signal works at runtime; grammY types it with the abort-controller polyfill.
+          try: (signal) => paramless[method] ? raw(signal) : raw(payload ?? {}, signal),
+          catch: (error) => classify(method, payload, error)
+        }).pipe(
+          Effect.timeoutOrElse({
+            duration: callTimeout,
+            orElse: () => Effect.fail(new Transient({ reason: `no answer within ${Duration.format(callTimeout)}` }))
+          }),
+          Effect.tapError((error) =>
+            error._tag === "BotApiTransient"
+              ? Effect.logWarning(`Bot API ${method} failed, may retry: ${error.reason}`)
+              : Effect.void
+          ),
+          Effect.withSpan(`BotApi.${method}`, { kind: "client", attributes: { "telegram.method": method } })
+        )
+        return attempt.pipe(
+          Effect.retry({ schedule, times: maxRetries, while: (error) => error._tag === "BotApiTransient" }),
+          Effect.catchTag("BotApiTransient", (error) => Effect.fail(new BotApiUnavailable({ method, reason: error.reason }))),
+          // grammY resolves with the unwrapped `result` of the method it was asked for.
+          Effect.map((result) => result as MethodResult<M>)
+        )
+      }
+
+      return BotApi.of({
+        call,
+        sendMessage: (chatId, text, other) =>
+          call("sendMessage", { ...other, chat_id: toChatId(chatId), text }),
+        getWebhookInfo: () => call("getWebhookInfo"),
+        setWebhook: (url, other) => call("setWebhook", { ...other, url })
+      })
+    })
+  }
+
+  static layer(options: Parameters<typeof BotApi.make>[0]) {
+    return Layer.effect(BotApi, BotApi.make(options))
+  }
+}

@@ -1,0 +1,80 @@
+import { Option, Schema } from "effect"
+
+/** Update kinds the Bot API documents; anything else is stored and skipped. */
+export const UPDATE_KINDS = [
+  "message", "edited_message", "channel_post", "edited_channel_post", "business_connection",
+  "business_message", "edited_business_message", "deleted_business_messages", "message_reaction",
+  "message_reaction_count", "inline_query", "chosen_inline_result", "callback_query", "shipping_query",
+  "pre_checkout_query", "purchased_paid_media", "poll", "poll_answer", "my_chat_member", "chat_member",
+  "chat_join_request", "chat_boost", "removed_chat_boost"
+] as const
+
+export type UpdateKind = typeof UPDATE_KINDS[number]
+
+export const User = Schema.Struct({
+  id: Schema.Number,
+  is_bot: Schema.optional(Schema.Boolean),
+  first_name: Schema.optional(Schema.String),
+  username: Schema.optional(Schema.String),
+  language_code: Schema.optional(Schema.String)
+})
+export type User = typeof User.Type
+
+export const Chat = Schema.Struct({ id: Schema.Number, type: Schema.String })
+
+export const Message = Schema.Struct({
+  message_id: Schema.Number,
+  date: Schema.optional(Schema.Number),
+  chat: Chat,
+  from: Schema.optional(User),
+  text: Schema.optional(Schema.String)
+})
+export type Message = typeof Message.Type
+
+/** The part of an update the shipped handlers read; the full JSON stays in the inbox. */
+export const Update = Schema.Struct({
+  update_id: Schema.Int,
+  message: Schema.optional(Message),
+  edited_message: Schema.optional(Message),
+  callback_query: Schema.optional(Schema.Struct({
+    id: Schema.String,
+    from: User,
+    data: Schema.optional(Schema.String),
+    message: Schema.optional(Schema.Struct({ chat: Chat }))
+  })),
+  pre_checkout_query: Schema.optional(Schema.Struct({ id: Schema.String, from: User })),
+  inline_query: Schema.optional(Schema.Struct({ id: Schema.String, from: User }))
+})
+export type Update = typeof Update.Type
+
+/** What ingress needs to store an update: a JSON object with an integer update_id. */
+export const UpdateEnvelope = Schema.fromJsonString(Schema.Record(Schema.String, Schema.Unknown).pipe(
+  Schema.check(Schema.makeFilter((body) => Number.isSafeInteger(body["update_id"]) || "update_id must be an integer"))
+))
+
+export const kindOf = (body: Record<string, unknown>): UpdateKind | "unknown" =>
+  UPDATE_KINDS.find((kind) => kind in body) ?? "unknown"
+
+const idOf = (value: unknown, path: ReadonlyArray<string>): Option.Option<string> => {
+  let current = value
+  for (const key of path) {
+    if (typeof current !== "object" || current === null) return Option.none()
+    current = (current as Record<string, unknown>)[key]
+  }
+  return typeof current === "number" || typeof current === "string" ? Option.some(String(current)) : Option.none()
+}
+
+/**
+ * The ordering key of an update: its chat for chat-bound kinds, its user for queries.
+ * Updates without either get a key of their own and run without ordering constraints.
+ */
+export const chatKeyOf = (body: Record<string, unknown>, kind: string): string => {
+  const inner = body[kind]
+  return Option.match(
+    Option.orElse(
+      Option.map(Option.orElse(idOf(inner, ["chat", "id"]), () => idOf(inner, ["message", "chat", "id"])), (id) => `chat:${id}`),
+      () => Option.map(Option.orElse(idOf(inner, ["from", "id"]), () => idOf(inner, ["user", "id"])), (id) => `user:${id}`)
+    ),
+    { onNone: () => `update:${String(body["update_id"])}`, onSome: (key) => key }
+  )
+}

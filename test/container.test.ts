@@ -1,0 +1,288 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as fs from "node:fs"
+import { fileURLToPath } from "node:url"
+import YAML from "yaml"
+
+// No Docker engine runs here, so `docker build` and `docker compose up` cannot be
+// tried. These static checks of Dockerfile, compose.yaml and .dockerignore are what
+// we can do instead: each guards a property that would otherwise show up only in a
+// running container (signals, health, wiring between services).
+
+const root = fileURLToPath(new URL("../", import.meta.url))
+const read = (file: string) => fs.readFileSync(`${root}${file}`, "utf8")
+
+type Dict = Record<string, unknown>
+
+const isDict = (value: unknown): value is Dict =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+const dict = (value: unknown, where: string): Dict => {
+  if (!isDict(value)) throw new Error(`${where} must be a mapping`)
+  return value
+}
+
+// ---- Dockerfile ----
+
+interface Instruction {
+  readonly keyword: string
+  readonly args: string
+}
+
+const parseDockerfile = (text: string): ReadonlyArray<Instruction> =>
+  text
+    .replace(/\\\r?\n/g, " ")
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line !== "" && !line.startsWith("#"))
+    .map((line) => {
+      const [keyword = "", ...rest] = line.split(/\s+/)
+      return { keyword: keyword.toUpperCase(), args: rest.join(" ") }
+    })
+
+const stagesOf = (instructions: ReadonlyArray<Instruction>) => {
+  const stages: Array<{ from: Instruction; body: Array<Instruction> }> = []
+  for (const instruction of instructions) {
+    if (instruction.keyword === "FROM") stages.push({ from: instruction, body: [] })
+    else stages[stages.length - 1]?.body.push(instruction)
+  }
+  return stages
+}
+
+// Exec form is a JSON array of strings; anything else is shell form.
+const execForm = (args: string): ReadonlyArray<string> | undefined => {
+  if (!args.trim().startsWith("[")) return undefined
+  const parsed: unknown = JSON.parse(args)
+  return Array.isArray(parsed) && parsed.every((item) => typeof item === "string") ? parsed : undefined
+}
+
+const dockerfile = () => {
+  const stages = stagesOf(parseDockerfile(read("Dockerfile")))
+  const build = stages[0]
+  const runtime = stages[stages.length - 1]
+  if (build === undefined || runtime === undefined) throw new Error("Dockerfile has no FROM")
+  const all = (stage: typeof build, keyword: string) => stage.body.filter((i) => i.keyword === keyword).map((i) => i.args)
+  return { stages, build, runtime, all }
+}
+
+// ---- compose.yaml ----
+
+const compose = () => dict(YAML.parse(read("compose.yaml")), "compose.yaml")
+const service = (name: string) => dict(dict(compose()["services"], "services")[name], `services.${name}`)
+
+const environment = (svc: Dict): Record<string, string> => {
+  const env = svc["environment"]
+  if (Array.isArray(env)) {
+    return Object.fromEntries(env.map((entry) => {
+      const text = String(entry)
+      const at = text.indexOf("=")
+      return at < 0 ? [text, ""] : [text.slice(0, at), text.slice(at + 1)]
+    }))
+  }
+  return Object.fromEntries(Object.entries(dict(env, "environment")).map(([k, v]) => [k, v === null ? "" : String(v)]))
+}
+
+// `ports:` entries as { published, target }; short syntax is [ip:]published:target[/proto].
+const ports = (svc: Dict) => {
+  const list = svc["ports"]
+  if (!Array.isArray(list)) return []
+  return list.map((entry) => {
+    if (isDict(entry)) return { published: Number(entry["published"]), target: Number(entry["target"]) }
+    const parts = String(entry).replace(/\/(tcp|udp)$/, "").split(":")
+    const target = Number(parts[parts.length - 1])
+    return { published: parts.length > 1 ? Number(parts[parts.length - 2]) : target, target }
+  })
+}
+
+const volumeMounts = (svc: Dict) => {
+  const list = svc["volumes"]
+  if (!Array.isArray(list)) return []
+  return list.map((entry) => {
+    if (isDict(entry)) return { source: String(entry["source"]), target: String(entry["target"]) }
+    const [source = "", target = ""] = String(entry).split(":")
+    return { source, target }
+  })
+}
+
+// ---- otel-collector.yaml ----
+
+const collectorConfig = () => dict(YAML.parse(read("otel-collector.yaml")), "otel-collector.yaml")
+
+const portOf = (endpoint: unknown) => {
+  const match = /:(\d+)$/.exec(String(endpoint))
+  return match?.[1] === undefined ? undefined : Number(match[1])
+}
+
+// Ports the collector listens on: anything bound to 0.0.0.0 in receivers, exporters, extensions.
+const collectorListenPorts = () => {
+  const found = new Set<number>()
+  const walk = (value: unknown) => {
+    if (!isDict(value)) return
+    for (const [key, item] of Object.entries(value)) {
+      if (key === "endpoint" && typeof item === "string" && item.startsWith("0.0.0.0:")) {
+        const port = portOf(item)
+        if (port !== undefined) found.add(port)
+      } else walk(item)
+    }
+  }
+  const config = collectorConfig()
+  for (const section of ["receivers", "exporters", "extensions"]) walk(config[section])
+  return found
+}
+
+const otlpReceiverPort = (protocol: "grpc" | "http") => {
+  const receivers = dict(collectorConfig()["receivers"], "receivers")
+  const protocols = dict(dict(receivers["otlp"], "receivers.otlp")["protocols"], "receivers.otlp.protocols")
+  return portOf(dict(protocols[protocol], protocol)["endpoint"])
+}
+
+describe("Dockerfile", () => {
+  it("has a node:24-slim build stage and a node:24-slim runtime stage built from it", () => {
+    const { stages, build, runtime } = dockerfile()
+    assert.strictEqual(stages.length, 2, "expected exactly two FROM stages")
+    for (const stage of stages) assert.match(stage.from.args, /^node:24-slim\b/)
+    const buildName = /\bAS\s+(\S+)/i.exec(build.from.args)?.[1]
+    assert.isDefined(buildName, "the build stage needs a name")
+    // Without a COPY --from the build stage, BuildKit would skip it and its typecheck.
+    assert.isTrue(
+      runtime.body.some((i) => i.keyword === "COPY" && i.args.includes(`--from=${buildName}`)),
+      "the runtime stage must copy from the build stage"
+    )
+  })
+
+  it("runs the same install and typecheck as CI in the build stage", () => {
+    const { build, all } = dockerfile()
+    assert.include(all(build, "WORKDIR"), "/app")
+    const copies = all(build, "COPY")
+    assert.match(copies[0] ?? "", /package\.json/)
+    assert.match(copies[0] ?? "", /package-lock\.json/)
+    const runs = all(build, "RUN")
+    const install = runs.findIndex((r) => /\bnpm ci\b/.test(r))
+    const typecheck = runs.findIndex((r) => /\bnpm run typecheck\b/.test(r))
+    assert.isAtLeast(install, 0, "build stage must run npm ci")
+    assert.isAbove(typecheck, install, "build stage must run npm run typecheck after npm ci")
+  })
+
+  it("ships production dependencies only and runs as a non-root user", () => {
+    const { runtime, all } = dockerfile()
+    assert.isTrue(all(runtime, "ENV").some((e) => /\bNODE_ENV[= ]production\b/.test(e)), "NODE_ENV=production")
+    assert.isTrue(all(runtime, "RUN").some((r) => /\bnpm ci\b.*--omit=dev/.test(r)), "npm ci --omit=dev")
+    assert.isTrue(all(runtime, "COPY").some((c) => /\bsrc\/?\s/.test(`${c} `)), "the runtime stage copies src/")
+    const user = all(runtime, "USER").at(-1)
+    assert.isDefined(user, "the runtime stage must set USER")
+    assert.notMatch(user ?? "", /^(root|0)(:|$)/, "USER must not be root")
+  })
+
+  it("exposes 8080, checks /health/live with node and stops on SIGTERM", () => {
+    const { runtime, all } = dockerfile()
+    assert.include(all(runtime, "EXPOSE").join(" ").split(/\s+/), "8080")
+    const healthcheck = all(runtime, "HEALTHCHECK")
+    assert.strictEqual(healthcheck.length, 1)
+    assert.match(healthcheck[0] ?? "", /CMD \["node", "-e", .*127\.0\.0\.1.*\/health\/live/)
+    assert.match(healthcheck[0] ?? "", /\b8080\b/)
+    assert.deepStrictEqual(all(runtime, "STOPSIGNAL"), ["SIGTERM"])
+  })
+
+  it("starts the app in exec form with the same command as npm start", () => {
+    const { runtime, all } = dockerfile()
+    const cmd = all(runtime, "CMD")
+    assert.strictEqual(cmd.length, 1)
+    const argv = execForm(cmd[0] ?? "")
+    assert.isDefined(argv, "CMD must be in exec form so SIGTERM reaches node, not /bin/sh")
+    const scripts = dict(dict(JSON.parse(read("package.json")), "package.json")["scripts"], "scripts")
+    assert.strictEqual(argv?.join(" "), scripts["start"])
+    for (const entrypoint of all(runtime, "ENTRYPOINT")) {
+      assert.isDefined(execForm(entrypoint), "ENTRYPOINT must be in exec form")
+    }
+  })
+})
+
+describe(".dockerignore", () => {
+  it("keeps host dependencies, local data, git history and logs out of the build context", () => {
+    const entries = read(".dockerignore").split(/\r?\n/).map((line) => line.trim())
+    assert.includeMembers(entries, ["node_modules", ".data", ".git", "coverage", "*.log"])
+  })
+})
+
+describe("compose.yaml", () => {
+  it("defines the app, PostgreSQL, the collector and Jaeger", () => {
+    assert.includeMembers(Object.keys(dict(compose()["services"], "services")), [
+      "steadfast",
+      "postgres",
+      "otel-collector",
+      "jaeger"
+    ])
+  })
+
+  it("builds the app from this Dockerfile and publishes the port it exposes", () => {
+    const app = service("steadfast")
+    const build = app["build"]
+    assert.strictEqual(isDict(build) ? build["context"] : build, ".")
+    assert.deepInclude(ports(app), { published: 8080, target: 8080 })
+  })
+
+  it("mounts otel-collector.yaml where the contrib image reads its config", () => {
+    const collector = service("otel-collector")
+    assert.match(String(collector["image"]), /^otel\/opentelemetry-collector-contrib[:@]/)
+    assert.deepInclude(volumeMounts(collector), {
+      source: "./otel-collector.yaml",
+      target: "/etc/otelcol-contrib/config.yaml"
+    })
+  })
+
+  it("points the app's OTLP endpoint at the collector's OTLP/HTTP receiver", () => {
+    const endpoint = new URL(environment(service("steadfast"))["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "")
+    assert.strictEqual(endpoint.hostname, "otel-collector")
+    // The app's SDK exporters are the OTLP/HTTP ones, so the port must be the HTTP receiver's.
+    assert.strictEqual(Number(endpoint.port), otlpReceiverPort("http"))
+    assert.isTrue(collectorListenPorts().has(Number(endpoint.port)))
+    assert.strictEqual(environment(service("steadfast"))["OTEL_SERVICE_NAME"], "steadfast")
+  })
+
+  it("publishes every port the collector listens on, and the Jaeger UI", () => {
+    const published = ports(service("otel-collector")).map((p) => p.target)
+    for (const port of collectorListenPorts()) assert.include(published, port, `collector port ${port}`)
+    assert.includeMembers([...collectorListenPorts()], [4317, 4318, 8889, 13133])
+    assert.include(ports(service("jaeger")).map((p) => p.target), 16686)
+  })
+
+  it("sends traces to a Jaeger host that is a compose service", () => {
+    const exporters = dict(collectorConfig()["exporters"], "exporters")
+    const jaeger = Object.entries(exporters).find(([id]) => id.startsWith("otlp_grpc"))
+    assert.isDefined(jaeger, "no otlp_grpc exporter")
+    const host = String(dict(jaeger?.[1], "otlp_grpc exporter")["endpoint"]).split(":")[0] ?? ""
+    assert.include(Object.keys(dict(compose()["services"], "services")), host)
+  })
+
+  it("starts the app only once PostgreSQL is healthy, with data on a named volume", () => {
+    const app = service("steadfast")
+    const databaseUrl = new URL(environment(app)["DATABASE_URL"] ?? "")
+    assert.strictEqual(databaseUrl.protocol, "postgres:")
+    assert.strictEqual(databaseUrl.hostname, "postgres")
+    assert.strictEqual(databaseUrl.port, "5432")
+
+    const dependsOn = dict(app["depends_on"], "steadfast.depends_on")
+    assert.strictEqual(dict(dependsOn["postgres"], "depends_on.postgres")["condition"], "service_healthy")
+    assert.property(dependsOn, "otel-collector")
+
+    const postgres = service("postgres")
+    assert.match(String(postgres["image"]), /^postgres:17\b/)
+    const test = dict(postgres["healthcheck"], "postgres.healthcheck")["test"]
+    assert.match(JSON.stringify(test), /pg_isready/)
+    const env = environment(postgres)
+    assert.strictEqual(env["POSTGRES_USER"], decodeURIComponent(databaseUrl.username))
+    assert.strictEqual(env["POSTGRES_PASSWORD"], decodeURIComponent(databaseUrl.password))
+    assert.strictEqual(env["POSTGRES_DB"], databaseUrl.pathname.slice(1))
+
+    const named = Object.keys(dict(compose()["volumes"], "volumes"))
+    const dataVolume = volumeMounts(postgres).find((m) => m.target === "/var/lib/postgresql/data")
+    assert.isDefined(dataVolume, "postgres data directory must be a volume")
+    assert.include(named, dataVolume?.source)
+  })
+
+  it("passes the bot's secrets through from the host, empty meaning sandbox mode", () => {
+    const env = environment(service("steadfast"))
+    for (const name of ["BOT_TOKEN", "WEBHOOK_SECRET", "PUBLIC_URL"]) {
+      assert.strictEqual(env[name], `\${${name}:-}`, name)
+    }
+  })
+})

@@ -1,0 +1,224 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Fiber, Logger, Schema } from "effect"
+import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
+
+const token = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"
+
+const TelegramReply = Schema.Struct({
+  ok: Schema.Boolean,
+  result: Schema.optional(Schema.Unknown),
+  error_code: Schema.optional(Schema.Number),
+  description: Schema.optional(Schema.String),
+  parameters: Schema.optional(Schema.Struct({ retry_after: Schema.optional(Schema.Number) }))
+})
+
+const post = (
+  apiRoot: string,
+  method: string,
+  body?: { readonly json: unknown } | { readonly form: string },
+  query = ""
+) =>
+  Effect.gen(function*() {
+    const init: RequestInit = body === undefined
+      ? { method: "POST" }
+      : "json" in body
+      ? { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body.json) }
+      : { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: body.form }
+    const response = yield* Effect.promise((signal) => fetch(`${apiRoot}/bot${token}/${method}${query}`, { ...init, signal }))
+    const json = yield* Effect.promise(() => response.json())
+    return { status: response.status, body: yield* Schema.decodeUnknownEffect(TelegramReply)(json) }
+  })
+
+const withStandIn = <A, E>(
+  body: (standIn: BotApiStandIn["Service"]) => Effect.Effect<A, E, BotApiStandIn>,
+  options?: { readonly logMessages?: boolean }
+) => Effect.flatMap(BotApiStandIn.asEffect(), body).pipe(Effect.provide(BotApiStandIn.layer(options)))
+
+describe("BotApiStandIn", () => {
+  it.live("records a JSON sendMessage without the token and answers with a Message", () =>
+    withStandIn((standIn) =>
+      Effect.gen(function*() {
+        assert.match(standIn.url, /^http:\/\/127\.0\.0\.1:\d+$/)
+        const first = yield* post(standIn.url, "sendMessage", { json: { chat_id: 42, text: "Hello" } })
+        const second = yield* post(standIn.url, "sendMessage", { json: { chat_id: 42, text: "Again" } })
+        assert.strictEqual(first.status, 200)
+        assert.deepInclude(first.body.result as object, { text: "Hello", chat: { id: 42, type: "private", first_name: "Sandbox user" } })
+        const firstId = (first.body.result as { message_id: number }).message_id
+        const secondId = (second.body.result as { message_id: number }).message_id
+        assert.strictEqual(secondId, firstId + 1)
+        const calls = yield* standIn.calls
+        assert.deepStrictEqual(calls.map((c) => [c.method, c.params]), [
+          ["sendMessage", { chat_id: 42, text: "Hello" }],
+          ["sendMessage", { chat_id: 42, text: "Again" }]
+        ])
+        assert.notInclude(JSON.stringify(calls), "ABC-DEF")
+        assert.isTrue(calls.every((c) => c.at > 1_600_000_000_000))
+      })
+    ))
+
+  it.live("accepts form bodies and query strings", () =>
+    withStandIn((standIn) =>
+      Effect.gen(function*() {
+        const form = yield* post(standIn.url, "sendMessage", { form: "chat_id=7&text=hi%20there" })
+        assert.strictEqual(form.status, 200)
+        const query = yield* post(standIn.url, "sendMessage", undefined, "?chat_id=8&text=from%20query")
+        assert.strictEqual(query.status, 200)
+        const calls = yield* standIn.calls
+        assert.deepStrictEqual(calls.map((c) => c.params), [
+          { chat_id: "7", text: "hi there" },
+          { chat_id: "8", text: "from query" }
+        ])
+      })
+    ))
+
+  it.live("rejects an unknown method with 404 and missing parameters with 400", () =>
+    withStandIn((standIn) =>
+      Effect.gen(function*() {
+        const unknown = yield* post(standIn.url, "sendTelepathy", { json: {} })
+        assert.strictEqual(unknown.status, 404)
+        assert.deepStrictEqual(unknown.body, { ok: false, error_code: 404, description: "Not Found: method not found" })
+        const noText = yield* post(standIn.url, "sendMessage", { json: { chat_id: 1 } })
+        assert.strictEqual(noText.status, 400)
+        assert.strictEqual(noText.body.description, "Bad Request: message text is empty")
+        const noChat = yield* post(standIn.url, "sendMessage", { json: { text: "x" } })
+        assert.strictEqual(noChat.body.error_code, 400)
+      })
+    ))
+
+  it.live("answers scripted responses in order, then resumes normal behaviour", () =>
+    withStandIn((standIn) =>
+      Effect.gen(function*() {
+        yield* standIn.script("sendMessage", [
+          { status: 429, body: { ok: false, error_code: 429, description: "Too Many Requests: retry after 3", parameters: { retry_after: 3 } } },
+          { status: 500 },
+          { status: 403, body: { ok: false, error_code: 403, description: "Forbidden: bot was blocked by the user" } }
+        ])
+        const statuses: Array<number> = []
+        const descriptions: Array<string | undefined> = []
+        for (let i = 0; i < 4; i++) {
+          const reply = yield* post(standIn.url, "sendMessage", { json: { chat_id: 1, text: `n${i}` } })
+          statuses.push(reply.status)
+          descriptions.push(reply.body.description)
+        }
+        assert.deepStrictEqual(statuses, [429, 500, 403, 200])
+        assert.deepStrictEqual(descriptions, [
+          "Too Many Requests: retry after 3",
+          "Internal Server Error",
+          "Forbidden: bot was blocked by the user",
+          undefined
+        ])
+        const other = yield* post(standIn.url, "getMe")
+        assert.strictEqual(other.status, 200)
+      })
+    ))
+
+  it.live("a delayed answer does not hold up other requests", () =>
+    withStandIn((standIn) =>
+      Effect.gen(function*() {
+        yield* standIn.script("sendMessage", [{ status: 200, body: { ok: true, result: true }, delayMs: 10_000 }])
+        const slow = yield* Effect.forkChild(post(standIn.url, "sendMessage", { json: { chat_id: 1, text: "slow" } }))
+        yield* standIn.awaitCalls((calls) => calls.length === 1)
+        const [elapsed, fast] = yield* Effect.timed(post(standIn.url, "getMe"))
+        assert.strictEqual(fast.status, 200)
+        assert.isBelow(elapsed.value.millis ?? 0, 5_000)
+        yield* Fiber.interrupt(slow)
+        // The client gave up on the slow request, which the stand-in notices.
+        const aborted = yield* standIn.awaitAborted((a) => a.length === 1)
+        assert.strictEqual(aborted[0]?.method, "sendMessage")
+      })
+    ))
+
+  it.live("setDelay makes every call wait", () =>
+    withStandIn((standIn) =>
+      Effect.gen(function*() {
+        yield* standIn.setDelay(300)
+        const [elapsed] = yield* Effect.timed(post(standIn.url, "getMe"))
+        assert.isAtLeast(Number(elapsed.value.millis ?? 0), 290)
+        yield* standIn.setDelay(0)
+      })
+    ))
+
+  it.live("awaitCalls fails with StandInTimeout summarising the calls seen", () =>
+    withStandIn((standIn) =>
+      Effect.gen(function*() {
+        yield* post(standIn.url, "getMe")
+        yield* post(standIn.url, "getMe")
+        const error = yield* Effect.flip(standIn.awaitCalls((calls) => calls.some((c) => c.method === "sendMessage"), "200 millis"))
+        assert.strictEqual(error._tag, "StandInTimeout")
+        assert.include(error.message, "2 calls (getMe x2)")
+        yield* standIn.clear
+        assert.deepStrictEqual(yield* standIn.calls, [])
+      })
+    ))
+
+  it.live("getMe, webhooks, invoices and payment answers have the Bot API shapes", () =>
+    withStandIn((standIn) =>
+      Effect.gen(function*() {
+        const me = yield* post(standIn.url, "getMe")
+        assert.deepInclude(me.body.result as object, { id: 123456, is_bot: true, can_manage_bots: false })
+        const set = yield* post(standIn.url, "setWebhook", {
+          json: { url: "https://example.org/hook", secret_token: "s3cret", allowed_updates: ["message"] }
+        })
+        assert.strictEqual(set.body.result, true)
+        yield* standIn.setWebhookInfo({ pending_update_count: 5, last_error_date: 1700000000, last_error_message: "Connection refused" })
+        const info = yield* post(standIn.url, "getWebhookInfo")
+        assert.deepStrictEqual(info.body.result, {
+          url: "https://example.org/hook",
+          has_custom_certificate: false,
+          pending_update_count: 5,
+          allowed_updates: ["message"],
+          last_error_date: 1700000000,
+          last_error_message: "Connection refused"
+        })
+        const deleted = yield* post(standIn.url, "deleteWebhook")
+        assert.strictEqual(deleted.body.result, true)
+        const invoice = yield* post(standIn.url, "sendInvoice", {
+          json: {
+            chat_id: 9,
+            title: "Coffee",
+            description: "A cup",
+            payload: "order-1",
+            currency: "XTR",
+            prices: [{ label: "Coffee", amount: 50 }]
+          }
+        })
+        assert.deepInclude(invoice.body.result as object, {
+          invoice: { title: "Coffee", description: "A cup", start_parameter: "", currency: "XTR", total_amount: 50 }
+        })
+        for (
+          const [method, json] of [
+            ["answerPreCheckoutQuery", { pre_checkout_query_id: "q", ok: true }],
+            ["refundStarPayment", { user_id: 9, telegram_payment_charge_id: "c" }],
+            ["answerCallbackQuery", { callback_query_id: "cb" }]
+          ] as const
+        ) {
+          const reply = yield* post(standIn.url, method, { json })
+          assert.strictEqual(reply.body.result, true, method)
+        }
+        const edited = yield* post(standIn.url, "editMessageText", { json: { chat_id: 9, message_id: 3, text: "edited" } })
+        assert.deepInclude(edited.body.result as object, { message_id: 3, text: "edited" })
+      })
+    ))
+
+  it.live("logs the messages the bot sends, never the token", () => {
+    const lines: Array<string> = []
+    const capture = Logger.layer([Logger.make((options) => {
+      lines.push(Logger.formatSimple.log(options))
+    })])
+    return withStandIn((standIn) =>
+      Effect.gen(function*() {
+        yield* post(standIn.url, "sendMessage", { json: { chat_id: 42, text: "Hello" } })
+        assert.isTrue(lines.some((line) => line.includes("bot → chat 42: Hello")), lines.join("\n"))
+        assert.notInclude(lines.join("\n"), "ABC-DEF")
+      }), { logMessages: true }).pipe(Effect.provide(capture))
+  })
+
+  it("sampleUpdate builds a message update with a bot_command entity", () => {
+    const update = sampleUpdate({ updateId: 77, chatId: 5, text: "/start@steadfast_bot hello" })
+    assert.strictEqual(update.update_id, 77)
+    assert.deepStrictEqual(update.message.entities, [{ type: "bot_command", offset: 0, length: 20 }])
+    assert.deepInclude(update.message.chat, { id: 5, type: "private" })
+    assert.isUndefined(sampleUpdate({ text: "plain" }).message.entities)
+  })
+})
