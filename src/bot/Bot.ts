@@ -52,7 +52,7 @@ export class Bot extends Context.Service<Bot, {
         const handler = handlers.find((candidate) => candidate.matches(update))
         if (handler === undefined) return { status: "skipped", handler: undefined, queued: 0 } satisfies HandleResult
 
-        const chatKey = chatKeyOf(payload as Record<string, unknown>, kind)
+        const chatKey = chatKeyOf(payload, kind)
         const chatId = update.message?.chat.id ?? update.edited_message?.chat.id ?? update.callback_query?.message?.chat.id
         let queued = 0
         const call: HandlerContext["call"] = (method, callPayload, key = chatKey) =>

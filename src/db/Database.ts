@@ -100,7 +100,7 @@ export class Database extends Context.Service<Database, {
       database: decodeURIComponent(parsed.pathname.slice(1)) || "postgres"
     })
     return Layer.effect(Database, Effect.tap(Database.make(max), (db) => runMigrations(db.sql))).pipe(
-      Layer.provide(client)
+      Layer.provideMerge(client)
     )
   }
 

@@ -9,7 +9,10 @@ export interface RecordedCall {
   readonly at: number
 }
 
-/** A canned answer; `body` defaults to a Telegram error object for `status`, a string body is sent as-is. */
+/**
+ * A canned answer. `body` defaults to a Telegram error object for `status`; a string body is sent
+ * as-is (a proxy's HTML error page). `delayMs` replaces the `setDelay` wait for this call.
+ */
 export interface ScriptedResponse {
   readonly status: number
   readonly body?: unknown

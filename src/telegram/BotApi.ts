@@ -96,6 +96,8 @@ const errorText = (error: unknown): string => {
 export class BotApi extends Context.Service<BotApi, {
   /** Calls any Bot API method with timeout, retries and typed failures. */
   readonly call: <M extends Method>(method: M, ...args: MethodArgs<M>) => Effect.Effect<MethodResult<M>, BotApiError>
+  /** Calls a method named at run time (e.g. read back from the outbox); the answer is not typed. */
+  readonly callRaw: (method: string, payload: Record<string, unknown>) => Effect.Effect<unknown, BotApiError>
   /** Sends a text message to a chat. */
   readonly sendMessage: (
     chatId: number | string | bigint,
@@ -155,9 +157,8 @@ export class BotApi extends Context.Service<BotApi, {
         )
       )
 
-      const call = <M extends Method>(method: M, ...args: MethodArgs<M>): Effect.Effect<MethodResult<M>, BotApiError> => {
-        const payload = args[0]
-        const raw = api.raw[method] as unknown as RawCall
+      const invoke = (method: string, payload: unknown): Effect.Effect<unknown, BotApiError> => {
+        const raw = (api.raw as unknown as Record<string, RawCall>)[method]
         const attempt = Effect.tryPromise({
           // The native signal works at runtime; grammY types it with the abort-controller polyfill.
           try: (signal) => paramless[method] ? raw(signal) : raw(payload ?? {}, signal),
@@ -176,14 +177,17 @@ export class BotApi extends Context.Service<BotApi, {
         )
         return attempt.pipe(
           Effect.retry({ schedule, times: maxRetries, while: (error) => error._tag === "BotApiTransient" }),
-          Effect.catchTag("BotApiTransient", (error) => Effect.fail(new BotApiUnavailable({ method, reason: error.reason }))),
-          // grammY resolves with the unwrapped `result` of the method it was asked for.
-          Effect.map((result) => result as MethodResult<M>)
+          Effect.catchTag("BotApiTransient", (error) => Effect.fail(new BotApiUnavailable({ method, reason: error.reason })))
         )
       }
 
+      // grammY resolves with the unwrapped `result` of the method it was asked for.
+      const call = <M extends Method>(method: M, ...args: MethodArgs<M>) =>
+        Effect.map(invoke(method, args[0]), (result) => result as MethodResult<M>)
+
       return BotApi.of({
         call,
+        callRaw: invoke,
         sendMessage: (chatId, text, other) =>
           call("sendMessage", { ...other, chat_id: toChatId(chatId), text }),
         getWebhookInfo: () => call("getWebhookInfo"),

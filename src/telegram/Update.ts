@@ -9,6 +9,11 @@ export const UPDATE_KINDS = [
   "chat_join_request", "chat_boost", "removed_chat_boost"
 ] as const
 
+/** The kinds we ask Telegram to deliver (its default leaves out member and reaction updates). */
+export const ALLOWED_UPDATES = [
+  "message", "edited_message", "callback_query", "inline_query", "shipping_query", "pre_checkout_query", "my_chat_member"
+] as const
+
 export type UpdateKind = typeof UPDATE_KINDS[number]
 
 export const User = Schema.Struct({
@@ -48,8 +53,9 @@ export const Update = Schema.Struct({
 export type Update = typeof Update.Type
 
 /** What ingress needs to store an update: a JSON object with an integer update_id. */
-export const UpdateEnvelope = Schema.fromJsonString(Schema.Record(Schema.String, Schema.Unknown).pipe(
-  Schema.check(Schema.makeFilter((body) => Number.isSafeInteger(body["update_id"]) || "update_id must be an integer"))
+export const UpdateEnvelope = Schema.fromJsonString(Schema.StructWithRest(
+  Schema.Struct({ update_id: Schema.Int }),
+  [Schema.Record(Schema.String, Schema.Unknown)]
 ))
 
 export const kindOf = (body: Record<string, unknown>): UpdateKind | "unknown" =>
@@ -68,13 +74,13 @@ const idOf = (value: unknown, path: ReadonlyArray<string>): Option.Option<string
  * The ordering key of an update: its chat for chat-bound kinds, its user for queries.
  * Updates without either get a key of their own and run without ordering constraints.
  */
-export const chatKeyOf = (body: Record<string, unknown>, kind: string): string => {
-  const inner = body[kind]
+export const chatKeyOf = (body: unknown, kind: string): string => {
+  const inner = typeof body === "object" && body !== null ? (body as Record<string, unknown>)[kind] : undefined
   return Option.match(
     Option.orElse(
       Option.map(Option.orElse(idOf(inner, ["chat", "id"]), () => idOf(inner, ["message", "chat", "id"])), (id) => `chat:${id}`),
       () => Option.map(Option.orElse(idOf(inner, ["from", "id"]), () => idOf(inner, ["user", "id"])), (id) => `user:${id}`)
     ),
-    { onNone: () => `update:${String(body["update_id"])}`, onSome: (key) => key }
+    { onNone: () => `update:${Option.getOrElse(idOf(body, ["update_id"]), () => "?")}`, onSome: (key) => key }
   )
 }

@@ -4,6 +4,7 @@ import type { SqlClient } from "effect/sql/SqlClient"
 import inbox from "./0001_inbox.ts"
 import users from "./0002_users.ts"
 import outbox from "./0003_outbox.ts"
+import settings from "./0004_settings.ts"
 
 const migrate = Migrator.make({})
 
@@ -20,7 +21,7 @@ export const runMigrations = (sql: SqlClient) =>
     Effect.andThen(
       sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`,
       migrate({
-        loader: Migrator.fromRecord({ "0001_inbox": inbox, "0002_users": users, "0003_outbox": outbox }),
+        loader: Migrator.fromRecord({ "0001_inbox": inbox, "0002_users": users, "0003_outbox": outbox, "0004_settings": settings }),
         table: "steadfast_migrations"
       })
     )

@@ -1,0 +1,81 @@
+import { NodeHttpServer } from "@effect/platform-node"
+import { Clock, Console, Duration, Effect, Layer, Option, Redacted } from "effect"
+import { HttpRouter, HttpServer } from "effect/http"
+import { createServer } from "node:http"
+import { Bot } from "./bot/Bot.ts"
+import { AppConfig } from "./Config.ts"
+import { Database } from "./db/Database.ts"
+import { Notifications } from "./db/Notifications.ts"
+import { HealthRoutes } from "./http/HealthRoutes.ts"
+import { WebhookRoute } from "./http/WebhookRoute.ts"
+import { Dispatcher } from "./inbox/Dispatcher.ts"
+import { Inbox } from "./inbox/Inbox.ts"
+import { Lifecycle } from "./Lifecycle.ts"
+import { Outbox } from "./outbox/Outbox.ts"
+import { Sender } from "./outbox/Sender.ts"
+import { BotApiStandIn } from "./sandbox/BotApiStandIn.ts"
+import { sampleUpdate } from "./sandbox/sampleUpdate.ts"
+import { BotApi } from "./telegram/BotApi.ts"
+import { Poller } from "./telegram/Poller.ts"
+import { WebhookRegistration } from "./telegram/WebhookRegistration.ts"
+
+/** The Bot API: Telegram's (or TELEGRAM_API_ROOT's), or in sandbox mode a stand-in served by this process. */
+const TelegramLayer = Layer.unwrap(Effect.gen(function*() {
+  const config = yield* AppConfig
+  if (config.mode !== "sandbox") {
+    return BotApi.layer({ token: Option.getOrThrow(config.botToken), apiRoot: config.telegramApiRoot })
+  }
+  return Layer.unwrap(Effect.map(BotApiStandIn, (standIn) =>
+    BotApi.layer({ token: Redacted.make("1000000001:sandbox"), apiRoot: standIn.url }))).pipe(
+      Layer.provide(BotApiStandIn.layer({ logMessages: true }))
+    )
+}))
+
+const ServerLayer = Layer.unwrap(Effect.map(AppConfig, (config) =>
+  NodeHttpServer.layer(() => createServer({ keepAliveTimeout: 5_000 }), {
+    port: config.port,
+    host: config.host,
+    gracefulShutdownTimeout: Duration.sum(config.shutdownGrace, Duration.seconds(5))
+  })))
+
+/** Where updates come from besides POST /webhook. */
+const IngressLayer = Layer.unwrap(Effect.map(AppConfig, (config): Layer.Layer<
+  never,
+  Layer.Error<typeof Poller.layer> | Layer.Error<typeof WebhookRegistration.layer>,
+  Layer.Services<typeof Poller.layer> | Layer.Services<typeof WebhookRegistration.layer>
+> => config.mode === "polling" ? Poller.layer : config.mode === "webhook" ? WebhookRegistration.layer : Layer.empty))
+
+/** In sandbox mode: one line a newcomer can paste to see the bot answer. */
+const SandboxBanner = Layer.effectDiscard(Effect.gen(function*() {
+  const config = yield* AppConfig
+  if (config.mode !== "sandbox") return
+  const server = yield* HttpServer.HttpServer
+  const port = server.address._tag === "UnixPathAddress" ? config.port : server.address.port
+  const body = JSON.stringify(sampleUpdate({ updateId: Math.floor((yield* Clock.currentTimeMillis) / 1000), text: "Hello, steadfast!" }))
+  yield* Console.log([
+    "sandbox mode: no BOT_TOKEN, so the bot talks to a local Bot API stand-in and logs what it sends.",
+    "post a sample update (change update_id to send another one):",
+    `curl -X POST http://127.0.0.1:${port}/webhook -H 'content-type: application/json' -d '${body}'`
+  ].join("\n"))
+}))
+
+const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer).pipe(Layer.provideMerge(Database.layer))
+
+/**
+ * The whole service. `bot` replaces the handler set (tests use it for failing handlers).
+ * Shutdown runs in reverse: HTTP and workers drain first, then the pool, the Bot API, config.
+ */
+export const makeAppLayer = (options: { readonly bot?: typeof Bot.layer } = {}) => Layer.mergeAll(
+  HttpRouter.serve(Layer.mergeAll(WebhookRoute, HealthRoutes), { disableLogger: true }),
+  SandboxBanner
+).pipe(
+  Layer.provide(ServerLayer),
+  Layer.merge(Dispatcher.layer().pipe(Layer.provide(options.bot ?? Bot.layer))),
+  Layer.merge(Sender.layer()),
+  Layer.merge(IngressLayer),
+  Layer.provide(CoreLayer),
+  Layer.provide(TelegramLayer),
+  Layer.provide(Lifecycle.layer),
+  Layer.provide(AppConfig.layer)
+)
+

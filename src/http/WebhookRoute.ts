@@ -1,0 +1,83 @@
+import { ByteSize, Effect, Option, Redacted, Schema } from "effect"
+import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { createHash, timingSafeEqual } from "node:crypto"
+import { AppConfig } from "../Config.ts"
+import { Inbox } from "../inbox/Inbox.ts"
+import { Lifecycle } from "../Lifecycle.ts"
+import { UpdateEnvelope, chatKeyOf, kindOf } from "../telegram/Update.ts"
+
+export const MAX_BODY_BYTES = 1024 * 1024
+/** How long the webhook waits for the inbox insert before answering 503. */
+export const STORE_TIMEOUT = "3 seconds"
+/** Seconds Telegram is asked to wait before redelivering after a 503. */
+export const RETRY_AFTER_SECONDS = 5
+
+const decodeEnvelope = Schema.decodeUnknownEffect(UpdateEnvelope)
+
+const answer = (status: number, description: string, headers: Record<string, string> = {}) =>
+  HttpServerResponse.jsonUnsafe({ ok: status === 200, description }, { status, headers })
+
+const unavailable = (description: string) =>
+  answer(503, description, { "retry-after": String(RETRY_AFTER_SECONDS) })
+
+/** Compares secrets in time independent of where they differ (hashing first also hides the length). */
+const sameSecret = (given: string, expected: string) =>
+  timingSafeEqual(createHash("sha256").update(given).digest(), createHash("sha256").update(expected).digest())
+
+/**
+ * `POST /webhook`: validate, store in the inbox, answer. It never runs bot logic, so the answer
+ * depends only on the insert: 200 once the row is committed, 503 with Retry-After if it cannot be
+ * stored within STORE_TIMEOUT (Telegram redelivers; nothing is lost).
+ */
+export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
+  const config = yield* AppConfig
+  const inbox = yield* Inbox
+  const lifecycle = yield* Lifecycle
+  const secret = Option.map(config.webhookSecret, Redacted.value)
+
+  yield* router.add("POST", "/webhook", Effect.gen(function*() {
+    if (lifecycle.isDraining()) return unavailable("shutting down")
+    const request = yield* HttpServerRequest.HttpServerRequest
+    if (Option.isSome(secret)) {
+      const given = request.headers["x-telegram-bot-api-secret-token"]
+      if (given === undefined || !sameSecret(given, secret.value)) return answer(401, "missing or wrong secret token")
+    }
+    const contentType = (request.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase()
+    if (contentType !== "application/json") return answer(415, "content type must be application/json")
+    const declaredLength = Number(request.headers["content-length"] ?? "0")
+    if (declaredLength > MAX_BODY_BYTES) return answer(413, `body larger than ${MAX_BODY_BYTES} bytes`)
+
+    const body = yield* request.text.pipe(
+      Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(MAX_BODY_BYTES)),
+      Effect.map((text) => ({ text })),
+      Effect.catchTag("HttpServerError", (error) =>
+        Effect.succeed(
+          error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
+            ? answer(413, `body larger than ${MAX_BODY_BYTES} bytes`)
+            : answer(400, "could not read the body")
+        ))
+    )
+    if (!("text" in body)) return body
+    const envelope = yield* Effect.option(decodeEnvelope(body.text))
+    if (Option.isNone(envelope)) return answer(400, "body must be a JSON object with an integer update_id")
+
+    const update = envelope.value
+    const updateId = update.update_id
+    const kind = kindOf(update)
+    const span = yield* Effect.option(Effect.currentSpan)
+    const stored = yield* inbox.store({
+      updateId,
+      chatKey: chatKeyOf(update, kind),
+      kind,
+      json: body.text,
+      skipped: kind === "unknown",
+      traceparent: Option.match(span, { onNone: () => null, onSome: (s) => `00-${s.traceId}-${s.spanId}-01` })
+    }).pipe(
+      Effect.timeoutOption(STORE_TIMEOUT),
+      Effect.map(Option.match({ onNone: () => "timeout" as const, onSome: () => "stored" as const })),
+      Effect.catchCause((cause) => Effect.as(Effect.logWarning(`could not store update ${updateId}; answered 503`, cause), "failed" as const))
+    )
+    if (stored !== "stored") return unavailable("cannot store the update now; retry later")
+    return answer(200, "stored")
+  }))
+}))

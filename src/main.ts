@@ -1,0 +1,15 @@
+import { NodeRuntime } from "@effect/platform-node"
+import { Cause, Console, Effect, Exit, Layer } from "effect"
+import { makeAppLayer } from "./App.ts"
+import type { InvalidConfig } from "./Config.ts"
+
+Layer.launch(makeAppLayer()).pipe(
+  Effect.catchTag("InvalidConfig", (error: InvalidConfig) =>
+    Effect.andThen(Console.error(`steadfast: invalid configuration: ${error.message}`), Effect.sync(() => process.exit(1)))),
+  Effect.tapCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logFatal("steadfast stopped", cause)),
+  NodeRuntime.runMain({
+    disableErrorReporting: true,
+    // A signal ends the program by interruption: that is a clean stop, not a failure.
+    teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1)
+  })
+)

@@ -1,0 +1,55 @@
+import { Duration, Effect, Layer, Option, Schedule } from "effect"
+import { AppConfig } from "../Config.ts"
+import { Inbox } from "../inbox/Inbox.ts"
+import { BotApi } from "./BotApi.ts"
+import { ALLOWED_UPDATES, chatKeyOf, kindOf } from "./Update.ts"
+
+/** Seconds one getUpdates long poll may wait on Telegram's side. */
+const LONG_POLL_SECONDS = 25
+
+/**
+ * BOT_MODE=polling: long-polls getUpdates and stores each update in the inbox, exactly like the
+ * webhook does. The offset only moves past updates that are stored, so a crash redelivers them
+ * and the inbox drops the duplicates.
+ */
+export const Poller = {
+  layer: Layer.effectDiscard(Effect.gen(function*() {
+    const config = yield* AppConfig
+    const inbox = yield* Inbox
+    const token = Option.getOrThrow(config.botToken)
+    const botApi = yield* BotApi.make({
+      token,
+      apiRoot: config.telegramApiRoot,
+      callTimeout: Duration.seconds(LONG_POLL_SECONDS + 15)
+    })
+    // getUpdates is refused while a webhook is set.
+    yield* botApi.call("deleteWebhook", { drop_pending_updates: false })
+
+    let offset: number | undefined = undefined
+    const poll = Effect.gen(function*() {
+      const updates = yield* botApi.call("getUpdates", {
+        timeout: LONG_POLL_SECONDS,
+        allowed_updates: [...ALLOWED_UPDATES],
+        ...(offset === undefined ? {} : { offset })
+      })
+      for (const update of updates) {
+        const body: Record<string, unknown> = { ...update }
+        const kind = kindOf(body)
+        yield* inbox.store({
+          updateId: update.update_id,
+          chatKey: chatKeyOf(body, kind),
+          kind,
+          json: JSON.stringify(update),
+          skipped: kind === "unknown",
+          traceparent: null
+        })
+        offset = update.update_id + 1
+      }
+    })
+    yield* poll.pipe(
+      Effect.catchCause((cause) => Effect.andThen(Effect.logWarning("getUpdates failed; retrying", cause), Effect.sleep("2 seconds"))),
+      Effect.repeat(Schedule.forever),
+      Effect.forkScoped
+    )
+  }))
+}
