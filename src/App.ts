@@ -69,11 +69,11 @@ export const makeAppLayer = (options: { readonly bot?: typeof Bot.layer } = {}) 
   HttpRouter.serve(Layer.mergeAll(WebhookRoute, HealthRoutes), { disableLogger: true }),
   SandboxBanner
 ).pipe(
-  Layer.provide(ServerLayer),
+  Layer.provideMerge(ServerLayer),
   Layer.merge(Dispatcher.layer().pipe(Layer.provide(options.bot ?? Bot.layer))),
   Layer.merge(Sender.layer()),
   Layer.merge(IngressLayer),
-  Layer.provide(CoreLayer),
+  Layer.provideMerge(CoreLayer),
   Layer.provide(TelegramLayer),
   Layer.provide(Lifecycle.layer),
   Layer.provide(AppConfig.layer)

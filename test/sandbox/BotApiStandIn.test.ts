@@ -214,6 +214,16 @@ describe("BotApiStandIn", () => {
       }), { logMessages: true }).pipe(Effect.provide(capture))
   })
 
+  it.live("a taken port fails the layer with StandInListenError", () =>
+    withStandIn((standIn) =>
+      Effect.gen(function*() {
+        const port = Number(new URL(standIn.url).port)
+        const error = yield* Effect.flip(Effect.provide(BotApiStandIn, BotApiStandIn.layer({ port })))
+        assert.strictEqual(error._tag, "StandInListenError")
+        assert.include(error.message, `127.0.0.1:${port}`)
+      })
+    ))
+
   it("sampleUpdate builds a message update with a bot_command entity", () => {
     const update = sampleUpdate({ updateId: 77, chatId: 5, text: "/start@steadfast_bot hello" })
     assert.strictEqual(update.update_id, 77)
