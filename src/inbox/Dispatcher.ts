@@ -28,8 +28,9 @@ export const Dispatcher = {
       const bot = yield* Bot
       const { inbox: wakeup } = yield* Notifications
       const retryBase = Duration.fromInputUnsafe(options.retryBase ?? "1 second")
-      // A lease outlives the handler's timeout, so only a dead instance ever loses one.
-      const lease = Duration.sum(config.updateTimeout, Duration.seconds(30))
+      // A lease outlives the handler's timeout, so only a dead instance loses one; and while the
+      // handler runs its transaction holds the row lock, which a claimer's SKIP LOCKED respects.
+      const lease = Duration.sum(config.updateTimeout, Duration.seconds(5))
 
       const workers = yield* FiberSet.make<void>()
       yield* Effect.addFinalizer(() =>
