@@ -12,6 +12,9 @@ export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidC
 
 export type BotMode = "webhook" | "polling" | "sandbox"
 
+/** Our `application_name` in pg_stat_activity and the pool's name in metrics. */
+export const APPLICATION_NAME = "steadfast"
+
 /** Connections kept out of the worker budget: LISTEN, the claim/sender loops, ingress and health. */
 export const RESERVED_CONNECTIONS = 4
 

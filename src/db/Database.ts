@@ -1,7 +1,8 @@
 import { PgClient } from "@effect/sql-pg"
-import { Context, Duration, Effect, Layer, Option, Redacted, Schema, Semaphore, type Scope } from "effect"
+import { Context, Duration, Effect, Layer, Metric, Option, Redacted, Schema, Semaphore, type Scope } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import { AppConfig } from "../Config.ts"
+import { APPLICATION_NAME, AppConfig } from "../Config.ts"
+import * as Metrics from "../observability/Metrics.ts"
 import { EmbeddedDatabase } from "./EmbeddedDatabase.ts"
 import { runMigrations } from "./migrations/Migrations.ts"
 
@@ -22,7 +23,6 @@ export interface PoolStats {
   readonly timeouts: number
 }
 
-export const APPLICATION_NAME = "steadfast"
 
 /**
  * The PostgreSQL pool and its admission gate. `@effect/sql-pg` keeps its pool private and
@@ -54,34 +54,64 @@ export class Database extends Context.Service<Database, {
     let timeouts = 0
     const defaultWaitMs = Duration.toMillis(Duration.fromInputUnsafe(defaultWait))
 
+    const publish = Effect.all([
+      Metric.update(Metrics.connectionUsed, used),
+      Metric.update(Metrics.connectionIdle, max - used),
+      Metric.update(Metrics.connectionPending, pending)
+    ], { discard: true })
+    yield* Metric.update(Metrics.connectionMax, max)
+    yield* Metric.update(Metrics.connectionIdleMin, 0)
+    yield* publish
+
     // Interruptible while waiting; once a permit is taken the release is guaranteed.
     const acquire = (wait: Duration.Input | undefined) =>
       Effect.suspend(() => {
         const waitMs = wait === undefined ? defaultWaitMs : Duration.toMillis(Duration.fromInputUnsafe(wait))
+        const startedAt = performance.now()
         pending++
         return gate.take(1).pipe(
           Effect.timeoutOption(waitMs),
           Effect.ensuring(Effect.sync(() => void pending--)),
           Effect.flatMap(Option.match({
-            onNone: () => Effect.suspend(() => {
-              timeouts++
-              return Effect.fail(new PoolTimeout({ waitedMs: waitMs }))
-            }),
-            onSome: () => Effect.sync(() => void used++)
-          }))
+            onNone: () =>
+              Effect.suspend(() => {
+                timeouts++
+                return Effect.andThen(
+                  Metric.update(Metrics.connectionTimeouts, 1),
+                  Effect.fail(new PoolTimeout({ waitedMs: waitMs }))
+                )
+              }),
+            onSome: () =>
+              Effect.suspend(() => {
+                used++
+                const acquiredAt = performance.now()
+                return Effect.as(
+                  Effect.andThen(Metric.update(Metrics.connectionWaitTime, (acquiredAt - startedAt) / 1000), publish),
+                  acquiredAt
+                )
+              })
+          })),
+          Effect.onExit(() => publish)
         )
       })
-    const release = Effect.andThen(gate.release(1), Effect.sync(() => void used--))
+    const release = (acquiredAt: number) =>
+      Effect.andThen(
+        gate.release(1),
+        Effect.suspend(() => {
+          used--
+          return Effect.andThen(Metric.update(Metrics.connectionUseTime, (performance.now() - acquiredAt) / 1000), publish)
+        })
+      )
     const withSlot = <A, E, R>(effect: Effect.Effect<A, E, R>, wait?: Duration.Input) =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.andThen(restore(acquire(wait)), Effect.ensuring(restore(effect), release))
+        Effect.flatMap(restore(acquire(wait)), (acquiredAt) => Effect.ensuring(restore(effect), release(acquiredAt)))
       )
 
     return Database.of({
       sql,
       withConnection: withSlot,
       transaction: (effect, wait) => withSlot(sql.withTransaction(effect), wait),
-      holdConnection: Effect.acquireRelease(acquire(undefined), () => release),
+      holdConnection: Effect.asVoid(Effect.acquireRelease(acquire(undefined), release)),
       stats: Effect.sync(() => ({ max, used, idle: max - used, pending, timeouts }))
     })
   })

@@ -1,0 +1,100 @@
+import { Metric } from "effect"
+import { APPLICATION_NAME } from "../Config.ts"
+
+// Names, units and attributes follow the OpenTelemetry semantic conventions where one exists
+// (database client connection pool, HTTP server); the service's own metrics use `steadfast.*`.
+// The exporter takes an instrument's unit from its `unit` attribute.
+
+const pool = { "db.client.connection.pool.name": APPLICATION_NAME }
+const durationBoundaries = Metric.exponentialBoundaries({ start: 0.0005, factor: 2, count: 16 })
+
+export const connectionCount = Metric.gauge("db.client.connection.count", {
+  description: "Connections currently in the state given by db.client.connection.state",
+  attributes: { ...pool, unit: "{connection}" }
+})
+export const connectionUsed = Metric.withAttributes(connectionCount, { "db.client.connection.state": "used" })
+export const connectionIdle = Metric.withAttributes(connectionCount, { "db.client.connection.state": "idle" })
+export const connectionMax = Metric.gauge("db.client.connection.max", {
+  description: "The maximum number of open connections allowed",
+  attributes: { ...pool, unit: "{connection}" }
+})
+export const connectionIdleMin = Metric.gauge("db.client.connection.idle.min", {
+  description: "The minimum number of idle open connections allowed",
+  attributes: { ...pool, unit: "{connection}" }
+})
+export const connectionPending = Metric.gauge("db.client.connection.pending_requests", {
+  description: "Requests waiting for an open connection",
+  attributes: { ...pool, unit: "{request}" }
+})
+export const connectionTimeouts = Metric.counter("db.client.connection.timeouts", {
+  description: "Connection requests that timed out waiting for a connection",
+  attributes: { ...pool, unit: "{timeout}" },
+  incremental: true
+})
+export const connectionWaitTime = Metric.histogram("db.client.connection.wait_time", {
+  description: "Time it took to obtain an open connection from the pool",
+  boundaries: durationBoundaries,
+  attributes: { ...pool, unit: "s" }
+})
+export const connectionUseTime = Metric.histogram("db.client.connection.use_time", {
+  description: "Time between borrowing a connection and returning it to the pool",
+  boundaries: durationBoundaries,
+  attributes: { ...pool, unit: "s" }
+})
+export const connectionCreateTime = Metric.histogram("db.client.connection.create_time", {
+  description: "Time it took to create a new connection",
+  boundaries: durationBoundaries,
+  attributes: { ...pool, unit: "s" }
+})
+
+export const httpServerDuration = Metric.histogram("http.server.request.duration", {
+  description: "Duration of HTTP server requests",
+  boundaries: [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10],
+  attributes: { unit: "s" }
+})
+
+export const updatesReceived = Metric.counter("steadfast.updates.received", {
+  description: "Updates stored in the inbox, by kind",
+  attributes: { unit: "{update}" },
+  incremental: true
+})
+export const updatesProcessed = Metric.counter("steadfast.updates.processed", {
+  description: "Update processing attempts by outcome: done, retried, dead, skipped",
+  attributes: { unit: "{update}" },
+  incremental: true
+})
+export const processingDuration = Metric.histogram("steadfast.update.processing.duration", {
+  description: "Time to process one update, handler and transaction included",
+  boundaries: durationBoundaries,
+  attributes: { unit: "s" }
+})
+export const inboxBacklog = Metric.gauge("steadfast.inbox.backlog", {
+  description: "Updates waiting to be processed (pending or processing)",
+  attributes: { unit: "{update}" }
+})
+export const inboxOldestAge = Metric.gauge("steadfast.inbox.oldest_pending.age", {
+  description: "Age of the oldest unprocessed update",
+  attributes: { unit: "s" }
+})
+export const inboxDead = Metric.gauge("steadfast.inbox.dead", {
+  description: "Dead-lettered updates",
+  attributes: { unit: "{update}" }
+})
+export const outboxBacklog = Metric.gauge("steadfast.outbox.backlog", {
+  description: "Bot API calls waiting to be delivered",
+  attributes: { unit: "{call}" }
+})
+export const botApiDuration = Metric.histogram("steadfast.botapi.call.duration", {
+  description: "Duration of Bot API calls, by method and outcome",
+  boundaries: durationBoundaries,
+  attributes: { unit: "s" }
+})
+export const botApiRateLimited = Metric.counter("steadfast.botapi.rate_limited", {
+  description: "Bot API answers with status 429",
+  attributes: { unit: "{response}" },
+  incremental: true
+})
+export const eventLoopDelay = Metric.gauge("nodejs.eventloop.delay.p99", {
+  description: "99th percentile of the event loop delay over the last sampling period",
+  attributes: { unit: "s" }
+})
