@@ -7,10 +7,12 @@ import { AppConfig } from "./Config.ts"
 import { Database } from "./db/Database.ts"
 import { Notifications } from "./db/Notifications.ts"
 import { HealthRoutes } from "./http/HealthRoutes.ts"
+import { HttpTracing, requestDuration } from "./http/HttpObservability.ts"
 import { WebhookRoute } from "./http/WebhookRoute.ts"
 import { Dispatcher } from "./inbox/Dispatcher.ts"
 import { Inbox } from "./inbox/Inbox.ts"
 import { Lifecycle } from "./Lifecycle.ts"
+import { Samplers } from "./observability/Samplers.ts"
 import { Outbox } from "./outbox/Outbox.ts"
 import { Sender } from "./outbox/Sender.ts"
 import { BotApiStandIn } from "./sandbox/BotApiStandIn.ts"
@@ -66,12 +68,15 @@ const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer)
  * Shutdown runs in reverse: HTTP and workers drain first, then the pool, the Bot API, config.
  */
 export const makeAppLayer = (options: { readonly bot?: typeof Bot.layer } = {}) => Layer.mergeAll(
-  HttpRouter.serve(Layer.mergeAll(WebhookRoute, HealthRoutes), { disableLogger: true }),
+  HttpRouter.serve(Layer.mergeAll(WebhookRoute, HealthRoutes), { disableLogger: true, middleware: requestDuration }).pipe(
+    Layer.provide(HttpTracing)
+  ),
   SandboxBanner
 ).pipe(
   Layer.provideMerge(ServerLayer),
   Layer.merge(Dispatcher.layer().pipe(Layer.provide(options.bot ?? Bot.layer))),
   Layer.merge(Sender.layer()),
+  Layer.merge(Samplers.layer),
   Layer.merge(IngressLayer),
   Layer.provideMerge(CoreLayer),
   Layer.provide(TelegramLayer),

@@ -2,8 +2,9 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Console, Effect, Exit, Layer } from "effect"
 import { makeAppLayer } from "./App.ts"
 import type { InvalidConfig } from "./Config.ts"
+import { Telemetry } from "./observability/Telemetry.ts"
 
-Layer.launch(makeAppLayer()).pipe(
+Layer.launch(makeAppLayer().pipe(Layer.provide(Telemetry.layer))).pipe(
   Effect.catchTag("InvalidConfig", (error: InvalidConfig) =>
     Effect.andThen(Console.error(`steadfast: invalid configuration: ${error.message}`), Effect.sync(() => process.exit(1)))),
   Effect.tapCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logFatal("steadfast stopped", cause)),

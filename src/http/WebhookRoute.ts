@@ -1,9 +1,11 @@
-import { ByteSize, Effect, Option, Redacted, Schema } from "effect"
+import { ByteSize, Effect, Metric, Option, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { AppConfig } from "../Config.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import { Lifecycle } from "../Lifecycle.ts"
+import * as Metrics from "../observability/Metrics.ts"
+import { currentTraceparent } from "../observability/TraceContext.ts"
 import { UpdateEnvelope, chatKeyOf, kindOf } from "../telegram/Update.ts"
 
 export const MAX_BODY_BYTES = 1024 * 1024
@@ -64,15 +66,15 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
     const update = envelope.value
     const updateId = update.update_id
     const kind = kindOf(update)
-    const span = yield* Effect.option(Effect.currentSpan)
     const stored = yield* inbox.store({
       updateId,
       chatKey: chatKeyOf(update, kind),
       kind,
       json: body.text,
       skipped: kind === "unknown",
-      traceparent: Option.match(span, { onNone: () => null, onSome: (s) => `00-${s.traceId}-${s.spanId}-01` })
+      traceparent: yield* currentTraceparent
     }).pipe(
+      Effect.tap((inserted) => inserted ? Metric.update(Metric.withAttributes(Metrics.updatesReceived, { "telegram.update.kind": kind }), 1) : Effect.void),
       Effect.timeoutOption(STORE_TIMEOUT),
       Effect.map(Option.match({ onNone: () => "timeout" as const, onSome: () => "stored" as const })),
       Effect.catchCause((cause) => Effect.as(Effect.logWarning(`could not store update ${updateId}; answered 503`, cause), "failed" as const))

@@ -1,9 +1,13 @@
-import { Cause, Duration, Effect, Exit, FiberSet, Layer, Option } from "effect"
+import { Cause, Duration, Effect, Exit, FiberSet, Layer, Metric, Option } from "effect"
 import { Bot, type HandleResult } from "../bot/Bot.ts"
 import { AppConfig } from "../Config.ts"
 import { Database } from "../db/Database.ts"
 import { Notifications, pollInterval } from "../db/Notifications.ts"
+import * as Metrics from "../observability/Metrics.ts"
+import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
 import { type Claimed, Inbox } from "./Inbox.ts"
+
+const currentTraceId = Effect.map(Effect.option(Effect.currentSpan), Option.match({ onNone: () => null, onSome: (span) => span.traceId }))
 
 /** Retry delay after the n-th failed attempt: exponential from `base`, capped at 5 minutes, with jitter. */
 export const retryBackoff = (base: Duration.Duration, attempt: number): Duration.Duration => {
@@ -51,7 +55,7 @@ export const Dispatcher = {
           // The row lock keeps any other instance from taking the lease over while we work.
           if (!(yield* inbox.lockLease(update))) return yield* Effect.die(new LeaseLost())
           const result = yield* bot.handle(update.updateId, update.kind, update.payload)
-          yield* inbox.finish(update, result.status, result.queued > 0)
+          yield* inbox.finish(update, result.status, result.queued > 0, yield* currentTraceId)
           return result
         }))
 
@@ -59,10 +63,11 @@ export const Dispatcher = {
         Effect.gen(function*() {
           const exit = yield* runHandler(update).pipe(
             Effect.timeoutOption(config.updateTimeout),
+            Effect.trackDuration(Metrics.processingDuration, (duration) => Duration.toSeconds(duration)),
             Effect.exit
           )
           if (Exit.isSuccess(exit)) {
-            if (Option.isSome(exit.value)) return yield* logOutcome(update, exit.value.value)
+            if (Option.isSome(exit.value)) return yield* recordOutcome(update, exit.value.value)
             const message = `timed out after ${Duration.format(config.updateTimeout)}`
             yield* Effect.logError(`update ${update.updateId} (${update.kind}) ${message} on attempt ${update.attempts}; its transaction was rolled back`)
             return yield* recordFailure(update, message)
@@ -81,23 +86,44 @@ export const Dispatcher = {
               ? Effect.failCause(cause)
               : Effect.logError(`could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`, cause)
           ),
+          withTraceLogs,
           Effect.annotateLogs({ update_id: update.updateId }),
-          Effect.withSpan("Dispatcher.process", {
-            attributes: { "telegram.update_id": update.updateId, "telegram.update.kind": update.kind, "steadfast.attempt": update.attempts }
+          // One trace per processing attempt, linked to the webhook request that stored the update.
+          Effect.withSpan("process inbox", {
+            kind: "consumer",
+            root: true,
+            links: Option.match(spanFromTraceparent(update.traceparent), {
+              onNone: () => [],
+              onSome: (span) => [{ span, attributes: { "steadfast.link": "webhook request" } }]
+            }),
+            attributes: {
+              "messaging.system": "postgresql",
+              "messaging.operation.type": "process",
+              "messaging.operation.name": "process",
+              "messaging.destination.name": "inbox",
+              "messaging.message.id": String(update.updateId),
+              "telegram.update_id": update.updateId,
+              "telegram.update.kind": update.kind,
+              "steadfast.attempt": update.attempts
+            }
           })
         )
 
       const recordFailure = (update: Claimed, error: string) =>
-        Effect.flatMap(
-          inbox.fail(update, error, config.maxAttempts, retryBackoff(retryBase, update.attempts)),
-          (outcome) =>
-            outcome === "dead"
-              ? Effect.logError(`update ${update.updateId} dead-lettered after ${update.attempts} attempt(s)`)
-              : Effect.void
-        )
+        Effect.gen(function*() {
+          const outcome = yield* inbox.fail(update, error, config.maxAttempts, retryBackoff(retryBase, update.attempts), yield* currentTraceId)
+          if (outcome === undefined) return
+          const label = outcome === "dead" ? "dead" : "retried"
+          yield* Effect.annotateCurrentSpan({ "steadfast.outcome": label })
+          yield* Metric.update(Metric.withAttributes(Metrics.updatesProcessed, { outcome: label }), 1)
+          if (outcome === "dead") yield* Effect.logError(`update ${update.updateId} dead-lettered after ${update.attempts} attempt(s)`)
+        })
 
-      const logOutcome = (update: Claimed, result: HandleResult) =>
-        result.status === "skipped" ? Effect.logDebug(`update ${update.updateId} (${update.kind}) skipped: no handler`) : Effect.void
+      const recordOutcome = (update: Claimed, result: HandleResult) =>
+        Effect.andThen(
+          Effect.annotateCurrentSpan({ "steadfast.outcome": result.status, ...(result.handler === undefined ? {} : { "steadfast.handler": result.handler }) }),
+          Metric.update(Metric.withAttributes(Metrics.updatesProcessed, { outcome: result.status }), 1)
+        )
 
       const claimLoop = Effect.gen(function*() {
         while (true) {

@@ -52,17 +52,17 @@ export class Inbox extends Context.Service<Inbox, {
   /** Inside the handler's transaction: locks the row if the lease is still ours, so no other instance can take it over. */
   readonly lockLease: (update: Claimed) => Effect.Effect<boolean, SqlError>
   /** Inside the handler's transaction: marks the update finished. */
-  readonly finish: (update: Claimed, status: "done" | "skipped", notifyOutbox: boolean) => Effect.Effect<void, SqlError>
+  readonly finish: (update: Claimed, status: "done" | "skipped", notifyOutbox: boolean, traceId: string | null) => Effect.Effect<void, SqlError>
   /** Records a failed attempt: back to pending after `backoff`, or dead once `maxAttempts` is used up. */
   readonly fail: (
     update: Claimed,
     error: string,
     maxAttempts: number,
-    backoff: Duration.Duration
+    backoff: Duration.Duration,
+    traceId: string | null
   ) => Effect.Effect<FailureOutcome | undefined, SqlError | PoolTimeout>
   /** Returns an interrupted update to pending without counting the attempt. */
   readonly release: (update: Claimed) => Effect.Effect<void, SqlError | PoolTimeout>
-  readonly recordTraceId: (update: Claimed, traceId: string) => Effect.Effect<void, SqlError>
 }>()("steadfast/inbox/Inbox") {
   static readonly layer = Layer.effect(Inbox, Effect.gen(function*() {
     const db = yield* Database
@@ -126,24 +126,23 @@ export class Inbox extends Context.Service<Inbox, {
           (rows) => rows.length === 1
         ),
 
-      finish: (update, status, notifyOutbox) =>
-        notifyOutbox
-          ? sql`
-              WITH finished AS (
-                UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL, last_error = NULL
-                WHERE update_id = ${update.updateId} RETURNING 1)
-              SELECT pg_notify(${NOTIFY_CHANNEL}, 'outbox') FROM finished`.pipe(Effect.asVoid)
-          : sql`
-              UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL, last_error = NULL
-              WHERE update_id = ${update.updateId}`.pipe(Effect.asVoid),
+      // One statement: finish the row and, when calls were queued, wake the senders on commit.
+      finish: (update, status, notifyOutbox, traceId) =>
+        sql`
+          WITH finished AS (
+            UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL,
+                             last_error = NULL, trace_id = ${traceId}
+            WHERE update_id = ${update.updateId} RETURNING 1)
+          SELECT pg_notify(${NOTIFY_CHANNEL}, 'outbox') FROM finished WHERE ${notifyOutbox}`.pipe(Effect.asVoid),
 
-      fail: Effect.fn("Inbox.fail")(function*(update, error, maxAttempts, backoff) {
+      fail: Effect.fn("Inbox.fail")(function*(update, error, maxAttempts, backoff, traceId) {
         const rows = yield* db.withConnection(sql<{ status: string }>`
           UPDATE inbox SET
             status = CASE WHEN attempts >= ${maxAttempts} THEN 'dead' ELSE 'pending' END,
             finished_at = CASE WHEN attempts >= ${maxAttempts} THEN now() END,
             available_at = now() + ${Duration.toMillis(backoff)} * interval '1 millisecond',
             last_error = ${error.slice(0, 4000)},
+            trace_id = coalesce(${traceId}, trace_id),
             locked_until = NULL,
             lease_id = NULL
           WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid
@@ -157,8 +156,6 @@ export class Inbox extends Context.Service<Inbox, {
           UPDATE inbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL
           WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid`).pipe(Effect.asVoid),
 
-      recordTraceId: (update, traceId) =>
-        sql`UPDATE inbox SET trace_id = ${traceId} WHERE update_id = ${update.updateId}`.pipe(Effect.asVoid)
     })
   }))
 }

@@ -1,6 +1,7 @@
 import { Context, Duration, Effect, Layer, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { Database, type PoolTimeout } from "../db/Database.ts"
+import { currentTraceparent } from "../observability/TraceContext.ts"
 
 export interface OutgoingCall {
   readonly chatKey: string
@@ -15,7 +16,8 @@ const ClaimedRow = Schema.Struct({
   method: Schema.String,
   payload: Schema.Record(Schema.String, Schema.Unknown),
   attempts: Schema.Number,
-  lease_id: Schema.String
+  lease_id: Schema.String,
+  traceparent: Schema.NullOr(Schema.String)
 })
 const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedRow))
 
@@ -26,6 +28,7 @@ export interface ClaimedCall {
   readonly payload: Record<string, unknown>
   readonly attempts: number
   readonly leaseId: string
+  readonly traceparent: string | null
 }
 
 /**
@@ -47,9 +50,11 @@ export class Outbox extends Context.Service<Outbox, {
     const sql = db.sql
     return Outbox.of({
       enqueue: (call) =>
-        sql`
-          INSERT INTO outbox (chat_key, method, payload, update_id)
-          VALUES (${call.chatKey}, ${call.method}, ${JSON.stringify(call.payload)}::jsonb, ${call.updateId})`.pipe(Effect.asVoid),
+        Effect.flatMap(currentTraceparent, (traceparent) =>
+          sql`
+            INSERT INTO outbox (chat_key, method, payload, update_id, traceparent)
+            VALUES (${call.chatKey}, ${call.method}, ${JSON.stringify(call.payload)}::jsonb, ${call.updateId}, ${traceparent})`
+        ).pipe(Effect.asVoid),
 
       claim: Effect.fn("Outbox.claim")(function*(limit, lease) {
         const rows = yield* db.withConnection(sql`
@@ -70,7 +75,7 @@ export class Outbox extends Context.Service<Outbox, {
             lease_id = gen_random_uuid(),
             locked_until = now() + ${Duration.toMillis(lease)} * interval '1 millisecond'
           FROM next WHERE outbox.id = next.id
-          RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts, outbox.lease_id::text AS lease_id`)
+          RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts, outbox.lease_id::text AS lease_id, outbox.traceparent`)
         const decoded = yield* decodeClaimed(rows).pipe(Effect.orDie)
         return decoded.map((row) => ({
           id: String(row.id),
@@ -78,7 +83,8 @@ export class Outbox extends Context.Service<Outbox, {
           method: row.method,
           payload: row.payload,
           attempts: row.attempts,
-          leaseId: row.lease_id
+          leaseId: row.lease_id,
+          traceparent: row.traceparent
         }))
       }),
 

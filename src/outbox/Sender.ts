@@ -1,7 +1,8 @@
-import { Duration, Effect, FiberSet, Layer } from "effect"
+import { Duration, Effect, FiberSet, Layer, Option } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import { AppConfig } from "../Config.ts"
 import { Notifications, pollInterval } from "../db/Notifications.ts"
+import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
 import { BotApi } from "../telegram/BotApi.ts"
 import { type ClaimedCall, Outbox } from "./Outbox.ts"
 
@@ -49,7 +50,13 @@ export const Sender = {
           }),
           Effect.onInterrupt(() => outbox.release(call).pipe(Effect.ignoreCause)),
           Effect.catchCause((cause) => Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause)),
-          Effect.withSpan("Sender.deliver", { attributes: { "telegram.method": call.method, "steadfast.outbox_id": call.id } })
+          withTraceLogs,
+          // Delivery continues the trace of the processing that queued the call.
+          Effect.withSpan("Sender.deliver", {
+            kind: "producer",
+            ...Option.match(spanFromTraceparent(call.traceparent), { onNone: () => ({ root: true }), onSome: (parent) => ({ parent }) }),
+            attributes: { "telegram.method": call.method, "steadfast.outbox_id": call.id, "steadfast.attempt": call.attempts }
+          })
         )
 
       const claimLoop = Effect.gen(function*() {

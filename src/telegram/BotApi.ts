@@ -1,6 +1,7 @@
 import { Api, GrammyError, HttpError, type RawApi } from "grammy"
 import type { ApiMethods, Message, Opts, WebhookInfo } from "grammy/types"
-import { Context, Data, Duration, Effect, Layer, Redacted, Schedule, Schema } from "effect"
+import { Cause, Context, Data, Duration, Effect, Exit, Layer, Metric, Option, Redacted, Schedule, Schema } from "effect"
+import * as Metrics from "../observability/Metrics.ts"
 
 /** A Bot API method name, as grammY's `RawApi` knows them. */
 export type Method = keyof RawApi
@@ -93,6 +94,34 @@ const errorText = (error: unknown): string => {
   return error instanceof Error ? error.message : String(error)
 }
 
+const outcomeOf = (exit: Exit.Exit<unknown, ChatBlocked | BotApiRejected | Transient>): string => {
+  if (Exit.isSuccess(exit)) return "ok"
+  const error = Cause.findErrorOption(exit.cause)
+  if (Option.isNone(error)) return Cause.hasInterruptsOnly(exit.cause) ? "interrupted" : "defect"
+  const failure = error.value
+  return failure._tag === "ChatBlocked" ? "blocked"
+    : failure._tag === "BotApiRejected" ? "rejected"
+    : failure.reason.startsWith("429") ? "rate_limited"
+    : "unavailable"
+}
+
+/** Records each attempt's duration by method and outcome, and counts 429 answers. */
+const measured = (method: string) =>
+<A, R>(attempt: Effect.Effect<A, ChatBlocked | BotApiRejected | Transient, R>) =>
+  Effect.suspend(() => {
+    const startedAt = performance.now()
+    return Effect.onExit(attempt, (exit) => {
+      const outcome = outcomeOf(exit)
+      return Effect.andThen(
+        Metric.update(
+          Metric.withAttributes(Metrics.botApiDuration, { "telegram.method": method, outcome }),
+          (performance.now() - startedAt) / 1000
+        ),
+        outcome === "rate_limited" ? Metric.update(Metrics.botApiRateLimited, 1) : Effect.void
+      )
+    })
+  })
+
 export class BotApi extends Context.Service<BotApi, {
   /** Calls any Bot API method with timeout, retries and typed failures. */
   readonly call: <M extends Method>(method: M, ...args: MethodArgs<M>) => Effect.Effect<MethodResult<M>, BotApiError>
@@ -173,6 +202,7 @@ export class BotApi extends Context.Service<BotApi, {
               ? Effect.logWarning(`Bot API ${method} failed, may retry: ${error.reason}`)
               : Effect.void
           ),
+          measured(method),
           Effect.withSpan(`BotApi.${method}`, { kind: "client", attributes: { "telegram.method": method } })
         )
         return attempt.pipe(

@@ -1,0 +1,53 @@
+import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
+import { OTLPLogExporter } from "@opentelemetry/exporter-logs-otlp-http"
+import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http"
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
+import { BatchLogRecordProcessor } from "@opentelemetry/sdk-logs"
+import { PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics"
+import { BatchSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { Config, Effect, Layer, Option } from "effect"
+
+const setting = (name: string) =>
+  Config.option(Config.String(name)).pipe(Effect.map(Option.filter((value) => value.trim() !== "")), Effect.orElseSucceed(() => Option.none<string>()))
+
+/** A signal is exported when an endpoint reaches it and its OTEL_<SIGNAL>_EXPORTER is not `none`. */
+const signalEnabled = (signal: "TRACES" | "METRICS" | "LOGS", anyEndpoint: boolean) =>
+  Effect.gen(function*() {
+    const exporter = yield* setting(`OTEL_${signal}_EXPORTER`)
+    if (Option.isSome(exporter) && exporter.value === "none") return false
+    return anyEndpoint || Option.isSome(yield* setting(`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`))
+  })
+
+/**
+ * Traces, metrics and logs over OTLP/HTTP. The OpenTelemetry exporters read the standard
+ * variables themselves (OTEL_EXPORTER_OTLP_ENDPOINT, per-signal endpoints, OTEL_EXPORTER_OTLP_HEADERS,
+ * timeouts); the resource takes OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES. With no endpoint
+ * at all (or OTEL_SDK_DISABLED=true) this is an empty layer: nothing is exported or buffered.
+ * Provided outermost, it starts first and flushes last, after every other layer has closed.
+ */
+export const Telemetry = {
+  layer: Layer.unwrap(Effect.gen(function*() {
+    const disabled = Option.getOrElse(yield* setting("OTEL_SDK_DISABLED"), () => "false") === "true"
+    const endpoint = Option.isSome(yield* setting("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    const traces = !disabled && (yield* signalEnabled("TRACES", endpoint))
+    const metrics = !disabled && (yield* signalEnabled("METRICS", endpoint))
+    const logs = !disabled && (yield* signalEnabled("LOGS", endpoint))
+    if (!traces && !metrics && !logs) return Layer.empty
+    const serviceName = Option.getOrElse(yield* setting("OTEL_SERVICE_NAME"), () => "steadfast")
+    const exportInterval = Number(Option.getOrElse(yield* setting("OTEL_METRIC_EXPORT_INTERVAL"), () => "10000"))
+    return NodeSdk.layer(() => ({
+      resource: { serviceName },
+      ...(traces ? { spanProcessor: new BatchSpanProcessor(new OTLPTraceExporter()) } : {}),
+      ...(metrics
+        ? {
+          metricReader: new PeriodicExportingMetricReader({
+            exporter: new OTLPMetricExporter(),
+            exportIntervalMillis: Number.isFinite(exportInterval) && exportInterval > 0 ? exportInterval : 10000
+          })
+        }
+        : {}),
+      ...(logs ? { logRecordProcessor: new BatchLogRecordProcessor({ exporter: new OTLPLogExporter() }) } : {}),
+      shutdownTimeout: "5 seconds"
+    }))
+  }))
+}
