@@ -35,6 +35,10 @@ const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedUpdate))
 
 export type FailureOutcome = "retry" | "dead"
 
+/** Kinds Telegram needs answered within seconds jump the queue (they have their own chat key, so order is kept). */
+export const URGENT_KINDS: ReadonlySet<string> = new Set(["pre_checkout_query", "shipping_query"])
+const priorityOf = (kind: string) => (URGENT_KINDS.has(kind) ? 1 : 0)
+
 /**
  * The durable inbox. Updates are claimed with a lease; a chat's next update is claimable only
  * once every earlier update of that chat is finished (done, skipped or dead), which gives strict
@@ -74,9 +78,9 @@ export class Inbox extends Context.Service<Inbox, {
         const rows = yield* db.withConnection(
           sql<{ inserted: number }>`
             WITH inserted AS (
-              INSERT INTO inbox (update_id, chat_key, kind, payload, status, traceparent, finished_at)
+              INSERT INTO inbox (update_id, chat_key, kind, payload, status, priority, traceparent, finished_at)
               VALUES (${update.updateId}, ${update.chatKey}, ${update.kind}, ${update.json}::jsonb, ${status},
-                      ${update.traceparent}, CASE WHEN ${status} = 'skipped' THEN now() END)
+                      ${priorityOf(update.kind)}, ${update.traceparent}, CASE WHEN ${status} = 'skipped' THEN now() END)
               ON CONFLICT (update_id) DO NOTHING
               RETURNING status
             ), notified AS (
@@ -96,7 +100,7 @@ export class Inbox extends Context.Service<Inbox, {
               AND NOT EXISTS (
                 SELECT 1 FROM inbox e
                 WHERE e.chat_key = i.chat_key AND e.update_id < i.update_id AND e.status IN ('pending', 'processing'))
-            ORDER BY i.update_id
+            ORDER BY i.priority DESC, i.update_id
             LIMIT ${limit}
             FOR UPDATE SKIP LOCKED
           )

@@ -6,6 +6,7 @@ import users from "./0002_users.ts"
 import outbox from "./0003_outbox.ts"
 import settings from "./0004_settings.ts"
 import outboxTrace from "./0005_outbox_trace.ts"
+import inboxPriority from "./0006_inbox_priority.ts"
 
 const migrate = Migrator.make({})
 
@@ -22,7 +23,9 @@ export const runMigrations = (sql: SqlClient) =>
     Effect.andThen(
       sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`,
       migrate({
-        loader: Migrator.fromRecord({ "0001_inbox": inbox, "0002_users": users, "0003_outbox": outbox, "0004_settings": settings, "0005_outbox_trace": outboxTrace }),
+        loader: Migrator.fromRecord({ "0001_inbox": inbox, "0002_users": users, "0003_outbox": outbox, "0004_settings": settings, "0005_outbox_trace": outboxTrace,
+          "0006_inbox_priority": inboxPriority
+        }),
         table: "steadfast_migrations"
       })
     )
