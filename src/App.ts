@@ -1,5 +1,5 @@
 import { NodeHttpServer } from "@effect/platform-node"
-import { Clock, Console, Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Clock, Console, Effect, Layer, Option, Redacted } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import { createServer } from "node:http"
 import { Bot } from "./bot/Bot.ts"
@@ -37,7 +37,7 @@ const ServerLayer = Layer.unwrap(Effect.map(AppConfig, (config) =>
   NodeHttpServer.layer(() => createServer({ keepAliveTimeout: 5_000 }), {
     port: config.port,
     host: config.host,
-    gracefulShutdownTimeout: Duration.sum(config.shutdownGrace, Duration.seconds(5))
+    gracefulShutdownTimeout: config.shutdownGrace
   })))
 
 /** Where updates come from besides POST /webhook. */

@@ -121,7 +121,8 @@ const load = Effect.gen(function*() {
   }
   const updateTimeoutMs = yield* integer("UPDATE_TIMEOUT_MS", 10_000, 100, 600_000)
   const maxAttempts = yield* integer("MAX_ATTEMPTS", 5, 1, 100)
-  const shutdownGraceMs = yield* integer("SHUTDOWN_GRACE_MS", 10_000, 0, 600_000)
+  // Short by default: handlers only touch the database, and Railway kills 3 s after SIGTERM unless told otherwise.
+  const shutdownGraceMs = yield* integer("SHUTDOWN_GRACE_MS", 2_500, 0, 600_000)
   const sendRatePerSecond = yield* integer("SEND_RATE_PER_SECOND", 30, 1, 100_000)
 
   return AppConfig.of({
