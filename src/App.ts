@@ -12,6 +12,7 @@ import { WebhookRoute } from "./http/WebhookRoute.ts"
 import { Dispatcher } from "./inbox/Dispatcher.ts"
 import { Inbox } from "./inbox/Inbox.ts"
 import { Lifecycle } from "./Lifecycle.ts"
+import { FiberDump } from "./observability/FiberDump.ts"
 import { Samplers } from "./observability/Samplers.ts"
 import { Outbox } from "./outbox/Outbox.ts"
 import { Sender } from "./outbox/Sender.ts"
@@ -79,6 +80,7 @@ export const makeAppLayer = (options: { readonly bot?: typeof Bot.layer } = {}) 
   Layer.merge(Samplers.layer),
   Layer.merge(IngressLayer),
   Layer.provideMerge(CoreLayer),
+  Layer.provideMerge(FiberDump.layer),
   Layer.provide(TelegramLayer),
   Layer.provide(Lifecycle.layer),
   Layer.provide(AppConfig.layer)

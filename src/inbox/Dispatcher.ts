@@ -1,8 +1,9 @@
-import { Cause, Duration, Effect, Exit, FiberSet, Layer, Metric, Option } from "effect"
+import { Cause, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Option } from "effect"
 import { Bot, type HandleResult } from "../bot/Bot.ts"
 import { AppConfig } from "../Config.ts"
 import { Database } from "../db/Database.ts"
 import { Notifications, pollInterval } from "../db/Notifications.ts"
+import { describeFiber, FiberDump } from "../observability/FiberDump.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
 import { type Claimed, Inbox } from "./Inbox.ts"
@@ -31,6 +32,7 @@ export const Dispatcher = {
       const inbox = yield* Inbox
       const bot = yield* Bot
       const { inbox: wakeup } = yield* Notifications
+      const fiberDump = yield* FiberDump
       const retryBase = Duration.fromInputUnsafe(options.retryBase ?? "1 second")
       // A lease outlives the handler's timeout, so only a dead instance loses one; and while the
       // handler runs its transaction holds the row lock, which a claimer's SKIP LOCKED respects.
@@ -61,17 +63,23 @@ export const Dispatcher = {
 
       const process = (update: Claimed) =>
         Effect.gen(function*() {
-          const exit = yield* runHandler(update).pipe(
+          // The handler runs in a child fiber so that, on timeout, we can say what it was doing
+          // before interrupting it (interruption rolls its transaction back).
+          const handler = yield* Effect.forkChild(runHandler(update), { startImmediately: true })
+          const outcome = yield* Fiber.await(handler).pipe(
+            // On shutdown, roll the handler back before the lease is released (it holds the row lock).
+            Effect.onInterrupt(() => Fiber.interrupt(handler)),
             Effect.timeoutOption(config.updateTimeout),
-            Effect.trackDuration(Metrics.processingDuration, (duration) => Duration.toSeconds(duration)),
-            Effect.exit
+            Effect.trackDuration(Metrics.processingDuration, (duration) => Duration.toSeconds(duration))
           )
-          if (Exit.isSuccess(exit)) {
-            if (Option.isSome(exit.value)) return yield* recordOutcome(update, exit.value.value)
+          if (Option.isNone(outcome)) {
             const message = `timed out after ${Duration.format(config.updateTimeout)}`
-            yield* Effect.logError(`update ${update.updateId} (${update.kind}) ${message} on attempt ${update.attempts}; its transaction was rolled back`)
+            yield* Effect.logError(`update ${update.updateId} (${update.kind}) ${message} on attempt ${update.attempts}; it was doing:\n${describeFiber(handler)}`)
+            yield* Fiber.interrupt(handler)
             return yield* recordFailure(update, message)
           }
+          const exit = outcome.value
+          if (Exit.isSuccess(exit)) return yield* recordOutcome(update, exit.value)
           if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
           if (Cause.squash(exit.cause) instanceof LeaseLost) {
             return yield* Effect.logWarning(`update ${update.updateId}: lease taken over by another instance; left to it`)
@@ -88,6 +96,7 @@ export const Dispatcher = {
           ),
           withTraceLogs,
           Effect.annotateLogs({ update_id: update.updateId }),
+          fiberDump.track(`update ${update.updateId} (${update.kind}) attempt ${update.attempts}`),
           // One trace per processing attempt, linked to the webhook request that stored the update.
           Effect.withSpan("process inbox", {
             kind: "consumer",

@@ -2,6 +2,7 @@ import { Duration, Effect, FiberSet, Layer, Option } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import { AppConfig } from "../Config.ts"
 import { Notifications, pollInterval } from "../db/Notifications.ts"
+import { FiberDump } from "../observability/FiberDump.ts"
 import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
 import { BotApi } from "../telegram/BotApi.ts"
 import { type ClaimedCall, Outbox } from "./Outbox.ts"
@@ -23,6 +24,7 @@ export const Sender = {
       const botApi = yield* BotApi
       const { outbox: wakeup } = yield* Notifications
       const limiter = yield* RateLimiter.RateLimiter
+      const fiberDump = yield* FiberDump
       const concurrency = options.concurrency ?? 16
       const lease = Duration.minutes(2)
 
@@ -51,6 +53,7 @@ export const Sender = {
           Effect.onInterrupt(() => outbox.release(call).pipe(Effect.ignoreCause)),
           Effect.catchCause((cause) => Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause)),
           withTraceLogs,
+          fiberDump.track(`deliver ${call.method} (outbox ${call.id})`),
           // Delivery continues the trace of the processing that queued the call.
           Effect.withSpan("Sender.deliver", {
             kind: "producer",
