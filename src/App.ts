@@ -21,6 +21,7 @@ import { sampleUpdate } from "./sandbox/sampleUpdate.ts"
 import { BotApi } from "./telegram/BotApi.ts"
 import { Poller } from "./telegram/Poller.ts"
 import { WebhookRegistration } from "./telegram/WebhookRegistration.ts"
+import { WebhookStatus } from "./telegram/WebhookStatus.ts"
 
 /** The Bot API: Telegram's (or TELEGRAM_API_ROOT's), or in sandbox mode a stand-in served by this process. */
 const TelegramLayer = Layer.unwrap(Effect.gen(function*() {
@@ -80,6 +81,7 @@ export const makeAppLayer = (options: { readonly bot?: typeof Bot.layer } = {}) 
   Layer.merge(Samplers.layer),
   Layer.merge(IngressLayer),
   Layer.provideMerge(CoreLayer),
+  Layer.provideMerge(WebhookStatus.layer),
   Layer.provideMerge(FiberDump.layer),
   Layer.provide(TelegramLayer),
   Layer.provide(Lifecycle.layer),

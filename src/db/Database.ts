@@ -122,6 +122,8 @@ export class Database extends Context.Service<Database, {
     const client = PgClient.layer({
       url,
       maxConnections: max,
+      // Warm connections keep the webhook's insert and the health check off the connect path.
+      minConnections: 2,
       applicationName: APPLICATION_NAME,
       connectTimeout: "5 seconds",
       // Span attributes come from these options, not from the URL.

@@ -1,7 +1,10 @@
-import { Clock, Effect, Option } from "effect"
+import { Clock, DateTime, Duration, Effect, Option } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
+import { AppConfig } from "../Config.ts"
 import { Database } from "../db/Database.ts"
+import { Inbox } from "../inbox/Inbox.ts"
 import { Lifecycle } from "../Lifecycle.ts"
+import { type WebhookReport, WebhookStatus } from "../telegram/WebhookStatus.ts"
 
 type Status = "pass" | "warn" | "fail"
 
@@ -13,73 +16,111 @@ interface Check {
   readonly output?: string
 }
 
+/** Each database check gets this long, so /health answers within 100 ms whatever the database does. */
+const CHECK_TIMEOUT = Duration.millis(80)
+/** A webhook delivery error newer than this makes the telegram:webhook check warn. */
+const RECENT_WEBHOOK_ERROR_SECONDS = 600
+
 const worst = (statuses: ReadonlyArray<Status>): Status =>
   statuses.includes("fail") ? "fail" : statuses.includes("warn") ? "warn" : "pass"
 
-/** A database check may take this long before it counts as failed, so /health always answers fast. */
-const CHECK_TIMEOUT = "80 millis"
-
-const health = (body: { readonly status: Status; readonly checks?: Record<string, ReadonlyArray<Check>> }) =>
-  HttpServerResponse.jsonUnsafe(body, {
+const health = (body: { readonly status: Status; readonly checks: Record<string, ReadonlyArray<Check>> }) =>
+  HttpServerResponse.text(JSON.stringify(body), {
     status: body.status === "fail" ? 503 : 200,
     contentType: "application/health+json",
     headers: { "cache-control": "no-store" }
   })
 
+/** Runs a database check under CHECK_TIMEOUT; none when it failed or took too long. */
+const timed = <A, E, R>(check: Effect.Effect<A, E, R>) =>
+  check.pipe(Effect.timeoutOption(CHECK_TIMEOUT), Effect.option, Effect.map(Option.flatten))
+
 /**
- * `GET /health` (readiness, IETF health+json) and `GET /health/live` (liveness: touches neither
- * the database nor the network, so a database outage never gets a healthy process killed).
+ * `GET /health` (readiness, IETF "Health Check Response Format for HTTP APIs") and
+ * `GET /health/live` (liveness: touches neither the database nor the network, so a database
+ * outage never gets a healthy process restarted). Nothing here shows configuration or secrets.
  */
 export const HealthRoutes = HttpRouter.use(Effect.fn(function*(router) {
+  const config = yield* AppConfig
   const db = yield* Database
+  const inbox = yield* Inbox
   const lifecycle = yield* Lifecycle
-  const sql = db.sql
+  const webhook = yield* WebhookStatus
+  const backlogWarnSeconds = Duration.toSeconds(config.backlogWarnAge)
 
-  yield* router.add("GET", "/health/live", Effect.sync(() => health({ status: "pass" })))
+  yield* router.add("GET", "/health/live", Effect.sync(() => health({ status: "pass", checks: {} })))
 
   yield* router.add("GET", "/health", Effect.gen(function*() {
     if (lifecycle.isDraining()) return health({ status: "fail", checks: {} })
-    const now = new Date(yield* Clock.currentTimeMillis).toISOString()
-    const started = yield* Clock.currentTimeMillis
+    const nowMillis = yield* Clock.currentTimeMillis
+    const time = DateTime.formatIso(DateTime.makeUnsafe(nowMillis))
 
     const [ping, backlog] = yield* Effect.all([
-      db.withConnection(sql`SELECT 1`, CHECK_TIMEOUT).pipe(Effect.timeoutOption(CHECK_TIMEOUT), Effect.option, Effect.map(Option.flatten)),
-      db.withConnection(
-        sql<{ pending: number; oldest_seconds: number | null; dead: number }>`
-          SELECT
-            count(*) FILTER (WHERE status IN ('pending', 'processing'))::int AS pending,
-            extract(epoch FROM now() - min(received_at) FILTER (WHERE status IN ('pending', 'processing')))::float8 AS oldest_seconds,
-            count(*) FILTER (WHERE status = 'dead')::int AS dead
-          FROM inbox WHERE status IN ('pending', 'processing', 'dead')`,
-        CHECK_TIMEOUT
-      ).pipe(Effect.timeoutOption(CHECK_TIMEOUT), Effect.option, Effect.map(Option.flatten))
+      timed(Effect.timed(db.withConnection(db.sql`SELECT 1`, CHECK_TIMEOUT))),
+      timed(inbox.backlog(CHECK_TIMEOUT))
     ], { concurrency: "unbounded" })
-    const elapsed = (yield* Clock.currentTimeMillis) - started
     const pool = yield* db.stats
+    const report = yield* webhook.report
 
     const checks: Record<string, ReadonlyArray<Check>> = {
-      "postgres:responseTime": [Option.isSome(ping)
-        ? { observedValue: elapsed, observedUnit: "ms", status: "pass", time: now }
-        : { status: "fail", time: now, output: "PostgreSQL did not answer in time" }],
+      "postgres:responseTime": [Option.match(ping, {
+        onNone: () => ({ status: "fail" as const, time, output: "PostgreSQL did not answer in time" }),
+        onSome: ([elapsed]) => ({ observedValue: Duration.toMillis(elapsed), observedUnit: "ms", status: "pass" as const, time })
+      })],
       "postgres:connections": [{
         observedValue: { used: pool.used, idle: pool.idle, max: pool.max, pending: pool.pending },
         status: pool.pending > 0 ? "warn" : "pass",
-        time: now
+        time
       }],
-      ...Option.match(Option.flatMap(backlog, (rows) => Option.fromNullishOr(rows[0])), {
-        onNone: () => ({ "inbox:backlog": [{ status: "fail" as const, time: now, output: "inbox not readable" }] }),
-        onSome: (row) => ({
+      ...Option.match(backlog, {
+        onNone: () => ({
+          "inbox:backlog": [{ status: "fail" as const, time, output: "inbox not readable in time" }],
+          "inbox:dead": [{ status: "fail" as const, time, output: "inbox not readable in time" }]
+        }),
+        onSome: (b) => ({
           "inbox:backlog": [{
-            observedValue: { pending: row.pending, oldestSeconds: row.oldest_seconds ?? 0 },
-            status: (row.oldest_seconds ?? 0) > 60 ? "warn" as const : "pass" as const,
-            time: now
+            observedValue: { pending: b.pending, oldestSeconds: Math.round(b.oldestSeconds), outboxPending: b.outbox },
+            status: b.oldestSeconds > backlogWarnSeconds ? "warn" as const : "pass" as const,
+            time,
+            ...(b.oldestSeconds > backlogWarnSeconds ? { output: `oldest pending update is over ${backlogWarnSeconds} s old` } : {})
           }],
-          "inbox:dead": [{ observedValue: row.dead, status: row.dead > 0 ? "warn" as const : "pass" as const, time: now }]
+          "inbox:dead": [{
+            observedValue: b.dead,
+            status: b.dead > 0 ? "warn" as const : "pass" as const,
+            time,
+            ...(b.dead > 0 ? { output: "dead-lettered updates need attention (npm run ops -- stats)" } : {})
+          }]
         })
       }),
-      "process:uptime": [{ observedValue: Math.round(process.uptime()), observedUnit: "s", status: "pass", time: now }],
-      "process:memory": [{ observedValue: process.memoryUsage().rss, observedUnit: "bytes", status: "pass", time: now }]
+      ...(webhook.applicable ? { "telegram:webhook": [webhookCheck(report, nowMillis, time)] } : {}),
+      "process:uptime": [{ observedValue: Math.round(process.uptime()), observedUnit: "s", status: "pass", time }],
+      "process:memory": [{ observedValue: process.memoryUsage().rss, observedUnit: "bytes", status: "pass", time }]
     }
     return health({ status: worst(Object.values(checks).flatMap((list) => list.map((check) => check.status))), checks })
   }))
 }))
+
+const webhookCheck = (report: Option.Option<WebhookReport>, nowMillis: number, time: string): Check =>
+  Option.match(report, {
+    onNone: () => ({ status: "pass", time, output: "not checked yet" }),
+    onSome: (r) => {
+      const recentError = r.lastErrorDate !== undefined && nowMillis / 1000 - r.lastErrorDate < RECENT_WEBHOOK_ERROR_SECONDS
+      const problems = [
+        ...(r.urlIsOurs === false ? ["the registered webhook URL is not ours"] : []),
+        ...(recentError ? [`Telegram reported: ${r.lastErrorMessage ?? "an error"}`] : []),
+        ...(r.refreshError !== undefined ? [`getWebhookInfo failed: ${r.refreshError}`] : [])
+      ]
+      return {
+        observedValue: {
+          registered: r.registered,
+          urlIsOurs: r.urlIsOurs,
+          pendingUpdateCount: r.pendingUpdateCount,
+          lastErrorDate: r.lastErrorDate ?? null,
+          lastErrorMessage: r.lastErrorMessage ?? null
+        },
+        status: problems.length > 0 ? "warn" : "pass",
+        time: DateTime.formatIso(DateTime.makeUnsafe(r.checkedAt)),
+        ...(problems.length > 0 ? { output: problems.join("; ") } : {})
+      }
+    }
+  })

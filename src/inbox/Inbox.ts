@@ -35,6 +35,13 @@ const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedUpdate))
 
 export type FailureOutcome = "retry" | "dead"
 
+export interface Backlog {
+  readonly pending: number
+  readonly oldestSeconds: number
+  readonly dead: number
+  readonly outbox: number
+}
+
 /** Kinds Telegram needs answered within seconds jump the queue (they have their own chat key, so order is kept). */
 export const URGENT_KINDS: ReadonlySet<string> = new Set(["pre_checkout_query", "shipping_query"])
 const priorityOf = (kind: string) => (URGENT_KINDS.has(kind) ? 1 : 0)
@@ -65,6 +72,8 @@ export class Inbox extends Context.Service<Inbox, {
     backoff: Duration.Duration,
     traceId: string | null
   ) => Effect.Effect<FailureOutcome | undefined, SqlError | PoolTimeout>
+  /** Work waiting: open updates, the oldest one's age, dead letters, open outbox calls. */
+  readonly backlog: (wait: Duration.Input) => Effect.Effect<Backlog, SqlError | PoolTimeout>
   /** Returns an interrupted update to pending without counting the attempt. */
   readonly release: (update: Claimed) => Effect.Effect<void, SqlError | PoolTimeout>
 }>()("steadfast/inbox/Inbox") {
@@ -154,6 +163,22 @@ export class Inbox extends Context.Service<Inbox, {
         const status = rows[0]?.status
         return status === undefined ? undefined : status === "dead" ? "dead" : "retry"
       }),
+
+      backlog: (wait) =>
+        db.withConnection(
+          sql<{ pending: number; oldest: number | null; dead: number; outbox: number }>`
+            SELECT
+              (SELECT count(*)::int FROM inbox WHERE status IN ('pending', 'processing')) AS pending,
+              (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM inbox WHERE status IN ('pending', 'processing')) AS oldest,
+              (SELECT count(*)::int FROM inbox WHERE status = 'dead') AS dead,
+              (SELECT count(*)::int FROM outbox WHERE status IN ('pending', 'sending')) AS outbox`,
+          wait
+        ).pipe(Effect.map((rows) => ({
+          pending: rows[0]?.pending ?? 0,
+          oldestSeconds: rows[0]?.oldest ?? 0,
+          dead: rows[0]?.dead ?? 0,
+          outbox: rows[0]?.outbox ?? 0
+        }))),
 
       release: (update) =>
         db.withConnection(sql`
