@@ -1,4 +1,5 @@
 import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { createHmac } from "node:crypto"
 
 /** A configuration value that cannot be used. The message names the variable and never shows its value. */
 export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidConfig", {
@@ -33,9 +34,17 @@ export class AppConfig extends Context.Service<AppConfig, {
   readonly maxAttempts: number
   readonly shutdownGrace: Duration.Duration
   readonly sendRatePerSecond: number
+  /** /health warns when the oldest unprocessed update is older than this. */
+  readonly backlogWarnAge: Duration.Duration
+  /** Key of the invoice payload HMAC: PAYMENT_SECRET, or one derived from the bot token. */
+  readonly paymentSecret: Redacted.Redacted<string>
 }>()("steadfast/Config") {
   static readonly layer = Layer.effect(AppConfig, Effect.suspend(() => load))
 }
+
+const MIN_PAYMENT_SECRET_LENGTH = 16
+// Sandbox mode has no token and takes no real money: a fixed key is enough there.
+const SANDBOX_PAYMENT_KEY = "steadfast-sandbox"
 
 const SECRET_PATTERN = /^[A-Za-z0-9_-]{1,256}$/
 const TOKEN_PATTERN = /^\d+:[A-Za-z0-9_-]+$/
@@ -124,6 +133,16 @@ const load = Effect.gen(function*() {
   // Short by default: handlers only touch the database, and Railway kills 3 s after SIGTERM unless told otherwise.
   const shutdownGraceMs = yield* integer("SHUTDOWN_GRACE_MS", 2_500, 0, 600_000)
   const sendRatePerSecond = yield* integer("SEND_RATE_PER_SECOND", 30, 1, 100_000)
+  const backlogWarnSeconds = yield* integer("HEALTH_BACKLOG_WARN_SECONDS", 60, 1, 86_400)
+
+  const paymentSecretValue = yield* raw("PAYMENT_SECRET")
+  if (Option.isSome(paymentSecretValue) && paymentSecretValue.value.length < MIN_PAYMENT_SECRET_LENGTH) {
+    return yield* new InvalidConfig({ variable: "PAYMENT_SECRET", reason: `must be at least ${MIN_PAYMENT_SECRET_LENGTH} characters` })
+  }
+  // Unset: a key derived from the bot token, so invoices stay verifiable across restarts with
+  // no extra setting. The derivation is one-way: the payload MACs never reveal the token.
+  const paymentSecret = Option.getOrElse(paymentSecretValue, () =>
+    createHmac("sha256", Option.getOrElse(token, () => SANDBOX_PAYMENT_KEY)).update("steadfast/invoice-payload/v1").digest("base64url"))
 
   return AppConfig.of({
     mode,
@@ -139,7 +158,9 @@ const load = Effect.gen(function*() {
     updateTimeout: Duration.millis(updateTimeoutMs),
     maxAttempts,
     shutdownGrace: Duration.millis(shutdownGraceMs),
-    sendRatePerSecond
+    sendRatePerSecond,
+    backlogWarnAge: Duration.seconds(backlogWarnSeconds),
+    paymentSecret: Redacted.make(paymentSecret)
   })
 })
 
