@@ -6,6 +6,9 @@ import * as Metrics from "../observability/Metrics.ts"
 import { EmbeddedDatabase } from "./EmbeddedDatabase.ts"
 import { runMigrations } from "./migrations/Migrations.ts"
 
+/** Connections the pool keeps open even when idle. */
+const MIN_CONNECTIONS = 2
+
 /** Waiting for a pool connection took longer than allowed: the pool is saturated. */
 export class PoolTimeout extends Schema.TaggedError<PoolTimeout>()("PoolTimeout", {
   waitedMs: Schema.Number
@@ -54,13 +57,15 @@ export class Database extends Context.Service<Database, {
     let timeouts = 0
     const defaultWaitMs = Duration.toMillis(Duration.fromInputUnsafe(defaultWait))
 
-    const publish = Effect.all([
-      Metric.update(Metrics.connectionUsed, used),
-      Metric.update(Metrics.connectionIdle, max - used),
-      Metric.update(Metrics.connectionPending, pending)
-    ], { discard: true })
+    const publish = Effect.suspend(() =>
+      Effect.all([
+        Metric.update(Metrics.connectionUsed, used),
+        Metric.update(Metrics.connectionIdle, max - used),
+        Metric.update(Metrics.connectionPending, pending)
+      ], { discard: true })
+    )
     yield* Metric.update(Metrics.connectionMax, max)
-    yield* Metric.update(Metrics.connectionIdleMin, 0)
+    yield* Metric.update(Metrics.connectionIdleMin, MIN_CONNECTIONS)
     yield* publish
 
     // Interruptible while waiting; once a permit is taken the release is guaranteed.
@@ -123,7 +128,7 @@ export class Database extends Context.Service<Database, {
       url,
       maxConnections: max,
       // Warm connections keep the webhook's insert and the health check off the connect path.
-      minConnections: 2,
+      minConnections: MIN_CONNECTIONS,
       applicationName: APPLICATION_NAME,
       connectTimeout: "5 seconds",
       // Span attributes come from these options, not from the URL.

@@ -61,6 +61,9 @@ export const Dispatcher = {
           return result
         }))
 
+      // A handler failure, once logged and recorded, ends the process span with error status and the exception.
+      const noFailure = Option.none<Cause.Cause<unknown>>()
+
       const process = (update: Claimed) =>
         Effect.gen(function*() {
           // The handler runs in a child fiber so that, on timeout, we can say what it was doing
@@ -76,24 +79,31 @@ export const Dispatcher = {
             const message = `timed out after ${Duration.format(config.updateTimeout)}`
             yield* Effect.logError(`update ${update.updateId} (${update.kind}) ${message} on attempt ${update.attempts}; it was doing:\n${describeFiber(handler)}`)
             yield* Fiber.interrupt(handler)
-            return yield* recordFailure(update, message)
+            yield* recordFailure(update, message)
+            return Option.some(Cause.fail(new Cause.TimeoutError(message)))
           }
           const exit = outcome.value
-          if (Exit.isSuccess(exit)) return yield* recordOutcome(update, exit.value)
+          if (Exit.isSuccess(exit)) return yield* Effect.as(recordOutcome(update, exit.value), noFailure)
           if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
           if (Cause.squash(exit.cause) instanceof LeaseLost) {
-            return yield* Effect.logWarning(`update ${update.updateId}: lease taken over by another instance; left to it`)
+            yield* Effect.logWarning(`update ${update.updateId}: lease taken over by another instance; left to it`)
+            return noFailure
           }
           yield* Effect.logError(`update ${update.updateId} (${update.kind}) failed on attempt ${update.attempts}`, exit.cause)
           yield* recordFailure(update, Cause.pretty(exit.cause))
+          return Option.some(exit.cause)
         }).pipe(
           // Only shutdown interrupts a worker: give the update back without counting the attempt.
           Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),
           Effect.catchCause((cause) =>
             Cause.hasInterruptsOnly(cause)
               ? Effect.failCause(cause)
-              : Effect.logError(`could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`, cause)
+              : Effect.as(
+                Effect.logError(`could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`, cause),
+                noFailure
+              )
           ),
+          Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: Effect.failCause })),
           withTraceLogs,
           Effect.annotateLogs({ update_id: update.updateId }),
           fiberDump.track(`update ${update.updateId} (${update.kind}) attempt ${update.attempts}`),
@@ -115,7 +125,9 @@ export const Dispatcher = {
               "telegram.update.kind": update.kind,
               "steadfast.attempt": update.attempts
             }
-          })
+          }),
+          // Already logged and recorded: the failure only had to reach the span.
+          Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : Effect.void)
         )
 
       const recordFailure = (update: Claimed, error: string) =>

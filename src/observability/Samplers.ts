@@ -13,6 +13,10 @@ const SAMPLE_EVERY = "5 seconds"
 export const Samplers = {
   layer: Layer.effectDiscard(Effect.gen(function*() {
     const inbox = yield* Inbox
+    // A counter appears in the export only once it was updated: start these at 0 so that a
+    // dashboard sees "no timeouts / no 429s yet" rather than a missing series.
+    yield* Metric.update(Metrics.connectionTimeouts, 0)
+    yield* Metric.update(Metrics.botApiRateLimited, 0)
     const histogram = yield* Effect.acquireRelease(
       Effect.sync(() => {
         const h = monitorEventLoopDelay({ resolution: 20 })

@@ -10,6 +10,13 @@ import { Config, Effect, Layer, Option } from "effect"
 const setting = (name: string) =>
   Config.option(Config.String(name)).pipe(Effect.map(Option.filter((value) => value.trim() !== "")), Effect.orElseSucceed(() => Option.none<string>()))
 
+/** A positive integer setting, or none when unset or invalid. */
+const positive = (name: string) =>
+  Effect.map(setting(name), Option.flatMap((value) => {
+    const n = Number(value)
+    return Number.isInteger(n) && n > 0 ? Option.some(n) : Option.none()
+  }))
+
 /** A signal is exported when an endpoint reaches it and its OTEL_<SIGNAL>_EXPORTER is not `none`. */
 const signalEnabled = (signal: "TRACES" | "METRICS" | "LOGS", anyEndpoint: boolean) =>
   Effect.gen(function*() {
@@ -35,6 +42,16 @@ export const Telemetry = {
     if (!traces && !metrics && !logs) return Layer.empty
     const serviceName = Option.getOrElse(yield* setting("OTEL_SERVICE_NAME"), () => "steadfast")
     const exportInterval = Number(Option.getOrElse(yield* setting("OTEL_METRIC_EXPORT_INTERVAL"), () => "10000"))
+    // The span processor reads OTEL_BSP_* itself; sdk-logs 0.223 ignores OTEL_BLRP_*, so they are passed here.
+    const logBatching = Object.fromEntries(
+      (yield* Effect.forEach([
+        ["scheduledDelayMillis", "OTEL_BLRP_SCHEDULE_DELAY"],
+        ["exportTimeoutMillis", "OTEL_BLRP_EXPORT_TIMEOUT"],
+        ["maxQueueSize", "OTEL_BLRP_MAX_QUEUE_SIZE"],
+        ["maxExportBatchSize", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"]
+      ] as const, ([option, name]) => Effect.map(positive(name), Option.map((value) => [option, value] as const))))
+        .flatMap(Option.toArray)
+    )
     return NodeSdk.layer(() => ({
       resource: { serviceName },
       ...(traces ? { spanProcessor: new BatchSpanProcessor(new OTLPTraceExporter()) } : {}),
@@ -46,7 +63,7 @@ export const Telemetry = {
           })
         }
         : {}),
-      ...(logs ? { logRecordProcessor: new BatchLogRecordProcessor({ exporter: new OTLPLogExporter() }) } : {}),
+      ...(logs ? { logRecordProcessor: new BatchLogRecordProcessor({ ...logBatching, exporter: new OTLPLogExporter() }) } : {}),
       shutdownTimeout: "5 seconds"
     }))
   }))

@@ -1,4 +1,4 @@
-import { Duration, Effect, FiberSet, Layer, Option } from "effect"
+import { Duration, Effect, FiberSet, Layer, Option, Schedule } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import { AppConfig } from "../Config.ts"
 import { Notifications, pollInterval } from "../db/Notifications.ts"
@@ -31,6 +31,12 @@ export const Sender = {
       const senders = yield* FiberSet.make<void>()
       yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(senders), config.shutdownGrace))
 
+      // Once the call is made its outcome is known; if the database is briefly away, keep trying
+      // to record it. Giving up leaves the row leased (2 minutes) and holds up the chat's later
+      // calls that long. The updates are guarded by the lease id, so repeating them is harmless.
+      const recordOutcome = <E>(effect: Effect.Effect<void, E>) =>
+        Effect.retry(effect, { schedule: Schedule.spaced("500 millis"), times: 120 })
+
       const deliver = (call: ClaimedCall) =>
         RateLimiter.sleep(limiter, {
           key: "bot-api",
@@ -39,16 +45,16 @@ export const Sender = {
           algorithm: "token-bucket"
         }).pipe(
           Effect.andThen(botApi.callRaw(call.method, call.payload)),
-          Effect.andThen(outbox.markSent(call)),
+          Effect.andThen(recordOutcome(outbox.markSent(call))),
           Effect.catchTags({
-            ChatBlocked: (error) => outbox.fail(call, error.message, undefined),
-            BotApiRejected: (error) => outbox.fail(call, error.message, undefined),
+            ChatBlocked: (error) => recordOutcome(outbox.fail(call, error.message, undefined)),
+            BotApiRejected: (error) => recordOutcome(outbox.fail(call, error.message, undefined)),
             BotApiUnavailable: (error) =>
-              outbox.fail(
+              recordOutcome(outbox.fail(
                 call,
                 error.message,
                 call.attempts >= MAX_DELIVERY_ATTEMPTS ? undefined : Duration.seconds(Math.min(60, 2 ** call.attempts))
-              )
+              ))
           }),
           Effect.onInterrupt(() => outbox.release(call).pipe(Effect.ignoreCause)),
           Effect.catchCause((cause) => Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause)),
