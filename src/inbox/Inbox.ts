@@ -133,11 +133,12 @@ export class Inbox extends Context.Service<Inbox, {
           .sort((a, b) => a.updateId - b.updateId)
       }),
 
+      // The per-update half of a claim (the batch claim is its own span): it shows in every process trace.
       lockLease: (update) =>
         Effect.map(
           sql`SELECT 1 FROM inbox WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid FOR UPDATE`,
           (rows) => rows.length === 1
-        ),
+        ).pipe(Effect.withSpan("Inbox.claim.confirm", { attributes: { "telegram.update_id": update.updateId } })),
 
       // One statement: finish the row and, when calls were queued, wake the senders on commit.
       finish: (update, status, notifyOutbox, traceId) =>
