@@ -11,6 +11,7 @@ import { HttpTracing, requestDuration } from "./http/HttpObservability.ts"
 import { WebhookRoute } from "./http/WebhookRoute.ts"
 import { Dispatcher } from "./inbox/Dispatcher.ts"
 import { Inbox } from "./inbox/Inbox.ts"
+import { Retention } from "./inbox/Retention.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 import { FiberDump } from "./observability/FiberDump.ts"
 import { Samplers } from "./observability/Samplers.ts"
@@ -78,6 +79,7 @@ export const makeAppLayer = (options: { readonly bot?: typeof Bot.layer } = {}) 
   Layer.provideMerge(ServerLayer),
   Layer.merge(Dispatcher.layer().pipe(Layer.provide(options.bot ?? Bot.layer))),
   Layer.merge(Sender.layer()),
+  Layer.merge(Retention.layerConfig),
   Layer.merge(Samplers.layer),
   Layer.merge(IngressLayer),
   Layer.provideMerge(CoreLayer),

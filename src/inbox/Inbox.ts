@@ -106,9 +106,14 @@ export class Inbox extends Context.Service<Inbox, {
             SELECT i.update_id FROM inbox i
             WHERE i.status IN ('pending', 'processing')
               AND CASE WHEN i.status = 'pending' THEN i.available_at <= now() ELSE i.locked_until < now() END
+              -- Blocked by an earlier unfinished update of the chat, or by any update of the chat
+              -- running under a live lease (a dead letter requeued by an operator is older than
+              -- updates that already ran, and must not run beside them).
               AND NOT EXISTS (
                 SELECT 1 FROM inbox e
-                WHERE e.chat_key = i.chat_key AND e.update_id < i.update_id AND e.status IN ('pending', 'processing'))
+                WHERE e.chat_key = i.chat_key AND e.update_id <> i.update_id
+                  AND ((e.update_id < i.update_id AND e.status IN ('pending', 'processing'))
+                       OR (e.status = 'processing' AND e.locked_until >= now())))
             ORDER BY i.priority DESC, i.update_id
             LIMIT ${limit}
             FOR UPDATE SKIP LOCKED

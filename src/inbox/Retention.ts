@@ -1,0 +1,180 @@
+import { Config, Duration, Effect, Layer, Option, Schedule } from "effect"
+import { InvalidConfig } from "../Config.ts"
+import { Database } from "../db/Database.ts"
+
+export interface RetentionOptions {
+  /** Finished rows older than this are deleted (default 7 days). */
+  readonly retention?: Duration.Input
+  /** Pause between sweeps (default 1 hour). */
+  readonly interval?: Duration.Input
+  /** Rows per DELETE statement (default 500). */
+  readonly batchSize?: number
+}
+
+export interface SweepOptions {
+  readonly olderThan: Duration.Duration
+  readonly batchSize: number
+  /** Also delete dead inbox rows (dead letters an operator could still retry). */
+  readonly includeDead: boolean
+}
+
+export interface SweepResult {
+  readonly inbox: { readonly done: number; readonly skipped: number; readonly dead: number }
+  readonly outbox: { readonly sent: number; readonly failed: number }
+  readonly batches: number
+}
+
+export const DEFAULT_RETENTION = Duration.days(7)
+export const DEFAULT_INTERVAL = Duration.hours(1)
+export const DEFAULT_BATCH_SIZE = 500
+
+const UNITS: Record<string, (n: number) => Duration.Duration> = {
+  s: Duration.seconds,
+  m: Duration.minutes,
+  h: Duration.hours,
+  d: Duration.days,
+  w: Duration.weeks
+}
+
+/** Parses a period such as `7d`, `12h`, `30m`, `45s` or `2w`. */
+export const parsePeriod = (text: string): Option.Option<Duration.Duration> => {
+  const match = /^(\d{1,9})([smhdw])$/.exec(text.trim())
+  const unit = match?.[2] === undefined ? undefined : UNITS[match[2]]
+  return match === null || unit === undefined ? Option.none() : Option.some(unit(Number(match[1])))
+}
+
+const count = (rows: ReadonlyArray<{ readonly status: string; readonly n: number }>, status: string) =>
+  rows.find((row) => row.status === status)?.n ?? 0
+
+/**
+ * Deletes finished rows older than `olderThan`: done and skipped updates (dead ones only with
+ * `includeDead`), sent and failed outbox calls. Each statement deletes at most `batchSize` rows
+ * and holds its pool slot only for that statement, so no lock is held for long and the service's
+ * own queries interleave; a table is done when a batch comes back smaller than `batchSize`.
+ */
+const sweep = Effect.fn("Retention.sweep")(function*(options: SweepOptions) {
+  const db = yield* Database
+  const sql = db.sql
+  const ageMs = Duration.toMillis(options.olderThan)
+  const limit = Math.max(1, Math.floor(options.batchSize))
+  // Constant text, never input: the literal list keeps the partial index inbox_finished usable.
+  const inboxStatuses = sql.literal(options.includeDead ? "('done', 'skipped', 'dead')" : "('done', 'skipped')")
+
+  // `ctid = ANY(ARRAY(...))` is a TID scan; SKIP LOCKED lets two instances sweep side by side.
+  // The outer condition is re-checked on the latest row version, so a row an operator
+  // requeued meanwhile (dead -> pending) is not deleted.
+  const inboxBatch = db.withConnection(sql<{ status: string; n: number }>`
+    WITH deleted AS (
+      DELETE FROM inbox
+      WHERE ctid = ANY(ARRAY(
+          SELECT ctid FROM inbox
+          WHERE status IN ${inboxStatuses} AND finished_at < now() - ${ageMs} * interval '1 millisecond'
+          LIMIT ${limit}
+          FOR UPDATE SKIP LOCKED))
+        AND status IN ${inboxStatuses}
+      RETURNING status)
+    SELECT status, count(*)::int AS n FROM deleted GROUP BY status`)
+
+  // A failed call has no sent_at; Outbox.fail sets available_at to the time of failure.
+  const outboxBatch = db.withConnection(sql<{ status: string; n: number }>`
+    WITH deleted AS (
+      DELETE FROM outbox
+      WHERE ctid = ANY(ARRAY(
+          SELECT ctid FROM outbox
+          WHERE status IN ('sent', 'failed') AND coalesce(sent_at, available_at) < now() - ${ageMs} * interval '1 millisecond'
+          LIMIT ${limit}
+          FOR UPDATE SKIP LOCKED))
+        AND status IN ('sent', 'failed')
+      RETURNING status)
+    SELECT status, count(*)::int AS n FROM deleted GROUP BY status`)
+
+  const totals = { done: 0, skipped: 0, dead: 0, sent: 0, failed: 0, batches: 0 }
+  while (true) {
+    const rows = yield* inboxBatch
+    totals.batches++
+    totals.done += count(rows, "done")
+    totals.skipped += count(rows, "skipped")
+    totals.dead += count(rows, "dead")
+    if (rows.reduce((sum, row) => sum + row.n, 0) < limit) break
+  }
+  while (true) {
+    const rows = yield* outboxBatch
+    totals.batches++
+    totals.sent += count(rows, "sent")
+    totals.failed += count(rows, "failed")
+    if (rows.reduce((sum, row) => sum + row.n, 0) < limit) break
+  }
+  return {
+    inbox: { done: totals.done, skipped: totals.skipped, dead: totals.dead },
+    outbox: { sent: totals.sent, failed: totals.failed },
+    batches: totals.batches
+  } satisfies SweepResult
+})
+
+/**
+ * Sweeps at start-up and then every `interval`. Dead inbox rows are kept: they are the
+ * operator's to retry or purge (`npm run ops -- purge --include-dead`).
+ */
+const layer = (options: RetentionOptions = {}) =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    const retention = options.retention === undefined ? DEFAULT_RETENTION : Duration.fromInputUnsafe(options.retention)
+    const interval = options.interval === undefined ? DEFAULT_INTERVAL : Duration.fromInputUnsafe(options.interval)
+    const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE
+    if (Duration.isLessThan(retention, Duration.days(1))) {
+      yield* Effect.logWarning(
+        `retention of ${Duration.format(retention)} is below 1 day: Telegram redelivers an update for up to 24 hours, ` +
+          "and one whose inbox row is already gone would be handled again"
+      )
+    }
+    const once = sweep({ olderThan: retention, batchSize, includeDead: false }).pipe(
+      Effect.tap((result) => {
+        const inbox = result.inbox.done + result.inbox.skipped
+        const outbox = result.outbox.sent + result.outbox.failed
+        return inbox + outbox === 0
+          ? Effect.logDebug("retention: nothing to remove")
+          : Effect.logInfo(
+            `retention: removed ${inbox} inbox rows (done ${result.inbox.done}, skipped ${result.inbox.skipped}) and ` +
+              `${outbox} outbox rows (sent ${result.outbox.sent}, failed ${result.outbox.failed}) ` +
+              `older than ${Duration.format(retention)} in ${result.batches} batches`
+          )
+      }),
+      // One failed sweep (database away, pool saturated) must not end the loop.
+      Effect.catchCause((cause) => Effect.logWarning("retention sweep failed; next attempt after the interval", cause))
+    )
+    yield* Effect.forkScoped(Effect.repeat(once, Schedule.spaced(interval)))
+  }))
+
+/**
+ * `layer` with the period from INBOX_RETENTION (`7d`, `36h`, `2w`; default 7d). Below one day is
+ * refused: the inbox row is what makes a redelivered update_id a no-op, and Telegram redelivers
+ * an update for up to 24 hours.
+ */
+const layerConfig = Layer.unwrap(Effect.gen(function*() {
+  const value = yield* Config.option(Config.String("INBOX_RETENTION")).pipe(
+    Effect.mapError((error) => new InvalidConfig({ variable: "INBOX_RETENTION", reason: `cannot be read (${error.message})` })),
+    Effect.map(Option.filter((text) => text.trim() !== ""))
+  )
+  if (Option.isNone(value)) return layer()
+  const retention = parsePeriod(value.value)
+  if (Option.isNone(retention)) {
+    return yield* new InvalidConfig({
+      variable: "INBOX_RETENTION",
+      reason: `must be a number and s, m, h, d or w (7d, 36h, 2w), got "${value.value}"`
+    })
+  }
+  if (Duration.isLessThan(retention.value, Duration.days(1))) {
+    return yield* new InvalidConfig({
+      variable: "INBOX_RETENTION",
+      reason: "must be at least 1d: Telegram redelivers an update for up to 24 hours, and one whose row is gone would be handled again"
+    })
+  }
+  return layer({ retention: retention.value })
+}))
+
+/** Removal of finished inbox and outbox rows once they are older than the retention period. */
+export const Retention = {
+  /** One sweep now, with its own age and dead-letter choice (the ops `purge` command). */
+  sweep,
+  layer,
+  layerConfig
+}

@@ -1,0 +1,394 @@
+import { PgClient } from "@effect/sql-pg"
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Layer, Option, Queue, Redacted } from "effect"
+import { chmodSync, existsSync, mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Database } from "../../src/db/Database.ts"
+import { EmbeddedDatabase } from "../../src/db/EmbeddedDatabase.ts"
+import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
+import { testAppLayer } from "../support/TestApp.ts"
+import { freshDatabase } from "../support/TestDatabase.ts"
+import { type OpsResult, runOps } from "./OpsProcess.ts"
+
+/** A fresh, migrated database: its URL, and a pool of the test's own for seeding and looking. */
+const setup = (label: string, url?: string) =>
+  Effect.gen(function*() {
+    const databaseUrl = url ?? (yield* Effect.promise(() => freshDatabase(`ops_${label}`)))
+    const context = yield* Layer.build(Database.layerUrl(Redacted.make(databaseUrl), 4))
+    const db = Context.get(context, Database)
+    return { url: databaseUrl, db, sql: db.sql, pg: Context.get(context, PgClient.PgClient) }
+  })
+
+interface Seed {
+  readonly id: number
+  readonly status: "pending" | "processing" | "done" | "skipped" | "dead"
+  readonly chatId?: number
+  readonly attempts?: number
+  readonly lastError?: string
+  readonly traceId?: string
+  /** e.g. "8 days"; finished rows only. */
+  readonly finishedAgo?: string
+  readonly receivedAgo?: string
+  /** Pending rows in a retry backoff become runnable this far ahead. */
+  readonly availableIn?: string
+}
+
+const insertUpdate = (sql: Database["Service"]["sql"], seed: Seed) => {
+  const update = sampleUpdate({ updateId: seed.id, chatId: seed.chatId ?? 880_000 + seed.id, text: "/start" })
+  const finished = seed.status === "done" || seed.status === "skipped" || seed.status === "dead"
+  return sql`
+    INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, last_error, trace_id,
+                       received_at, finished_at, available_at, locked_until)
+    VALUES (${seed.id}, ${`chat:${update.message.chat.id}`}, 'message', ${JSON.stringify(update)}::jsonb, ${seed.status},
+            ${seed.attempts ?? 0}, ${seed.lastError ?? null}, ${seed.traceId ?? null},
+            now() - ${seed.receivedAgo ?? seed.finishedAgo ?? "1 minute"}::interval,
+            ${finished ? sql`now() - ${seed.finishedAgo ?? "1 minute"}::interval` : null},
+            now() + ${seed.availableIn ?? "0 seconds"}::interval,
+            ${seed.status === "processing" ? sql`now() + interval '1 minute'` : null})`
+}
+
+const insertCall = (sql: Database["Service"]["sql"], call: { readonly updateId: number; readonly status: string; readonly ago?: string }) =>
+  sql`
+    INSERT INTO outbox (chat_key, method, payload, update_id, status, created_at, available_at, sent_at, last_error)
+    VALUES ('chat:1', 'sendMessage', '{"chat_id":1,"text":"hi"}'::jsonb, ${call.updateId}, ${call.status},
+            now() - ${call.ago ?? "1 minute"}::interval, now() - ${call.ago ?? "1 minute"}::interval,
+            ${call.status === "sent" ? sql`now() - ${call.ago ?? "1 minute"}::interval` : null},
+            ${call.status === "failed" ? "Bot API 403: Forbidden: bot was blocked by the user" : null})`
+
+const inboxRow = (sql: Database["Service"]["sql"], id: number) =>
+  Effect.map(
+    sql<{ status: string; attempts: number; last_error: string | null; finished: boolean; runnable: boolean }>`
+      SELECT status, attempts, last_error, finished_at IS NOT NULL AS finished, available_at <= now() AS runnable
+      FROM inbox WHERE update_id = ${id}`,
+    (rows) => Option.fromNullishOr(rows[0])
+  )
+
+const inboxIds = (sql: Database["Service"]["sql"]) =>
+  Effect.map(sql<{ id: number }>`SELECT update_id::int AS id FROM inbox ORDER BY update_id`, (rows) => rows.map((row) => row.id))
+
+const lines = (text: string) => text.split("\n").filter((line) => line !== "")
+
+/** The database line every command that touches the database prints on stderr, password removed. */
+const databaseLine = (url: string) => {
+  const parsed = new URL(url)
+  parsed.password = ""
+  return `ops: database: ${parsed.toString()}`
+}
+
+const assertSuccess = (result: OpsResult, url: string) => {
+  assert.strictEqual(result.code, 0, `exit code; stderr: ${result.stderr}`)
+  assert.deepStrictEqual(lines(result.stderr), [databaseLine(url)])
+  assert.notInclude(result.stderr + result.stdout, "postgres:postgres@", "the password is never printed")
+}
+
+const waitUntil = <A, E, R>(what: string, check: Effect.Effect<A, E, R>, done: (value: A) => boolean) =>
+  Effect.gen(function*() {
+    while (true) {
+      const value = yield* check
+      if (done(value)) return value
+      yield* Effect.sleep("50 millis")
+    }
+  }).pipe(Effect.timeoutOrElse({ duration: "20 seconds", orElse: () => Effect.die(new Error(`timed out waiting for ${what}`)) }))
+
+/** A scratch directory the embedded server's own user can enter (as root it runs as `postgres`). */
+const scratchDir = Effect.acquireRelease(
+  Effect.sync(() => {
+    const dir = mkdtempSync(join(tmpdir(), "steadfast-ops-"))
+    chmodSync(dir, 0o777)
+    return dir
+  }),
+  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
+)
+
+// Every command is a Node process start (about a second of CPU). The tests run one after the
+// other so that a test's time is its own processes' time; on a loaded machine several of them
+// still need more than the default minute.
+const SLOW = 180_000
+
+// Nothing listens on port 1: a command that tried the database would fail with exit code 1.
+const UNREACHABLE = { DATABASE_URL: "postgres://postgres:s3cr3t-pw@127.0.0.1:1/steadfast" }
+
+describe("ops CLI", { timeout: SLOW }, () => {
+  it.live("stats counts inbox rows by status with the oldest pending update, dead letters and outbox rows by status", () =>
+    Effect.gen(function*() {
+      const { sql, url } = yield* setup("stats")
+      yield* insertUpdate(sql, { id: 20, status: "pending", receivedAgo: "5 minutes 3 seconds" })
+      yield* insertUpdate(sql, { id: 21, status: "pending", attempts: 2, receivedAgo: "1 minute", availableIn: "1 minute" })
+      yield* insertUpdate(sql, { id: 22, status: "processing", attempts: 1 })
+      yield* insertUpdate(sql, { id: 23, status: "done" })
+      yield* insertUpdate(sql, { id: 24, status: "done" })
+      yield* insertUpdate(sql, { id: 25, status: "skipped" })
+      yield* insertUpdate(sql, { id: 26, status: "dead", attempts: 5 })
+      yield* insertUpdate(sql, { id: 27, status: "dead", attempts: 5 })
+      yield* insertCall(sql, { updateId: 23, status: "sent" })
+      yield* insertCall(sql, { updateId: 24, status: "sent" })
+      yield* insertCall(sql, { updateId: 26, status: "failed" })
+      yield* insertCall(sql, { updateId: 22, status: "pending" })
+
+      const result = yield* runOps(["stats"], { DATABASE_URL: url })
+      assertSuccess(result, url)
+      assert.deepStrictEqual(lines(result.stdout).map((line) => line.replace(/ {2,}/g, "  ").replace(/\d+s ago/, "Ns ago")), [
+        "inbox",
+        "  pending  2  (1 waiting out a retry backoff)",
+        "  processing  1",
+        "  done  2",
+        "  skipped  1",
+        "  dead  2  (requeue with: npm run ops -- retry --all-dead)",
+        "  total  8",
+        "  oldest pending: update 20, received 5m Ns ago",
+        "outbox",
+        "  pending  1",
+        "  sending  0",
+        "  sent  2",
+        "  failed  1",
+        "  total  4"
+      ])
+    }))
+
+  it.live("show prints an update's status, kind, chat, attempts, times, last error, trace id, Bot API calls and raw update", () =>
+    Effect.gen(function*() {
+      const { sql, url } = yield* setup("show")
+      yield* insertUpdate(sql, {
+        id: 31,
+        status: "dead",
+        chatId: 4242,
+        attempts: 5,
+        lastError: "Error: boom\n    at handler (bot.ts:1)",
+        traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
+        receivedAgo: "2 hours",
+        finishedAgo: "1 hour"
+      })
+      yield* insertCall(sql, { updateId: 31, status: "failed" })
+
+      const result = yield* runOps(["show", "31"], { DATABASE_URL: url })
+      assertSuccess(result, url)
+      const [head, raw] = result.stdout.split("raw update\n")
+      assert.match(head ?? "", /^update 31\n {2}status {6}dead\n {2}kind {8}message\n {2}chat {8}chat:4242\n {2}attempts {4}5\n/)
+      assert.match(head ?? "", /\n {2}received {4}\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \(2h 0m ago\)\n/)
+      assert.match(head ?? "", /\n {2}finished {4}\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\n/)
+      assert.include(head ?? "", "\n  last error  Error: boom\n                  at handler (bot.ts:1)\n")
+      assert.include(head ?? "", "\n  trace id    4bf92f3577b34da6a3ce929d0e0e4736\n")
+      assert.match(head ?? "", /\nbot api calls\n {2}#\d+ sendMessage failed, 0 attempts, last error: Bot API 403: Forbidden: bot was blocked by the user\n$/)
+      assert.deepStrictEqual(JSON.parse(raw ?? ""), sampleUpdate({ updateId: 31, chatId: 4242, text: "/start" }))
+    }))
+
+  it.live("show and retry of an unknown update_id exit 2 with a one-line message", () =>
+    Effect.gen(function*() {
+      const { url } = yield* setup("unknown")
+      for (const args of [["show", "999999"], ["retry", "999999"]]) {
+        const result = yield* runOps(args, { DATABASE_URL: url })
+        assert.strictEqual(result.code, 2, args.join(" "))
+        assert.strictEqual(result.stdout, "")
+        assert.deepStrictEqual(lines(result.stderr), [databaseLine(url), "ops: no update with update_id 999999"])
+      }
+    }))
+
+  it.live("retry requeues a dead update (pending, 0 attempts, runnable now, last error kept) and NOTIFYs 'steadfast' with 'inbox'", () =>
+    Effect.gen(function*() {
+      const { pg, sql, url } = yield* setup("retry")
+      yield* insertUpdate(sql, { id: 41, status: "dead", attempts: 5, lastError: "Error: boom", finishedAgo: "1 hour" })
+      const notifications = yield* pg.listen("steadfast")
+
+      const result = yield* runOps(["retry", "41"], { DATABASE_URL: url })
+      assertSuccess(result, url)
+      assert.strictEqual(result.stdout, "requeued 1 dead update: 41\n")
+      const notification = yield* Queue.take(notifications).pipe(Effect.timeout("5 seconds"))
+      assert.strictEqual(notification.payload, "inbox")
+      assert.deepStrictEqual(
+        yield* inboxRow(sql, 41),
+        Option.some({ status: "pending", attempts: 0, last_error: "Error: boom", finished: false, runnable: true })
+      )
+    }))
+
+  it.live("retry of an update that is not dead exits 2, says so and changes nothing", () =>
+    Effect.gen(function*() {
+      const { sql, url } = yield* setup("retry_not_dead")
+      yield* insertUpdate(sql, { id: 51, status: "done", attempts: 1 })
+      yield* insertUpdate(sql, { id: 52, status: "pending", attempts: 2, lastError: "Error: flaky", availableIn: "1 minute" })
+      const before = [yield* inboxRow(sql, 51), yield* inboxRow(sql, 52)]
+
+      const done = yield* runOps(["retry", "51"], { DATABASE_URL: url })
+      assert.strictEqual(done.code, 2)
+      assert.strictEqual(done.stdout, "")
+      assert.deepStrictEqual(lines(done.stderr), [databaseLine(url), "ops: update 51 is done, not dead: nothing changed"])
+      const pending = yield* runOps(["retry", "52"], { DATABASE_URL: url })
+      assert.strictEqual(pending.code, 2)
+      assert.deepStrictEqual(lines(pending.stderr), [databaseLine(url), "ops: update 52 is pending, not dead: nothing changed"])
+
+      assert.deepStrictEqual([yield* inboxRow(sql, 51), yield* inboxRow(sql, 52)], before)
+    }))
+
+  it.live("retry --all-dead requeues every dead update and names them; run again it changes nothing", () =>
+    Effect.gen(function*() {
+      const { sql, url } = yield* setup("retry_all")
+      yield* insertUpdate(sql, { id: 1_000_000_003, status: "dead", attempts: 5 })
+      yield* insertUpdate(sql, { id: 61, status: "dead", attempts: 5 })
+      yield* insertUpdate(sql, { id: 9, status: "dead", attempts: 3 })
+      yield* insertUpdate(sql, { id: 62, status: "done", attempts: 1 })
+      // A later update of 63's chat is being handled right now.
+      yield* insertUpdate(sql, { id: 63, status: "dead", chatId: 6300, attempts: 5 })
+      yield* insertUpdate(sql, { id: 64, status: "processing", chatId: 6300, attempts: 1 })
+
+      const first = yield* runOps(["retry", "--all-dead"], { DATABASE_URL: url })
+      assertSuccess(first, url)
+      assert.strictEqual(first.stdout, "requeued 4 dead updates: 9, 61, 63, 1000000003\n")
+      const rows = yield* sql<{ id: number; status: string; runnable: boolean }>`
+        SELECT update_id::int AS id, status, available_at <= now() AS runnable FROM inbox ORDER BY update_id`
+      assert.deepStrictEqual(rows.map((row) => [row.id, row.status, row.runnable]), [
+        [9, "pending", true],
+        [61, "pending", true],
+        [62, "done", true],
+        // Runnable once 64's lease is over, so the chat never has two updates running at once.
+        [63, "pending", false],
+        [64, "processing", true],
+        [1_000_000_003, "pending", true]
+      ])
+      const [deferred] = yield* sql<{ same: boolean }>`
+        SELECT a.available_at = b.locked_until AS same FROM inbox a, inbox b WHERE a.update_id = 63 AND b.update_id = 64`
+      assert.strictEqual(deferred?.same, true)
+
+      const second = yield* runOps(["retry", "--all-dead"], { DATABASE_URL: url })
+      assertSuccess(second, url)
+      assert.strictEqual(second.stdout, "no dead updates: nothing changed\n")
+    }))
+
+  it.live("a running service answers an update as soon as retry requeues it", () =>
+    Effect.gen(function*() {
+      const { sql, url } = yield* setup("retry_service")
+      const app = yield* Layer.build(testAppLayer({ databaseUrl: url }))
+      const standIn = Context.get(app, BotApiStandIn)
+      yield* insertUpdate(sql, { id: 71, status: "dead", chatId: 777_071, attempts: 5, lastError: "Error: boom" })
+      // Dead means never claimed again: nothing is sent until the operator retries.
+      yield* Effect.sleep("1500 millis")
+      assert.deepStrictEqual((yield* standIn.calls).filter((call) => call.method === "sendMessage"), [])
+
+      const result = yield* runOps(["retry", "71"], { DATABASE_URL: url })
+      assertSuccess(result, url)
+      yield* standIn.awaitCalls(
+        (calls) => calls.some((call) => call.method === "sendMessage" && call.params["chat_id"] === 777_071),
+        "15 seconds"
+      )
+      const row = yield* waitUntil("update 71 done", inboxRow(sql, 71), (row) => Option.isSome(row) && row.value.status === "done")
+      assert.deepStrictEqual(Option.map(row, (row) => [row.status, row.attempts, row.last_error]), Option.some(["done", 1, null]))
+    }))
+
+  it.live("purge deletes finished rows older than --older-than; dead updates only with --include-dead, below 1d only with --force", () =>
+    Effect.gen(function*() {
+      const { sql, url } = yield* setup("purge")
+      yield* insertUpdate(sql, { id: 81, status: "done", finishedAgo: "8 days" })
+      yield* insertUpdate(sql, { id: 82, status: "done", finishedAgo: "30 days" })
+      yield* insertUpdate(sql, { id: 83, status: "skipped", finishedAgo: "8 days" })
+      yield* insertUpdate(sql, { id: 84, status: "dead", finishedAgo: "8 days" })
+      yield* insertUpdate(sql, { id: 85, status: "done", finishedAgo: "2 days" })
+      yield* insertUpdate(sql, { id: 86, status: "pending", receivedAgo: "20 days" })
+      yield* insertUpdate(sql, { id: 87, status: "processing", receivedAgo: "20 days" })
+      yield* insertCall(sql, { updateId: 81, status: "sent", ago: "8 days" })
+      yield* insertCall(sql, { updateId: 84, status: "failed", ago: "8 days" })
+      yield* insertCall(sql, { updateId: 85, status: "sent", ago: "2 days" })
+      yield* insertCall(sql, { updateId: 86, status: "pending", ago: "20 days" })
+
+      const week = yield* runOps(["purge", "--older-than", "7d"], { DATABASE_URL: url })
+      assertSuccess(week, url)
+      assert.strictEqual(
+        week.stdout,
+        "purged 3 inbox updates finished more than 7d ago (done 2, skipped 1, dead 0)\n" +
+          "purged 2 outbox calls older than 7d (sent 1, failed 1)\n" +
+          "dead updates were kept (add --include-dead to purge them too)\n"
+      )
+      assert.deepStrictEqual(yield* inboxIds(sql), [84, 85, 86, 87])
+
+      const withDead = yield* runOps(["purge", "--older-than", "12h", "--include-dead", "--force"], { DATABASE_URL: url })
+      assertSuccess(withDead, url)
+      assert.strictEqual(
+        withDead.stdout,
+        "purged 2 inbox updates finished more than 12h ago (done 1, skipped 0, dead 1)\n" +
+          "purged 1 outbox call older than 12h (sent 1, failed 0)\n"
+      )
+      assert.deepStrictEqual(yield* inboxIds(sql), [86, 87])
+      const outbox = yield* sql<{ status: string }>`SELECT status FROM outbox`
+      assert.deepStrictEqual(outbox.map((row) => row.status), ["pending"])
+    }))
+
+  // The commands an operator mistypes most; each is a process start, so the list stays short.
+  const badArguments: ReadonlyArray<readonly [ReadonlyArray<string>, string, string]> = [
+    [["bogus"], `ops: Unknown subcommand "bogus" for "ops"`, "usage: ops <subcommand> [flags]"],
+    [["show"], "ops: Missing required argument: update_id", "usage: ops show [flags] <update_id>"],
+    [["retry", "abc"], `ops: Invalid value for argument <update_id>: "abc". Expected: an update_id (a whole number)`, "usage: ops retry [flags] [<update_id>]"],
+    [["retry", "5", "--all-dead"], "ops: give either an update_id or --all-dead", "usage: ops retry [flags] [<update_id>]"],
+    [["purge", "--older-than", "7x"], `ops: Invalid value for flag --older-than: "7x". Expected: a duration such as 7d, 12h or 30m`, "usage: ops purge [flags]"],
+    [
+      ["purge", "--older-than", "12h"],
+      "ops: --older-than below 1d needs --force: a redelivered update whose row is gone would be handled again",
+      "usage: ops purge [flags]"
+    ]
+  ]
+
+  it.live("bad arguments exit 2 with a one-line message and the usage, without touching the database", () =>
+    Effect.forEach(badArguments, ([args, message, usage]) =>
+      Effect.map(runOps(args, UNREACHABLE), (result) => {
+        const what = `ops ${args.join(" ")}`
+        assert.strictEqual(result.code, 2, what)
+        assert.strictEqual(result.stdout, "", what)
+        const [first, second, ...rest] = lines(result.stderr)
+        assert.strictEqual(first, message, what)
+        assert.strictEqual(second?.startsWith(`${usage}   (`), true, `${what}: ${second}`)
+        assert.deepStrictEqual(rest, [], what)
+      }), { concurrency: 2, discard: true }))
+
+  it.live("no command prints the help on stderr and exits 2; --help prints it on stdout and exits 0", () =>
+    Effect.gen(function*() {
+      const none = yield* runOps([], UNREACHABLE)
+      assert.strictEqual(none.code, 2)
+      assert.strictEqual(none.stdout, "")
+      assert.include(none.stderr, "USAGE\n  ops <subcommand> [flags]")
+      const help = yield* runOps(["--help"], UNREACHABLE)
+      assert.strictEqual(help.code, 0)
+      assert.strictEqual(help.stderr, "")
+      for (const command of ["stats", "show", "retry", "purge"]) assert.match(help.stdout, new RegExp(`\\n  ${command} `))
+    }))
+
+  it.live("an unreachable database exits 1 with a one-line error that does not show the password", () =>
+    Effect.gen(function*() {
+      const result = yield* runOps(["stats"], UNREACHABLE)
+      assert.strictEqual(result.code, 1)
+      assert.strictEqual(result.stdout, "")
+      const [target, error, ...rest] = lines(result.stderr)
+      assert.strictEqual(target, "ops: database: postgres://postgres@127.0.0.1:1/steadfast")
+      assert.match(error ?? "", /^ops: database error \(ConnectionError\): .*ECONNREFUSED/)
+      assert.deepStrictEqual(rest, [])
+      assert.notInclude(result.stderr, "s3cr3t-pw")
+    }))
+
+  it.live("a DATABASE_URL that is not a postgres URL exits 1 and is not echoed", () =>
+    Effect.gen(function*() {
+      const result = yield* runOps(["stats"], { DATABASE_URL: "mysql://root:s3cr3t-pw@db/app" })
+      assert.strictEqual(result.code, 1)
+      assert.deepStrictEqual(lines(result.stderr), ["ops: DATABASE_URL: must be a postgres:// or postgresql:// URL"])
+    }))
+
+  it.live("without DATABASE_URL it uses the embedded PostgreSQL a sandbox service is running under .data/", () =>
+    Effect.gen(function*() {
+      const dir = yield* scratchDir
+      const server = yield* Layer.build(EmbeddedDatabase.layer(join(dir, ".data/postgres")))
+      const { sql } = yield* setup("embedded_running", Redacted.value(Context.get(server, EmbeddedDatabase).url))
+      yield* insertUpdate(sql, { id: 91, status: "dead", attempts: 5 })
+
+      const result = yield* runOps(["retry", "91"], {}, { cwd: dir })
+      assert.strictEqual(result.code, 0, result.stderr)
+      assert.strictEqual(result.stdout, "requeued 1 dead update: 91\n")
+      assert.deepStrictEqual(lines(result.stderr), ["ops: database: embedded PostgreSQL in .data/postgres (DATABASE_URL is not set)"])
+      assert.deepStrictEqual(Option.map(yield* inboxRow(sql, 91), (row) => row.status), Option.some("pending"))
+    }))
+
+  it.live("without DATABASE_URL and no server running, it starts the embedded PostgreSQL under .data/ and stops it again", () =>
+    Effect.gen(function*() {
+      const dir = yield* scratchDir
+      const result = yield* runOps(["stats"], {}, { cwd: dir })
+      assert.strictEqual(result.code, 0, result.stderr)
+      assert.match(result.stdout, /^inbox\n {2}pending +0\n/)
+      assert.isTrue(existsSync(join(dir, ".data/postgres/PG_VERSION")), "the data directory was created")
+      assert.isFalse(existsSync(join(dir, ".data/postgres/postmaster.pid")), "the server was stopped")
+    }))
+})
