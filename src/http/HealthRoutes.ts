@@ -24,11 +24,14 @@ const RECENT_WEBHOOK_ERROR_SECONDS = 600
 const worst = (statuses: ReadonlyArray<Status>): Status =>
   statuses.includes("fail") ? "fail" : statuses.includes("warn") ? "warn" : "pass"
 
-const health = (body: { readonly status: Status; readonly checks: Record<string, ReadonlyArray<Check>> }) =>
+const health = (
+  body: { readonly status: Status; readonly checks: Record<string, ReadonlyArray<Check>> },
+  headers: Record<string, string> = {}
+) =>
   HttpServerResponse.text(JSON.stringify(body), {
     status: body.status === "fail" ? 503 : 200,
     contentType: "application/health+json",
-    headers: { "cache-control": "no-store" }
+    headers: { "cache-control": "no-store", ...headers }
   })
 
 /** Runs a database check under CHECK_TIMEOUT; none when it failed or took too long. */
@@ -51,7 +54,7 @@ export const HealthRoutes = HttpRouter.use(Effect.fn(function*(router) {
   yield* router.add("GET", "/health/live", Effect.sync(() => health({ status: "pass", checks: {} })))
 
   yield* router.add("GET", "/health", Effect.gen(function*() {
-    if (lifecycle.isDraining()) return health({ status: "fail", checks: {} })
+    if (lifecycle.isDraining()) return health({ status: "fail", checks: {} }, { connection: "close" })
     const nowMillis = yield* Clock.currentTimeMillis
     const time = DateTime.formatIso(DateTime.makeUnsafe(nowMillis))
 

@@ -38,7 +38,8 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
   const secret = Option.map(config.webhookSecret, Redacted.value)
 
   yield* router.add("POST", "/webhook", Effect.gen(function*() {
-    if (lifecycle.isDraining()) return unavailable("shutting down")
+    // `connection: close` so a keep-alive client does not hold the draining server open.
+    if (lifecycle.isDraining()) return answer(503, "shutting down", { "retry-after": String(RETRY_AFTER_SECONDS), connection: "close" })
     const request = yield* HttpServerRequest.HttpServerRequest
     if (Option.isSome(secret)) {
       const given = request.headers["x-telegram-bot-api-secret-token"]

@@ -1,0 +1,187 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Clock, Effect, Fiber, Schedule, Schema } from "effect"
+import { connect } from "node:net"
+import pg from "pg"
+import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
+import { spawnService } from "../support/ServiceProcess.ts"
+import { TEST_SECRET, testEnv } from "../support/TestApp.ts"
+import { freshDatabase } from "../support/TestDatabase.ts"
+import { inboxRow, queryRows, rawRequest, singleSocketAgent } from "../http/TestHttp.ts"
+
+const webhookHeaders = { "content-type": "application/json", "x-telegram-bot-api-secret-token": TEST_SECRET }
+
+const sentMessages = (calls: ReadonlyArray<RecordedCall>) =>
+  calls.filter((call) => call.method === "sendMessage").map((call) => `${String(call.params["chat_id"])}:${String(call.params["text"])}`)
+
+/**
+ * Holds an uncommitted inbox row for `updateId` in a transaction of our own. The service's
+ * `INSERT … ON CONFLICT DO NOTHING` for that id then waits for us: a webhook request that is
+ * reliably in flight for as long as we like. Rolling back lets the service's insert through.
+ */
+const holdInboxRow = (url: string, updateId: number) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const client = new pg.Client({ connectionString: url })
+      await client.connect()
+      await client.query("BEGIN")
+      await client.query(
+        "INSERT INTO inbox (update_id, chat_key, kind, payload) VALUES ($1, 'chat:held', 'message', '{}')",
+        [updateId]
+      )
+      return client
+    }),
+    (client) => Effect.promise(() => client.query("ROLLBACK").then(() => client.end()).catch(() => undefined))
+  ).pipe(Effect.map((client) => ({
+    release: Effect.promise(() => client.query("ROLLBACK"))
+  })))
+
+/** Waits until the service's inbox insert is blocked on our held row. */
+const awaitBlockedInsert = (url: string) =>
+  queryRows(url, Schema.Struct({ n: Schema.Number }), `
+    SELECT count(*)::int AS n FROM pg_stat_activity
+    WHERE application_name = 'steadfast' AND wait_event_type = 'Lock' AND query ILIKE '%INSERT INTO inbox%'`).pipe(
+    Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => (rows[0]?.n ?? 0) > 0 }),
+    Effect.timeout("20 seconds")
+  )
+
+/** Waits until nothing accepts connections on `port` any more: the server has closed. */
+const awaitClosedPort = (port: number) =>
+  Effect.callback<boolean>((resume) => {
+    const socket = connect({ host: "127.0.0.1", port })
+    socket.once("connect", () => {
+      socket.destroy()
+      resume(Effect.succeed(false))
+    })
+    socket.once("error", () => resume(Effect.succeed(true)))
+  }).pipe(
+    Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (closed) => closed }),
+    Effect.timeout("20 seconds")
+  )
+
+const Status = Schema.Struct({ status: Schema.String, n: Schema.Number })
+const statusCounts = (url: string, table: "inbox" | "outbox") =>
+  Effect.map(
+    queryRows(url, Status, `SELECT status, count(*)::int AS n FROM ${table} GROUP BY status ORDER BY status`),
+    (rows) => Object.fromEntries(rows.map((row) => [row.status, row.n]))
+  )
+
+describe("shutdown", () => {
+  it.live("SIGTERM with a webhook request and reply deliveries in flight: the request is answered 200, a later request on its keep-alive connection gets 503 with Retry-After, the process exits 0 and leaves nothing half-done", () =>
+    Effect.gen(function*() {
+      const url = yield* Effect.promise(() => freshDatabase("shutdown_inflight"))
+      const standIn = yield* BotApiStandIn
+      // Each delivery takes seconds, so the Sender is mid-call when the signal comes.
+      yield* standIn.setDelay(3_000)
+      const service = yield* spawnService(testEnv(url, standIn.url, { SHUTDOWN_GRACE_MS: "15000" }), { startTimeout: "50 seconds" })
+      const webhook = `${service.baseUrl}/webhook`
+
+      // A webhook request that is in flight at the signal, on a keep-alive connection.
+      const agent = yield* singleSocketAgent
+      const held = yield* holdInboxRow(url, 999)
+      const inFlightUpdate = sampleUpdate({ updateId: 999, chatId: 3999, text: "in flight" })
+      const inFlight = yield* rawRequest({ url: webhook, headers: webhookHeaders, chunks: [JSON.stringify(inFlightUpdate)], agent }).pipe(
+        Effect.forkScoped
+      )
+      yield* awaitBlockedInsert(url)
+
+      // Three chats with two updates each: a chat's second reply waits for its first.
+      const updates = [1, 2, 3].flatMap((chat) =>
+        [1, 2].map((n) => sampleUpdate({ updateId: 100 + chat * 10 + n, chatId: 3000 + chat, text: `chat ${chat} message ${n}` })))
+      for (const update of updates) {
+        const answer = yield* rawRequest({ url: webhook, headers: webhookHeaders, chunks: [JSON.stringify(update)] })
+        assert.strictEqual(answer.status, 200)
+      }
+      // A delivery has reached the Bot API and waits for its answer: signal now.
+      const inDelivery = sentMessages(yield* standIn.awaitCalls((calls) => sentMessages(calls).length >= 1, "20 seconds"))[0]!
+      yield* service.kill("SIGTERM")
+      // The listener closes once the signal is handled (draining is set in the same signal
+      // event): only then is the insert let through, so the request is surely in flight across it.
+      yield* awaitClosedPort(Number(new URL(service.baseUrl).port))
+      yield* held.release
+
+      const answered = yield* Fiber.join(inFlight)
+      assert.strictEqual(answered.status, 200, answered.body)
+      const refused = yield* rawRequest({ url: webhook, headers: webhookHeaders, chunks: [JSON.stringify(sampleUpdate({ updateId: 1000, chatId: 3999 }))], agent })
+      assert.strictEqual(refused.status, 503, refused.body)
+      assert.match(String(refused.headers["retry-after"]), /^[1-9]\d*$/)
+      // Our idle socket would otherwise hold the server's close until its keep-alive timeout.
+      agent.destroy()
+
+      const exit = yield* Effect.timeout(service.exited, "40 seconds")
+      assert.deepStrictEqual(exit, { code: 0, signal: null }, yield* service.output)
+
+      // Nothing half-done: no update or reply still leased, every handled update has its reply
+      // sent or still queued, and every reply marked sent reached the Bot API.
+      const inbox = yield* statusCounts(url, "inbox")
+      const outbox = yield* statusCounts(url, "outbox")
+      assert.notProperty(inbox, "processing", JSON.stringify(inbox))
+      assert.notProperty(outbox, "sending", JSON.stringify(outbox))
+      assert.deepStrictEqual((yield* inboxRow(url, 999))?.payload, inFlightUpdate, "the in-flight update is stored")
+      const unreplied = yield* queryRows(url, Schema.Struct({ update_id: Schema.String }), `
+        SELECT i.update_id::text FROM inbox i
+        WHERE i.status = 'done' AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.update_id = i.update_id AND o.status IN ('sent', 'pending'))`)
+      assert.deepStrictEqual(unreplied, [])
+      const sent = yield* queryRows(url, Schema.Struct({ chat_id: Schema.String, text: Schema.String }), `
+        SELECT payload->>'chat_id' AS chat_id, payload->>'text' AS text FROM outbox WHERE status = 'sent'`)
+      const delivered = sentMessages(yield* standIn.calls)
+      for (const row of sent) assert.include(delivered, `${row.chat_id}:${row.text}`)
+      // The delivery in flight at the signal was finished and recorded, not cut off.
+      assert.include(sent.map((row) => `${row.chat_id}:${row.text}`), inDelivery)
+      assert.deepStrictEqual(yield* standIn.aborted, [])
+    }).pipe(Effect.provide(BotApiStandIn.layer())))
+
+  it.live("a second SIGTERM during a slow shutdown exits at once with a non-zero code", () =>
+    Effect.gen(function*() {
+      const url = yield* Effect.promise(() => freshDatabase("shutdown_second_signal"))
+      const standIn = yield* BotApiStandIn
+      // A delivery that never gets an answer keeps the Sender, and so the shutdown, busy for the whole grace period.
+      yield* standIn.setDelay(120_000)
+      const service = yield* spawnService(testEnv(url, standIn.url, { SHUTDOWN_GRACE_MS: "60000" }), { startTimeout: "50 seconds" })
+      const answer = yield* rawRequest({
+        url: `${service.baseUrl}/webhook`,
+        headers: webhookHeaders,
+        chunks: [JSON.stringify(sampleUpdate({ updateId: 4001, chatId: 4001, text: "slow to deliver" }))]
+      })
+      assert.strictEqual(answer.status, 200)
+      yield* standIn.awaitCalls((calls) => sentMessages(calls).length >= 1, "20 seconds")
+
+      yield* service.kill("SIGTERM")
+      yield* awaitClosedPort(Number(new URL(service.baseUrl).port))
+      // The first signal alone does not end the process: it is draining, waiting for the delivery.
+      assert.isTrue(service.child.exitCode === null && service.child.signalCode === null, yield* service.output)
+      const second = yield* Clock.currentTimeMillis
+      yield* service.kill("SIGTERM")
+      const exit = yield* Effect.timeout(service.exited, "20 seconds")
+      const elapsed = (yield* Clock.currentTimeMillis) - second
+      assert.notStrictEqual(exit.code, 0, yield* service.output)
+      assert.isTrue(exit.code !== null || exit.signal !== null)
+      // "At once": well inside the minute the first shutdown would still be waiting.
+      assert.isBelow(elapsed, 10_000)
+    }).pipe(Effect.provide(BotApiStandIn.layer())))
+})
+
+describe("sandbox mode", () => {
+  it.live("without BOT_TOKEN the service prints a curl command, and posting it gets the bot's reply logged", () =>
+    Effect.gen(function*() {
+      const url = yield* Effect.promise(() => freshDatabase("sandbox_curl"))
+      // DATABASE_URL is set so the sandbox does not start an embedded database under .data/.
+      const service = yield* spawnService({ DATABASE_URL: url }, { startTimeout: "50 seconds" })
+      const line = yield* service.waitForOutput(/^curl .*$/m)
+      const parsed = /^curl -X POST (\S+) -H 'content-type: application\/json' -d '(.*)'$/.exec(line)
+      assert.isNotNull(parsed, line)
+      const [, target, body] = parsed!
+      const sent = yield* Schema.decodeUnknownEffect(Schema.fromJsonString(Schema.Struct({
+        message: Schema.Struct({ chat: Schema.Struct({ id: Schema.Number }), text: Schema.String })
+      })))(body!).pipe(Effect.orDie)
+
+      const answer = yield* Effect.promise(() =>
+        fetch(target!, { method: "POST", headers: { "content-type": "application/json" }, body: body! }).then((r) => r.status))
+      assert.strictEqual(answer, 200)
+      const reply = yield* service.waitForOutput(new RegExp(`bot → chat ${sent.message.chat.id}: .*`))
+      assert.include(reply, sent.message.text)
+
+      yield* service.kill("SIGTERM")
+      assert.deepStrictEqual(yield* Effect.timeout(service.exited, "30 seconds"), { code: 0, signal: null })
+    }))
+})
