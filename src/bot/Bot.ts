@@ -2,7 +2,9 @@ import { Context, Effect, Layer, Predicate, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { readdirSync } from "node:fs"
+import { AppConfig } from "../Config.ts"
 import { Outbox } from "../outbox/Outbox.ts"
+import { BotApi } from "../telegram/BotApi.ts"
 import { Update, chatKeyOf } from "../telegram/Update.ts"
 import type { Handler, HandlerContext, HandlerFailure } from "./Handler.ts"
 
@@ -41,6 +43,8 @@ export class Bot extends Context.Service<Bot, {
     Layer.effect(Bot, Effect.gen(function*() {
       const outbox = yield* Outbox
       const sql = yield* SqlClient
+      const botApi = yield* BotApi
+      const config = yield* AppConfig
 
       const handle = Effect.fnUntraced(function*(updateId: number, kind: string, payload: unknown) {
         const decoded = yield* Effect.option(decodeUpdate(payload))
@@ -69,6 +73,8 @@ export class Bot extends Context.Service<Bot, {
         }
         yield* handler.handle(context).pipe(
           Effect.provideService(SqlClient, sql),
+          Effect.provideService(BotApi, botApi),
+          Effect.provideService(AppConfig, config),
           Effect.withSpan(`Handler ${handler.name}`, { attributes: { "steadfast.handler": handler.name } })
         )
         return { status: "done", handler: handler.name, queued } satisfies HandleResult

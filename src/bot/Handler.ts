@@ -1,12 +1,19 @@
 import { Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
+import type { AppConfig } from "../Config.ts"
+import type { BotApi } from "../telegram/BotApi.ts"
 import type { Update } from "../telegram/Update.ts"
 
 /** A handler's own failure: the update's transaction rolls back and the update is retried. */
 export class HandlerFailure extends Schema.TaggedError<HandlerFailure>()("HandlerFailure", {
   reason: Schema.String
-}) {}
+}) {
+  // Without it the message is empty, and the reason never reaches the log or the inbox's last_error.
+  override get message() {
+    return this.reason
+  }
+}
 
 export interface HandlerContext {
   readonly update: Update
@@ -21,6 +28,14 @@ export interface HandlerContext {
 }
 
 /**
+ * What a handler may `yield*`. `SqlClient` is the update's transaction. `BotApi` calls Telegram
+ * at once, bypassing the outbox: only for calls that must happen before the transaction commits
+ * or must not wait behind queued messages (answerPreCheckoutQuery, refundStarPayment); a reply
+ * goes through `reply`/`call`, so it is sent only if the transaction commits.
+ */
+export type HandlerServices = SqlClient | BotApi | AppConfig
+
+/**
  * A bot feature. `handle` runs inside the update's transaction: `yield* SqlClient` there gives
  * the transaction's connection, and everything it writes commits together with the update's
  * `done` mark, or not at all.
@@ -30,7 +45,7 @@ export interface Handler {
   /** Handlers are tried in ascending order; the first whose `matches` is true handles the update. */
   readonly order: number
   readonly matches: (update: Update) => boolean
-  readonly handle: (context: HandlerContext) => Effect.Effect<void, HandlerFailure | SqlError, SqlClient>
+  readonly handle: (context: HandlerContext) => Effect.Effect<void, HandlerFailure | SqlError, HandlerServices>
 }
 
 export const makeHandler = (handler: Handler): Handler => handler

@@ -27,12 +27,48 @@ export type User = typeof User.Type
 
 export const Chat = Schema.Struct({ id: Schema.Number, type: Schema.String })
 
+/** Service message content: a payment completed (for Stars, `currency` is `XTR`). */
+export const SuccessfulPayment = Schema.Struct({
+  currency: Schema.String,
+  total_amount: Schema.Int,
+  invoice_payload: Schema.String,
+  telegram_payment_charge_id: Schema.String,
+  // Required by the Bot API docs, but nothing here depends on it: a payment is never skipped for its lack.
+  provider_payment_charge_id: Schema.optional(Schema.String),
+  subscription_expiration_date: Schema.optional(Schema.Number),
+  is_recurring: Schema.optional(Schema.Boolean),
+  is_first_recurring: Schema.optional(Schema.Boolean)
+})
+export type SuccessfulPayment = typeof SuccessfulPayment.Type
+
+/** Service message content: a payment was refunded (by the bot, or by Telegram on its own). */
+export const RefundedPayment = Schema.Struct({
+  currency: Schema.String,
+  total_amount: Schema.Int,
+  invoice_payload: Schema.String,
+  telegram_payment_charge_id: Schema.String,
+  provider_payment_charge_id: Schema.optional(Schema.String)
+})
+export type RefundedPayment = typeof RefundedPayment.Type
+
+export const PreCheckoutQuery = Schema.Struct({
+  id: Schema.String,
+  from: User,
+  currency: Schema.String,
+  total_amount: Schema.Int,
+  invoice_payload: Schema.String,
+  shipping_option_id: Schema.optional(Schema.String)
+})
+export type PreCheckoutQuery = typeof PreCheckoutQuery.Type
+
 export const Message = Schema.Struct({
   message_id: Schema.Number,
   date: Schema.optional(Schema.Number),
   chat: Chat,
   from: Schema.optional(User),
-  text: Schema.optional(Schema.String)
+  text: Schema.optional(Schema.String),
+  successful_payment: Schema.optional(SuccessfulPayment),
+  refunded_payment: Schema.optional(RefundedPayment)
 })
 export type Message = typeof Message.Type
 
@@ -45,9 +81,9 @@ export const Update = Schema.Struct({
     id: Schema.String,
     from: User,
     data: Schema.optional(Schema.String),
-    message: Schema.optional(Schema.Struct({ chat: Chat }))
+    message: Schema.optional(Schema.Struct({ message_id: Schema.optional(Schema.Number), chat: Chat }))
   })),
-  pre_checkout_query: Schema.optional(Schema.Struct({ id: Schema.String, from: User })),
+  pre_checkout_query: Schema.optional(PreCheckoutQuery),
   inline_query: Schema.optional(Schema.Struct({ id: Schema.String, from: User }))
 })
 export type Update = typeof Update.Type

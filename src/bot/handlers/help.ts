@@ -3,7 +3,12 @@ import { isCommand, makeHandler } from "../Handler.ts"
 
 export const HELP_TEXT = [
   "/start - say hello and register",
-  "/help - this list"
+  "/help - this list",
+  "/buy - buy credits with Telegram Stars",
+  "/balance - your credits",
+  "/refund - get the Stars of your last payment back",
+  "/paysupport - help with a payment",
+  "/terms - terms of purchase"
 ].join("\n")
 
 export default makeHandler({

@@ -7,6 +7,7 @@ import outbox from "./0003_outbox.ts"
 import settings from "./0004_settings.ts"
 import outboxTrace from "./0005_outbox_trace.ts"
 import inboxPriority from "./0006_inbox_priority.ts"
+import payments from "./0007_payments.ts"
 
 const migrate = Migrator.make({})
 
@@ -24,7 +25,8 @@ export const runMigrations = (sql: SqlClient) =>
       sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`,
       migrate({
         loader: Migrator.fromRecord({ "0001_inbox": inbox, "0002_users": users, "0003_outbox": outbox, "0004_settings": settings, "0005_outbox_trace": outboxTrace,
-          "0006_inbox_priority": inboxPriority
+          "0006_inbox_priority": inboxPriority,
+          "0007_payments": payments
         }),
         table: "steadfast_migrations"
       })
