@@ -34,6 +34,8 @@ export class AppConfig extends Context.Service<AppConfig, {
   readonly maxAttempts: number
   readonly shutdownGrace: Duration.Duration
   readonly sendRatePerSecond: number
+  /** Bot API calls in flight at once (they hold no database connection while waiting). */
+  readonly senderConcurrency: number
   /** /health warns when the oldest unprocessed update is older than this. */
   readonly backlogWarnAge: Duration.Duration
   /** Key of the invoice payload HMAC: PAYMENT_SECRET, or one derived from the bot token. */
@@ -133,6 +135,7 @@ const load = Effect.gen(function*() {
   // Short by default: handlers only touch the database, and Railway kills 3 s after SIGTERM unless told otherwise.
   const shutdownGraceMs = yield* integer("SHUTDOWN_GRACE_MS", 2_500, 0, 600_000)
   const sendRatePerSecond = yield* integer("SEND_RATE_PER_SECOND", 30, 1, 100_000)
+  const senderConcurrency = yield* integer("SENDER_CONCURRENCY", 64, 1, 10_000)
   const backlogWarnSeconds = yield* integer("HEALTH_BACKLOG_WARN_SECONDS", 60, 1, 86_400)
 
   const paymentSecretValue = yield* raw("PAYMENT_SECRET")
@@ -159,6 +162,7 @@ const load = Effect.gen(function*() {
     maxAttempts,
     shutdownGrace: Duration.millis(shutdownGraceMs),
     sendRatePerSecond,
+    senderConcurrency,
     backlogWarnAge: Duration.seconds(backlogWarnSeconds),
     paymentSecret: Redacted.make(paymentSecret)
   })

@@ -2,6 +2,8 @@ import { Effect, Exit, Layer, Metric } from "effect"
 import { HttpMiddleware, HttpServerRequest } from "effect/http"
 import * as Metrics from "../observability/Metrics.ts"
 
+const durationBy = Metrics.tagged(Metrics.httpServerDuration)
+
 const ROUTES = new Set(["/webhook", "/health", "/health/live"])
 
 /** The matched route, or a fixed label so unknown paths cannot blow up metric cardinality. */
@@ -26,7 +28,7 @@ export const requestDuration = HttpMiddleware.make((app) =>
     const startedAt = performance.now()
     return yield* Effect.onExit(app, (exit) =>
       Metric.update(
-        Metric.withAttributes(Metrics.httpServerDuration, {
+        durationBy({
           "http.request.method": request.method,
           "http.route": routeOf(request),
           "http.response.status_code": String(Exit.isSuccess(exit) ? exit.value.status : 500)

@@ -14,6 +14,8 @@ export const STORE_TIMEOUT = "3 seconds"
 /** Seconds Telegram is asked to wait before redelivering after a 503. */
 export const RETRY_AFTER_SECONDS = 5
 
+const receivedByKind = Metrics.tagged(Metrics.updatesReceived)
+
 const decodeEnvelope = Schema.decodeUnknownEffect(UpdateEnvelope)
 
 const answer = (status: number, description: string, headers: Record<string, string> = {}) =>
@@ -75,7 +77,7 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
       skipped: kind === "unknown",
       traceparent: yield* currentTraceparent
     }).pipe(
-      Effect.tap((inserted) => inserted ? Metric.update(Metric.withAttributes(Metrics.updatesReceived, { "telegram.update.kind": kind }), 1) : Effect.void),
+      Effect.tap((inserted) => inserted ? Metric.update(receivedByKind({ "telegram.update.kind": kind }), 1) : Effect.void),
       Effect.timeoutOption(STORE_TIMEOUT),
       Effect.map(Option.match({ onNone: () => "timeout" as const, onSome: () => "stored" as const })),
       Effect.catchCause((cause) => Effect.as(Effect.logWarning(`could not store update ${updateId}; answered 503`, cause), "failed" as const))

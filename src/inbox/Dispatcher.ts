@@ -16,6 +16,8 @@ export const retryBackoff = (base: Duration.Duration, attempt: number): Duration
   return Duration.millis(Math.min(exponential, 300_000) * (0.8 + Math.random() * 0.4))
 }
 
+const processedBy = Metrics.tagged(Metrics.updatesProcessed)
+
 class LeaseLost extends Error {}
 
 /**
@@ -136,14 +138,14 @@ export const Dispatcher = {
           if (outcome === undefined) return
           const label = outcome === "dead" ? "dead" : "retried"
           yield* Effect.annotateCurrentSpan({ "steadfast.outcome": label })
-          yield* Metric.update(Metric.withAttributes(Metrics.updatesProcessed, { outcome: label }), 1)
+          yield* Metric.update(processedBy({ outcome: label }), 1)
           if (outcome === "dead") yield* Effect.logError(`update ${update.updateId} dead-lettered after ${update.attempts} attempt(s)`)
         })
 
       const recordOutcome = (update: Claimed, result: HandleResult) =>
         Effect.andThen(
           Effect.annotateCurrentSpan({ "steadfast.outcome": result.status, ...(result.handler === undefined ? {} : { "steadfast.handler": result.handler }) }),
-          Metric.update(Metric.withAttributes(Metrics.updatesProcessed, { outcome: result.status }), 1)
+          Metric.update(processedBy({ outcome: result.status }), 1)
         )
 
       const claimLoop = Effect.gen(function*() {

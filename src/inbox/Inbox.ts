@@ -1,4 +1,4 @@
-import { Context, Duration, Effect, Layer, Schema } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schema, type Tracer } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { Database, type PoolTimeout } from "../db/Database.ts"
 
@@ -13,6 +13,14 @@ export interface NewUpdate {
   readonly skipped: boolean
   readonly traceparent: string | null
 }
+
+interface StoreRequest {
+  readonly update: NewUpdate
+  readonly done: Deferred.Deferred<boolean, SqlError | PoolTimeout>
+  readonly span: Option.Option<Tracer.AnySpan>
+}
+
+const MAX_STORE_BATCH = 200
 
 export const ClaimedUpdate = Schema.Struct({
   update_id: Schema.Union([Schema.BigInt, Schema.Number, Schema.String]),
@@ -81,23 +89,61 @@ export class Inbox extends Context.Service<Inbox, {
     const db = yield* Database
     const sql = db.sql
 
+    // Concurrent webhook requests are stored together: one multi-row INSERT (and one NOTIFY) per
+    // batch, on one connection, instead of one transaction per request competing for the pool.
+    const requests = yield* Queue.unbounded<StoreRequest>()
+    const insertBatch = (batch: ReadonlyArray<StoreRequest>) =>
+      db.withConnection(sql<{ update_id: string }>`
+        WITH input AS (
+          SELECT * FROM unnest(
+            ${batch.map((r) => r.update.updateId)}::bigint[], ${batch.map((r) => r.update.chatKey)}::text[],
+            ${batch.map((r) => r.update.kind)}::text[], ${batch.map((r) => r.update.json)}::text[],
+            ${batch.map((r) => (r.update.skipped ? "skipped" : "pending"))}::text[],
+            ${batch.map((r) => priorityOf(r.update.kind))}::smallint[], ${batch.map((r) => r.update.traceparent)}::text[]
+          ) AS t(update_id, chat_key, kind, payload, status, priority, traceparent)
+        ), inserted AS (
+          INSERT INTO inbox (update_id, chat_key, kind, payload, status, priority, traceparent, finished_at)
+          SELECT update_id, chat_key, kind, payload::jsonb, status, priority, traceparent,
+                 CASE WHEN status = 'skipped' THEN now() END
+          FROM input
+          ON CONFLICT (update_id) DO NOTHING
+          RETURNING update_id, status
+        ), notified AS (
+          SELECT pg_notify(${NOTIFY_CHANNEL}, 'inbox') WHERE EXISTS (SELECT 1 FROM inserted WHERE status = 'pending')
+        )
+        SELECT update_id::text AS update_id, (SELECT count(*) FROM notified) AS notified FROM inserted`)
+    // The insert is traced under the first request's span and linked from the others'.
+    const tracedInsert = (batch: ReadonlyArray<StoreRequest>) => {
+      const spans = batch.flatMap((request) => Option.toArray(request.span))
+      return insertBatch(batch).pipe(Effect.withSpan("Inbox.insert", {
+        ...(spans[0] === undefined ? { root: true } : { parent: spans[0] }),
+        links: spans.slice(1).map((span) => ({ span, attributes: {} })),
+        attributes: { "steadfast.batch_size": batch.length }
+      }))
+    }
+    const storeBatch = (batch: ReadonlyArray<StoreRequest>) =>
+      Effect.exit(tracedInsert(batch)).pipe(
+        Effect.flatMap((exit) =>
+          Effect.forEach(batch, (request, index) => {
+            if (Exit.isFailure(exit)) return Deferred.failCause(request.done, exit.cause)
+            const inserted = new Set(exit.value.map((row) => row.update_id))
+            // Of two requests for one update_id in a batch, only the first counts as new.
+            const first = batch.findIndex((other) => other.update.updateId === request.update.updateId) === index
+            return Deferred.succeed(request.done, first && inserted.has(String(request.update.updateId)))
+          }, { discard: true })
+        )
+      )
+    // Two writers, so one batch in flight never holds back the next.
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.flatMap(Queue.takeBetween(requests, 1, MAX_STORE_BATCH), storeBatch)),
+      { startImmediately: true }
+    ).pipe(Effect.replicateEffect(2))
+
     return Inbox.of({
       store: Effect.fn("Inbox.store")(function*(update) {
-        const status = update.skipped ? "skipped" : "pending"
-        const rows = yield* db.withConnection(
-          sql<{ inserted: number }>`
-            WITH inserted AS (
-              INSERT INTO inbox (update_id, chat_key, kind, payload, status, priority, traceparent, finished_at)
-              VALUES (${update.updateId}, ${update.chatKey}, ${update.kind}, ${update.json}::jsonb, ${status},
-                      ${priorityOf(update.kind)}, ${update.traceparent}, CASE WHEN ${status} = 'skipped' THEN now() END)
-              ON CONFLICT (update_id) DO NOTHING
-              RETURNING status
-            ), notified AS (
-              SELECT pg_notify(${NOTIFY_CHANNEL}, 'inbox') FROM inserted WHERE status = 'pending'
-            )
-            SELECT (SELECT count(*)::int FROM inserted) AS inserted, (SELECT count(*) FROM notified) AS notified`
-        )
-        return (rows[0]?.inserted ?? 0) > 0
+        const done = yield* Deferred.make<boolean, SqlError | PoolTimeout>()
+        yield* Queue.offer(requests, { update, done, span: yield* Effect.option(Effect.currentSpan) })
+        return yield* Deferred.await(done)
       }),
 
       claim: Effect.fn("Inbox.claim")(function*(limit, lease) {
@@ -109,11 +155,14 @@ export class Inbox extends Context.Service<Inbox, {
               -- Blocked by an earlier unfinished update of the chat, or by any update of the chat
               -- running under a live lease (a dead letter requeued by an operator is older than
               -- updates that already ran, and must not run beside them).
+              -- (Two probes of inbox_open_by_chat: one OR'ed condition made the planner scan all open rows.)
               AND NOT EXISTS (
                 SELECT 1 FROM inbox e
-                WHERE e.chat_key = i.chat_key AND e.update_id <> i.update_id
-                  AND ((e.update_id < i.update_id AND e.status IN ('pending', 'processing'))
-                       OR (e.status = 'processing' AND e.locked_until >= now())))
+                WHERE e.chat_key = i.chat_key AND e.update_id < i.update_id AND e.status IN ('pending', 'processing'))
+              AND NOT EXISTS (
+                SELECT 1 FROM inbox r
+                WHERE r.chat_key = i.chat_key AND r.update_id > i.update_id
+                  AND r.status = 'processing' AND r.locked_until >= now())
             ORDER BY i.priority DESC, i.update_id
             LIMIT ${limit}
             FOR UPDATE SKIP LOCKED

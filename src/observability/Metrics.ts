@@ -5,6 +5,23 @@ import { APPLICATION_NAME } from "../Config.ts"
 // (database client connection pool, HTTP server); the service's own metrics use `steadfast.*`.
 // The exporter takes an instrument's unit from its `unit` attribute.
 
+/**
+ * `metric` with extra attributes, built once per distinct set: tagging on every update would
+ * rebuild the attribute set and its key each time, on the hot path.
+ */
+export const tagged = <In, Out>(metric: Metric.Metric<In, Out>) => {
+  const cache = new Map<string, Metric.Metric<In, Out>>()
+  return (attributes: Record<string, string>): Metric.Metric<In, Out> => {
+    const key = Object.values(attributes).join("\u0000")
+    let found = cache.get(key)
+    if (found === undefined) {
+      found = Metric.withAttributes(metric, attributes)
+      cache.set(key, found)
+    }
+    return found
+  }
+}
+
 const pool = { "db.client.connection.pool.name": APPLICATION_NAME }
 const durationBoundaries = Metric.exponentialBoundaries({ start: 0.0005, factor: 2, count: 16 })
 

@@ -1,10 +1,3 @@
-import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
-import { OTLPLogExporter } from "@opentelemetry/exporter-logs-otlp-http"
-import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http"
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
-import { BatchLogRecordProcessor } from "@opentelemetry/sdk-logs"
-import { PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics"
-import { BatchSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Config, Effect, Layer, Option } from "effect"
 
 const setting = (name: string) =>
@@ -51,6 +44,20 @@ export const Telemetry = {
         ["maxExportBatchSize", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"]
       ] as const, ([option, name]) => Effect.map(positive(name), Option.map((value) => [option, value] as const))))
         .flatMap(Option.toArray)
+    )
+    // Loaded only when something is exported: the SDK adds tens of megabytes to the process.
+    const [NodeSdk, { OTLPLogExporter }, { OTLPMetricExporter }, { OTLPTraceExporter }, { BatchLogRecordProcessor }, {
+      PeriodicExportingMetricReader
+    }, { BatchSpanProcessor }] = yield* Effect.promise(() =>
+      Promise.all([
+        import("@effect/opentelemetry/NodeSdk"),
+        import("@opentelemetry/exporter-logs-otlp-http"),
+        import("@opentelemetry/exporter-metrics-otlp-http"),
+        import("@opentelemetry/exporter-trace-otlp-http"),
+        import("@opentelemetry/sdk-logs"),
+        import("@opentelemetry/sdk-metrics"),
+        import("@opentelemetry/sdk-trace-base")
+      ])
     )
     return NodeSdk.layer(() => ({
       resource: { serviceName },

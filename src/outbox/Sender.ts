@@ -17,7 +17,7 @@ const MAX_DELIVERY_ATTEMPTS = 8
  * with its error; the chat's next call goes on.
  */
 export const Sender = {
-  layer: (options: { readonly concurrency?: number } = {}) =>
+  layer: () =>
     Layer.effectDiscard(Effect.gen(function*() {
       const config = yield* AppConfig
       const outbox = yield* Outbox
@@ -25,7 +25,7 @@ export const Sender = {
       const { outbox: wakeup } = yield* Notifications
       const limiter = yield* RateLimiter.RateLimiter
       const fiberDump = yield* FiberDump
-      const concurrency = options.concurrency ?? 16
+      const concurrency = config.senderConcurrency
       const lease = Duration.minutes(2)
 
       const senders = yield* FiberSet.make<void>()

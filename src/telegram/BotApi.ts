@@ -94,6 +94,8 @@ const errorText = (error: unknown): string => {
   return error instanceof Error ? error.message : String(error)
 }
 
+const botApiDurationBy = Metrics.tagged(Metrics.botApiDuration)
+
 const outcomeOf = (exit: Exit.Exit<unknown, ChatBlocked | BotApiRejected | Transient>): string => {
   if (Exit.isSuccess(exit)) return "ok"
   const error = Cause.findErrorOption(exit.cause)
@@ -114,7 +116,7 @@ const measured = (method: string) =>
       const outcome = outcomeOf(exit)
       return Effect.andThen(
         Metric.update(
-          Metric.withAttributes(Metrics.botApiDuration, { "telegram.method": method, outcome }),
+          botApiDurationBy({ "telegram.method": method, outcome }),
           (performance.now() - startedAt) / 1000
         ),
         outcome === "rate_limited" ? Metric.update(Metrics.botApiRateLimited, 1) : Effect.void

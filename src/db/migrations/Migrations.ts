@@ -8,6 +8,7 @@ import settings from "./0004_settings.ts"
 import outboxTrace from "./0005_outbox_trace.ts"
 import inboxPriority from "./0006_inbox_priority.ts"
 import payments from "./0007_payments.ts"
+import autovacuum from "./0008_autovacuum.ts"
 
 const migrate = Migrator.make({})
 
@@ -26,7 +27,8 @@ export const runMigrations = (sql: SqlClient) =>
       migrate({
         loader: Migrator.fromRecord({ "0001_inbox": inbox, "0002_users": users, "0003_outbox": outbox, "0004_settings": settings, "0005_outbox_trace": outboxTrace,
           "0006_inbox_priority": inboxPriority,
-          "0007_payments": payments
+          "0007_payments": payments,
+          "0008_autovacuum": autovacuum
         }),
         table: "steadfast_migrations"
       })

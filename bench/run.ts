@@ -1,0 +1,554 @@
+// `npm run bench [-- options]`: steadfast against a plain grammY webhook bot, same machine,
+// same PostgreSQL, same Bot API stand-in, same updates. See `--help`.
+import { execFileSync } from "node:child_process"
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { cpus, totalmem } from "node:os"
+import { join } from "node:path"
+import { parseArgs } from "node:util"
+import pg from "pg"
+import { createDatabase, freePort, startCluster } from "../test/support/EmbeddedCluster.ts"
+import { drive, type DriverResult } from "./driver.ts"
+import { startMonitor, statementDelta, statementSnapshot, type MonitorResult, type StatementStat } from "./monitor.ts"
+import { root, startNode, statusKb, waitForQuiet } from "./processes.ts"
+import { summarizeProfile } from "./profileSummary.ts"
+import { median } from "./stats.ts"
+
+const usage = `usage: npm run bench -- [options]
+  --updates N           updates per run with the fast Bot API (default 5000)
+  --chats N             distinct chats (default 500)
+  --rounds R            runs per contender with the fast Bot API (default 3)
+  --delayed-updates N   updates per run with the slow Bot API (default 600)
+  --delayed-rounds R    runs per contender with the slow Bot API (default 1)
+  --delay-ms MS         the slow Bot API's delay per call (default 2000)
+  --concurrency C       webhook connections at once, Telegram's max_connections (default 40)
+  --warmup N            updates sent (and answered) before each measured run (default 300)
+  --skip-delayed        only the fast Bot API scenario
+  --quick               smoke run: 1000 updates, 1 round, 300 delayed updates, 100 warm-up
+  --profile             run both contenders under node --cpu-prof and print where their CPU went
+                        (profiling slows them down: do not compare these figures with normal runs)
+  --only NAME           run one contender only: peer or steadfast (no ratios then)
+  --steadfast-env K=V   extra environment for steadfast (repeatable), e.g. --steadfast-env DB_POOL_MAX=20
+  --quiet-wait S        before each run, wait up to S seconds for a second with the machine < 25% busy (default 5)
+  --help`
+
+const { values } = parseArgs({
+  options: {
+    updates: { type: "string" },
+    chats: { type: "string" },
+    rounds: { type: "string" },
+    "delayed-updates": { type: "string" },
+    "delayed-rounds": { type: "string" },
+    "delay-ms": { type: "string" },
+    concurrency: { type: "string" },
+    warmup: { type: "string" },
+    "skip-delayed": { type: "boolean", default: false },
+    profile: { type: "boolean", default: false },
+    "quiet-wait": { type: "string" },
+    "steadfast-env": { type: "string", multiple: true },
+    only: { type: "string" },
+    quick: { type: "boolean", default: false },
+    help: { type: "boolean", default: false }
+  }
+})
+if (values.help) {
+  console.log(usage)
+  process.exit(0)
+}
+
+const positive = (name: string, value: string | undefined, fallback: number): number => {
+  if (value === undefined) return fallback
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 0) {
+    console.error(`--${name} must be a non-negative integer\n${usage}`)
+    process.exit(2)
+  }
+  return n
+}
+
+const steadfastEnv: Record<string, string> = {}
+for (const pair of values["steadfast-env"] ?? []) {
+  const at = pair.indexOf("=")
+  if (at <= 0) {
+    console.error(`--steadfast-env expects KEY=VALUE, got "${pair}"`)
+    process.exit(2)
+  }
+  steadfastEnv[pair.slice(0, at)] = pair.slice(at + 1)
+}
+
+const quick = values.quick
+const settings = {
+  updates: positive("updates", values.updates, quick ? 1000 : 5000),
+  chats: positive("chats", values.chats, 500),
+  rounds: positive("rounds", values.rounds, quick ? 1 : 3),
+  delayedUpdates: positive("delayed-updates", values["delayed-updates"], quick ? 300 : 600),
+  delayedRounds: positive("delayed-rounds", values["delayed-rounds"], values["skip-delayed"] ? 0 : 1),
+  delayMs: positive("delay-ms", values["delay-ms"], 2000),
+  concurrency: positive("concurrency", values.concurrency, 40),
+  warmup: positive("warmup", values.warmup, quick ? 100 : 300),
+  startShare: 0.05,
+  sendRatePerSecond: 100_000,
+  profile: values.profile,
+  quietWaitSeconds: positive("quiet-wait", values["quiet-wait"], 5),
+  steadfastEnv
+}
+
+type ContenderName = "peer" | "steadfast"
+const allContenders: ReadonlyArray<{ readonly name: ContenderName; readonly script: string; readonly health: boolean }> = [
+  { name: "peer", script: "bench/peer/grammyPeer.ts", health: false },
+  { name: "steadfast", script: "src/main.ts", health: true }
+]
+if (values.only !== undefined && !allContenders.some((c) => c.name === values.only)) {
+  console.error(`--only must be peer or steadfast\n${usage}`)
+  process.exit(2)
+}
+const contenders = allContenders.filter((c) => values.only === undefined || c.name === values.only)
+
+interface Scenario {
+  readonly name: "fast-api" | "slow-api"
+  readonly title: string
+  readonly updates: number
+  readonly rounds: number
+  readonly delayMs: number
+}
+const allScenarios: ReadonlyArray<Scenario> = [
+  { name: "fast-api", title: "Bot API answers at once", updates: settings.updates, rounds: settings.rounds, delayMs: 0 },
+  {
+    name: "slow-api",
+    title: `Bot API takes ${settings.delayMs} ms per call`,
+    updates: settings.delayedUpdates,
+    rounds: settings.delayedRounds,
+    delayMs: settings.delayMs
+  }
+]
+const scenarios = allScenarios.filter((scenario) => scenario.rounds > 0 && scenario.updates > 0)
+
+const TOKEN = "123456:BENCHbenchBENCHbenchBENCHbench00"
+const SECRET = "bench-secret_0123456789"
+
+interface RunResult {
+  readonly scenario: Scenario["name"]
+  readonly round: number
+  readonly contender: ContenderName
+  readonly database: string
+  readonly startupMs: number
+  readonly driver: DriverResult
+  readonly monitor: MonitorResult
+  /** VmHWM at the end of the run: the process's peak resident set, warm-up included. */
+  readonly peakRssKb: number
+  readonly rssAfterWarmupKb: number
+  readonly statementsPerUpdate: number | undefined
+  readonly dbExecMsPerUpdate: number | undefined
+  /**
+   * Committed + rolled-back transactions in the contender's database over its whole life (start-up,
+   * warm-up, run), per update sent. Read after it exited, when its backends have flushed their counters.
+   */
+  readonly transactionsPerUpdate: number | undefined
+  readonly statements: ReadonlyArray<StatementStat>
+  /** The machine's busy share in the second before the run started. */
+  readonly busyBefore: number
+  readonly profile: string | undefined
+  readonly exit: string
+  readonly logFile: string
+  readonly logProblems: ReadonlyArray<string>
+}
+
+const resultsDir = join(root, "bench/results")
+const logsDir = join(resultsDir, "logs")
+mkdirSync(logsDir, { recursive: true })
+
+const say = (line: string) => console.log(line)
+
+const pad = (text: string, width: number) => (text.length >= width ? text : " ".repeat(width - text.length) + text)
+const fmt = (value: number | undefined, digits = 0) =>
+  value === undefined || Number.isNaN(value) ? "-" : value.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
+
+const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>, leftColumns = 1): string => {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? "").length)))
+  const line = (cells: ReadonlyArray<string>) =>
+    cells.map((cell, i) => (i < leftColumns ? cell.padEnd(widths[i]!) : pad(cell, widths[i]!))).join("  ")
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n")
+}
+
+const problemLines = (logFile: string): Array<string> => {
+  const text = readFileSync(logFile, "utf8")
+  return text.split("\n").filter((line) => /\b(WARN|ERROR|FATAL)\b|update failed/.test(line))
+}
+
+const runOne = async (
+  cluster: Awaited<ReturnType<typeof startCluster>>,
+  admin: pg.Client,
+  statements: boolean,
+  scenario: Scenario,
+  round: number,
+  contender: (typeof contenders)[number]
+): Promise<RunResult> => {
+  const database = `bench_${scenario.name.replace("-", "_")}_${contender.name}_${round}`
+  const databaseUrl = await createDatabase(cluster.url("postgres"), database)
+  const tag = `${scenario.name}-${round}-${contender.name}`
+  const busyBefore = settings.quietWaitSeconds > 0 ? await waitForQuiet(0.25, settings.quietWaitSeconds * 1000) : NaN
+  if (busyBefore >= 0.25) say(`  ! the machine is busy (${Math.round(busyBefore * 100)}% CPU) with other work; figures will be noisy`)
+  const profileDir = join(resultsDir, "profiles", tag)
+  if (settings.profile) rmSync(profileDir, { recursive: true, force: true })
+
+  const standIn = startNode("bench/standIn.ts", ["--delay-ms", "0"], {}, join(logsDir, `${tag}.stand-in.log`))
+  const standInUrl = (await standIn.waitFor(/listening on (http:\/\/\S+)/, 20_000))[1]!
+  const port = await freePort()
+  const logFile = join(logsDir, `${tag}.log`)
+  const started = Date.now()
+  const child = startNode(contender.script, [], {
+    BOT_TOKEN: TOKEN,
+    WEBHOOK_SECRET: SECRET,
+    DATABASE_URL: databaseUrl,
+    TELEGRAM_API_ROOT: standInUrl,
+    PORT: String(port),
+    HOST: "127.0.0.1",
+    SEND_RATE_PER_SECOND: String(settings.sendRatePerSecond),
+    ...(contender.name === "steadfast" ? steadfastEnv : {})
+  }, logFile, settings.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [])
+  try {
+    await child.waitFor(/Listening on/, 60_000)
+    const startupMs = Date.now() - started
+    const baseUrl = `http://127.0.0.1:${port}`
+    const common = {
+      aborted: () => child.process.exitCode !== null || child.process.signalCode !== null,
+      baseUrl,
+      secret: SECRET,
+      standInUrl,
+      concurrency: settings.concurrency,
+      startShare: settings.startShare,
+      stallTimeoutMs: 30_000
+    }
+
+    if (settings.warmup > 0) {
+      const warm = await drive({
+        ...common,
+        updates: settings.warmup,
+        chats: Math.min(100, settings.warmup),
+        firstUpdateId: 1,
+        firstChatId: 900_000,
+        seed: 7,
+        settleMs: 0
+      })
+      if (!warm.complete) say(`  ! warm-up incomplete: ${warm.lost} without a reply`)
+    }
+    if (scenario.delayMs > 0) {
+      const response = await fetch(`${standInUrl}/__delay?ms=${scenario.delayMs}`, { method: "POST" })
+      if (!response.ok) throw new Error(`stand-in refused the delay: ${response.status}`)
+    }
+
+    const rssAfterWarmupKb = statusKb(child.pid, "VmRSS") ?? 0
+    const before = statements ? await statementSnapshot(admin, database) : new Map<string, StatementStat>()
+    const monitor = startMonitor({
+      pid: child.pid,
+      admin,
+      database,
+      healthUrl: contender.health ? `${baseUrl}/health` : undefined,
+      benchPids: [standIn.pid]
+    })
+    const driver = await drive({
+      ...common,
+      updates: scenario.updates,
+      chats: settings.chats,
+      firstUpdateId: 1_000_000,
+      firstChatId: 100_000,
+      seed: 42 + round,
+      settleMs: 1_000 + scenario.delayMs,
+      log: say
+    })
+    const monitored = await monitor.stop()
+    const peakRssKb = statusKb(child.pid, "VmHWM") ?? monitored.rssMaxKb
+    const delta = statements ? statementDelta(before, await statementSnapshot(admin, database)) : []
+    // The sampler's own queries run on the admin database, so everything here is the contender's.
+    const totalCalls = delta.reduce((sum, s) => sum + s.calls, 0)
+    const totalMs = delta.reduce((sum, s) => sum + s.totalMs, 0)
+    const exit = await child.stop(20_000)
+    await standIn.stop(5_000)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    const xacts = await admin.query<{ n: string }>(
+      "SELECT (xact_commit + xact_rollback)::text AS n FROM pg_stat_database WHERE datname = $1",
+      [database]
+    )
+    const transactions = Number(xacts.rows[0]?.n ?? NaN)
+    const profileFile = settings.profile ? readdirSync(profileDir).find((f) => f.endsWith(".cpuprofile")) : undefined
+    return {
+      scenario: scenario.name,
+      round,
+      contender: contender.name,
+      database,
+      startupMs,
+      driver,
+      monitor: monitored,
+      peakRssKb,
+      rssAfterWarmupKb,
+      statementsPerUpdate: statements ? totalCalls / scenario.updates : undefined,
+      dbExecMsPerUpdate: statements ? totalMs / scenario.updates : undefined,
+      transactionsPerUpdate: Number.isNaN(transactions) ? undefined : transactions / (scenario.updates + settings.warmup),
+      statements: delta.map((s) => ({ ...s, query: s.query.replace(/\s+/g, " ").slice(0, 300) })),
+      busyBefore,
+      profile: profileFile === undefined ? undefined : join(profileDir, profileFile),
+      exit,
+      logFile,
+      logProblems: problemLines(logFile).slice(0, 20)
+    }
+  } catch (error) {
+    await child.stop(5_000)
+    await standIn.stop(5_000)
+    throw error
+  }
+}
+
+const runHeader = [
+  "run", "ack p50", "ack p99", "ack max", "ack/s", "e2e s", "e2e/s", "reply p50", "reply p99", "lost", "dup", "non-2xx",
+  "pool used", "pg conns", "pg busy", "RSS MB", "CPU s", "DB CPU s", "stmts/upd", "busy %", "other CPU s"
+]
+const runRow = (r: RunResult): Array<string> => [
+  `${r.contender} #${r.round}`,
+  fmt(r.driver.ack.p50, 1),
+  fmt(r.driver.ack.p99, 1),
+  fmt(r.driver.ack.max, 0),
+  fmt(r.driver.ackPerSecond),
+  fmt(r.driver.e2eSeconds, 2) + (r.driver.complete ? "" : "!"),
+  fmt(r.driver.e2ePerSecond),
+  fmt(r.driver.reply.p50, 0),
+  fmt(r.driver.reply.p99, 0),
+  String(r.driver.lost),
+  String(r.driver.duplicated),
+  String(Object.values(r.driver.rejected).reduce((a, b) => a + b, 0)),
+  r.monitor.poolUsedMax === undefined ? "-" : `${r.monitor.poolUsedMax}/${r.monitor.poolMax ?? "?"}`,
+  String(r.monitor.pgConnectionsMax),
+  String(r.monitor.pgBusyMax),
+  fmt(r.peakRssKb / 1024, 0),
+  fmt(r.monitor.cpuSeconds, 1),
+  fmt(r.monitor.dbCpuSeconds, 1),
+  fmt(r.statementsPerUpdate, 1),
+  fmt(r.monitor.machineBusy * 100, 0),
+  fmt(r.monitor.otherCpuSeconds, 1)
+]
+
+interface Metric {
+  readonly label: string
+  readonly get: (r: RunResult) => number | undefined
+  readonly digits: number
+  /** How rounds combine: the median, or the sum (for lost/duplicated). */
+  readonly combine?: "sum"
+}
+const metrics: ReadonlyArray<Metric> = [
+  { label: "webhook ack p50 (ms)", get: (r) => r.driver.ack.p50, digits: 1 },
+  { label: "webhook ack p99 (ms)", get: (r) => r.driver.ack.p99, digits: 1 },
+  { label: "ack throughput (updates/s)", get: (r) => r.driver.ackPerSecond, digits: 0 },
+  { label: "end-to-end time (s)", get: (r) => r.driver.e2eSeconds, digits: 2 },
+  { label: "end-to-end throughput (updates/s)", get: (r) => r.driver.e2ePerSecond, digits: 0 },
+  { label: "update→reply p50 (ms)", get: (r) => r.driver.reply.p50, digits: 0 },
+  { label: "update→reply p99 (ms)", get: (r) => r.driver.reply.p99, digits: 0 },
+  { label: "lost replies (all rounds)", get: (r) => r.driver.lost, digits: 0, combine: "sum" },
+  { label: "duplicated replies (all rounds)", get: (r) => r.driver.duplicated, digits: 0, combine: "sum" },
+  { label: "non-2xx webhook answers (all rounds)", get: (r) => Object.values(r.driver.rejected).reduce((a, b) => a + b, 0), digits: 0, combine: "sum" },
+  { label: "peak pool slots used (/health)", get: (r) => r.monitor.poolUsedMax, digits: 0 },
+  { label: "peak DB connections (pg_stat_activity)", get: (r) => r.monitor.pgConnectionsMax, digits: 0 },
+  { label: "peak busy DB connections", get: (r) => r.monitor.pgBusyMax, digits: 0 },
+  { label: "peak RSS, VmHWM (MB)", get: (r) => r.peakRssKb / 1024, digits: 0 },
+  { label: "process CPU during run (s)", get: (r) => r.monitor.cpuSeconds, digits: 1 },
+  { label: "its DB backends' CPU (s)", get: (r) => r.monitor.dbCpuSeconds, digits: 1 },
+  { label: "process CPU per update (ms)", get: (r) => (1000 * r.monitor.cpuSeconds) / r.driver.updates, digits: 2 },
+  { label: "DB backend CPU per update (ms)", get: (r) => (1000 * r.monitor.dbCpuSeconds) / r.driver.updates, digits: 2 },
+  { label: "machine busy during run (%)", get: (r) => 100 * r.monitor.machineBusy, digits: 0 },
+  { label: "other CPU on the machine (s)", get: (r) => r.monitor.otherCpuSeconds, digits: 1 },
+  { label: "SQL statements per update (excl. BEGIN/COMMIT)", get: (r) => r.statementsPerUpdate, digits: 1 },
+  { label: "DB transactions per update", get: (r) => r.transactionsPerUpdate, digits: 1 },
+  { label: "DB execution time per update (ms)", get: (r) => r.dbExecMsPerUpdate, digits: 2 }
+]
+
+const combine = (metric: Metric, runs: ReadonlyArray<RunResult>): number | undefined => {
+  const values = runs.map(metric.get).filter((v): v is number => v !== undefined)
+  if (values.length === 0) return undefined
+  return metric.combine === "sum" ? values.reduce((a, b) => a + b, 0) : median(values)
+}
+
+interface Check {
+  readonly scenario: Scenario["name"]
+  readonly target: string
+  readonly steadfast: number | undefined
+  readonly peer: number | undefined
+  readonly met: boolean | undefined
+}
+
+const checks = (results: ReadonlyArray<RunResult>): Array<Check> => {
+  const pick = (scenario: Scenario["name"], name: ContenderName, get: (r: RunResult) => number) => {
+    const values = results.filter((r) => r.scenario === scenario && r.contender === name).map(get)
+    return values.length === 0 ? undefined : median(values)
+  }
+  const out: Array<Check> = []
+  const compare = (scenario: Scenario["name"], target: string, get: (r: RunResult) => number, ok: (s: number, p: number) => boolean) => {
+    const s = pick(scenario, "steadfast", get)
+    const p = pick(scenario, "peer", get)
+    out.push({ scenario, target, steadfast: s, peer: p, met: s === undefined || p === undefined ? undefined : ok(s, p) })
+  }
+  compare("fast-api", "end-to-end throughput ≥ peer's", (r) => r.driver.e2ePerSecond, (s, p) => s >= p)
+  compare("fast-api", "webhook ack p99 ≤ peer's", (r) => r.driver.ack.p99, (s, p) => s <= p)
+  compare("slow-api", "webhook ack p99 < 100 ms with a slow Bot API", (r) => r.driver.ack.p99, (s) => s < 100)
+  compare("slow-api", "webhook ack p99 ≤ peer's (slow Bot API)", (r) => r.driver.ack.p99, (s, p) => s <= p)
+  compare("slow-api", "end-to-end throughput ≥ peer's (slow Bot API)", (r) => r.driver.e2ePerSecond, (s, p) => s >= p)
+  compare("fast-api", "peak RSS < 1.5 × peer's", (r) => r.peakRssKb / 1024, (s, p) => s < 1.5 * p)
+  const lossFree = (scenario: Scenario["name"]) => {
+    const runs = results.filter((r) => r.scenario === scenario && r.contender === "steadfast")
+    if (runs.length === 0) return
+    const lost = runs.reduce((sum, r) => sum + r.driver.lost + r.driver.duplicated, 0)
+    const peerRuns = results.filter((r) => r.scenario === scenario && r.contender === "peer")
+    out.push({
+      scenario,
+      target: "no lost or duplicated replies",
+      steadfast: lost,
+      peer: peerRuns.reduce((sum, r) => sum + r.driver.lost + r.driver.duplicated, 0),
+      met: lost === 0
+    })
+  }
+  lossFree("fast-api")
+  lossFree("slow-api")
+  return out.filter((c) => c.steadfast !== undefined)
+}
+
+const git = (() => {
+  try {
+    const head = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root }).toString().trim()
+    const dirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { cwd: root }).toString().split("\n").filter((l) => l !== "").length
+    return { head, dirtySrcFiles: dirty }
+  } catch {
+    return { head: "unknown", dirtySrcFiles: 0 }
+  }
+})()
+
+const main = async () => {
+  say(`steadfast bench: ${cpus().length} CPU(s) (${cpus()[0]?.model ?? "?"}), ${Math.round(totalmem() / 2 ** 30)} GB, node ${process.version}`)
+  say(`code: HEAD ${git.head}${git.dirtySrcFiles > 0 ? ` + ${git.dirtySrcFiles} uncommitted file(s) under src/ (the working tree is what runs)` : ""}`)
+  say(`settings: ${JSON.stringify(settings)}`)
+  say([
+    "notes:",
+    `  - steadfast runs with SEND_RATE_PER_SECOND=${settings.sendRatePerSecond}: Telegram's global limit (default 30/s) would otherwise cap its sender,`,
+    "    and the peer has no limiter at all; everything else is steadfast's default configuration (DB_POOL_MAX=10).",
+    "  - one embedded PostgreSQL for the run (fsync=off, synchronous_commit=off, as in the tests), a fresh database per run;",
+    "    the Bot API stand-in (bench/standIn.ts) is a separate process; driver, contender, stand-in and PostgreSQL share the CPUs.",
+    "  - the peer (bench/peer/grammyPeer.ts) answers the webhook after its handler (upsert user + reply); steadfast answers once the",
+    "    update is stored. steadfast's fallback handler does not upsert the user, the peer's does (as specified for the peer).",
+    "  - 'busy %' is the whole machine's CPU share during a run; 'other CPU s' is CPU nobody in this run used (PostgreSQL's",
+    "    background processes, or other work on the machine): when it is large, that run's figures are noisy."
+  ].join("\n"))
+
+  const cluster = await startCluster()
+  const admin = new pg.Client({ connectionString: cluster.url("postgres") })
+  let statements = false
+  const results: Array<RunResult> = []
+  const stopAll = () => {
+    cluster.dispose().finally(() => process.exit(130))
+  }
+  process.once("SIGINT", stopAll)
+  process.once("SIGTERM", stopAll)
+  try {
+    // pg_stat_statements counts the statements (round trips) each contender makes per update.
+    try {
+      const setup = new pg.Client({ connectionString: cluster.url("postgres") })
+      await setup.connect()
+      await setup.query("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+      await setup.end()
+      await cluster.stop()
+      await cluster.start()
+      await admin.connect()
+      await admin.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+      statements = true
+    } catch (error) {
+      say(`  ! pg_stat_statements unavailable (${error instanceof Error ? error.message : String(error)}); no statement counts`)
+      if (!statements) await admin.connect().catch(() => undefined)
+    }
+    say(`PostgreSQL on port ${cluster.port}; logs of every process under bench/results/logs/\n`)
+
+    for (const scenario of scenarios) {
+      say(`== ${scenario.name}: ${scenario.title}; ${scenario.updates} updates over ${Math.min(settings.chats, scenario.updates)} chats, ${scenario.rounds} round(s)`)
+      for (let round = 1; round <= scenario.rounds; round++) {
+        const roundResults: Array<RunResult> = []
+        for (const contender of contenders) {
+          say(`-- ${scenario.name} round ${round}: ${contender.name}`)
+          const result = await runOne(cluster, admin, statements, scenario, round, contender)
+          results.push(result)
+          roundResults.push(result)
+          for (const line of result.logProblems.slice(0, 5)) say(`  log: ${line.slice(0, 300)}`)
+          if (result.logProblems.length > 5) say(`  log: … ${result.logProblems.length - 5} more warning/error line(s) in ${result.logFile}`)
+        }
+        say("")
+        say(table(runHeader, roundResults.map(runRow)))
+        say("")
+      }
+    }
+
+    for (const scenario of scenarios) {
+      const runsOf = (name: ContenderName) => results.filter((r) => r.scenario === scenario.name && r.contender === name)
+      const peer = runsOf("peer")
+      const steadfast = runsOf("steadfast")
+      say(`== summary ${scenario.name} (${scenario.title}; ${scenario.updates} updates; medians over ${scenario.rounds} round(s))`)
+      say(table(
+        ["metric", "peer", "steadfast", "steadfast/peer"],
+        metrics.map((metric) => {
+          const p = combine(metric, peer)
+          const s = combine(metric, steadfast)
+          const ratio = p !== undefined && s !== undefined && p !== 0 && metric.combine !== "sum" ? fmt(s / p, 2) : "-"
+          return [metric.label, fmt(p, metric.digits), fmt(s, metric.digits), ratio]
+        })
+      ))
+      const top = (steadfast[0]?.statements ?? []).slice(0, 14)
+      if (top.length > 0) {
+        say(`steadfast's SQL statements per update (round 1; calls per update × mean execution time):`)
+        for (const s of top) say(`  ${fmt(s.calls / scenario.updates, 2).padStart(6)} × ${fmt(s.totalMs / s.calls, 3).padStart(7)} ms  ${s.query.slice(0, 110)}`)
+      }
+      say("")
+    }
+
+    if (settings.profile) {
+      for (const r of results) {
+        if (r.profile === undefined) continue
+        say(`== profile ${r.scenario} #${r.round} ${r.contender} (whole process life: start-up, warm-up, run)`)
+        say(summarizeProfile(r.profile, 30))
+        say("")
+      }
+    }
+
+    const verdicts = checks(results)
+    say("== targets")
+    say(table(
+      ["scenario", "target", "peer", "steadfast", "met"],
+      verdicts.map((c) => [c.scenario, c.target, fmt(c.peer, 1), fmt(c.steadfast, 1), c.met === undefined ? "-" : c.met ? "yes" : "NO"]),
+      2
+    ))
+
+    const report = {
+      finishedAt: new Date().toISOString(),
+      machine: { cpus: cpus().length, model: cpus()[0]?.model, memoryBytes: totalmem(), node: process.version },
+      git,
+      settings,
+      scenarios,
+      results,
+      summary: scenarios.map((scenario) => ({
+        scenario: scenario.name,
+        metrics: metrics.map((metric) => {
+          const p = combine(metric, results.filter((r) => r.scenario === scenario.name && r.contender === "peer"))
+          const s = combine(metric, results.filter((r) => r.scenario === scenario.name && r.contender === "steadfast"))
+          return { metric: metric.label, peer: p ?? null, steadfast: s ?? null, ratio: p !== undefined && s !== undefined && p !== 0 ? s / p : null }
+        })
+      })),
+      targets: verdicts
+    }
+    const json = JSON.stringify(report, null, 2)
+    const stamped = `run-${report.finishedAt.replace(/[:.]/g, "-")}.json`
+    writeFileSync(join(resultsDir, "latest.json"), json)
+    writeFileSync(join(resultsDir, stamped), json)
+    say(`\nresults: bench/results/latest.json (and bench/results/${stamped})`)
+  } finally {
+    await admin.end().catch(() => undefined)
+    await cluster.dispose()
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error instanceof Error ? error.stack ?? error.message : String(error))
+    process.exit(1)
+  }
+)
