@@ -3,7 +3,8 @@ import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { readdirSync } from "node:fs"
 import { AppConfig } from "../Config.ts"
-import { Outbox } from "../outbox/Outbox.ts"
+import { currentTraceparent } from "../observability/TraceContext.ts"
+import type { OutgoingCall } from "../outbox/Outbox.ts"
 import { BotApi } from "../telegram/BotApi.ts"
 import { Update, chatKeyOf } from "../telegram/Update.ts"
 import type { Handler, HandlerContext, HandlerFailure } from "./Handler.ts"
@@ -11,8 +12,8 @@ import type { Handler, HandlerContext, HandlerFailure } from "./Handler.ts"
 export interface HandleResult {
   readonly status: "done" | "skipped"
   readonly handler: string | undefined
-  /** Bot API calls queued in the outbox. */
-  readonly queued: number
+  /** Bot API calls to queue in the outbox, in order, when the update's transaction commits. */
+  readonly calls: ReadonlyArray<OutgoingCall>
 }
 
 const decodeUpdate = Schema.decodeUnknownEffect(Update)
@@ -41,7 +42,6 @@ export class Bot extends Context.Service<Bot, {
 }>()("steadfast/bot/Bot") {
   static readonly layerWith = (handlers: ReadonlyArray<Handler>) =>
     Layer.effect(Bot, Effect.gen(function*() {
-      const outbox = yield* Outbox
       const sql = yield* SqlClient
       const botApi = yield* BotApi
       const config = yield* AppConfig
@@ -50,17 +50,18 @@ export class Bot extends Context.Service<Bot, {
         const decoded = yield* Effect.option(decodeUpdate(payload))
         if (decoded._tag === "None") {
           yield* Effect.logWarning(`update ${updateId} (${kind}) does not have the shape its kind requires; skipped`)
-          return { status: "skipped", handler: undefined, queued: 0 } satisfies HandleResult
+          return { status: "skipped", handler: undefined, calls: [] } satisfies HandleResult
         }
         const update = decoded.value
         const handler = handlers.find((candidate) => candidate.matches(update))
-        if (handler === undefined) return { status: "skipped", handler: undefined, queued: 0 } satisfies HandleResult
+        if (handler === undefined) return { status: "skipped", handler: undefined, calls: [] } satisfies HandleResult
 
         const chatKey = chatKeyOf(payload, kind)
         const chatId = update.message?.chat.id ?? update.edited_message?.chat.id ?? update.callback_query?.message?.chat.id
-        let queued = 0
+        // Buffered, then written by the same statement that finishes the update (one round trip).
+        const calls: Array<OutgoingCall> = []
         const call: HandlerContext["call"] = (method, callPayload, key = chatKey) =>
-          Effect.andThen(outbox.enqueue({ chatKey: key, method, payload: callPayload, updateId }), Effect.sync(() => void queued++))
+          Effect.map(currentTraceparent, (traceparent) => void calls.push({ chatKey: key, method, payload: callPayload, traceparent }))
         const context: HandlerContext = {
           update,
           chatKey,
@@ -77,7 +78,7 @@ export class Bot extends Context.Service<Bot, {
           Effect.provideService(AppConfig, config),
           Effect.withSpan(`Handler ${handler.name}`, { attributes: { "steadfast.handler": handler.name } })
         )
-        return { status: "done", handler: handler.name, queued } satisfies HandleResult
+        return { status: "done", handler: handler.name, calls } satisfies HandleResult
       })
       return Bot.of({ handlers, handle })
     }))

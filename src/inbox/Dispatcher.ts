@@ -56,10 +56,12 @@ export const Dispatcher = {
 
       const runHandler = (update: Claimed) =>
         db.transaction(Effect.gen(function*() {
-          // The row lock keeps any other instance from taking the lease over while we work.
-          if (!(yield* inbox.lockLease(update))) return yield* Effect.die(new LeaseLost())
           const result = yield* bot.handle(update.updateId, update.kind, update.payload)
-          yield* inbox.finish(update, result.status, result.queued > 0, yield* currentTraceId)
+          // Finishing checks the lease: if another instance took the update over (ours expired),
+          // this transaction rolls back and the handler's writes never happened.
+          if (!(yield* inbox.finish(update, result.status, result.calls, yield* currentTraceId))) {
+            return yield* Effect.die(new LeaseLost())
+          }
           return result
         }))
 

@@ -1,5 +1,7 @@
-import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schema, type Tracer } from "effect"
+import { Context, Duration, Effect, Layer, Option, Schema, type Tracer } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
+import { makeBatcher } from "../db/Batcher.ts"
+import type { OutgoingCall } from "../outbox/Outbox.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
 
 /** The channel every instance LISTENs on; payload `inbox` or `outbox` says what has new work. */
@@ -16,11 +18,8 @@ export interface NewUpdate {
 
 interface StoreRequest {
   readonly update: NewUpdate
-  readonly done: Deferred.Deferred<boolean, SqlError | PoolTimeout>
   readonly span: Option.Option<Tracer.AnySpan>
 }
-
-const MAX_STORE_BATCH = 200
 
 export const ClaimedUpdate = Schema.Struct({
   update_id: Schema.Union([Schema.BigInt, Schema.Number, Schema.String]),
@@ -68,10 +67,16 @@ export class Inbox extends Context.Service<Inbox, {
   readonly store: (update: NewUpdate) => Effect.Effect<boolean, SqlError | PoolTimeout>
   /** Claims up to `limit` runnable updates, at most one per chat, leased for `lease`. */
   readonly claim: (limit: number, lease: Duration.Duration) => Effect.Effect<ReadonlyArray<Claimed>, SqlError | PoolTimeout>
-  /** Inside the handler's transaction: locks the row if the lease is still ours, so no other instance can take it over. */
-  readonly lockLease: (update: Claimed) => Effect.Effect<boolean, SqlError>
-  /** Inside the handler's transaction: marks the update finished. */
-  readonly finish: (update: Claimed, status: "done" | "skipped", notifyOutbox: boolean, traceId: string | null) => Effect.Effect<void, SqlError>
+  /**
+   * Inside the handler's transaction: marks the update finished and queues its Bot API calls, if
+   * the lease is still ours. False means another instance took the update over: roll back.
+   */
+  readonly finish: (
+    update: Claimed,
+    status: "done" | "skipped",
+    calls: ReadonlyArray<OutgoingCall>,
+    traceId: string | null
+  ) => Effect.Effect<boolean, SqlError>
   /** Records a failed attempt: back to pending after `backoff`, or dead once `maxAttempts` is used up. */
   readonly fail: (
     update: Claimed,
@@ -91,7 +96,6 @@ export class Inbox extends Context.Service<Inbox, {
 
     // Concurrent webhook requests are stored together: one multi-row INSERT (and one NOTIFY) per
     // batch, on one connection, instead of one transaction per request competing for the pool.
-    const requests = yield* Queue.unbounded<StoreRequest>()
     const insertBatch = (batch: ReadonlyArray<StoreRequest>) =>
       db.withConnection(sql<{ update_id: string }>`
         WITH input AS (
@@ -111,39 +115,30 @@ export class Inbox extends Context.Service<Inbox, {
         ), notified AS (
           SELECT pg_notify(${NOTIFY_CHANNEL}, 'inbox') WHERE EXISTS (SELECT 1 FROM inserted WHERE status = 'pending')
         )
-        SELECT update_id::text AS update_id, (SELECT count(*) FROM notified) AS notified FROM inserted`)
-    // The insert is traced under the first request's span and linked from the others'.
-    const tracedInsert = (batch: ReadonlyArray<StoreRequest>) => {
-      const spans = batch.flatMap((request) => Option.toArray(request.span))
-      return insertBatch(batch).pipe(Effect.withSpan("Inbox.insert", {
-        ...(spans[0] === undefined ? { root: true } : { parent: spans[0] }),
-        links: spans.slice(1).map((span) => ({ span, attributes: {} })),
-        attributes: { "steadfast.batch_size": batch.length }
-      }))
-    }
-    const storeBatch = (batch: ReadonlyArray<StoreRequest>) =>
-      Effect.exit(tracedInsert(batch)).pipe(
-        Effect.flatMap((exit) =>
-          Effect.forEach(batch, (request, index) => {
-            if (Exit.isFailure(exit)) return Deferred.failCause(request.done, exit.cause)
-            const inserted = new Set(exit.value.map((row) => row.update_id))
-            // Of two requests for one update_id in a batch, only the first counts as new.
-            const first = batch.findIndex((other) => other.update.updateId === request.update.updateId) === index
-            return Deferred.succeed(request.done, first && inserted.has(String(request.update.updateId)))
-          }, { discard: true })
-        )
+        SELECT update_id::text AS update_id, (SELECT count(*) FROM notified) AS notified FROM inserted`).pipe(
+        Effect.map((rows) => {
+          const inserted = new Set(rows.map((row) => row.update_id))
+          // Of two requests for one update_id in a batch, only the first counts as new.
+          return batch.map((request, index) =>
+            inserted.has(String(request.update.updateId)) &&
+            batch.findIndex((other) => other.update.updateId === request.update.updateId) === index
+          )
+        }),
+        // Traced under the first request's span and linked from the others'.
+        (insert) => {
+          const spans = batch.flatMap((request) => Option.toArray(request.span))
+          return Effect.withSpan(insert, "Inbox.insert", {
+            ...(spans[0] === undefined ? { root: true } : { parent: spans[0] }),
+            links: spans.slice(1).map((span) => ({ span, attributes: {} })),
+            attributes: { "steadfast.batch_size": batch.length }
+          })
+        }
       )
-    // Two writers, so one batch in flight never holds back the next.
-    yield* Effect.forkScoped(
-      Effect.forever(Effect.flatMap(Queue.takeBetween(requests, 1, MAX_STORE_BATCH), storeBatch)),
-      { startImmediately: true }
-    ).pipe(Effect.replicateEffect(2))
+    const storeBatched = yield* makeBatcher({ run: insertBatch, max: 200, writers: 2 })
 
     return Inbox.of({
       store: Effect.fn("Inbox.store")(function*(update) {
-        const done = yield* Deferred.make<boolean, SqlError | PoolTimeout>()
-        yield* Queue.offer(requests, { update, done, span: yield* Effect.option(Effect.currentSpan) })
-        return yield* Deferred.await(done)
+        return yield* storeBatched({ update, span: yield* Effect.option(Effect.currentSpan) })
       }),
 
       claim: Effect.fn("Inbox.claim")(function*(limit, lease) {
@@ -187,21 +182,31 @@ export class Inbox extends Context.Service<Inbox, {
           .sort((a, b) => a.updateId - b.updateId)
       }),
 
-      // The per-update half of a claim (the batch claim is its own span): it shows in every process trace.
-      lockLease: (update) =>
+      // One statement, one round trip: finish the row (only under our lease), write its calls in
+      // order, and wake the senders on commit.
+      finish: (update, status, calls, traceId) =>
         Effect.map(
-          sql`SELECT 1 FROM inbox WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid FOR UPDATE`,
-          (rows) => rows.length === 1
-        ).pipe(Effect.withSpan("Inbox.claim.confirm", { attributes: { "telegram.update_id": update.updateId } })),
-
-      // One statement: finish the row and, when calls were queued, wake the senders on commit.
-      finish: (update, status, notifyOutbox, traceId) =>
-        sql`
-          WITH finished AS (
-            UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL,
-                             last_error = NULL, trace_id = ${traceId}
-            WHERE update_id = ${update.updateId} RETURNING 1)
-          SELECT pg_notify(${NOTIFY_CHANNEL}, 'outbox') FROM finished WHERE ${notifyOutbox}`.pipe(Effect.asVoid),
+          sql<{ finished: number }>`
+            WITH finished AS (
+              UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL,
+                               last_error = NULL, trace_id = ${traceId}
+              WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid
+              RETURNING update_id
+            ), queued AS (
+              INSERT INTO outbox (chat_key, method, payload, update_id, traceparent)
+              SELECT c.chat_key, c.method, c.payload::jsonb, f.update_id, c.traceparent
+              FROM finished f, unnest(
+                ${calls.map((c) => c.chatKey)}::text[], ${calls.map((c) => c.method)}::text[],
+                ${calls.map((c) => JSON.stringify(c.payload))}::text[], ${calls.map((c) => c.traceparent)}::text[]
+              ) WITH ORDINALITY AS c(chat_key, method, payload, traceparent, position)
+              ORDER BY c.position
+              RETURNING 1
+            ), notified AS (
+              SELECT pg_notify(${NOTIFY_CHANNEL}, 'outbox') WHERE EXISTS (SELECT 1 FROM queued)
+            )
+            SELECT (SELECT count(*)::int FROM finished) AS finished, (SELECT count(*) FROM notified) AS notified`,
+          (rows) => (rows[0]?.finished ?? 0) === 1
+        ),
 
       fail: Effect.fn("Inbox.fail")(function*(update, error, maxAttempts, backoff, traceId) {
         const rows = yield* db.withConnection(sql<{ status: string }>`

@@ -1,13 +1,15 @@
 import { Context, Duration, Effect, Layer, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
+import { makeBatcher } from "../db/Batcher.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
-import { currentTraceparent } from "../observability/TraceContext.ts"
 
+/** A Bot API call a handler asked for; written to the outbox when the update finishes. */
 export interface OutgoingCall {
   readonly chatKey: string
   readonly method: string
   readonly payload: Record<string, unknown>
-  readonly updateId: number | null
+  /** The span that asked for it, so the delivery joins the same trace. */
+  readonly traceparent: string | null
 }
 
 const ClaimedRow = Schema.Struct({
@@ -37,8 +39,6 @@ export interface ClaimedCall {
  * order per chat, with the same lease scheme as the inbox.
  */
 export class Outbox extends Context.Service<Outbox, {
-  /** Adds a call; meant to run inside the handler's transaction. */
-  readonly enqueue: (call: OutgoingCall) => Effect.Effect<void, SqlError>
   readonly claim: (limit: number, lease: Duration.Duration) => Effect.Effect<ReadonlyArray<ClaimedCall>, SqlError | PoolTimeout>
   readonly markSent: (call: ClaimedCall) => Effect.Effect<void, SqlError | PoolTimeout>
   /** Records a failed delivery: retried after `retryAfter`, or failed for good when it is undefined. */
@@ -48,14 +48,17 @@ export class Outbox extends Context.Service<Outbox, {
   static readonly layer = Layer.effect(Outbox, Effect.gen(function*() {
     const db = yield* Database
     const sql = db.sql
+    // Deliveries finish concurrently; their "sent" marks share one UPDATE per batch.
+    const markSentBatched = yield* makeBatcher({
+      run: (calls: ReadonlyArray<ClaimedCall>) =>
+        db.withConnection(sql`
+          UPDATE outbox SET status = 'sent', sent_at = now(), locked_until = NULL, lease_id = NULL, last_error = NULL
+          FROM unnest(${calls.map((call) => call.id)}::bigint[], ${calls.map((call) => call.leaseId)}::uuid[]) AS s(id, lease_id)
+          WHERE outbox.id = s.id AND outbox.lease_id = s.lease_id`).pipe(Effect.as(calls.map(() => undefined))),
+      max: 200,
+      writers: 2
+    })
     return Outbox.of({
-      enqueue: (call) =>
-        Effect.flatMap(currentTraceparent, (traceparent) =>
-          sql`
-            INSERT INTO outbox (chat_key, method, payload, update_id, traceparent)
-            VALUES (${call.chatKey}, ${call.method}, ${JSON.stringify(call.payload)}::jsonb, ${call.updateId}, ${traceparent})`
-        ).pipe(Effect.asVoid),
-
       claim: Effect.fn("Outbox.claim")(function*(limit, lease) {
         const rows = yield* db.withConnection(sql`
           WITH next AS (
@@ -88,10 +91,7 @@ export class Outbox extends Context.Service<Outbox, {
         }))
       }),
 
-      markSent: (call) =>
-        db.withConnection(sql`
-          UPDATE outbox SET status = 'sent', sent_at = now(), locked_until = NULL, lease_id = NULL, last_error = NULL
-          WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid),
+      markSent: markSentBatched,
 
       fail: (call, error, retryAfter) =>
         db.withConnection(sql`
