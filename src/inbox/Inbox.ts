@@ -1,4 +1,4 @@
-import { Context, Duration, Effect, Layer, Option, Schema, type Tracer } from "effect"
+import { Context, Duration, Effect, Layer, Option, Schedule, Schema, type Tracer } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { makeBatcher } from "../db/Batcher.ts"
 import type { OutgoingCall } from "../outbox/Outbox.ts"
@@ -136,6 +136,19 @@ export class Inbox extends Context.Service<Inbox, {
       )
     const storeBatched = yield* makeBatcher({ run: insertBatch, max: 200, writers: 2 })
 
+    // The claim queries need current statistics: without them PostgreSQL plans a scan of every open
+    // row, and autovacuum wakes only once a minute, far too late for a burst. Cheap when idle.
+    yield* db.withConnection(Effect.gen(function*() {
+      const stale = yield* sql<{ relname: string }>`
+        SELECT relname FROM pg_stat_user_tables
+        WHERE relname IN ('inbox', 'outbox') AND n_mod_since_analyze > greatest(500, n_live_tup / 5)`
+      for (const { relname } of stale) yield* sql.unsafe(`ANALYZE ${relname === "inbox" ? "inbox" : "outbox"}`)
+    }), "1 second").pipe(
+      Effect.catchCause((cause) => Effect.logDebug("refreshing queue statistics failed", cause)),
+      Effect.repeat(Schedule.spaced("5 seconds")),
+      Effect.forkScoped
+    )
+
     return Inbox.of({
       store: Effect.fn("Inbox.store")(function*(update) {
         return yield* storeBatched({ update, span: yield* Effect.option(Effect.currentSpan) })
@@ -147,13 +160,13 @@ export class Inbox extends Context.Service<Inbox, {
             SELECT i.update_id FROM inbox i
             WHERE i.status IN ('pending', 'processing')
               AND CASE WHEN i.status = 'pending' THEN i.available_at <= now() ELSE i.locked_until < now() END
-              -- Blocked by an earlier unfinished update of the chat, or by any update of the chat
-              -- running under a live lease (a dead letter requeued by an operator is older than
+              -- Only the chat's oldest unfinished update may run (a min() over inbox_open_by_chat, a
+              -- one-row index probe whatever the statistics say), and not while another update of the
+              -- chat runs under a live lease (a dead letter requeued by an operator is older than
               -- updates that already ran, and must not run beside them).
-              -- (Two probes of inbox_open_by_chat: one OR'ed condition made the planner scan all open rows.)
-              AND NOT EXISTS (
-                SELECT 1 FROM inbox e
-                WHERE e.chat_key = i.chat_key AND e.update_id < i.update_id AND e.status IN ('pending', 'processing'))
+              AND i.update_id = (
+                SELECT min(e.update_id) FROM inbox e
+                WHERE e.chat_key = i.chat_key AND e.status IN ('pending', 'processing'))
               AND NOT EXISTS (
                 SELECT 1 FROM inbox r
                 WHERE r.chat_key = i.chat_key AND r.update_id > i.update_id

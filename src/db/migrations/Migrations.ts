@@ -9,6 +9,7 @@ import outboxTrace from "./0005_outbox_trace.ts"
 import inboxPriority from "./0006_inbox_priority.ts"
 import payments from "./0007_payments.ts"
 import autovacuum from "./0008_autovacuum.ts"
+import inboxProcessingIndex from "./0009_inbox_processing_index.ts"
 
 const migrate = Migrator.make({})
 
@@ -28,7 +29,8 @@ export const runMigrations = (sql: SqlClient) =>
         loader: Migrator.fromRecord({ "0001_inbox": inbox, "0002_users": users, "0003_outbox": outbox, "0004_settings": settings, "0005_outbox_trace": outboxTrace,
           "0006_inbox_priority": inboxPriority,
           "0007_payments": payments,
-          "0008_autovacuum": autovacuum
+          "0008_autovacuum": autovacuum,
+          "0009_inbox_processing_index": inboxProcessingIndex
         }),
         table: "steadfast_migrations"
       })
