@@ -1,0 +1,82 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Fiber, Layer } from "effect"
+import { Database } from "../../src/db/Database.ts"
+import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { answeredCount, interleavedPlan, makePostStats, type Plan, postPlan, repliesByChat } from "../inbox/Load.ts"
+import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
+import { awaitIdlePool } from "../inbox/FaultyApp.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { pgProbe, waitFor } from "./PgProbe.ts"
+
+const CHATS = 10
+const PER_CHAT = 30
+const TOTAL = CHATS * PER_CHAT
+
+/** The updates of each chat from index `from` up to `to` (exclusive). */
+const slice = (plan: Plan, from: number, to: number): Plan => plan.map((chat) => chat.slice(from, to))
+
+describe("PostgreSQL stopped and started under load", () => {
+  it.live(
+    "while PostgreSQL is down the webhook answers 503 and nothing is lost; once it is back the same process answers every update, in per-chat order",
+    () =>
+      Effect.gen(function*() {
+        const cluster = yield* Effect.acquireRelease(Effect.promise(() => startCluster()), (cluster) => Effect.promise(() => cluster.dispose()))
+        const databaseUrl = yield* Effect.promise(() => createDatabase(cluster.url("postgres"), "restart"))
+        // In-process (a child process adds seconds of start-up on a busy machine): the same
+        // layer must recover, so "without a restart" is the app never being rebuilt.
+        const app = yield* Layer.build(testAppLayer({
+          databaseUrl,
+          env: { UPDATE_TIMEOUT_MS: "2000", SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" }
+        }))
+        const standIn = Context.get(app, BotApiStandIn)
+        const db = Context.get(app, Database)
+        const serviceUrl = yield* Effect.provideContext(baseUrl, app)
+        const base = Effect.succeed(serviceUrl)
+        // Slow answers keep Bot API calls in flight when the database goes away.
+        yield* standIn.setDelay(30)
+
+        const plan = interleavedPlan({ chats: CHATS, perChat: PER_CHAT, firstUpdateId: 60_000, firstChatId: 950_000, seed: 7 })
+        const stats = makePostStats()
+
+        // Before: a third of the load, partly answered.
+        yield* postPlan(base, slice(plan, 0, 10), stats)
+        yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) >= 20, "30 seconds")
+
+        // During: the next third is posted while PostgreSQL stops under it; posters retry.
+        const during = yield* Effect.forkChild(postPlan(base, slice(plan, 10, 20), stats))
+        yield* Effect.promise(() => cluster.stop())
+        yield* waitFor("503 answers while PostgreSQL is down", Effect.sync(() => stats.statuses.get(503) ?? 0), (n) => n >= 5, { timeout: "30 seconds" })
+        const health = yield* Effect.promise(() => fetch(`${serviceUrl}/health`).then((response) => response.status))
+        assert.strictEqual(health, 503, "readiness fails while the database is down")
+        const live = yield* Effect.promise(() => fetch(`${serviceUrl}/health/live`).then((response) => response.status))
+        assert.strictEqual(live, 200, "liveness stays up: the process needs no restart")
+
+        // After: PostgreSQL is back; the same process must recover on its own.
+        yield* Effect.promise(() => cluster.start())
+        yield* Fiber.join(during)
+        yield* postPlan(base, slice(plan, 20, PER_CHAT), stats)
+        yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === TOTAL, "45 seconds")
+
+        const probe = yield* pgProbe(databaseUrl)
+        yield* waitFor(
+          "an empty outbox queue",
+          probe.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE status IN ('pending', 'sending')`),
+          (rows) => rows[0]?.n === 0,
+          { timeout: "30 seconds" }
+        )
+        assert.deepStrictEqual(yield* probe.inboxStatuses, { done: TOTAL })
+        const outbox = yield* probe.query<{ updates: number; rows: number }>(
+          `SELECT count(DISTINCT update_id)::int AS updates, count(*)::int AS rows FROM outbox`
+        )
+        assert.deepStrictEqual(outbox[0], { updates: TOTAL, rows: TOTAL }, "each update was processed once")
+        const replies = repliesByChat(yield* standIn.calls)
+        for (const chat of plan) {
+          // A delivery cut off by the outage may be repeated; order must hold regardless.
+          const got = (replies.get(chat[0]!.chatId) ?? []).filter((token, i, all) => i === 0 || all[i - 1] !== token)
+          assert.deepStrictEqual(got, chat.map((planned) => planned.text), `replies to chat ${chat[0]!.chatId}`)
+        }
+        yield* awaitIdlePool(db)
+      }),
+    180_000
+  )
+})

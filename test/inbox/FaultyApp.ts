@@ -1,0 +1,112 @@
+// The whole app in-process on a fresh database, with the faulty test handlers in front of the
+// shipped ones, and every log line captured so a test can check what was reported.
+import { Cause, Context, Effect, Layer, Logger, type Scope } from "effect"
+import { Database } from "../../src/db/Database.ts"
+import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { type PgProbe, pgProbe, waitFor } from "../db/PgProbe.ts"
+import { faultyThenShipped, makeProbe, MARKS_TABLE_DDL, type Probe } from "../support/handlers/FaultyHandlers.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { freshDatabase } from "../support/TestDatabase.ts"
+
+export interface CapturedLog {
+  readonly level: string
+  readonly message: string
+  /** `Cause.pretty` of the logged cause; empty when none was logged. */
+  readonly cause: string
+}
+
+export interface LogCapture {
+  readonly logger: Logger.Logger<unknown, void>
+  readonly entries: ReadonlyArray<CapturedLog>
+  /** Waits until a line matching `predicate` was logged. */
+  readonly await: (what: string, predicate: (log: CapturedLog) => boolean, timeout?: `${number} seconds`) => Effect.Effect<CapturedLog>
+}
+
+export const makeLogCapture = (): LogCapture => {
+  const entries: Array<CapturedLog> = []
+  const logger = Logger.make<unknown, void>((options) => {
+    const parts = Array.isArray(options.message) ? options.message : [options.message]
+    entries.push({
+      level: options.logLevel,
+      message: parts.map((part) => (typeof part === "string" ? part : JSON.stringify(part))).join(" "),
+      cause: options.cause.reasons.length === 0 ? "" : Cause.pretty(options.cause)
+    })
+  })
+  return {
+    logger,
+    entries,
+    await: (what, predicate, timeout = "20 seconds") =>
+      Effect.map(
+        waitFor(`a log line: ${what}`, Effect.sync(() => entries.find(predicate)), (found) => found !== undefined, { timeout }),
+        (found) => found!
+      )
+  }
+}
+
+export interface FaultyApp {
+  readonly databaseUrl: string
+  readonly base: string
+  readonly pg: PgProbe
+  readonly probe: Probe
+  readonly logs: LogCapture
+  readonly db: Database["Service"]
+  readonly standIn: BotApiStandIn["Service"]
+}
+
+/**
+ * Starts the app for the rest of the current scope. `env` adds to the webhook-mode test
+ * environment; `quiet` keeps log lines out of the console (they are still captured).
+ */
+export const startFaultyApp = (
+  label: string,
+  env: Record<string, string>,
+  options: { readonly quiet?: boolean } = {}
+): Effect.Effect<FaultyApp, unknown, Scope.Scope> =>
+  Effect.gen(function*() {
+    const databaseUrl = yield* Effect.promise(() => freshDatabase(label))
+    const pg = yield* pgProbe(databaseUrl)
+    yield* pg.query(MARKS_TABLE_DDL)
+    const probe = yield* makeProbe
+    const handlers = yield* faultyThenShipped(probe)
+    const logs = makeLogCapture()
+    const app = yield* Layer.build(
+      testAppLayer({ databaseUrl, env, handlers }).pipe(Layer.provide(Logger.layer([logs.logger], { mergeWithExisting: options.quiet !== true })))
+    )
+    return {
+      databaseUrl,
+      base: yield* Effect.provideContext(baseUrl, app),
+      pg,
+      probe,
+      logs,
+      db: Context.get(app, Database),
+      standIn: Context.get(app, BotApiStandIn)
+    } satisfies FaultyApp
+  })
+
+export interface InboxRow {
+  readonly update_id: string
+  readonly status: string
+  readonly attempts: number
+  readonly last_error: string | null
+  readonly finished_at: Date | null
+}
+
+export const inboxRow = (pg: PgProbe, updateId: number) =>
+  Effect.map(
+    pg.query<InboxRow>(`SELECT update_id, status, attempts, last_error, finished_at FROM inbox WHERE update_id = $1`, [updateId]),
+    (rows) => rows[0]
+  )
+
+/** Waits until the update's inbox row has `status`. */
+export const awaitStatus = (pg: PgProbe, updateId: number, status: string, timeout: `${number} seconds` = "30 seconds") =>
+  Effect.map(
+    waitFor(`update ${updateId} to be ${status}`, inboxRow(pg, updateId), (row) => row?.status === status, { timeout }),
+    (row) => row!
+  )
+
+/**
+ * Waits until the pool is idle: no waiters and one slot in use, the one the LISTEN connection
+ * holds for the app's lifetime. A leaked slot keeps `used` above 1 for good.
+ */
+export const awaitIdlePool = (db: Database["Service"], timeout: `${number} seconds` = "10 seconds") =>
+  waitFor("an idle pool (only the LISTEN connection's slot in use)", db.stats, (stats) => stats.used === 1 && stats.pending === 0, { timeout })

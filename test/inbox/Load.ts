@@ -1,0 +1,163 @@
+// Load driving for the inbox tests: plans of text updates spread over chats, posting them the
+// way Telegram does (a chat's next update only after the previous one was acknowledged,
+// redelivering whatever was not answered 200), and reading the replies back per chat.
+import { Data, Effect, Schedule } from "effect"
+import type { RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
+import { TEST_SECRET } from "../support/TestApp.ts"
+
+export interface Planned {
+  readonly updateId: number
+  readonly chatId: number
+  readonly text: string
+}
+
+/** Per chat, its updates in update_id order. */
+export type Plan = ReadonlyArray<ReadonlyArray<Planned>>
+
+/** A small deterministic PRNG (mulberry32), so a failing interleaving can be replayed. */
+export const prng = (seed: number) => {
+  let state = seed >>> 0
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/**
+ * `chats` × `perChat` text updates. update_ids are handed out in a shuffled order across chats,
+ * so every chat's ids increase but interleave with the other chats' ids. The text carries the id
+ * (`u<update_id>`), which the fallback handler quotes back.
+ */
+export const interleavedPlan = (options: {
+  readonly chats: number
+  readonly perChat: number
+  readonly firstUpdateId: number
+  readonly firstChatId: number
+  readonly seed: number
+  readonly text?: (updateId: number, chatIndex: number, indexInChat: number) => string
+}): Plan => {
+  const random = prng(options.seed)
+  const slots = Array.from({ length: options.chats * options.perChat }, (_, i) => i % options.chats)
+  for (let i = slots.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    ;[slots[i], slots[j]] = [slots[j]!, slots[i]!]
+  }
+  const plan: Array<Array<Planned>> = Array.from({ length: options.chats }, () => [])
+  slots.forEach((chatIndex, i) => {
+    const updateId = options.firstUpdateId + i
+    const chat = plan[chatIndex]!
+    chat.push({
+      updateId,
+      chatId: options.firstChatId + chatIndex,
+      text: options.text?.(updateId, chatIndex, chat.length) ?? `u${updateId}`
+    })
+  })
+  return plan
+}
+
+export const toUpdate = (planned: Planned) =>
+  sampleUpdate({ updateId: planned.updateId, chatId: planned.chatId, text: planned.text })
+
+export class PostFailed extends Data.TaggedError("PostFailed")<{ readonly reason: string }> {}
+
+/** One POST /webhook; the status, or PostFailed when no HTTP answer came (refused, reset). */
+export const post = (base: string, update: unknown): Effect.Effect<number, PostFailed> =>
+  Effect.tryPromise({
+    try: (signal) =>
+      fetch(`${base}/webhook`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-telegram-bot-api-secret-token": TEST_SECRET },
+        body: JSON.stringify(update),
+        signal
+      }).then((response) => response.text().then(() => response.status)),
+    catch: (error) => new PostFailed({ reason: String(error) })
+  }).pipe(Effect.timeoutOrElse({ duration: "10 seconds", orElse: () => Effect.fail(new PostFailed({ reason: "no answer within 10 s" })) }))
+
+/** What the poster saw: HTTP statuses by code and failed connections. */
+export interface PostStats {
+  readonly statuses: Map<number, number>
+  failures: number
+}
+
+export const makePostStats = (): PostStats => ({ statuses: new Map(), failures: 0 })
+
+/**
+ * Posts until the service answers 200, like Telegram redelivering after a non-2xx answer or a
+ * lost connection. `base` is read on every attempt, so a test can point it at a new process.
+ */
+export const postUntilStored = (base: Effect.Effect<string>, update: unknown, stats: PostStats) =>
+  Effect.gen(function*() {
+    const status = yield* Effect.flatMap(base, (url) => post(url, update)).pipe(
+      Effect.tapError(() => Effect.sync(() => void stats.failures++))
+    )
+    stats.statuses.set(status, (stats.statuses.get(status) ?? 0) + 1)
+    if (status !== 200) return yield* new PostFailed({ reason: `answered ${status}` })
+  }).pipe(Effect.retry(Schedule.spaced("100 millis")))
+
+/**
+ * Posts a plan: chats concurrently, each chat's updates one after another. Every
+ * `redeliverEvery`-th update is also posted a second time at once, as Telegram does when an
+ * acknowledgement is lost: the service must answer both 200 and handle the update once.
+ */
+export const postPlan = (
+  base: Effect.Effect<string>,
+  plan: Plan,
+  stats: PostStats,
+  options: { readonly redeliverEvery?: number } = {}
+) =>
+  Effect.forEach(plan, (chat) =>
+    Effect.forEach(chat, (planned) => {
+      const update = toUpdate(planned)
+      const redeliver = options.redeliverEvery !== undefined && planned.updateId % options.redeliverEvery === 0
+      return redeliver
+        ? Effect.all([postUntilStored(base, update, stats), postUntilStored(base, update, stats)], { concurrency: 2, discard: true })
+        : postUntilStored(base, update, stats)
+    }, { discard: true }), { concurrency: "unbounded", discard: true })
+
+const QUOTED = /“([^”]*)”/
+
+/** What a reply answers: the text the fallback quotes, or `/start` for the greeting. */
+export const replyToken = (text: string): string => QUOTED.exec(text)?.[1] ?? (text.startsWith("Hello") ? "/start" : text)
+
+// awaitCalls re-checks its predicate on every call: parse each recorded call once.
+const parsed = new WeakMap<RecordedCall, { readonly chatId: number; readonly token: string }>()
+const parse = (call: RecordedCall) => {
+  let result = parsed.get(call)
+  if (result === undefined) {
+    result = { chatId: Number(call.params["chat_id"]), token: replyToken(String(call.params["text"] ?? "")) }
+    parsed.set(call, result)
+  }
+  return result
+}
+
+/** The reply tokens per chat, in the order the Bot API received them. */
+export const repliesByChat = (calls: ReadonlyArray<RecordedCall>): Map<number, Array<string>> => {
+  const byChat = new Map<number, Array<string>>()
+  for (const call of calls) {
+    if (call.method !== "sendMessage") continue
+    const { chatId, token } = parse(call)
+    const list = byChat.get(chatId) ?? []
+    list.push(token)
+    byChat.set(chatId, list)
+  }
+  return byChat
+}
+
+/** How many planned updates have at least one reply. */
+export const answeredCount = (plan: Plan, calls: ReadonlyArray<RecordedCall>): number => {
+  const replies = repliesByChat(calls)
+  let answered = 0
+  for (const chat of plan) {
+    const got = new Set(replies.get(chat[0]?.chatId ?? -1) ?? [])
+    for (const planned of chat) if (got.has(planned.text)) answered++
+  }
+  return answered
+}
+
+/** Drops immediate repeats: a reply delivered again after a crash lands right after itself. */
+export const withoutImmediateRepeats = <A>(items: ReadonlyArray<A>): Array<A> =>
+  items.filter((item, i) => i === 0 || items[i - 1] !== item)

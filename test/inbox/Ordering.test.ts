@@ -1,0 +1,55 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Layer } from "effect"
+import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { pgProbe, waitFor } from "../db/PgProbe.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { freshDatabase } from "../support/TestDatabase.ts"
+import { answeredCount, interleavedPlan, makePostStats, postPlan, repliesByChat } from "./Load.ts"
+
+const CHATS = 20
+const PER_CHAT = 50
+const TOTAL = CHATS * PER_CHAT
+
+describe("per-chat order under concurrency", () => {
+  it.live(
+    "20 chats × 50 updates posted concurrently (with redeliveries): each chat's replies arrive in update_id order, each update answered exactly once",
+    () =>
+      Effect.gen(function*() {
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("ordering"))
+        // 20 workers: every chat's next update can be in flight at once, the most room for disorder.
+        const app = yield* Layer.build(testAppLayer({ databaseUrl, env: { SEND_RATE_PER_SECOND: "10000", DB_POOL_MAX: "24" } }))
+        const standIn = Context.get(app, BotApiStandIn)
+        const base = yield* Effect.provideContext(baseUrl, app)
+        const probe = yield* pgProbe(databaseUrl)
+
+        const plan = interleavedPlan({ chats: CHATS, perChat: PER_CHAT, firstUpdateId: 10_000, firstChatId: 700_000, seed: 20261128 })
+        const stats = makePostStats()
+        yield* postPlan(Effect.succeed(base), plan, stats, { redeliverEvery: 10 })
+        assert.strictEqual(stats.statuses.get(200), TOTAL + TOTAL / 10, "every post (redeliveries included) was answered 200")
+
+        yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === TOTAL, "60 seconds")
+        // Once nothing is left to send, no late duplicate can still arrive.
+        yield* waitFor(
+          "an empty outbox queue",
+          probe.query<{ open: number }>(`SELECT count(*)::int AS open FROM outbox WHERE status IN ('pending', 'sending')`),
+          (rows) => rows[0]?.open === 0,
+          { timeout: "30 seconds" }
+        )
+
+        const replies = repliesByChat(yield* standIn.calls)
+        for (const chat of plan) {
+          const chatId = chat[0]!.chatId
+          assert.deepStrictEqual(replies.get(chatId), chat.map((planned) => planned.text), `replies to chat ${chatId}`)
+        }
+        assert.strictEqual((yield* standIn.calls).filter((call) => call.method === "sendMessage").length, TOTAL)
+
+        assert.deepStrictEqual(yield* probe.inboxStatuses, { done: TOTAL })
+        const outbox = yield* probe.query<{ updates: number; rows: number; sent: number }>(
+          `SELECT count(DISTINCT update_id)::int AS updates, count(*)::int AS rows,
+                  count(*) FILTER (WHERE status = 'sent')::int AS sent FROM outbox`
+        )
+        assert.deepStrictEqual(outbox[0], { updates: TOTAL, rows: TOTAL, sent: TOTAL })
+      }),
+    90_000
+  )
+})

@@ -1,0 +1,88 @@
+import { assert, describe, it } from "@effect/vitest"
+import { ConfigProvider, Context, Effect, Layer, SubscriptionRef } from "effect"
+import { makeAppLayer } from "../../src/App.ts"
+import { Bot } from "../../src/bot/Bot.ts"
+import { Database } from "../../src/db/Database.ts"
+import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { pgProbe, waitFor } from "../db/PgProbe.ts"
+import { makeProbe, type Probe, recordingThenShipped } from "../support/handlers/FaultyHandlers.ts"
+import { baseUrl, testEnv } from "../support/TestApp.ts"
+import { freshDatabase } from "../support/TestDatabase.ts"
+import { answeredCount, interleavedPlan, makePostStats, postUntilStored, repliesByChat, toUpdate } from "./Load.ts"
+
+const CHATS = 10
+const PER_CHAT = 30
+const TOTAL = CHATS * PER_CHAT
+
+/**
+ * One instance of the app on `databaseUrl`: its own pool, dispatcher, sender and HTTP server.
+ * A fresh memo map keeps it from sharing any layer with the other instance in this process.
+ */
+const startInstance = (name: string, databaseUrl: string, apiRoot: string, probe: Probe) =>
+  Effect.gen(function*() {
+    const handlers = yield* recordingThenShipped(probe, name)
+    const layer = makeAppLayer({ bot: Bot.layerWith(handlers) }).pipe(
+      Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(testEnv(databaseUrl, apiRoot, { SEND_RATE_PER_SECOND: "10000" }))))
+    )
+    const context = yield* Layer.buildWithMemoMap(layer, Layer.makeMemoMapUnsafe(), yield* Effect.scope)
+    return { name, base: yield* Effect.provideContext(baseUrl, context), db: Context.get(context, Database) }
+  })
+
+describe("two instances on one database", () => {
+  it.live(
+    "updates posted alternately to two instances are each handled exactly once, and every chat's replies arrive in update_id order",
+    () =>
+      Effect.gen(function*() {
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("two_instances"))
+        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const probe = yield* makeProbe
+        const [a, b] = yield* Effect.all([
+          startInstance("a", databaseUrl, standIn.url, probe),
+          startInstance("b", databaseUrl, standIn.url, probe)
+        ], { concurrency: 2 })
+        assert.notStrictEqual(a.db, b.db, "each instance has its own pool")
+        const pg = yield* pgProbe(databaseUrl)
+
+        const plan = interleavedPlan({ chats: CHATS, perChat: PER_CHAT, firstUpdateId: 80_000, firstChatId: 970_000, seed: 2 })
+        const stats = makePostStats()
+        // Chats concurrently; within a chat one update after another, alternating between instances.
+        yield* Effect.forEach(plan, (chat) =>
+          Effect.forEach(chat, (planned, i) =>
+            postUntilStored(Effect.succeed(i % 2 === 0 ? a.base : b.base), toUpdate(planned), stats), { discard: true }), {
+          concurrency: "unbounded",
+          discard: true
+        })
+        assert.strictEqual(stats.statuses.get(200), TOTAL)
+
+        yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === TOTAL, "60 seconds")
+        yield* waitFor(
+          "an empty outbox queue",
+          pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE status IN ('pending', 'sending')`),
+          (rows) => rows[0]?.n === 0,
+          { timeout: "30 seconds" }
+        )
+
+        const replies = repliesByChat(yield* standIn.calls)
+        for (const chat of plan) {
+          assert.deepStrictEqual(replies.get(chat[0]!.chatId), chat.map((planned) => planned.text), `replies to chat ${chat[0]!.chatId}`)
+        }
+        assert.deepStrictEqual(yield* pg.inboxStatuses, { done: TOTAL })
+        const outbox = yield* pg.query<{ updates: number; rows: number }>(`SELECT count(DISTINCT update_id)::int AS updates, count(*)::int AS rows FROM outbox`)
+        assert.deepStrictEqual(outbox[0], { updates: TOTAL, rows: TOTAL })
+
+        // Each update entered a handler once, in one instance; both instances took part, and
+        // chats had their updates handled by both (so order held across instances).
+        const entries = yield* SubscriptionRef.get(probe)
+        const byUpdate = new Map<number, Array<string>>()
+        for (const entry of entries) byUpdate.set(entry.updateId, [...(byUpdate.get(entry.updateId) ?? []), entry.instance])
+        assert.strictEqual(byUpdate.size, TOTAL)
+        assert.isTrue([...byUpdate.values()].every((instances) => instances.length === 1), "no update was handled twice")
+        const handledBy = (name: string) => entries.filter((entry) => entry.instance === name).length
+        assert.isAbove(handledBy("a"), 0)
+        assert.isAbove(handledBy("b"), 0)
+        const sharedChats = plan.filter((chat) => new Set(chat.map((planned) => byUpdate.get(planned.updateId)?.[0])).size === 2)
+        assert.isAbove(sharedChats.length, 0, "some chat was served by both instances")
+      }),
+    90_000
+  )
+})

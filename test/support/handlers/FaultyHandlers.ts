@@ -1,0 +1,148 @@
+// Test-only handlers that misbehave on a marker command, placed in front of the shipped handlers.
+// Each one records that it ran (in a probe the test can await) and most write a row to
+// `test_marks` first, so a test can prove the write was rolled back with the transaction.
+import { Clock, Effect, Stream, SubscriptionRef } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import { loadHandlers } from "../../../src/bot/Bot.ts"
+import { type Handler, HandlerFailure, isCommand, makeHandler } from "../../../src/bot/Handler.ts"
+
+/** Created by the test in its fresh database before the app starts. */
+export const MARKS_TABLE_DDL = `
+  CREATE TABLE test_marks (
+    id bigserial PRIMARY KEY,
+    update_id bigint NOT NULL,
+    marker text NOT NULL
+  )`
+
+export type Marker = "fail" | "die" | "throw" | "hang" | "sleep" | "text"
+
+export interface ProbeEntry {
+  readonly instance: string
+  readonly marker: Marker
+  readonly updateId: number
+  readonly at: number
+}
+
+/** What the handlers report; `changes` lets a test wait for an entry without polling. */
+export type Probe = SubscriptionRef.SubscriptionRef<ReadonlyArray<ProbeEntry>>
+
+export const makeProbe: Effect.Effect<Probe> = SubscriptionRef.make<ReadonlyArray<ProbeEntry>>([])
+
+/** Waits until `predicate` holds for the recorded entries. */
+export const awaitProbe = (
+  probe: Probe,
+  predicate: (entries: ReadonlyArray<ProbeEntry>) => boolean,
+  timeout: `${number} seconds`
+): Effect.Effect<ReadonlyArray<ProbeEntry>> =>
+  SubscriptionRef.changes(probe).pipe(
+    Stream.filter(predicate),
+    Stream.runHead,
+    Effect.flatMap(Effect.fromOption),
+    Effect.timeoutOrElse({
+      duration: timeout,
+      orElse: () =>
+        Effect.flatMap(SubscriptionRef.get(probe), (entries) =>
+          Effect.die(new Error(`probe condition not met within ${timeout}; entries: ${JSON.stringify(entries)}`)))
+    }),
+    Effect.orDie
+  )
+
+const record = (probe: Probe, instance: string, marker: Marker, updateId: number) =>
+  Effect.flatMap(Clock.currentTimeMillis, (at) =>
+    SubscriptionRef.update(probe, (entries) => [...entries, { instance, marker, updateId, at }]))
+
+const mark = (updateId: number, marker: Marker) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient
+    yield* sql`INSERT INTO test_marks (update_id, marker) VALUES (${updateId}, ${marker})`
+  })
+
+/**
+ * `/fail`: writes a mark, queues a reply, then fails with HandlerFailure.
+ * `/die`: writes a mark, then dies (Effect.die). `/throw`: a JS throw inside Effect.sync.
+ * `/hang`: writes a mark, then never finishes. `/sleep`: writes a mark, then runs `pg_sleep(60)`,
+ * so a timeout interrupts a query in flight.
+ */
+export const faultyHandlers = (probe: Probe, instance = "app"): ReadonlyArray<Handler> => [
+  makeHandler({
+    name: "test-fail",
+    order: 0,
+    matches: isCommand("fail"),
+    handle: ({ update, reply }) =>
+      Effect.gen(function*() {
+        yield* record(probe, instance, "fail", update.update_id)
+        yield* mark(update.update_id, "fail")
+        yield* reply(`about to fail ${update.update_id}`)
+        return yield* new HandlerFailure({ reason: `marker /fail in update ${update.update_id}` })
+      })
+  }),
+  makeHandler({
+    name: "test-die",
+    order: 0,
+    matches: isCommand("die"),
+    handle: ({ update }) =>
+      Effect.gen(function*() {
+        yield* record(probe, instance, "die", update.update_id)
+        yield* mark(update.update_id, "die")
+        return yield* Effect.die(new Error(`defect from /die in update ${update.update_id}`))
+      })
+  }),
+  makeHandler({
+    name: "test-throw",
+    order: 0,
+    matches: isCommand("throw"),
+    handle: ({ update }) =>
+      Effect.gen(function*() {
+        yield* record(probe, instance, "throw", update.update_id)
+        yield* mark(update.update_id, "throw")
+        yield* Effect.sync(() => {
+          throw new TypeError(`thrown from /throw in update ${update.update_id}`)
+        })
+      })
+  }),
+  makeHandler({
+    name: "test-hang",
+    order: 0,
+    matches: isCommand("hang"),
+    handle: ({ update }) =>
+      Effect.gen(function*() {
+        yield* mark(update.update_id, "hang")
+        yield* record(probe, instance, "hang", update.update_id)
+        return yield* Effect.never
+      })
+  }),
+  makeHandler({
+    name: "test-sleep",
+    order: 0,
+    matches: isCommand("sleep"),
+    handle: ({ update }) =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        yield* mark(update.update_id, "sleep")
+        yield* record(probe, instance, "sleep", update.update_id)
+        yield* sql`SELECT pg_sleep(60)`
+      })
+  })
+]
+
+/** Records every plain text message it sees, then lets the shipped fallback answer it. */
+export const recordingText = (probe: Probe, instance: string, fallback: Handler): Handler =>
+  makeHandler({
+    name: "test-recording-text",
+    order: fallback.order - 1,
+    matches: fallback.matches,
+    handle: (context) => Effect.andThen(record(probe, instance, "text", context.update.update_id), fallback.handle(context))
+  })
+
+/** The faulty handlers in front of the shipped ones, which answer everything else as usual. */
+export const faultyThenShipped = (probe: Probe, instance = "app") =>
+  Effect.map(loadHandlers, (shipped): ReadonlyArray<Handler> => [...faultyHandlers(probe, instance), ...shipped])
+
+/** The faulty handlers, a recorder of plain texts, then the shipped handlers. */
+export const recordingThenShipped = (probe: Probe, instance: string) =>
+  Effect.gen(function*() {
+    const shipped = yield* loadHandlers
+    const fallback = shipped.find((handler) => handler.name === "fallback")
+    if (fallback === undefined) return yield* Effect.die(new Error("the shipped fallback handler is missing"))
+    return [...faultyHandlers(probe, instance), recordingText(probe, instance, fallback), ...shipped] satisfies ReadonlyArray<Handler>
+  })
