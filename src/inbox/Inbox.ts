@@ -94,6 +94,7 @@ export class Inbox extends Context.Service<Inbox, {
     const db = yield* Database
     const sql = db.sql
 
+    // (The driver cannot encode null array elements: an absent traceparent travels as "".)
     // Concurrent webhook requests are stored together: one multi-row INSERT (and one NOTIFY) per
     // batch, on one connection, instead of one transaction per request competing for the pool.
     const insertBatch = (batch: ReadonlyArray<StoreRequest>) =>
@@ -103,11 +104,11 @@ export class Inbox extends Context.Service<Inbox, {
             ${batch.map((r) => r.update.updateId)}::bigint[], ${batch.map((r) => r.update.chatKey)}::text[],
             ${batch.map((r) => r.update.kind)}::text[], ${batch.map((r) => r.update.json)}::text[],
             ${batch.map((r) => (r.update.skipped ? "skipped" : "pending"))}::text[],
-            ${batch.map((r) => priorityOf(r.update.kind))}::smallint[], ${batch.map((r) => r.update.traceparent)}::text[]
+            ${batch.map((r) => priorityOf(r.update.kind))}::smallint[], ${batch.map((r) => r.update.traceparent ?? "")}::text[]
           ) AS t(update_id, chat_key, kind, payload, status, priority, traceparent)
         ), inserted AS (
           INSERT INTO inbox (update_id, chat_key, kind, payload, status, priority, traceparent, finished_at)
-          SELECT update_id, chat_key, kind, payload::jsonb, status, priority, traceparent,
+          SELECT update_id, chat_key, kind, payload::jsonb, status, priority, nullif(traceparent, ''),
                  CASE WHEN status = 'skipped' THEN now() END
           FROM input
           ON CONFLICT (update_id) DO NOTHING
@@ -207,10 +208,10 @@ export class Inbox extends Context.Service<Inbox, {
               RETURNING update_id
             ), queued AS (
               INSERT INTO outbox (chat_key, method, payload, update_id, traceparent)
-              SELECT c.chat_key, c.method, c.payload::jsonb, f.update_id, c.traceparent
+              SELECT c.chat_key, c.method, c.payload::jsonb, f.update_id, nullif(c.traceparent, '')
               FROM finished f, unnest(
                 ${calls.map((c) => c.chatKey)}::text[], ${calls.map((c) => c.method)}::text[],
-                ${calls.map((c) => JSON.stringify(c.payload))}::text[], ${calls.map((c) => c.traceparent)}::text[]
+                ${calls.map((c) => JSON.stringify(c.payload))}::text[], ${calls.map((c) => c.traceparent ?? "")}::text[]
               ) WITH ORDINALITY AS c(chat_key, method, payload, traceparent, position)
               ORDER BY c.position
               RETURNING 1
