@@ -74,7 +74,7 @@ export const Dispatcher = {
           // before interrupting it (interruption rolls its transaction back).
           const handler = yield* Effect.forkChild(runHandler(update), { startImmediately: true })
           const outcome = yield* Fiber.await(handler).pipe(
-            // On shutdown, roll the handler back before the lease is released (it holds the row lock).
+            // On shutdown, roll the handler back before its lease is released (its finish may hold the row lock).
             Effect.onInterrupt(() => Fiber.interrupt(handler)),
             Effect.timeoutOption(config.updateTimeout),
             Effect.trackDuration(Metrics.processingDuration, (duration) => Duration.toSeconds(duration))
