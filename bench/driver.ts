@@ -132,7 +132,7 @@ class ReadyChats {
   }
 }
 
-interface Answer {
+export interface Answer {
   readonly status: number | "network" | "timeout"
   readonly retryAfterSeconds: number | undefined
 }
@@ -140,7 +140,7 @@ interface Answer {
 /** Telegram gives up on a webhook request after about a minute and redelivers later. */
 const REQUEST_TIMEOUT_MS = 60_000
 
-const post = (agent: Agent, url: URL, secret: string, body: string): Promise<Answer> =>
+export const post = (agent: Agent, url: URL, secret: string, body: string): Promise<Answer> =>
   new Promise((resolve) => {
     const req = request({
       agent,

@@ -39,10 +39,10 @@ interface HealthBody {
 
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null
 
-const numberField = (value: unknown, key: string): number | undefined =>
+export const numberField = (value: unknown, key: string): number | undefined =>
   isRecord(value) && typeof value[key] === "number" ? value[key] : undefined
 
-const isHealthBody = (value: unknown): value is HealthBody => isRecord(value) && (value["checks"] === undefined || isRecord(value["checks"]))
+export const isHealthBody = (value: unknown): value is HealthBody => isRecord(value) && (value["checks"] === undefined || isRecord(value["checks"]))
 
 export const startMonitor = (options: {
   readonly pid: number

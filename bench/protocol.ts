@@ -34,3 +34,31 @@ export const isStatsSnapshot = (value: unknown): value is StatsSnapshot =>
 
 export const isRepliesSnapshot = (value: unknown): value is RepliesSnapshot =>
   isStatsSnapshot(value) && "tagged" in value && Array.isArray(value.tagged) && "untaggedByChat" in value
+
+/** An invoice the stand-in received through sendInvoice (arrival time: Date.now() in the stand-in). */
+export interface InvoiceRecord {
+  readonly chatId: number
+  readonly payload: string
+  readonly currency: string
+  /** Sum of the invoice's prices. */
+  readonly amount: number
+  readonly at: number
+}
+
+/** An answerPreCheckoutQuery call the stand-in received (arrival time: Date.now() in the stand-in). */
+export interface PreCheckoutAnswerRecord {
+  readonly id: string
+  readonly ok: boolean
+  readonly errorMessage: string | undefined
+  readonly at: number
+}
+
+/** GET /__payments: every sendInvoice and answerPreCheckoutQuery call so far. */
+export interface PaymentsSnapshot {
+  readonly invoices: ReadonlyArray<InvoiceRecord>
+  readonly preCheckoutAnswers: ReadonlyArray<PreCheckoutAnswerRecord>
+}
+
+export const isPaymentsSnapshot = (value: unknown): value is PaymentsSnapshot =>
+  typeof value === "object" && value !== null && "invoices" in value && Array.isArray(value.invoices) &&
+  "preCheckoutAnswers" in value && Array.isArray(value.preCheckoutAnswers)

@@ -10,6 +10,7 @@ import { createDatabase, freePort, startCluster } from "../test/support/Embedded
 import { drive, type DriverResult } from "./driver.ts"
 import { startMonitor, statementDelta, statementSnapshot, type MonitorResult, type StatementStat } from "./monitor.ts"
 import { root, startNode, statusKb, waitForQuiet } from "./processes.ts"
+import { runPreCheckout, type PreCheckoutResult } from "./precheckout.ts"
 import { summarizeProfile } from "./profileSummary.ts"
 import { median } from "./stats.ts"
 
@@ -28,6 +29,11 @@ const usage = `usage: npm run bench -- [options]
                         (profiling slows them down: do not compare these figures with normal runs)
   --only NAME           run one contender only: peer or steadfast (no ratios then)
   --steadfast-env K=V   extra environment for steadfast (repeatable), e.g. --steadfast-env DB_POOL_MAX=20
+  --only-precheckout    run the pre-checkout scenario alone (steadfast only)
+  --skip-precheckout    leave the pre-checkout scenario out
+  --precheckout-seconds S  load duration of the pre-checkout scenario (default 30; 10 with --quick)
+  --precheckout-rate N  pre-checkout queries per second, one order each (default 5)
+  --background-rate N   ordinary updates per second during the pre-checkout scenario (default 200)
   --quiet-wait S        before each run, wait up to S seconds for a second with the machine < 25% busy (default 5)
   --help`
 
@@ -46,6 +52,11 @@ const { values } = parseArgs({
     "quiet-wait": { type: "string" },
     "steadfast-env": { type: "string", multiple: true },
     only: { type: "string" },
+    "only-precheckout": { type: "boolean", default: false },
+    "skip-precheckout": { type: "boolean", default: false },
+    "precheckout-seconds": { type: "string" },
+    "precheckout-rate": { type: "string" },
+    "background-rate": { type: "string" },
     quick: { type: "boolean", default: false },
     help: { type: "boolean", default: false }
   }
@@ -89,7 +100,18 @@ const settings = {
   sendRatePerSecond: 100_000,
   profile: values.profile,
   quietWaitSeconds: positive("quiet-wait", values["quiet-wait"], 5),
-  steadfastEnv
+  steadfastEnv,
+  precheckout: {
+    enabled: !values["skip-precheckout"] && values.only !== "peer",
+    seconds: positive("precheckout-seconds", values["precheckout-seconds"], quick ? 10 : 30),
+    queryRate: positive("precheckout-rate", values["precheckout-rate"], 5),
+    backgroundRate: positive("background-rate", values["background-rate"], 200)
+  }
+}
+const onlyPreCheckout = values["only-precheckout"]
+if (onlyPreCheckout && !settings.precheckout.enabled) {
+  console.error(`--only-precheckout cannot be combined with --skip-precheckout or --only peer\n${usage}`)
+  process.exit(2)
 }
 
 type ContenderName = "peer" | "steadfast"
@@ -120,7 +142,7 @@ const allScenarios: ReadonlyArray<Scenario> = [
     delayMs: settings.delayMs
   }
 ]
-const scenarios = allScenarios.filter((scenario) => scenario.rounds > 0 && scenario.updates > 0)
+const scenarios = onlyPreCheckout ? [] : allScenarios.filter((scenario) => scenario.rounds > 0 && scenario.updates > 0)
 
 const TOKEN = "123456:BENCHbenchBENCHbenchBENCHbench00"
 const SECRET = "bench-secret_0123456789"
@@ -297,6 +319,128 @@ const runOne = async (
   }
 }
 
+/** Issue 5: a buyer's pre-checkout must be answered quickly whatever else the service is doing. */
+const PRECHECKOUT_P99_TARGET_MS = 1_000
+
+interface PreCheckoutRun {
+  readonly database: string
+  readonly startupMs: number
+  readonly result: PreCheckoutResult
+  readonly monitor: MonitorResult
+  readonly busyBefore: number
+  readonly exit: string
+  readonly logFile: string
+  readonly logProblems: ReadonlyArray<string>
+}
+
+// steadfast only: the grammY peer has no payments. Its own database, stand-in and process, as runOne.
+const runPreCheckoutScenario = async (cluster: Awaited<ReturnType<typeof startCluster>>, admin: pg.Client): Promise<PreCheckoutRun> => {
+  const database = "bench_precheckout_steadfast"
+  const databaseUrl = await createDatabase(cluster.url("postgres"), database)
+  const tag = "precheckout-steadfast"
+  const busyBefore = settings.quietWaitSeconds > 0 ? await waitForQuiet(0.25, settings.quietWaitSeconds * 1000) : NaN
+  if (busyBefore >= 0.25) say(`  ! the machine is busy (${Math.round(busyBefore * 100)}% CPU) with other work; figures will be noisy`)
+  const standIn = startNode("bench/standIn.ts", ["--delay-ms", "0"], {}, join(logsDir, `${tag}.stand-in.log`))
+  const standInUrl = (await standIn.waitFor(/listening on (http:\/\/\S+)/, 20_000))[1]!
+  const port = await freePort()
+  const logFile = join(logsDir, `${tag}.log`)
+  const started = Date.now()
+  // PAYMENT_SECRET is left unset (derived from BOT_TOKEN, as in a default deployment): the bench never
+  // signs a payload itself, it takes each order's payload from the sendInvoice call steadfast made.
+  const child = startNode("src/main.ts", [], {
+    BOT_TOKEN: TOKEN,
+    WEBHOOK_SECRET: SECRET,
+    DATABASE_URL: databaseUrl,
+    TELEGRAM_API_ROOT: standInUrl,
+    PORT: String(port),
+    HOST: "127.0.0.1",
+    SEND_RATE_PER_SECOND: String(settings.sendRatePerSecond),
+    ...steadfastEnv
+  }, logFile)
+  try {
+    await child.waitFor(/Listening on/, 60_000)
+    const startupMs = Date.now() - started
+    const baseUrl = `http://127.0.0.1:${port}`
+    const aborted = () => child.process.exitCode !== null || child.process.signalCode !== null
+    if (settings.warmup > 0) {
+      const warm = await drive({
+        aborted,
+        baseUrl,
+        secret: SECRET,
+        standInUrl,
+        concurrency: settings.concurrency,
+        startShare: settings.startShare,
+        stallTimeoutMs: 30_000,
+        updates: settings.warmup,
+        chats: Math.min(100, settings.warmup),
+        firstUpdateId: 1,
+        firstChatId: 900_000,
+        seed: 7,
+        settleMs: 0
+      })
+      if (!warm.complete) say(`  ! warm-up incomplete: ${warm.lost} without a reply`)
+    }
+    const monitor = startMonitor({ pid: child.pid, admin, database, healthUrl: `${baseUrl}/health`, benchPids: [standIn.pid] })
+    const result = await runPreCheckout({
+      baseUrl,
+      secret: SECRET,
+      standInUrl,
+      healthUrl: `${baseUrl}/health`,
+      concurrency: settings.concurrency,
+      durationMs: settings.precheckout.seconds * 1000,
+      backgroundRate: settings.precheckout.backgroundRate,
+      queryRate: settings.precheckout.queryRate,
+      chats: settings.chats,
+      firstUpdateId: 1_000_000,
+      firstChatId: 100_000,
+      firstBuyerId: 7_000_000_000,
+      answerWaitMs: 15_000,
+      aborted,
+      log: say
+    })
+    const monitored = await monitor.stop()
+    const exit = await child.stop(20_000)
+    await standIn.stop(5_000)
+    return { database, startupMs, result, monitor: monitored, busyBefore, exit, logFile, logProblems: problemLines(logFile).slice(0, 20) }
+  } catch (error) {
+    await child.stop(5_000)
+    await standIn.stop(5_000)
+    throw error
+  }
+}
+
+const preCheckoutMet = (r: PreCheckoutResult): boolean =>
+  r.queries > 0 && r.notAnswered === 0 && r.answeredDeclined === 0 && r.latency.p99 < PRECHECKOUT_P99_TARGET_MS &&
+  r.background.achievedPerSecond >= 0.95 * r.background.targetPerSecond
+
+const preCheckoutSummary = (run: PreCheckoutRun): string => {
+  const r = run.result
+  const rows: Array<[string, string]> = [
+    ["orders created via /buy credits_100 (invoices seen)", `${r.invoices}/${r.orders} in ${fmt(r.setupSeconds, 1)} s`],
+    ["pre-checkout queries posted / acked 2xx", `${r.queries} / ${r.acked}`],
+    ["answered ok:true", String(r.answeredOk)],
+    ["answered ok:false", `${r.answeredDeclined}${r.answeredDeclined > 0 ? ` ${JSON.stringify(r.declined)}` : ""}`],
+    ["not answered", String(r.notAnswered)],
+    ["duplicate answers", String(r.duplicateAnswers)],
+    ["ack → answer p50 (ms)", fmt(r.latency.p50, 0)],
+    ["ack → answer p90 (ms)", fmt(r.latency.p90, 0)],
+    ["ack → answer p99 (ms)", fmt(r.latency.p99, 0)],
+    ["ack → answer max (ms)", fmt(r.latency.max, 0)],
+    ["first send → answer p50 / p99 / max (ms)", `${fmt(r.sendToAnswer.p50, 0)} / ${fmt(r.sendToAnswer.p99, 0)} / ${fmt(r.sendToAnswer.max, 0)}`],
+    ["pre-checkout webhook ack p50 / p99 (ms)", `${fmt(r.queryAck.p50, 1)} / ${fmt(r.queryAck.p99, 1)}`],
+    ["background updates/s: target / achieved (acked)", `${r.background.targetPerSecond} / ${fmt(r.background.achievedPerSecond, 1)}`],
+    ["background updates acked / skipped (no free chat or connection)", `${r.background.acked} / ${r.background.deferred}`],
+    ["background ack p50 / p99 (ms)", `${fmt(r.background.ack.p50, 1)} / ${fmt(r.background.ack.p99, 1)}`],
+    ["replies (sendMessage) during load", String(r.background.repliesDuringLoad)],
+    ["non-2xx webhook answers", `${Object.values(r.rejected).reduce((a, b) => a + b, 0)}${Object.keys(r.rejected).length > 0 ? ` ${JSON.stringify(r.rejected)}` : ""}`],
+    ["inbox backlog at end of load / after answers (/health)", `${r.backlogAtLoadEnd ?? "-"} / ${r.backlogAfterWait ?? "-"}`],
+    ["peak inbox backlog during load (/health, every 0.5 s)", fmt(run.monitor.inboxPendingMax, 0)],
+    ["process CPU during load (s) / machine busy (%)", `${fmt(run.monitor.cpuSeconds, 1)} / ${fmt(run.monitor.machineBusy * 100, 0)}`],
+    ["load duration (s)", fmt(r.loadSeconds, 1)]
+  ]
+  return table(["metric", "steadfast"], rows)
+}
+
 const runHeader = [
   "run", "ack p50", "ack p99", "ack max", "ack/s", "e2e s", "e2e/s", "reply p50", "reply p99", "lost", "dup", "non-2xx",
   "pool used", "pg conns", "pg busy", "RSS MB", "CPU s", "DB CPU s", "stmts/upd", "busy %", "other CPU s"
@@ -365,7 +509,7 @@ const combine = (metric: Metric, runs: ReadonlyArray<RunResult>): number | undef
 }
 
 interface Check {
-  readonly scenario: Scenario["name"]
+  readonly scenario: Scenario["name"] | "precheckout"
   readonly target: string
   readonly steadfast: number | undefined
   readonly peer: number | undefined
@@ -509,7 +653,30 @@ const main = async () => {
       }
     }
 
+    let preCheckout: PreCheckoutRun | undefined
+    if (settings.precheckout.enabled) {
+      const p = settings.precheckout
+      say(`== precheckout: pre-checkout answer latency, ${p.queryRate} queries/s for real orders while ${p.backgroundRate} other updates/s arrive; ${p.seconds} s; steadfast only`)
+      preCheckout = await runPreCheckoutScenario(cluster, admin)
+      for (const line of preCheckout.logProblems.slice(0, 5)) say(`  log: ${line.slice(0, 300)}`)
+      if (preCheckout.logProblems.length > 5) say(`  log: … ${preCheckout.logProblems.length - 5} more warning/error line(s) in ${preCheckout.logFile}`)
+      say("")
+      say(`== summary precheckout (latency: webhook 2xx ack of the pre_checkout_query update → answerPreCheckoutQuery at the stand-in;`)
+      say(`   both read with Date.now() on this machine, the ack in the bench process, the arrival in the stand-in process)`)
+      say(preCheckoutSummary(preCheckout))
+      say("")
+    }
+
     const verdicts = checks(results)
+    if (preCheckout !== undefined) {
+      verdicts.push({
+        scenario: "precheckout",
+        target: `pre-checkout answer p99 < ${PRECHECKOUT_P99_TARGET_MS} ms at ${settings.precheckout.backgroundRate} other updates/s (all answered ok, rate held)`,
+        steadfast: preCheckout.result.latency.p99,
+        peer: undefined,
+        met: preCheckoutMet(preCheckout.result)
+      })
+    }
     say("== targets")
     say(table(
       ["scenario", "target", "peer", "steadfast", "met"],
@@ -532,7 +699,12 @@ const main = async () => {
           return { metric: metric.label, peer: p ?? null, steadfast: s ?? null, ratio: p !== undefined && s !== undefined && p !== 0 ? s / p : null }
         })
       })),
-      targets: verdicts
+      targets: verdicts,
+      precheckout: preCheckout === undefined ? null : {
+        ...preCheckout,
+        targetP99Ms: PRECHECKOUT_P99_TARGET_MS,
+        met: preCheckoutMet(preCheckout.result)
+      }
     }
     const json = JSON.stringify(report, null, 2)
     const stamped = `run-${report.finishedAt.replace(/[:.]/g, "-")}.json`

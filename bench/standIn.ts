@@ -3,6 +3,9 @@
 // It prints "stand-in listening on <url>" once ready. Every call is answered after the delay
 // with a valid Bot API answer; sendMessage calls are recorded (chat, update tag, arrival time)
 // and read back through GET /__stats (counters, cheap enough to poll) and GET /__replies;
+// sendInvoice and answerPreCheckoutQuery calls are recorded too (payload, query id, arrival time
+// as Date.now() of this process: the bench runs on one machine, so it compares with the driver's)
+// and read back through GET /__payments;
 // POST /__delay?ms=N changes the delay (the warm-up runs without one).
 //
 // Why not src/sandbox/BotApiStandIn.ts: it keeps every call in an immutable array that is
@@ -10,7 +13,14 @@
 // to subscribers; fine for tests, but the stand-in must never be the bottleneck here.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import { parseArgs } from "node:util"
-import { replyTag, type RepliesSnapshot, type StatsSnapshot } from "./protocol.ts"
+import {
+  replyTag,
+  type InvoiceRecord,
+  type PaymentsSnapshot,
+  type PreCheckoutAnswerRecord,
+  type RepliesSnapshot,
+  type StatsSnapshot
+} from "./protocol.ts"
 
 const { values } = parseArgs({
   options: {
@@ -32,6 +42,8 @@ const tagged = new Map<number, Array<number>>()
 const untagged = new Map<number, Array<number>>()
 let duplicates = 0
 let untaggedTotal = 0
+const invoices: Array<InvoiceRecord> = []
+const preCheckoutAnswers: Array<PreCheckoutAnswerRecord> = []
 
 const json = (res: ServerResponse, status: number, body: unknown) => {
   const payload = JSON.stringify(body)
@@ -59,6 +71,14 @@ const parseParams = (contentType: string, body: string): Record<string, unknown>
     return undefined
   }
   return undefined
+}
+
+const parseJson = (text: string): unknown => {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
 }
 
 const toInteger = (value: unknown): number | undefined => {
@@ -114,6 +134,55 @@ const answer = (method: string, params: Record<string, unknown>, at: number): { 
         }
       }
     }
+    case "sendInvoice": {
+      const chatId = toInteger(params["chat_id"])
+      const payload = params["payload"]
+      const currency = params["currency"]
+      const prices = typeof params["prices"] === "string" ? parseJson(params["prices"]) : params["prices"]
+      const amounts = Array.isArray(prices)
+        ? prices.map((price: unknown) => typeof price === "object" && price !== null && "amount" in price ? toInteger(price.amount) : undefined)
+        : []
+      if (
+        chatId === undefined || typeof payload !== "string" || typeof currency !== "string" || amounts.length === 0 ||
+        amounts.some((amount) => amount === undefined)
+      ) {
+        badCalls++
+        return { status: 400, body: { ok: false, error_code: 400, description: "Bad Request: invoice fields missing" } }
+      }
+      const amount = amounts.reduce<number>((sum, value) => sum + (value ?? 0), 0)
+      invoices.push({ chatId, payload, currency, amount, at })
+      const title = typeof params["title"] === "string" ? params["title"] : "Invoice"
+      const description = typeof params["description"] === "string" ? params["description"] : ""
+      return {
+        status: 200,
+        body: {
+          ok: true,
+          result: {
+            message_id: ++lastMessageId,
+            date: Math.floor(at / 1000),
+            chat: { id: chatId, type: "private", first_name: "Bench user" },
+            from: bot,
+            invoice: { title, description, start_parameter: "", currency, total_amount: amount }
+          }
+        }
+      }
+    }
+    case "answerPreCheckoutQuery": {
+      const id = params["pre_checkout_query_id"]
+      const ok = params["ok"]
+      if (typeof id !== "string" || (ok !== true && ok !== false && ok !== "true" && ok !== "false")) {
+        badCalls++
+        return { status: 400, body: { ok: false, error_code: 400, description: "Bad Request: pre_checkout_query_id or ok missing" } }
+      }
+      const errorMessage = params["error_message"]
+      preCheckoutAnswers.push({
+        id,
+        ok: ok === true || ok === "true",
+        errorMessage: typeof errorMessage === "string" ? errorMessage : undefined,
+        at
+      })
+      return { status: 200, body: { ok: true, result: true } }
+    }
     case "getWebhookInfo":
       otherCalls++
       return { status: 200, body: { ok: true, result: { url: "", has_custom_certificate: false, pending_update_count: 0 } } }
@@ -145,6 +214,7 @@ const server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
   const url = req.url ?? "/"
   if (req.method === "GET" && url === "/__stats") return json(res, 200, stats())
   if (req.method === "GET" && url === "/__replies") return json(res, 200, replies())
+  if (req.method === "GET" && url === "/__payments") return json(res, 200, { invoices, preCheckoutAnswers } satisfies PaymentsSnapshot)
   const setDelay = /^\/__delay\?ms=(\d+)$/.exec(url)
   if (req.method === "POST" && setDelay !== null) {
     delayMs = Number(setDelay[1])

@@ -72,7 +72,10 @@ export const Dispatcher = {
         Effect.gen(function*() {
           // The handler runs in a child fiber so that, on timeout, we can say what it was doing
           // before interrupting it (interruption rolls its transaction back).
-          const handler = yield* Effect.forkChild(runHandler(update), { startImmediately: true })
+          const handler = yield* Effect.forkChild(
+            runHandler(update).pipe(fiberDump.track(`handler of update ${update.updateId} (${update.kind})`)),
+            { startImmediately: true }
+          )
           const outcome = yield* Fiber.await(handler).pipe(
             // On shutdown, roll the handler back before its lease is released (its finish may hold the row lock).
             Effect.onInterrupt(() => Fiber.interrupt(handler)),

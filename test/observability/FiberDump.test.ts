@@ -1,0 +1,105 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Layer } from "effect"
+import { fileURLToPath } from "node:url"
+import pg from "pg"
+import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
+import { pgProbe, waitFor } from "../db/PgProbe.ts"
+import { spawnService } from "../support/ServiceProcess.ts"
+import { postUpdate, testEnv } from "../support/TestApp.ts"
+import { freshDatabase } from "../support/TestDatabase.ts"
+
+const UPDATE_ID = 78_001
+const USER_ID = 978_001
+
+const fatalTrigger = fileURLToPath(new URL("../support/FatalTrigger.ts", import.meta.url))
+
+describe("SIGUSR2 fiber dump", () => {
+  it.live(
+    "SIGUSR2 logs the stuck update's fiber and stops nothing: the process lives on and the update is answered once unblocked",
+    () =>
+      Effect.gen(function*() {
+        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("fiber_dump"))
+        // A long handler timeout: the update must still be running when the dump is taken.
+        const service = yield* spawnService(testEnv(databaseUrl, standIn.url, { UPDATE_TIMEOUT_MS: "120000" }))
+        const probe = yield* pgProbe(databaseUrl)
+
+        // An uncommitted users row makes `/start`'s INSERT for this user wait inside its
+        // transaction, so its worker fiber is certainly running when the signal arrives.
+        const blocker = new pg.Client({ connectionString: databaseUrl, application_name: "steadfast-test-blocker" })
+        blocker.on("error", () => undefined)
+        yield* Effect.acquireRelease(Effect.promise(() => blocker.connect()), () => Effect.promise(() => blocker.end().catch(() => undefined)))
+        yield* Effect.promise(() => blocker.query("BEGIN"))
+        yield* Effect.promise(() => blocker.query("INSERT INTO users (telegram_id) VALUES ($1)", [USER_ID]))
+
+        const posted = yield* postUpdate(service.baseUrl, sampleUpdate({ updateId: UPDATE_ID, chatId: USER_ID, text: "/start" }))
+        assert.strictEqual(posted.status, 200, posted.body)
+        yield* waitFor(
+          "the update in processing",
+          probe.query<{ status: string }>("SELECT status FROM inbox WHERE update_id = $1", [UPDATE_ID]),
+          (rows) => rows[0]?.status === "processing",
+          { timeout: "30 seconds" }
+        )
+        // Waiting on the lock means the handler runs inside its tracked worker fiber.
+        yield* waitFor(
+          "the /start INSERT waiting on the test's row lock",
+          probe.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO users%'`
+          ),
+          (rows) => (rows[0]?.n ?? 0) >= 1,
+          { timeout: "30 seconds" }
+        )
+
+        yield* service.kill("SIGUSR2")
+        yield* service.waitForOutput(/fiber dump: [1-9]\d* tracked fiber\(s\)/)
+        yield* service.waitForOutput(new RegExp(`update ${UPDATE_ID} \\(message\\)`))
+        const dump = (yield* service.output).slice((yield* service.output).indexOf("fiber dump:"))
+        assert.match(dump, /spans: /, dump)
+        assert.strictEqual(service.child.exitCode, null, "the process is still running")
+        assert.strictEqual(service.child.signalCode, null, "the process is still running")
+        const live = yield* Effect.promise(() => fetch(`${service.baseUrl}/health/live`).then((response) => response.status))
+        assert.strictEqual(live, 200)
+        const stillProcessing = yield* probe.query<{ status: string }>("SELECT status FROM inbox WHERE update_id = $1", [UPDATE_ID])
+        assert.strictEqual(stillProcessing[0]?.status, "processing", "the dump did not end the update")
+
+        yield* Effect.promise(() => blocker.query("ROLLBACK"))
+        yield* standIn.awaitCalls(
+          (calls) => calls.some((call) => call.method === "sendMessage" && String(call.params["chat_id"]) === String(USER_ID)),
+          "30 seconds"
+        )
+        yield* waitFor(
+          "the update done",
+          probe.query<{ status: string; attempts: number }>("SELECT status, attempts FROM inbox WHERE update_id = $1", [UPDATE_ID]),
+          (rows) => rows[0]?.status === "done",
+          { timeout: "30 seconds" }
+        ).pipe(Effect.map((rows) => assert.strictEqual(rows[0]?.attempts, 1, "processed by the attempt that was dumped")))
+        const users = yield* probe.query<{ n: number }>("SELECT count(*)::int AS n FROM users WHERE telegram_id = $1", [USER_ID])
+        assert.strictEqual(users[0]?.n, 1)
+        assert.strictEqual(service.child.exitCode, null)
+      }),
+    90_000
+  )
+})
+
+describe("errors that escape every Effect boundary", () => {
+  for (const [kind, logged] of [["exception", "uncaught exception; exiting"], ["rejection", "unhandled promise rejection; exiting"]] as const) {
+    it.live(`an unhandled ${kind} is logged as "${logged}" and the process exits with code 1`, () =>
+      Effect.gen(function*() {
+        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const databaseUrl = yield* Effect.promise(() => freshDatabase(`fatal_${kind}`))
+        const service = yield* spawnService(testEnv(databaseUrl, standIn.url, {
+          NODE_OPTIONS: `--import=${fatalTrigger}`,
+          STEADFAST_TEST_FATAL: kind
+        }))
+        yield* service.kill("SIGWINCH")
+        const exit = yield* service.exited
+        const output = yield* service.output
+        assert.strictEqual(exit.code, 1, output)
+        assert.strictEqual(exit.signal, null, output)
+        assert.include(output, logged)
+        assert.include(output, "fatal-trigger: escaped every boundary")
+      }), 60_000)
+  }
+})
