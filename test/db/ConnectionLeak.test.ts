@@ -1,11 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Schedule, Scope } from "effect"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { awaitIdlePool, startFaultyApp } from "../inbox/FaultyApp.ts"
-import { interleavedPlan, makePostStats, postPlan } from "../inbox/Load.ts"
+import { awaitIdlePool, startFaultyApp } from "../support/FaultyApp.ts"
+import { interleavedPlan, makePostStats, postPlan } from "../support/Load.ts"
 import { awaitProbe } from "../support/handlers/FaultyHandlers.ts"
 import { postUpdate } from "../support/TestApp.ts"
-import { pgProbe, waitFor } from "./PgProbe.ts"
+import { pgProbe, waitFor } from "../support/PgProbe.ts"
 
 const POOL_MAX = 10
 

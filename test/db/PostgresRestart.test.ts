@@ -2,11 +2,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer } from "effect"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
-import { answeredCount, interleavedPlan, makePostStats, type Plan, postPlan, repliesByChat } from "../inbox/Load.ts"
+import { answeredCount, interleavedPlan, makePostStats, type Plan, postPlan, repliesByChat } from "../support/Load.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
-import { awaitIdlePool } from "../inbox/FaultyApp.ts"
+import { awaitIdlePool } from "../support/FaultyApp.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
-import { pgProbe, waitFor } from "./PgProbe.ts"
+import { pgProbe, waitFor } from "../support/PgProbe.ts"
 
 const CHATS = 10
 const PER_CHAT = 30

@@ -2,7 +2,7 @@ import { assert, describe, inject, it, layer } from "@effect/vitest"
 import { Clock, Context, Effect, Layer, Schedule, Schema } from "effect"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { baseUrl, TEST_SECRET, TEST_TOKEN, testAppLayer } from "../support/TestApp.ts"
-import { execute } from "./TestHttp.ts"
+import { execute } from "../support/TestHttp.ts"
 
 // Distinctive credentials, so that finding them in an answer cannot be a coincidence.
 const DB_USER = "health_owner"

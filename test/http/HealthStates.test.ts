@@ -5,7 +5,7 @@ import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { baseUrl, TEST_SECRET, TEST_TOKEN, testAppLayer, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
-import { execute } from "./TestHttp.ts"
+import { execute } from "../support/TestHttp.ts"
 
 const Status = Schema.Literals(["pass", "warn", "fail"])
 const Check = Schema.Struct({

@@ -6,7 +6,7 @@ import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { baseUrl, postUpdate, TEST_SECRET, testAppLayer } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
-import { inboxRow, queryRows, rawRequest } from "./TestHttp.ts"
+import { inboxRow, queryRows, rawRequest } from "../support/TestHttp.ts"
 
 /** The database the shared app runs on, so tests can read it with a client of their own. */
 class AppDatabase extends Context.Service<AppDatabase, { readonly url: string }>()("test/AppDatabase") {}

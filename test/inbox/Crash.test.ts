@@ -2,11 +2,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Ref } from "effect"
 import pg from "pg"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
-import { pgProbe, waitFor } from "../db/PgProbe.ts"
+import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
-import { answeredCount, interleavedPlan, makePostStats, postPlan, repliesByChat, withoutImmediateRepeats } from "./Load.ts"
+import { answeredCount, interleavedPlan, makePostStats, postPlan, repliesByChat, withoutImmediateRepeats } from "../support/Load.ts"
 
 const CHATS = 30
 const PER_CHAT = 10

@@ -1,10 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
-import { pgProbe, waitFor } from "../db/PgProbe.ts"
+import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
-import { answeredCount, interleavedPlan, makePostStats, postPlan, repliesByChat } from "./Load.ts"
+import { answeredCount, interleavedPlan, makePostStats, postPlan, repliesByChat } from "../support/Load.ts"
 
 const CHATS = 20
 const PER_CHAT = 50

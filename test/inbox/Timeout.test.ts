@@ -1,10 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Schedule } from "effect"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { type PgProbe, waitFor } from "../db/PgProbe.ts"
+import { type PgProbe, waitFor } from "../support/PgProbe.ts"
 import { awaitProbe } from "../support/handlers/FaultyHandlers.ts"
 import { postUpdate } from "../support/TestApp.ts"
-import { awaitIdlePool, awaitStatus, type FaultyApp, startFaultyApp } from "./FaultyApp.ts"
+import { awaitIdlePool, awaitStatus, type FaultyApp, startFaultyApp } from "../support/FaultyApp.ts"
 
 const MAX_ATTEMPTS = 2
 // 1 s rather than less: the sampler below must see the stuck transaction while it exists,

@@ -4,11 +4,11 @@ import { makeAppLayer } from "../../src/App.ts"
 import { Bot } from "../../src/bot/Bot.ts"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
-import { pgProbe, waitFor } from "../db/PgProbe.ts"
+import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { makeProbe, type Probe, recordingThenShipped } from "../support/handlers/FaultyHandlers.ts"
 import { baseUrl, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
-import { answeredCount, interleavedPlan, makePostStats, postUntilStored, repliesByChat, toUpdate } from "./Load.ts"
+import { answeredCount, interleavedPlan, makePostStats, postUntilStored, repliesByChat, toUpdate } from "../support/Load.ts"
 
 const CHATS = 10
 const PER_CHAT = 30

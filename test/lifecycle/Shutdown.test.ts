@@ -7,7 +7,7 @@ import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_SECRET, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
-import { inboxRow, queryRows, rawRequest, singleSocketAgent } from "../http/TestHttp.ts"
+import { inboxRow, queryRows, rawRequest, singleSocketAgent } from "../support/TestHttp.ts"
 
 const webhookHeaders = { "content-type": "application/json", "x-telegram-bot-api-secret-token": TEST_SECRET }
 

@@ -3,10 +3,10 @@
 import { Cause, Context, Effect, Layer, Logger, type Scope } from "effect"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
-import { type PgProbe, pgProbe, waitFor } from "../db/PgProbe.ts"
-import { faultyThenShipped, makeProbe, MARKS_TABLE_DDL, type Probe } from "../support/handlers/FaultyHandlers.ts"
-import { baseUrl, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { type PgProbe, pgProbe, waitFor } from "./PgProbe.ts"
+import { faultyThenShipped, makeProbe, MARKS_TABLE_DDL, type Probe } from "./handlers/FaultyHandlers.ts"
+import { baseUrl, testAppLayer } from "./TestApp.ts"
+import { freshDatabase } from "./TestDatabase.ts"
 
 export interface CapturedLog {
   readonly level: string

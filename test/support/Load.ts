@@ -4,7 +4,7 @@
 import { Data, Effect, Schedule } from "effect"
 import type { RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { TEST_SECRET } from "../support/TestApp.ts"
+import { TEST_SECRET } from "./TestApp.ts"
 
 export interface Planned {
   readonly updateId: number
