@@ -75,8 +75,7 @@ export class Bot extends Context.Service<Bot, {
         yield* handler.handle(context).pipe(
           Effect.provideService(SqlClient, sql),
           Effect.provideService(BotApi, botApi),
-          Effect.provideService(AppConfig, config),
-          Effect.withSpan(`Handler ${handler.name}`, { attributes: { "steadfast.handler": handler.name } })
+          Effect.provideService(AppConfig, config)
         )
         return { status: "done", handler: handler.name, calls } satisfies HandleResult
       })

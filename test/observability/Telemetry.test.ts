@@ -225,7 +225,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       assert.deepStrictEqual(process.links.map((link) => [link.traceId, link.spanId]), [[webhook.traceId, webhook.spanId]])
 
       const inProcess = descendantsOf(spans, process)
-      assert.isDefined(inProcess.find((span) => span.name === "Handler start"), tree)
+      assert.isDefined(inProcess.find((span) => span.name === "Handler.start"), tree)
       const statements = sqlSpans(inProcess)
       const texts = statements.map(queryText)
       for (const expected of ["INSERT INTO users", "INSERT INTO outbox", "UPDATE inbox"]) {
@@ -271,7 +271,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       assert.include(String(exception!.attributes["exception.type"]), "SqlError")
       assert.isNotEmpty(String(exception!.attributes["exception.message"] ?? ""))
       assert.strictEqual(process.attributes["steadfast.outcome"], "dead")
-      const handler = descendantsOf(spans, process).find((span) => span.name === "Handler start")
+      const handler = descendantsOf(spans, process).find((span) => span.name === "Handler.start")
       assert.strictEqual(handler?.status.code, 2, tree)
 
       const row = yield* inboxRow(db, updateId)
