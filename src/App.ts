@@ -78,7 +78,7 @@ export const makeAppLayer = (options: { readonly bot?: typeof Bot.layer } = {}) 
 ).pipe(
   Layer.provideMerge(ServerLayer),
   Layer.merge(Dispatcher.layer().pipe(Layer.provide(options.bot ?? Bot.layer))),
-  Layer.merge(Sender.layer()),
+  Layer.merge(Sender.layer),
   Layer.merge(Retention.layerConfig),
   Layer.merge(Samplers.layer),
   Layer.merge(IngressLayer),

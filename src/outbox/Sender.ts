@@ -17,7 +17,7 @@ const MAX_DELIVERY_ATTEMPTS = 8
  * with its error; the chat's next call goes on.
  */
 export const Sender = {
-  layer: () =>
+  layer:
     Layer.effectDiscard(Effect.gen(function*() {
       const config = yield* AppConfig
       const outbox = yield* Outbox
