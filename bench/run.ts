@@ -13,6 +13,7 @@ import { root, startNode, statusKb, waitForQuiet } from "./processes.ts"
 import { runPreCheckout, type PreCheckoutResult } from "./precheckout.ts"
 import { summarizeProfile } from "./profileSummary.ts"
 import { median } from "./stats.ts"
+import { isSinkSnapshot, otlpPaths, type SinkSnapshot } from "./otlpSink.ts"
 
 const usage = `usage: npm run bench -- [options]
   --updates N           updates per run with the fast Bot API (default 5000)
@@ -34,6 +35,10 @@ const usage = `usage: npm run bench -- [options]
   --precheckout-seconds S  load duration of the pre-checkout scenario (default 30; 10 with --quick)
   --precheckout-rate N  pre-checkout queries per second, one order each (default 5)
   --background-rate N   ordinary updates per second during the pre-checkout scenario (default 200)
+  --telemetry           telemetry overhead instead of the usual scenarios: steadfast without OTEL_* variables against
+                        "steadfast+otel" exporting traces, metrics and logs to a local OTLP/HTTP sink the bench starts
+                        (bench/otlpSink.ts), alternating off/on for --rounds rounds on the fast Bot API; no peer,
+                        no slow Bot API, no pre-checkout scenario
   --quiet-wait S        before each run, wait up to S seconds for a second with the machine < 25% busy (default 5)
   --help`
 
@@ -58,6 +63,7 @@ const { values } = parseArgs({
     "precheckout-rate": { type: "string" },
     "background-rate": { type: "string" },
     quick: { type: "boolean", default: false },
+    telemetry: { type: "boolean", default: false },
     help: { type: "boolean", default: false }
   }
 })
@@ -102,7 +108,7 @@ const settings = {
   quietWaitSeconds: positive("quiet-wait", values["quiet-wait"], 5),
   steadfastEnv,
   precheckout: {
-    enabled: !values["skip-precheckout"] && values.only !== "peer",
+    enabled: !values["skip-precheckout"] && values.only !== "peer" && !values.telemetry,
     seconds: positive("precheckout-seconds", values["precheckout-seconds"], quick ? 10 : 30),
     queryRate: positive("precheckout-rate", values["precheckout-rate"], 5),
     backgroundRate: positive("background-rate", values["background-rate"], 200)
@@ -114,7 +120,20 @@ if (onlyPreCheckout && !settings.precheckout.enabled) {
   process.exit(2)
 }
 
+const telemetryMode = values.telemetry
+if (telemetryMode && (onlyPreCheckout || values.only !== undefined)) {
+  console.error(`--telemetry cannot be combined with --only or --only-precheckout\n${usage}`)
+  process.exit(2)
+}
+
 type ContenderName = "peer" | "steadfast"
+/** What a run is called: a contender, or steadfast exporting to the OTLP sink (--telemetry). */
+type RunLabel = ContenderName | "steadfast+otel"
+interface Contender {
+  readonly name: RunLabel
+  readonly script: string
+  readonly health: boolean
+}
 const allContenders: ReadonlyArray<{ readonly name: ContenderName; readonly script: string; readonly health: boolean }> = [
   { name: "peer", script: "bench/peer/grammyPeer.ts", health: false },
   { name: "steadfast", script: "src/main.ts", health: true }
@@ -142,7 +161,7 @@ const allScenarios: ReadonlyArray<Scenario> = [
     delayMs: settings.delayMs
   }
 ]
-const scenarios = onlyPreCheckout ? [] : allScenarios.filter((scenario) => scenario.rounds > 0 && scenario.updates > 0)
+const scenarios = onlyPreCheckout || telemetryMode ? [] : allScenarios.filter((scenario) => scenario.rounds > 0 && scenario.updates > 0)
 
 const TOKEN = "123456:BENCHbenchBENCHbenchBENCHbench00"
 const SECRET = "bench-secret_0123456789"
@@ -150,7 +169,7 @@ const SECRET = "bench-secret_0123456789"
 interface RunResult {
   readonly scenario: Scenario["name"]
   readonly round: number
-  readonly contender: ContenderName
+  readonly contender: RunLabel
   readonly database: string
   readonly startupMs: number
   readonly driver: DriverResult
@@ -202,11 +221,19 @@ const runOne = async (
   statements: boolean,
   scenario: Scenario,
   round: number,
-  contender: (typeof contenders)[number]
+  contender: Contender,
+  /** Extra environment for the contender, and bench processes besides the stand-in (for the CPU accounting). */
+  extra: {
+    readonly env: Record<string, string>
+    readonly benchPids: ReadonlyArray<number>
+    /** Called once the measured run is over, before the contender is stopped. */
+    readonly afterDrive?: () => Promise<void>
+  } = { env: {}, benchPids: [] }
 ): Promise<RunResult> => {
-  const database = `bench_${scenario.name.replace("-", "_")}_${contender.name}_${round}`
+  const slug = contender.name.replace(/\W/g, "_")
+  const database = `bench_${scenario.name.replace("-", "_")}_${slug}_${round}`
   const databaseUrl = await createDatabase(cluster.url("postgres"), database)
-  const tag = `${scenario.name}-${round}-${contender.name}`
+  const tag = `${scenario.name}-${round}-${slug}`
   const busyBefore = settings.quietWaitSeconds > 0 ? await waitForQuiet(0.25, settings.quietWaitSeconds * 1000) : NaN
   if (busyBefore >= 0.25) say(`  ! the machine is busy (${Math.round(busyBefore * 100)}% CPU) with other work; figures will be noisy`)
   const profileDir = join(resultsDir, "profiles", tag)
@@ -225,7 +252,8 @@ const runOne = async (
     PORT: String(port),
     HOST: "127.0.0.1",
     SEND_RATE_PER_SECOND: String(settings.sendRatePerSecond),
-    ...(contender.name === "steadfast" ? steadfastEnv : {})
+    ...(contender.script === "src/main.ts" ? steadfastEnv : {}),
+    ...extra.env
   }, logFile, settings.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [])
   try {
     await child.waitFor(/Listening on/, 60_000)
@@ -265,7 +293,7 @@ const runOne = async (
       admin,
       database,
       healthUrl: contender.health ? `${baseUrl}/health` : undefined,
-      benchPids: [standIn.pid]
+      benchPids: [standIn.pid, ...extra.benchPids]
     })
     const driver = await drive({
       ...common,
@@ -278,6 +306,7 @@ const runOne = async (
       log: say
     })
     const monitored = await monitor.stop()
+    if (extra.afterDrive !== undefined) await extra.afterDrive()
     const peakRssKb = statusKb(child.pid, "VmHWM") ?? monitored.rssMaxKb
     const delta = statements ? statementDelta(before, await statementSnapshot(admin, database)) : []
     // The sampler's own queries run on the admin database, so everything here is the contender's.
@@ -509,7 +538,7 @@ const combine = (metric: Metric, runs: ReadonlyArray<RunResult>): number | undef
 }
 
 interface Check {
-  readonly scenario: Scenario["name"] | "precheckout"
+  readonly scenario: Scenario["name"] | "precheckout" | "telemetry"
   readonly target: string
   readonly steadfast: number | undefined
   readonly peer: number | undefined
@@ -549,6 +578,173 @@ const checks = (results: ReadonlyArray<RunResult>): Array<Check> => {
   lossFree("fast-api")
   lossFree("slow-api")
   return out.filter((c) => c.steadfast !== undefined)
+}
+
+/** --telemetry: the largest share of end-to-end throughput exporting traces, metrics and logs may cost. */
+const TELEMETRY_MIN_RATIO = 0.9
+
+interface TelemetryRound {
+  readonly round: number
+  readonly off: RunResult
+  readonly on: RunResult
+  /** What the sink had received when the measured run ended (warm-up included), and once steadfast had exited. */
+  readonly sinkAtRunEnd: SinkSnapshot
+  readonly sink: SinkSnapshot
+}
+
+const sinkStats = async (url: string): Promise<SinkSnapshot> => {
+  const response = await fetch(`${url}/__stats`)
+  const body: unknown = await response.json()
+  if (!isSinkSnapshot(body)) throw new Error(`the OTLP sink answered /__stats with ${JSON.stringify(body)}`)
+  return body
+}
+
+const steadfastOff: Contender = { name: "steadfast", script: "src/main.ts", health: true }
+const steadfastOn: Contender = { name: "steadfast+otel", script: "src/main.ts", health: true }
+
+// Off then on, round after round, each on a fresh database, with a fresh sink for each "on" run.
+const runTelemetry = async (
+  cluster: Awaited<ReturnType<typeof startCluster>>,
+  admin: pg.Client,
+  statements: boolean,
+  scenario: Scenario
+): Promise<Array<TelemetryRound>> => {
+  const rounds: Array<TelemetryRound> = []
+  const report = (r: RunResult) => {
+    for (const line of r.logProblems.slice(0, 5)) say(`  log: ${line.slice(0, 300)}`)
+    if (r.logProblems.length > 5) say(`  log: … ${r.logProblems.length - 5} more warning/error line(s) in ${r.logFile}`)
+  }
+  for (let round = 1; round <= scenario.rounds; round++) {
+    say(`-- telemetry round ${round}: steadfast (no OTEL_* variables)`)
+    const off = await runOne(cluster, admin, statements, scenario, round, steadfastOff)
+    report(off)
+    say(`-- telemetry round ${round}: steadfast+otel (OTLP/HTTP to the bench's sink)`)
+    const sink = startNode("bench/otlpSink.ts", [], {}, join(logsDir, `telemetry-${round}.otlp-sink.log`))
+    try {
+      const sinkUrl = (await sink.waitFor(/otlp sink listening on (http:\/\/\S+)/, 20_000))[1]!
+      let atRunEnd: SinkSnapshot | undefined
+      const on = await runOne(cluster, admin, statements, scenario, round, steadfastOn, {
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: sinkUrl },
+        benchPids: [sink.pid],
+        afterDrive: async () => {
+          atRunEnd = await sinkStats(sinkUrl)
+        }
+      })
+      report(on)
+      const total = await sinkStats(sinkUrl)
+      rounds.push({ round, off, on, sinkAtRunEnd: atRunEnd ?? total, sink: total })
+      say("")
+      say(table(runHeader, [off, on].map(runRow)))
+      say(`   OTLP sink: ${total.requests} request(s), ${fmt(total.bytes / 1024, 1)} kB in all; ${atRunEnd?.requests ?? "?"} request(s) by the end of the measured run`)
+      say("")
+    } finally {
+      await sink.stop(5_000)
+    }
+  }
+  return rounds
+}
+
+interface TelemetryMetric {
+  readonly label: string
+  readonly get: (r: RunResult) => number
+  readonly digits: number
+}
+const telemetryMetrics: ReadonlyArray<TelemetryMetric> = [
+  { label: "ack throughput (updates/s)", get: (r) => r.driver.ackPerSecond, digits: 0 },
+  { label: "end-to-end throughput (updates/s)", get: (r) => r.driver.e2ePerSecond, digits: 0 },
+  { label: "webhook ack p50 (ms)", get: (r) => r.driver.ack.p50, digits: 1 },
+  { label: "webhook ack p99 (ms)", get: (r) => r.driver.ack.p99, digits: 1 },
+  { label: "process CPU per update (ms)", get: (r) => (1000 * r.monitor.cpuSeconds) / r.driver.updates, digits: 2 },
+  { label: "peak RSS, VmHWM (MB)", get: (r) => r.peakRssKb / 1024, digits: 0 },
+  { label: "update→reply p99 (ms)", get: (r) => r.driver.reply.p99, digits: 0 }
+]
+
+const telemetryMedians = (rounds: ReadonlyArray<TelemetryRound>) =>
+  telemetryMetrics.map((metric) => {
+    const off = median(rounds.map((r) => metric.get(r.off)))
+    const on = median(rounds.map((r) => metric.get(r.on)))
+    return { metric: metric.label, digits: metric.digits, off, on, ratio: off !== 0 ? on / off : NaN }
+  })
+
+const sinkTotals = (snapshots: ReadonlyArray<SinkSnapshot>) =>
+  Object.fromEntries(
+    ["all", ...otlpPaths].map((path) => {
+      const pick = (s: SinkSnapshot) => (path === "all" ? s : s.paths[path as (typeof otlpPaths)[number]])
+      return [path, {
+        requests: snapshots.reduce((sum, s) => sum + pick(s).requests, 0),
+        bytes: snapshots.reduce((sum, s) => sum + pick(s).bytes, 0)
+      }]
+    })
+  )
+
+const telemetrySummary = (rounds: ReadonlyArray<TelemetryRound>, scenario: Scenario): { readonly text: string; readonly check: Check; readonly json: unknown } => {
+  const lines: Array<string> = []
+  lines.push(`== summary telemetry (${scenario.title}; ${scenario.updates} updates; ${rounds.length} round(s), off/on alternating)`)
+  const perRound = rounds.flatMap((r) => [[r.off, undefined, undefined] as const, [r.on, r, r.on.driver.e2ePerSecond / r.off.driver.e2ePerSecond] as const])
+  lines.push(table(
+    ["round", "contender", "ack/s", "e2e/s", "e2e on/off", "ack p50", "ack p99", "CPU ms/upd", "RSS MB", "lost", "dup", "OTLP req (run/total)", "OTLP kB"],
+    perRound.map(([run, round, ratio]) => [
+      `#${run.round}`,
+      run.contender,
+      fmt(run.driver.ackPerSecond),
+      fmt(run.driver.e2ePerSecond) + (run.driver.complete ? "" : "!"),
+      ratio === undefined ? "" : fmt(ratio, 3),
+      fmt(run.driver.ack.p50, 1),
+      fmt(run.driver.ack.p99, 1),
+      fmt((1000 * run.monitor.cpuSeconds) / run.driver.updates, 2),
+      fmt(run.peakRssKb / 1024, 0),
+      String(run.driver.lost),
+      String(run.driver.duplicated),
+      round === undefined ? "-" : `${round.sinkAtRunEnd.requests}/${round.sink.requests}`,
+      round === undefined ? "-" : fmt(round.sink.bytes / 1024, 1)
+    ]),
+    2
+  ))
+  lines.push("")
+  const medians = telemetryMedians(rounds)
+  lines.push(table(
+    ["metric (median over rounds)", "steadfast", "steadfast+otel", "on/off"],
+    medians.map((m) => [m.metric, fmt(m.off, m.digits), fmt(m.on, m.digits), fmt(m.ratio, 3)])
+  ))
+  const totals = sinkTotals(rounds.map((r) => r.sink))
+  const atRunEnd = sinkTotals(rounds.map((r) => r.sinkAtRunEnd))
+  lines.push("")
+  lines.push("OTLP sink (all steadfast+otel runs; warm-up, run and the flush at shutdown):")
+  for (const path of ["all", ...otlpPaths]) {
+    const t = totals[path]!
+    lines.push(`  ${path.padEnd(12)} ${pad(String(t.requests), 6)} request(s) ${pad(fmt(t.bytes / 1024, 1), 10)} kB   (by the end of the measured runs: ${atRunEnd[path]!.requests} request(s), ${fmt(atRunEnd[path]!.bytes / 1024, 1)} kB)`)
+  }
+  const other = rounds.reduce((sum, r) => sum + r.sink.other, 0)
+  if (other > 0) lines.push(`  ! ${other} request(s) to other paths (answered 404)`)
+  const exported = totals["all"]!.requests > 0
+  if (!exported) lines.push("  ! the sink received nothing: steadfast+otel did not export, the comparison says nothing about telemetry")
+  const e2e = medians.find((m) => m.metric === "end-to-end throughput (updates/s)")!
+  const check: Check = {
+    scenario: "telemetry",
+    target: `telemetry throughput cost < ${Math.round((1 - TELEMETRY_MIN_RATIO) * 100)}% (median e2e/s on/off ≥ ${TELEMETRY_MIN_RATIO.toFixed(2)}, export seen)`,
+    steadfast: e2e.ratio,
+    peer: undefined,
+    met: exported && e2e.ratio >= TELEMETRY_MIN_RATIO
+  }
+  const json = {
+    contenders: { off: "steadfast (no OTEL_* variables)", on: "steadfast+otel (OTEL_EXPORTER_OTLP_ENDPOINT = bench/otlpSink.ts)" },
+    scenario: scenario.name,
+    updates: scenario.updates,
+    rounds: rounds.map((r) => ({
+      round: r.round,
+      offDatabase: r.off.database,
+      onDatabase: r.on.database,
+      e2eRatio: r.on.driver.e2ePerSecond / r.off.driver.e2ePerSecond,
+      metrics: telemetryMetrics.map((m) => ({ metric: m.label, off: m.get(r.off), on: m.get(r.on) })),
+      sinkAtRunEnd: r.sinkAtRunEnd,
+      sink: r.sink
+    })),
+    medians: medians.map(({ digits: _digits, ...m }) => ({ ...m, ratio: Number.isNaN(m.ratio) ? null : m.ratio })),
+    sink: { total: totals, byRunEnd: atRunEnd, otherPaths: other },
+    target: { minRatio: TELEMETRY_MIN_RATIO, ratio: e2e.ratio, exported, met: check.met },
+    runs: rounds.flatMap((r) => [r.off, r.on])
+  }
+  return { text: lines.join("\n"), check, json }
 }
 
 const git = (() => {
@@ -653,6 +849,17 @@ const main = async () => {
       }
     }
 
+    let telemetry: { readonly text: string; readonly check: Check; readonly json: unknown } | undefined
+    if (telemetryMode) {
+      const scenario = allScenarios[0]!
+      say(`== telemetry: ${scenario.title}; ${scenario.updates} updates over ${Math.min(settings.chats, scenario.updates)} chats, ${settings.rounds} round(s) of steadfast off/on`)
+      say("   steadfast+otel: OTEL_EXPORTER_OTLP_ENDPOINT at a local sink (bench/otlpSink.ts, a separate process, counted as bench CPU);")
+      say("   traces, metrics and logs on, everything else (batching, 10 s metric interval) at its defaults")
+      telemetry = telemetrySummary(await runTelemetry(cluster, admin, statements, scenario), scenario)
+      say(telemetry.text)
+      say("")
+    }
+
     let preCheckout: PreCheckoutRun | undefined
     if (settings.precheckout.enabled) {
       const p = settings.precheckout
@@ -677,10 +884,13 @@ const main = async () => {
         met: preCheckoutMet(preCheckout.result)
       })
     }
+    if (telemetry !== undefined) {
+      verdicts.push(telemetry.check)
+    }
     say("== targets")
     say(table(
       ["scenario", "target", "peer", "steadfast", "met"],
-      verdicts.map((c) => [c.scenario, c.target, fmt(c.peer, 1), fmt(c.steadfast, 1), c.met === undefined ? "-" : c.met ? "yes" : "NO"]),
+      verdicts.map((c) => [c.scenario, c.target, fmt(c.peer, 1), fmt(c.steadfast, c.scenario === "telemetry" ? 3 : 1), c.met === undefined ? "-" : c.met ? "yes" : "NO"]),
       2
     ))
 
@@ -700,6 +910,7 @@ const main = async () => {
         })
       })),
       targets: verdicts,
+      telemetry: telemetry === undefined ? null : telemetry.json,
       precheckout: preCheckout === undefined ? null : {
         ...preCheckout,
         targetP99Ms: PRECHECKOUT_P99_TARGET_MS,
