@@ -1,0 +1,54 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { Database } from "../../src/db/Database.ts"
+import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
+import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
+import { freshDatabase } from "../support/TestDatabase.ts"
+
+const app = (label: string, env: Record<string, string>) =>
+  Layer.unwrap(Effect.map(Effect.promise(() => freshDatabase(label)), (url) => testAppLayer({ databaseUrl: url, env })))
+
+const sent = (chatIds: ReadonlySet<number>) => (calls: ReadonlyArray<RecordedCall>) =>
+  calls.filter((call) => call.method === "sendMessage" && chatIds.has(Number(call.params["chat_id"])))
+
+describe("Sender", () => {
+  it.live("never sends more than SEND_RATE_PER_SECOND calls per second, all chats together", () =>
+    Effect.gen(function*() {
+      const base = yield* baseUrl
+      const standIn = yield* BotApiStandIn
+      const chats = Array.from({ length: 15 }, (_, i) => 9100 + i)
+      yield* Effect.forEach(chats, (chatId, i) =>
+        postUpdate(base, sampleUpdate({ updateId: 91_000 + i, chatId, text: `rate ${i}` })), { concurrency: 15 })
+      const calls = sent(new Set(chats))(yield* standIn.awaitCalls((calls) => sent(new Set(chats))(calls).length === 15, "20 seconds"))
+      // A bucket of 5 per second: after the first 5, ten more need at least two seconds.
+      const times = calls.map((call) => call.at).sort((a, b) => a - b)
+      assert.isAtLeast(times[times.length - 1]! - times[0]!, 1_600)
+      for (let i = 0; i + 10 < times.length; i++) {
+        assert.isAtLeast(times[i + 10]! - times[i]!, 1_000, "no 11 calls within one second")
+      }
+    }).pipe(Effect.provide(app("sender_rate", { SEND_RATE_PER_SECOND: "5" }))))
+
+  it.live("a reply refused for good (403, blocked by the user) is kept as failed and the chat's next reply still goes out", () =>
+    Effect.gen(function*() {
+      const base = yield* baseUrl
+      const standIn = yield* BotApiStandIn
+      yield* standIn.script("sendMessage", [{
+        status: 403,
+        body: { ok: false, error_code: 403, description: "Forbidden: bot was blocked by the user" }
+      }])
+      assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 92_001, chatId: 9200, text: "first" }))).status, 200)
+      assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 92_002, chatId: 9200, text: "second" }))).status, 200)
+      const calls = yield* standIn.awaitCalls((calls) =>
+        calls.some((call) => call.method === "sendMessage" && String(call.params["text"]).includes("second")), "15 seconds")
+      const texts = sent(new Set([9200]))(calls).map((call) => String(call.params["text"]))
+      // The refused reply was attempted once, not retried; the next one went out after it.
+      assert.strictEqual(texts.filter((text) => text.includes("first")).length, 1)
+      assert.isBelow(texts.findIndex((text) => text.includes("first")), texts.findIndex((text) => text.includes("second")))
+      const { sql } = yield* Database
+      const rows = yield* sql<{ status: string; last_error: string | null }>`
+        SELECT status, last_error FROM outbox WHERE update_id = 92001`
+      assert.strictEqual(rows[0]?.status, "failed")
+      assert.include(rows[0]?.last_error ?? "", "blocked by the user")
+    }).pipe(Effect.provide(app("sender_blocked", { SEND_RATE_PER_SECOND: "1000" }))))
+})
