@@ -2,6 +2,7 @@
 // steadfast's own pool figures (GET /health), RSS, and the CPU used by it and its backends.
 import type pg from "pg"
 import { setTimeout as sleep } from "node:timers/promises"
+import { percentile } from "./stats.ts"
 import { cpuSeconds, machineCpu, statusKb } from "./processes.ts"
 
 export interface MonitorResult {
@@ -17,6 +18,9 @@ export interface MonitorResult {
   readonly inboxPendingMax: number | undefined
   readonly healthSamples: number
   readonly healthFailures: number
+  /** steadfast only: /health response times under the load (issue 4: p99 under 50 ms). */
+  readonly healthP99Ms: number | undefined
+  readonly healthMaxMs: number | undefined
   readonly rssMaxKb: number
   readonly cpuSeconds: number
   /** CPU used by the PostgreSQL backends serving the contender's database. */
@@ -65,6 +69,7 @@ export const startMonitor = (options: {
   let inboxPendingMax: number | undefined
   let healthSamples = 0
   let healthFailures = 0
+  const healthMs: Array<number> = []
   let rssMaxKb = 0
   const cpuAtStart = cpuSeconds(options.pid) ?? 0
   // Backend CPU: first and latest reading per backend pid; a backend started during the run counts from 0.
@@ -95,8 +100,10 @@ export const startMonitor = (options: {
   const sampleHealth = async (url: string) => {
     while (active) {
       try {
+        const sentAt = performance.now()
         const response = await fetch(url, { signal: AbortSignal.timeout(2_000) })
         const body: unknown = await response.json()
+        healthMs.push(performance.now() - sentAt)
         healthSamples++
         if (isHealthBody(body)) {
           const pool = body.checks?.["postgres:connections"]?.[0]?.observedValue
@@ -140,6 +147,8 @@ export const startMonitor = (options: {
         inboxPendingMax,
         healthSamples,
         healthFailures,
+        healthP99Ms: healthMs.length === 0 ? undefined : percentile([...healthMs].sort((a, b) => a - b), 99),
+        healthMaxMs: healthMs.length === 0 ? undefined : Math.max(...healthMs),
         rssMaxKb,
         cpuSeconds: contenderCpu,
         dbCpuSeconds: dbCpu,

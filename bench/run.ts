@@ -517,6 +517,8 @@ const metrics: ReadonlyArray<Metric> = [
   { label: "duplicated replies (all rounds)", get: (r) => r.driver.duplicated, digits: 0, combine: "sum" },
   { label: "non-2xx webhook answers (all rounds)", get: (r) => Object.values(r.driver.rejected).reduce((a, b) => a + b, 0), digits: 0, combine: "sum" },
   { label: "peak pool slots used (/health)", get: (r) => r.monitor.poolUsedMax, digits: 0 },
+  { label: "/health response p99 under load (ms)", get: (r) => r.monitor.healthP99Ms, digits: 1 },
+  { label: "/health response max under load (ms)", get: (r) => r.monitor.healthMaxMs, digits: 1 },
   { label: "peak DB connections (pg_stat_activity)", get: (r) => r.monitor.pgConnectionsMax, digits: 0 },
   { label: "peak busy DB connections", get: (r) => r.monitor.pgBusyMax, digits: 0 },
   { label: "peak RSS, VmHWM (MB)", get: (r) => r.peakRssKb / 1024, digits: 0 },
