@@ -77,7 +77,7 @@ export const makeAppLayer = (options: { readonly bot?: typeof Bot.layer } = {}) 
   SandboxBanner
 ).pipe(
   Layer.provideMerge(ServerLayer),
-  Layer.merge(Dispatcher.layer().pipe(Layer.provide(options.bot ?? Bot.layer))),
+  Layer.merge(Dispatcher.layer.pipe(Layer.provide(options.bot ?? Bot.layer))),
   Layer.merge(Sender.layer),
   Layer.merge(Retention.layerConfig),
   Layer.merge(Samplers.layer),

@@ -10,6 +10,8 @@ import { type Claimed, Inbox } from "./Inbox.ts"
 
 const currentTraceId = Effect.map(Effect.option(Effect.currentSpan), Option.match({ onNone: () => null, onSome: (span) => span.traceId }))
 
+const RETRY_BASE = Duration.seconds(1)
+
 /** Retry delay after the n-th failed attempt: exponential from `base`, capped at 5 minutes, with jitter. */
 export const retryBackoff = (base: Duration.Duration, attempt: number): Duration.Duration => {
   const exponential = Duration.toMillis(base) * 2 ** Math.max(0, attempt - 1)
@@ -27,7 +29,7 @@ class LeaseLost extends Error {}
  * rolls back and its lease is returned, so another instance (or the next start) takes it over.
  */
 export const Dispatcher = {
-  layer: (options: { readonly retryBase?: Duration.Input } = {}) =>
+  layer:
     Layer.effectDiscard(Effect.gen(function*() {
       const config = yield* AppConfig
       const db = yield* Database
@@ -35,7 +37,6 @@ export const Dispatcher = {
       const bot = yield* Bot
       const { inbox: wakeup } = yield* Notifications
       const fiberDump = yield* FiberDump
-      const retryBase = Duration.fromInputUnsafe(options.retryBase ?? "1 second")
       // A lease outlives the handler's timeout, so only a dead instance loses one; and while the
       // handler runs its transaction holds the row lock, which a claimer's SKIP LOCKED respects.
       const lease = Duration.sum(config.updateTimeout, Duration.seconds(5))
@@ -77,9 +78,10 @@ export const Dispatcher = {
             { startImmediately: true }
           )
           const outcome = yield* Fiber.await(handler).pipe(
-            // On shutdown, roll the handler back before its lease is released (its finish may hold the row lock).
-            Effect.onInterrupt(() => Fiber.interrupt(handler)),
             Effect.timeoutOption(config.updateTimeout),
+            // On shutdown, roll the handler back before its lease is released (its finish may hold the
+            // row lock). Outside the timeout, so a timed-out handler is still running when described.
+            Effect.onInterrupt(() => Fiber.interrupt(handler)),
             Effect.trackDuration(Metrics.processingDuration, (duration) => Duration.toSeconds(duration))
           )
           if (Option.isNone(outcome)) {
@@ -139,7 +141,7 @@ export const Dispatcher = {
 
       const recordFailure = (update: Claimed, error: string) =>
         Effect.gen(function*() {
-          const outcome = yield* inbox.fail(update, error, config.maxAttempts, retryBackoff(retryBase, update.attempts), yield* currentTraceId)
+          const outcome = yield* inbox.fail(update, error, config.maxAttempts, retryBackoff(RETRY_BASE, update.attempts), yield* currentTraceId)
           if (outcome === undefined) return
           const label = outcome === "dead" ? "dead" : "retried"
           yield* Effect.annotateCurrentSpan({ "steadfast.outcome": label })

@@ -58,12 +58,6 @@ export const connectionUseTime = Metric.histogram("db.client.connection.use_time
   boundaries: durationBoundaries,
   attributes: { ...pool, unit: "s" }
 })
-export const connectionCreateTime = Metric.histogram("db.client.connection.create_time", {
-  description: "Time it took to create a new connection",
-  boundaries: durationBoundaries,
-  attributes: { ...pool, unit: "s" }
-})
-
 export const httpServerDuration = Metric.histogram("http.server.request.duration", {
   description: "Duration of HTTP server requests",
   boundaries: [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10],
