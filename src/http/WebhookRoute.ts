@@ -2,6 +2,7 @@ import { ByteSize, Effect, Metric, Option, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { AppConfig } from "../Config.ts"
+import { isDataError, refusalReason, storableJson } from "../db/Jsonb.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import { Lifecycle } from "../Lifecycle.ts"
 import * as Metrics from "../observability/Metrics.ts"
@@ -73,15 +74,22 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
       updateId,
       chatKey: chatKeyOf(update, kind),
       kind,
-      json: body.text,
+      json: storableJson(body.text),
       skipped: kind === "unknown",
       traceparent: yield* currentTraceparent
     }).pipe(
       Effect.tap((inserted) => inserted ? Metric.update(receivedByKind({ "telegram.update.kind": kind }), 1) : Effect.void),
       Effect.timeoutOption(STORE_TIMEOUT),
       Effect.map(Option.match({ onNone: () => "timeout" as const, onSome: () => "stored" as const })),
+      // Refused for its own data, it can never be stored: answering 503 would make Telegram
+      // redeliver it for a day, holding up its chat. Everything else may pass: 503.
+      Effect.catchTag("SqlError", (error) =>
+        isDataError(error)
+          ? Effect.as(Effect.logError(`update ${updateId} refused by PostgreSQL for its content (${refusalReason(error)}); answered 400`), "refused" as const)
+          : Effect.fail(error)),
       Effect.catchCause((cause) => Effect.as(Effect.logWarning(`could not store update ${updateId}; answered 503`, cause), "failed" as const))
     )
+    if (stored === "refused") return answer(400, "the update cannot be stored")
     if (stored !== "stored") return unavailable("cannot store the update now; retry later")
     return answer(200, "stored")
   }))

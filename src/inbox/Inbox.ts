@@ -1,6 +1,7 @@
 import { Context, Duration, Effect, Layer, Option, Schedule, Schema, type Tracer } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { makeBatcher } from "../db/Batcher.ts"
+import { isDataError } from "../db/Jsonb.ts"
 import type { OutgoingCall } from "../outbox/Outbox.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
 
@@ -37,6 +38,8 @@ export interface Claimed {
   readonly leaseId: string
   readonly traceparent: string | null
 }
+
+const isSqlDataError = (error: SqlError | PoolTimeout) => error._tag === "SqlError" && isDataError(error)
 
 const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedUpdate))
 
@@ -135,7 +138,7 @@ export class Inbox extends Context.Service<Inbox, {
           })
         }
       )
-    const storeBatched = yield* makeBatcher({ run: insertBatch, max: 200, writers: 2 })
+    const storeBatched = yield* makeBatcher({ run: insertBatch, max: 200, writers: 2, isItemError: isSqlDataError })
 
     // The claim queries need current statistics: without them PostgreSQL plans a scan of every open
     // row, and autovacuum wakes only once a minute, far too late for a burst. Cheap when idle.

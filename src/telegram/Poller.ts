@@ -1,5 +1,6 @@
 import { Duration, Effect, Layer, Option, Schedule } from "effect"
 import { AppConfig } from "../Config.ts"
+import { isDataError, refusalReason, storableJson } from "../db/Jsonb.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import { BotApi } from "./BotApi.ts"
 import { ALLOWED_UPDATES, chatKeyOf, kindOf } from "./Update.ts"
@@ -39,10 +40,17 @@ export const Poller = {
           updateId: update.update_id,
           chatKey: chatKeyOf(body, kind),
           kind,
-          json: JSON.stringify(update),
+          json: storableJson(JSON.stringify(update)),
           skipped: kind === "unknown",
           traceparent: null
-        })
+        }).pipe(
+          // As on the webhook: an update refused for its own content can never be stored, and
+          // retrying it would stop polling for good. Anything else leaves the offset where it is.
+          Effect.catchTag("SqlError", (error) =>
+            isDataError(error)
+              ? Effect.logError(`update ${update.update_id} refused by PostgreSQL for its content (${refusalReason(error)}); dropped`)
+              : Effect.fail(error))
+        )
         offset = update.update_id + 1
       }
     })
