@@ -70,11 +70,14 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
     const update = envelope.value
     const updateId = update.update_id
     const kind = kindOf(update)
+    const json = storableJson(body.text)
     const stored = yield* inbox.store({
       updateId,
       chatKey: chatKeyOf(update, kind),
       kind,
-      json: storableJson(body.text),
+      json,
+      // What a handler run from memory gets: exactly what is stored.
+      payload: json === body.text ? update : JSON.parse(json),
       skipped: kind === "unknown",
       traceparent: yield* currentTraceparent
     }).pipe(

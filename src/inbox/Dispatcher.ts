@@ -1,16 +1,20 @@
-import { Cause, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Option } from "effect"
+import { Cause, Data, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Option, Semaphore } from "effect"
 import { Bot, type HandleResult } from "../bot/Bot.ts"
 import { AppConfig } from "../Config.ts"
 import { Database } from "../db/Database.ts"
 import { Notifications, pollInterval } from "../db/Notifications.ts"
+import { Lifecycle } from "../Lifecycle.ts"
 import { describeFiber, FiberDump } from "../observability/FiberDump.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
-import { type Claimed, Inbox } from "./Inbox.ts"
+import { Outbox } from "../outbox/Outbox.ts"
+import { type Claimed, type Finished, Inbox } from "./Inbox.ts"
 
 const currentTraceId = Effect.map(Effect.option(Effect.currentSpan), Option.match({ onNone: () => null, onSome: (span) => span.traceId }))
 
 const RETRY_BASE = Duration.seconds(1)
+/** Runs that failed for lack of infrastructure are retried at least this often, however many there were. */
+const INFRASTRUCTURE_RETRY_CAP = Duration.seconds(30)
 
 /** Retry delay after the n-th failed attempt: exponential from `base`, capped at 5 minutes, with jitter. */
 export const retryBackoff = (base: Duration.Duration, attempt: number): Duration.Duration => {
@@ -18,15 +22,34 @@ export const retryBackoff = (base: Duration.Duration, attempt: number): Duration
   return Duration.millis(Math.min(exponential, 300_000) * (0.8 + Math.random() * 0.4))
 }
 
+/**
+ * A failure that says nothing about the update: the database or the Bot API was away. Such a run
+ * is retried without counting toward MAX_ATTEMPTS, so an outage never dead-letters anything.
+ */
+const isInfrastructureFailure = (cause: Cause.Cause<unknown>): boolean =>
+  Option.exists(Cause.findErrorOption(cause), (error) => {
+    if (typeof error !== "object" || error === null || !("_tag" in error)) return false
+    if (error._tag === "PoolTimeout" || error._tag === "BotApiUnavailable") return true
+    return error._tag === "SqlError" && "reason" in error && typeof error.reason === "object" && error.reason !== null &&
+      "_tag" in error.reason && error.reason._tag === "ConnectionError"
+  })
+
+/** The update cannot be handled whatever happens (it lacks what its kind requires): dead at once. */
+const isInvalidUpdate = (cause: Cause.Cause<unknown>): boolean =>
+  Option.exists(Cause.findErrorOption(cause), (error) => typeof error === "object" && error !== null && "_tag" in error && error._tag === "InvalidUpdate")
+
 const processedBy = Metrics.tagged(Metrics.updatesProcessed)
 
-class LeaseLost extends Error {}
+/** The finishing statement matched no row: another instance took the update over. */
+class LeaseLost extends Data.TaggedError("LeaseLost")<{}> {}
 
 /**
- * Worker fibers that claim updates from the inbox and run their handlers. All fibers live in
- * this layer's scope: on shutdown the claim loop stops first, running handlers get
- * `SHUTDOWN_GRACE_MS` to finish, and whatever is still running is interrupted — its transaction
- * rolls back and its lease is returned, so another instance (or the next start) takes it over.
+ * Worker fibers that run updates: those the inbox hands over from memory (leased when stored, or
+ * when their chat's previous update finished) and those claimed from the table (backlogs, retries,
+ * a dead instance's work). At most WORKER_CONCURRENCY run at once. All fibers live in this layer's
+ * scope: on shutdown the loops stop first, running handlers get `SHUTDOWN_GRACE_MS` to finish, and
+ * whatever is still running is interrupted — its transaction rolls back and its lease is returned,
+ * so another instance (or the next start) takes it over.
  */
 export const Dispatcher = {
   layer:
@@ -34,12 +57,12 @@ export const Dispatcher = {
       const config = yield* AppConfig
       const db = yield* Database
       const inbox = yield* Inbox
+      const outbox = yield* Outbox
       const bot = yield* Bot
+      const lifecycle = yield* Lifecycle
       const { inbox: wakeup } = yield* Notifications
       const fiberDump = yield* FiberDump
-      // A lease outlives the handler's timeout, so only a dead instance loses one; and while the
-      // handler runs its transaction holds the row lock, which a claimer's SKIP LOCKED respects.
-      const lease = Duration.sum(config.updateTimeout, Duration.seconds(5))
+      const slots = yield* Semaphore.make(config.workerConcurrency)
 
       const workers = yield* FiberSet.make<void>()
       yield* Effect.addFinalizer(() =>
@@ -55,21 +78,19 @@ export const Dispatcher = {
         )
       )
 
+      // The handler's writes, the update's `done` mark and its calls commit together. The finish is
+      // fenced by the lease: if another instance took the update over, it matches no row, this
+      // transaction rolls back, and the handler's writes never happened.
       const runHandler = (update: Claimed) =>
         db.transaction(Effect.gen(function*() {
           const result = yield* bot.handle(update.updateId, update.kind, update.payload)
-          // Finishing checks the lease: if another instance took the update over (ours expired),
-          // this transaction rolls back and the handler's writes never happened.
-          if (!(yield* inbox.finish(update, result.status, result.calls, yield* currentTraceId))) {
-            return yield* Effect.die(new LeaseLost())
-          }
-          return result
+          const finished = yield* inbox.finish(update, result.status, result.calls, yield* currentTraceId, !lifecycle.isDraining())
+          if (Option.isNone(finished)) return yield* new LeaseLost()
+          return { result, finished: finished.value }
         }))
 
-      // A handler failure, once logged and recorded, ends the process span with error status and the exception.
-      const noFailure = Option.none<Cause.Cause<unknown>>()
-
-      const process = (update: Claimed) =>
+      /** Runs one update; the chat's next update when the finish leased it to us. */
+      const process = (update: Claimed): Effect.Effect<Option.Option<Claimed>> =>
         Effect.gen(function*() {
           // The handler runs in a child fiber so that, on timeout, we can say what it was doing
           // before interrupting it (interruption rolls its transaction back).
@@ -79,8 +100,8 @@ export const Dispatcher = {
           )
           const outcome = yield* Fiber.await(handler).pipe(
             Effect.timeoutOption(config.updateTimeout),
-            // On shutdown, roll the handler back before its lease is released (its finish may hold the
-            // row lock). Outside the timeout, so a timed-out handler is still running when described.
+            // On shutdown, roll the handler back before its lease is released. Outside the timeout,
+            // so a timed-out handler is still running when described.
             Effect.onInterrupt(() => Fiber.interrupt(handler)),
             Effect.trackDuration(Metrics.processingDuration, (duration) => Duration.toSeconds(duration))
           )
@@ -88,31 +109,21 @@ export const Dispatcher = {
             const message = `timed out after ${Duration.format(config.updateTimeout)}`
             yield* Effect.logError(`update ${update.updateId} (${update.kind}) ${message} on attempt ${update.attempts}; it was doing:\n${describeFiber(handler)}`)
             yield* Fiber.interrupt(handler)
-            yield* recordFailure(update, message)
-            return Option.some(Cause.fail(new Cause.TimeoutError(message)))
+            return yield* recordFailure(update, message, Cause.fail(new Cause.TimeoutError(message)))
           }
           const exit = outcome.value
-          if (Exit.isSuccess(exit)) return yield* Effect.as(recordOutcome(update, exit.value), noFailure)
+          if (Exit.isSuccess(exit)) return yield* recordOutcome(update, exit.value.result, exit.value.finished)
           if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
-          if (Cause.squash(exit.cause) instanceof LeaseLost) {
+          if (Option.exists(Cause.findErrorOption(exit.cause), (error) => error._tag === "LeaseLost")) {
             yield* Effect.logWarning(`update ${update.updateId}: lease taken over by another instance; left to it`)
-            return noFailure
+            return Option.none()
           }
           yield* Effect.logError(`update ${update.updateId} (${update.kind}) failed on attempt ${update.attempts}`, exit.cause)
-          yield* recordFailure(update, Cause.pretty(exit.cause))
-          return Option.some(exit.cause)
+          return yield* recordFailure(update, Cause.pretty(exit.cause), exit.cause)
         }).pipe(
           // Only shutdown interrupts a worker: give the update back without counting the attempt.
           Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),
-          Effect.catchCause((cause) =>
-            Cause.hasInterruptsOnly(cause)
-              ? Effect.failCause(cause)
-              : Effect.as(
-                Effect.logError(`could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`, cause),
-                noFailure
-              )
-          ),
-          Effect.flatMap(Option.match({ onNone: () => Effect.void, onSome: Effect.failCause })),
+          Effect.ensuring(inbox.leases.release(update)),
           withTraceLogs,
           Effect.annotateLogs({ update_id: update.updateId }),
           fiberDump.track(`update ${update.updateId} (${update.kind}) attempt ${update.attempts}`),
@@ -136,43 +147,79 @@ export const Dispatcher = {
             }
           }),
           // Already logged and recorded: the failure only had to reach the span.
-          Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : Effect.void)
+          Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.succeed(Option.none()))
         )
 
-      const recordFailure = (update: Claimed, error: string) =>
+      // Records the failed run, then fails with its cause so that the span ends with error status
+      // and the exception. If the outcome cannot be recorded, the lease expires and the run is redone.
+      const recordFailure = (update: Claimed, error: string, cause: Cause.Cause<unknown>) =>
         Effect.gen(function*() {
-          const outcome = yield* inbox.fail(update, error, config.maxAttempts, retryBackoff(RETRY_BASE, update.attempts), yield* currentTraceId)
+          const infrastructure = isInfrastructureFailure(cause)
+          const invalid = isInvalidUpdate(cause)
+          const backoff = retryBackoff(RETRY_BASE, update.attempts)
+          const outcome = yield* inbox.fail(update, error, {
+            maxAttempts: invalid ? 0 : config.maxAttempts,
+            backoff: infrastructure ? Duration.min(backoff, INFRASTRUCTURE_RETRY_CAP) : backoff,
+            traceId: yield* currentTraceId,
+            counted: !infrastructure
+          })
           if (outcome === undefined) return
           const label = outcome === "dead" ? "dead" : "retried"
           yield* Effect.annotateCurrentSpan({ "steadfast.outcome": label })
           yield* Metric.update(processedBy({ outcome: label }), 1)
-          if (outcome === "dead") yield* Effect.logError(`update ${update.updateId} dead-lettered after ${update.attempts} attempt(s)`)
-        })
-
-      const recordOutcome = (update: Claimed, result: HandleResult) =>
-        Effect.andThen(
-          Effect.annotateCurrentSpan({ "steadfast.outcome": result.status, ...(result.handler === undefined ? {} : { "steadfast.handler": result.handler }) }),
-          Metric.update(processedBy({ outcome: result.status }), 1)
+          if (outcome === "dead") {
+            yield* Effect.logError(`update ${update.updateId} dead-lettered after ${update.attempts} attempt(s)`)
+            // Its chat may go on.
+            yield* wakeup.signal
+          }
+        }).pipe(
+          Effect.catchCause((recording) =>
+            Cause.hasInterruptsOnly(recording)
+              ? Effect.failCause(recording)
+              : Effect.logError(`could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`, recording)
+          ),
+          Effect.andThen(Effect.failCause(cause))
         )
 
-      const claimLoop = Effect.gen(function*() {
-        while (true) {
-          const free = config.workerConcurrency - (yield* FiberSet.size(workers))
-          if (free > 0) {
-            const claimed = yield* inbox.claim(free, lease).pipe(
-              Effect.catchCause((cause) =>
-                Effect.as(Effect.logWarning("claiming updates failed; retrying", cause), [])
-              )
-            )
-            for (const update of claimed) {
-              yield* FiberSet.run(workers, Effect.ensuring(process(update), wakeup.signal))
-            }
-            // A full batch means more may be waiting: claim again at once.
-            if (claimed.length === free && free > 0) continue
-          }
-          yield* wakeup.wait(pollInterval)
-        }
-      })
+      const recordOutcome = (update: Claimed, result: HandleResult, finished: Finished) =>
+        Effect.gen(function*() {
+          yield* outbox.handOff(finished.calls)
+          yield* Effect.annotateCurrentSpan({
+            "steadfast.outcome": result.status,
+            ...(result.handler === undefined ? {} : { "steadfast.handler": result.handler })
+          })
+          yield* Metric.update(processedBy({ outcome: result.status }), 1)
+          return finished.next
+        })
+
+      /** Runs `update`, then its chat's next updates while finishing leases them to us, in one slot. */
+      const runChain = (update: Claimed): Effect.Effect<void> =>
+        Effect.flatMap(process(update), Option.match({ onNone: () => Effect.void, onSome: runChain }))
+
+      const startInSlot = (update: Claimed) =>
+        FiberSet.run(workers, runChain(update).pipe(Effect.ensuring(Effect.andThen(slots.release(1), wakeup.signal))))
+
+      // Updates leased when they were stored: no claim, no re-read.
+      const handOffLoop = Effect.forever(Effect.gen(function*() {
+        const update = yield* inbox.takeHandedOff
+        yield* slots.take(1)
+        yield* startInSlot(update)
+      }))
+
+      // Everything else. Free slots are taken before claiming, so what is claimed can always start.
+      const claimLoop = Effect.forever(Effect.gen(function*() {
+        let free = 0
+        while (free < config.workerConcurrency && (yield* slots.takeIfAvailable(1))) free++
+        const claimed = free === 0 ? [] : yield* inbox.claim(free).pipe(
+          Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming updates failed; retrying", cause), []))
+        )
+        for (const update of claimed) yield* startInSlot(update)
+        yield* slots.release(free - claimed.length)
+        // A full batch means more may be waiting: claim again at once.
+        if (free > 0 && claimed.length === free) return
+        yield* wakeup.wait(pollInterval)
+      }))
+      yield* Effect.forkScoped(handOffLoop)
       yield* Effect.forkScoped(claimLoop)
     }))
 }

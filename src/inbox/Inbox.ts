@@ -1,8 +1,9 @@
-import { Context, Duration, Effect, Layer, Option, Schedule, Schema, type Tracer } from "effect"
+import { Context, Duration, Effect, Layer, Option, Queue, Schedule, Schema, type Tracer } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { makeBatcher } from "../db/Batcher.ts"
 import { isDataError } from "../db/Jsonb.ts"
-import type { OutgoingCall } from "../outbox/Outbox.ts"
+import { type HeldLease, LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "../db/LeaseRenewal.ts"
+import type { ClaimedCall, OutgoingCall } from "../outbox/Outbox.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
 
 /** The channel every instance LISTENs on; payload `inbox` or `outbox` says what has new work. */
@@ -12,7 +13,9 @@ export interface NewUpdate {
   readonly updateId: number
   readonly chatKey: string
   readonly kind: string
+  /** The update as stored (jsonb-safe JSON text) and as parsed from it. */
   readonly json: string
+  readonly payload: unknown
   readonly skipped: boolean
   readonly traceparent: string | null
 }
@@ -22,26 +25,70 @@ interface StoreRequest {
   readonly span: Option.Option<Tracer.AnySpan>
 }
 
-export const ClaimedUpdate = Schema.Struct({
+const ClaimedRow = Schema.Struct({
   update_id: Schema.Union([Schema.BigInt, Schema.Number, Schema.String]),
+  chat_key: Schema.String,
   kind: Schema.String,
   payload: Schema.Unknown,
   attempts: Schema.Number,
   lease_id: Schema.String,
   traceparent: Schema.NullOr(Schema.String)
 })
-export interface Claimed {
+type ClaimedRow = typeof ClaimedRow.Type
+
+/** An update leased to this instance: `attempts` counts this run. */
+export interface Claimed extends HeldLease {
   readonly updateId: number
+  readonly chatKey: string
   readonly kind: string
   readonly payload: unknown
   readonly attempts: number
-  readonly leaseId: string
   readonly traceparent: string | null
 }
 
-const isSqlDataError = (error: SqlError | PoolTimeout) => error._tag === "SqlError" && isDataError(error)
+const toClaimed = (row: ClaimedRow): Claimed => ({
+  id: String(row.update_id),
+  updateId: Number(row.update_id),
+  chatKey: row.chat_key,
+  kind: row.kind,
+  payload: row.payload,
+  attempts: row.attempts,
+  leaseId: row.lease_id,
+  traceparent: row.traceparent
+})
 
-const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedUpdate))
+const FinishedRow = Schema.Struct({
+  finished: Schema.Number,
+  next: Schema.NullOr(Schema.Array(ClaimedRow)),
+  calls: Schema.NullOr(Schema.Array(Schema.Struct({
+    id: Schema.Union([Schema.Number, Schema.String]),
+    chat_key: Schema.String,
+    lease_id: Schema.String
+  })))
+})
+const decodeFinished = Schema.decodeUnknownEffect(Schema.Array(FinishedRow))
+
+/** What a finish wrote: the chat's next update, leased to us, and the calls handed to our sender. */
+export interface Finished {
+  readonly next: Option.Option<Claimed>
+  readonly calls: ReadonlyArray<ClaimedCall>
+}
+
+/** Too many updates are waiting to be stored: answer 503 at once rather than queue without bound. */
+export class IngressFull extends Schema.TaggedError<IngressFull>()("IngressFull", {}) {
+  override get message() {
+    return "too many updates waiting to be stored"
+  }
+}
+
+/** Requests waiting for the inbox insert; beyond this the webhook answers 503 at once. */
+const INGRESS_CAPACITY = 2_000
+/** Updates leased at store time and waiting in memory for a worker. */
+const HANDOFF_CAPACITY = 256
+
+const isSqlDataError = (error: SqlError | PoolTimeout | IngressFull) => error._tag === "SqlError" && isDataError(error)
+
+const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedRow))
 
 export type FailureOutcome = "retry" | "dead"
 
@@ -57,9 +104,12 @@ export const URGENT_KINDS: ReadonlySet<string> = new Set(["pre_checkout_query", 
 const priorityOf = (kind: string) => (URGENT_KINDS.has(kind) ? 1 : 0)
 
 /**
- * The durable inbox. Updates are claimed with a lease; a chat's next update is claimable only
- * once every earlier update of that chat is finished (done, skipped or dead), which gives strict
- * per-chat order across any number of instances sharing the table.
+ * The durable inbox. An update is stored already leased to this instance when its chat has nothing
+ * open, and handed to the dispatcher from memory (`takeHandedOff`); finishing an update may lease the
+ * chat's next one the same way. Everything else (a chat's backlog, retries, a dead instance's expired
+ * leases, restarts) is claimed: a chat's update is claimable only once every earlier update of that
+ * chat is finished (done, skipped or dead), which gives strict per-chat order across any number of
+ * instances sharing the table.
  *
  * Effect's `PersistedQueue` was considered: it claims the oldest visible element of a queue with
  * SKIP LOCKED, but has no notion of a key whose earlier element is still in flight, so it cannot
@@ -67,67 +117,122 @@ const priorityOf = (kind: string) => (URGENT_KINDS.has(kind) ? 1 : 0)
  */
 export class Inbox extends Context.Service<Inbox, {
   /** Stores an update unless its update_id is already stored; true when it was new. */
-  readonly store: (update: NewUpdate) => Effect.Effect<boolean, SqlError | PoolTimeout>
-  /** Claims up to `limit` runnable updates, at most one per chat, leased for `lease`. */
-  readonly claim: (limit: number, lease: Duration.Duration) => Effect.Effect<ReadonlyArray<Claimed>, SqlError | PoolTimeout>
+  readonly store: (update: NewUpdate) => Effect.Effect<boolean, SqlError | PoolTimeout | IngressFull>
+  /** The next update leased to this instance when it was stored or when its predecessor finished. */
+  readonly takeHandedOff: Effect.Effect<Claimed>
+  /** Claims up to `limit` runnable updates, at most one per chat. */
+  readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<Claimed>, SqlError | PoolTimeout>
   /**
    * Inside the handler's transaction: marks the update finished and queues its Bot API calls, if
-   * the lease is still ours. False means another instance took the update over: roll back.
+   * the lease is still ours (None: another instance took the update over, roll back). The calls to
+   * the update's own chat are leased to our sender when that chat has none waiting, and the chat's
+   * next update is leased to us when `chain` is set.
    */
   readonly finish: (
     update: Claimed,
     status: "done" | "skipped",
     calls: ReadonlyArray<OutgoingCall>,
-    traceId: string | null
-  ) => Effect.Effect<boolean, SqlError>
-  /** Records a failed attempt: back to pending after `backoff`, or dead once `maxAttempts` is used up. */
+    traceId: string | null,
+    chain: boolean
+  ) => Effect.Effect<Option.Option<Finished>, SqlError>
+  /**
+   * Records a failed run: back to pending after `backoff`, or dead once `maxAttempts` runs failed.
+   * A run that failed for lack of infrastructure (`counted` false) is not counted and never kills.
+   */
   readonly fail: (
     update: Claimed,
     error: string,
-    maxAttempts: number,
-    backoff: Duration.Duration,
-    traceId: string | null
+    options: {
+      readonly maxAttempts: number
+      readonly backoff: Duration.Duration
+      readonly traceId: string | null
+      readonly counted: boolean
+    }
   ) => Effect.Effect<FailureOutcome | undefined, SqlError | PoolTimeout>
   /** Work waiting: open updates, the oldest one's age, dead letters, open outbox calls. */
   readonly backlog: (wait: Duration.Input) => Effect.Effect<Backlog, SqlError | PoolTimeout>
-  /** Returns an interrupted update to pending without counting the attempt. */
+  /** Returns an update to pending without counting the run (shutdown). */
   readonly release: (update: Claimed) => Effect.Effect<void, SqlError | PoolTimeout>
+  /** Renews the leases of updates this instance holds. */
+  readonly leases: LeaseRenewal
 }>()("steadfast/inbox/Inbox") {
   static readonly layer = Layer.effect(Inbox, Effect.gen(function*() {
     const db = yield* Database
     const sql = db.sql
+    const leaseMs = Duration.toMillis(LEASE)
+
+    const releaseUpdate = (update: Claimed) =>
+      db.withConnection(sql`
+        UPDATE inbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL
+        WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid`).pipe(Effect.asVoid)
+
+    const leases = yield* makeLeaseRenewal((held) =>
+      db.withConnection(sql`
+        UPDATE inbox SET locked_until = now() + ${leaseMs} * interval '1 millisecond'
+        FROM unnest(${held.map((lease) => lease.id)}::bigint[], ${held.map((lease) => lease.leaseId)}::uuid[]) AS h(id, lease_id)
+        WHERE inbox.update_id = h.id AND inbox.lease_id = h.lease_id
+          AND inbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`))
+
+    // Leased at store time, waiting for a worker. Slots are reserved before the insert decides how
+    // many rows it may lease, so an update leased to us always finds room here.
+    const handedOff = yield* Queue.bounded<Claimed>(HANDOFF_CAPACITY)
+    let waiting = 0
+    let reserved = 0
+    // Leased but never started (shutdown): back to pending, uncounted, for whoever runs next.
+    yield* Effect.addFinalizer(() =>
+      Effect.flatMap(Queue.clear(handedOff), (updates) =>
+        Effect.forEach(updates, (update) => releaseUpdate(update).pipe(Effect.ignoreCause), { discard: true })))
+    const handOff = (update: Claimed) =>
+      Effect.andThen(leases.hold(update), Effect.sync(() => {
+        waiting++
+        Queue.offerUnsafe(handedOff, update)
+      }))
 
     // (The driver cannot encode null array elements: an absent traceparent travels as "".)
-    // Concurrent webhook requests are stored together: one multi-row INSERT (and one NOTIFY) per
-    // batch, on one connection, instead of one transaction per request competing for the pool.
+    // Concurrent webhook requests are stored together: one call per batch, on one connection,
+    // instead of one transaction per request competing for the pool.
     const insertBatch = (batch: ReadonlyArray<StoreRequest>) =>
-      db.withConnection(sql<{ update_id: string }>`
-        WITH input AS (
-          SELECT * FROM unnest(
-            ${batch.map((r) => r.update.updateId)}::bigint[], ${batch.map((r) => r.update.chatKey)}::text[],
-            ${batch.map((r) => r.update.kind)}::text[], ${batch.map((r) => r.update.json)}::text[],
-            ${batch.map((r) => (r.update.skipped ? "skipped" : "pending"))}::text[],
-            ${batch.map((r) => priorityOf(r.update.kind))}::smallint[], ${batch.map((r) => r.update.traceparent ?? "")}::text[]
-          ) AS t(update_id, chat_key, kind, payload, status, priority, traceparent)
-        ), inserted AS (
-          INSERT INTO inbox (update_id, chat_key, kind, payload, status, priority, traceparent, finished_at)
-          SELECT update_id, chat_key, kind, payload::jsonb, status, priority, nullif(traceparent, ''),
-                 CASE WHEN status = 'skipped' THEN now() END
-          FROM input
-          ON CONFLICT (update_id) DO NOTHING
-          RETURNING update_id, status
-        ), notified AS (
-          SELECT pg_notify(${NOTIFY_CHANNEL}, 'inbox') WHERE EXISTS (SELECT 1 FROM inserted WHERE status = 'pending')
-        )
-        SELECT update_id::text AS update_id, (SELECT count(*) FROM notified) AS notified FROM inserted`).pipe(
-        Effect.map((rows) => {
-          const inserted = new Set(rows.map((row) => row.update_id))
-          // Of two requests for one update_id in a batch, only the first counts as new.
-          return batch.map((request, index) =>
-            inserted.has(String(request.update.updateId)) &&
-            batch.findIndex((other) => other.update.updateId === request.update.updateId) === index
-          )
+      Effect.acquireUseRelease(
+        Effect.sync(() => {
+          const slots = Math.max(0, Math.min(batch.length, HANDOFF_CAPACITY - waiting - reserved))
+          reserved += slots
+          return slots
         }),
+        (slots) =>
+          db.withConnection(sql<{ update_id: string; status: string; lease_id: string | null }>`
+            SELECT update_id::text AS update_id, status, lease_id::text AS lease_id FROM steadfast_store(
+              ${batch.map((r) => r.update.updateId)}::bigint[], ${batch.map((r) => r.update.chatKey)}::text[],
+              ${batch.map((r) => r.update.kind)}::text[], ${batch.map((r) => r.update.json)}::text[],
+              ${batch.map((r) => r.update.skipped)}::boolean[], ${batch.map((r) => priorityOf(r.update.kind))}::smallint[],
+              ${batch.map((r) => r.update.traceparent ?? "")}::text[], ${slots}, ${leaseMs})`).pipe(
+            Effect.tap((rows) =>
+              Effect.forEach(rows, (row) => {
+                if (row.lease_id === null) return Effect.void
+                const request = batch.find((r) => String(r.update.updateId) === row.update_id)!
+                const { update } = request
+                return handOff({
+                  id: row.update_id,
+                  updateId: update.updateId,
+                  chatKey: update.chatKey,
+                  kind: update.kind,
+                  payload: update.payload,
+                  attempts: 1,
+                  leaseId: row.lease_id,
+                  traceparent: update.traceparent
+                })
+              }, { discard: true })
+            ),
+            Effect.map((rows) => {
+              const inserted = new Set(rows.map((row) => row.update_id))
+              // Of two requests for one update_id in a batch, only the first counts as new.
+              return batch.map((request, index) =>
+                inserted.has(String(request.update.updateId)) &&
+                batch.findIndex((other) => other.update.updateId === request.update.updateId) === index
+              )
+            })
+          ),
+        (slots) => Effect.sync(() => void (reserved -= slots))
+      ).pipe(
         // Traced under the first request's span and linked from the others'.
         (insert) => {
           const spans = batch.flatMap((request) => Option.toArray(request.span))
@@ -138,7 +243,14 @@ export class Inbox extends Context.Service<Inbox, {
           })
         }
       )
-    const storeBatched = yield* makeBatcher({ run: insertBatch, max: 200, writers: 2, isItemError: isSqlDataError })
+    const storeBatched = yield* makeBatcher({
+      run: insertBatch,
+      max: 200,
+      writers: 2,
+      isItemError: isSqlDataError,
+      capacity: INGRESS_CAPACITY,
+      full: new IngressFull()
+    })
 
     // The claim queries need current statistics: without them PostgreSQL plans a scan of every open
     // row, and autovacuum wakes only once a minute, far too late for a burst. Cheap when idle.
@@ -158,7 +270,12 @@ export class Inbox extends Context.Service<Inbox, {
         return yield* storeBatched({ update, span: yield* Effect.option(Effect.currentSpan) })
       }),
 
-      claim: Effect.fn("Inbox.claim")(function*(limit, lease) {
+      takeHandedOff: Effect.map(Queue.take(handedOff), (update) => {
+        waiting--
+        return update
+      }),
+
+      claim: Effect.fn("Inbox.claim")(function*(limit) {
         const rows = yield* db.withConnection(sql`
           WITH next AS (
             SELECT i.update_id FROM inbox i
@@ -183,53 +300,91 @@ export class Inbox extends Context.Service<Inbox, {
             status = 'processing',
             attempts = inbox.attempts + 1,
             lease_id = gen_random_uuid(),
-            locked_until = now() + ${Duration.toMillis(lease)} * interval '1 millisecond'
+            locked_until = now() + ${leaseMs} * interval '1 millisecond'
           FROM next WHERE inbox.update_id = next.update_id
-          RETURNING inbox.update_id, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id, inbox.traceparent`)
+          RETURNING inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id, inbox.traceparent`)
         const decoded = yield* decodeClaimed(rows).pipe(Effect.orDie)
-        return decoded
-          .map((row) => ({
-            updateId: Number(row.update_id),
-            kind: row.kind,
-            payload: row.payload,
-            attempts: row.attempts,
-            leaseId: row.lease_id,
-            traceparent: row.traceparent
-          }))
-          .sort((a, b) => a.updateId - b.updateId)
+        const claimed = decoded.map(toClaimed).sort((a, b) => a.updateId - b.updateId)
+        yield* Effect.forEach(claimed, leases.hold, { discard: true })
+        return claimed
       }),
 
-      // One statement, one round trip: finish the row (only under our lease), write its calls in
-      // order, and wake the senders on commit.
-      finish: (update, status, calls, traceId) =>
-        Effect.map(
-          sql<{ finished: number }>`
-            WITH finished AS (
-              UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL,
-                               last_error = NULL, trace_id = ${traceId}
-              WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid
-              RETURNING update_id
-            ), queued AS (
-              INSERT INTO outbox (chat_key, method, payload, update_id, traceparent)
-              SELECT c.chat_key, c.method, c.payload::jsonb, f.update_id, nullif(c.traceparent, '')
-              FROM finished f, unnest(
-                ${calls.map((c) => c.chatKey)}::text[], ${calls.map((c) => c.method)}::text[],
-                ${calls.map((c) => JSON.stringify(c.payload))}::text[], ${calls.map((c) => c.traceparent ?? "")}::text[]
-              ) WITH ORDINALITY AS c(chat_key, method, payload, traceparent, position)
-              ORDER BY c.position
-              RETURNING 1
-            ), notified AS (
-              SELECT pg_notify(${NOTIFY_CHANNEL}, 'outbox') WHERE EXISTS (SELECT 1 FROM queued)
-            )
-            SELECT (SELECT count(*)::int FROM finished) AS finished, (SELECT count(*) FROM notified) AS notified`,
-          (rows) => (rows[0]?.finished ?? 0) === 1
+      // One statement, one round trip: finish the row (only under our lease), lease the chat's
+      // next update to us, write the calls in order (those to the update's own chat leased to our
+      // sender when that chat has no call waiting: else they wait their turn behind it), and wake
+      // the senders on commit for the others. Calls to other chats always take the claim path, so
+      // two updates of different chats never hand off calls of one chat at once.
+      finish: (update, status, calls, traceId, chain) =>
+        sql`
+          WITH finished AS (
+            UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL,
+                             last_error = NULL, trace_id = ${traceId}
+            WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid
+            RETURNING update_id, chat_key
+          ), successor AS (
+            SELECT n.update_id FROM inbox n, finished f
+            WHERE ${chain} AND n.chat_key = f.chat_key AND n.status = 'pending' AND n.available_at <= now()
+              AND n.update_id = (
+                SELECT min(e.update_id) FROM inbox e
+                WHERE e.chat_key = f.chat_key AND e.status IN ('pending', 'processing') AND e.update_id <> f.update_id)
+            FOR UPDATE OF n SKIP LOCKED
+          ), chained AS (
+            UPDATE inbox SET status = 'processing', attempts = inbox.attempts + 1, lease_id = gen_random_uuid(),
+                             locked_until = now() + ${leaseMs} * interval '1 millisecond'
+            FROM successor s WHERE inbox.update_id = s.update_id
+            RETURNING inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id, inbox.traceparent
+          ), calls AS (
+            SELECT c.*, c.chat_key = f.chat_key AND NOT EXISTS (
+                     SELECT 1 FROM outbox o WHERE o.chat_key = c.chat_key AND o.status IN ('pending', 'sending')) AS lease
+            FROM finished f, unnest(
+              ${calls.map((c) => c.chatKey)}::text[], ${calls.map((c) => c.method)}::text[],
+              ${calls.map((c) => JSON.stringify(c.payload))}::text[], ${calls.map((c) => c.traceparent ?? "")}::text[]
+            ) WITH ORDINALITY AS c(chat_key, method, payload, traceparent, position)
+          ), queued AS (
+            INSERT INTO outbox (chat_key, method, payload, update_id, traceparent, status, attempts, lease_id, locked_until)
+            SELECT c.chat_key, c.method, c.payload::jsonb, f.update_id, nullif(c.traceparent, ''),
+                   CASE WHEN c.lease THEN 'sending' ELSE 'pending' END, CASE WHEN c.lease THEN 1 ELSE 0 END,
+                   CASE WHEN c.lease THEN gen_random_uuid() END,
+                   CASE WHEN c.lease THEN now() + ${leaseMs} * interval '1 millisecond' END
+            FROM finished f, calls c
+            ORDER BY c.position
+            RETURNING id, chat_key, status, lease_id
+          ), notified AS (
+            SELECT pg_notify(${NOTIFY_CHANNEL}, 'outbox') WHERE EXISTS (SELECT 1 FROM queued WHERE status = 'pending')
+          )
+          SELECT (SELECT count(*)::int FROM finished) AS finished,
+                 (SELECT json_agg(c) FROM chained c) AS next,
+                 (SELECT json_agg(json_build_object('id', q.id::text, 'chat_key', q.chat_key, 'lease_id', q.lease_id) ORDER BY q.id)
+                  FROM queued q WHERE q.lease_id IS NOT NULL) AS calls,
+                 (SELECT count(*) FROM notified) AS notified`.pipe(
+          Effect.flatMap((rows) => Effect.orDie(decodeFinished(rows))),
+          Effect.flatMap((rows) => Effect.gen(function*() {
+            const row = rows[0]
+            if (row === undefined || row.finished !== 1) return Option.none<Finished>()
+            const next = Option.map(Option.fromNullishOr(row.next?.[0]), toClaimed)
+            // Leased calls come back in id order, which is the order of the calls to their chat.
+            const leasedChats = new Set((row.calls ?? []).map((call) => call.chat_key))
+            const leasedCalls = calls.filter((call) => leasedChats.has(call.chatKey))
+            const handed = (row.calls ?? []).map((leased, index): ClaimedCall => ({
+              id: String(leased.id),
+              chatKey: leased.chat_key,
+              method: leasedCalls[index]!.method,
+              payload: leasedCalls[index]!.payload,
+              attempts: 1,
+              leaseId: leased.lease_id,
+              traceparent: leasedCalls[index]!.traceparent
+            }))
+            if (Option.isSome(next)) yield* leases.hold(next.value)
+            return Option.some({ next, calls: handed })
+          }))
         ),
 
-      fail: Effect.fn("Inbox.fail")(function*(update, error, maxAttempts, backoff, traceId) {
+      fail: Effect.fn("Inbox.fail")(function*(update, error, { backoff, counted, maxAttempts, traceId }) {
         const rows = yield* db.withConnection(sql<{ status: string }>`
           UPDATE inbox SET
-            status = CASE WHEN attempts >= ${maxAttempts} THEN 'dead' ELSE 'pending' END,
-            finished_at = CASE WHEN attempts >= ${maxAttempts} THEN now() END,
+            status = CASE WHEN ${counted} AND attempts >= ${maxAttempts} THEN 'dead' ELSE 'pending' END,
+            finished_at = CASE WHEN ${counted} AND attempts >= ${maxAttempts} THEN now() END,
+            attempts = CASE WHEN ${counted} THEN attempts ELSE greatest(attempts - 1, 0) END,
             available_at = now() + ${Duration.toMillis(backoff)} * interval '1 millisecond',
             last_error = ${error.slice(0, 4000)},
             trace_id = coalesce(${traceId}, trace_id),
@@ -240,7 +395,6 @@ export class Inbox extends Context.Service<Inbox, {
         const status = rows[0]?.status
         return status === undefined ? undefined : status === "dead" ? "dead" : "retry"
       }),
-
       backlog: (wait) =>
         db.withConnection(
           sql<{ pending: number; oldest: number | null; dead: number; outbox: number }>`
@@ -257,11 +411,8 @@ export class Inbox extends Context.Service<Inbox, {
           outbox: rows[0]?.outbox ?? 0
         }))),
 
-      release: (update) =>
-        db.withConnection(sql`
-          UPDATE inbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL
-          WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid`).pipe(Effect.asVoid),
-
+      release: releaseUpdate,
+      leases
     })
   }))
 }

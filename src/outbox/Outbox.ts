@@ -1,7 +1,8 @@
-import { Context, Duration, Effect, Layer, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Queue, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { makeBatcher } from "../db/Batcher.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
+import { LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "../db/LeaseRenewal.ts"
 
 /** A Bot API call a handler asked for; written to the outbox when the update finishes. */
 export interface OutgoingCall {
@@ -36,18 +37,32 @@ export interface ClaimedCall {
 /**
  * Bot API calls waiting to be made. Handlers add rows inside their transaction, so a reply
  * exists exactly when the update's processing committed; the Sender delivers them in id
- * order per chat, with the same lease scheme as the inbox.
+ * order per chat, with the same lease scheme as the inbox. Calls written already leased to this
+ * instance reach the sender from memory after the commit (`handOff`); the claim is for the rest.
  */
 export class Outbox extends Context.Service<Outbox, {
-  readonly claim: (limit: number, lease: Duration.Duration) => Effect.Effect<ReadonlyArray<ClaimedCall>, SqlError | PoolTimeout>
+  /** After the commit that wrote them leased to us: the calls of one update, to deliver in order. */
+  readonly handOff: (calls: ReadonlyArray<ClaimedCall>) => Effect.Effect<void>
+  readonly takeHandedOff: Effect.Effect<ReadonlyArray<ClaimedCall>>
+  readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<ClaimedCall>, SqlError | PoolTimeout>
   readonly markSent: (call: ClaimedCall) => Effect.Effect<void, SqlError | PoolTimeout>
   /** Records a failed delivery: retried after `retryAfter`, or failed for good when it is undefined. */
   readonly fail: (call: ClaimedCall, error: string, retryAfter: Duration.Duration | undefined) => Effect.Effect<void, SqlError | PoolTimeout>
   readonly release: (call: ClaimedCall) => Effect.Effect<void, SqlError | PoolTimeout>
+  readonly leases: LeaseRenewal
 }>()("steadfast/outbox/Outbox") {
   static readonly layer = Layer.effect(Outbox, Effect.gen(function*() {
     const db = yield* Database
     const sql = db.sql
+    const leaseMs = Duration.toMillis(LEASE)
+    const leases = yield* makeLeaseRenewal((held) =>
+      db.withConnection(sql`
+        UPDATE outbox SET locked_until = now() + ${leaseMs} * interval '1 millisecond'
+        FROM unnest(${held.map((lease) => lease.id)}::bigint[], ${held.map((lease) => lease.leaseId)}::uuid[]) AS h(id, lease_id)
+        WHERE outbox.id = h.id AND outbox.lease_id = h.lease_id
+          AND outbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`))
+    // Unbounded, but only ever fed by the dispatcher's workers, which are bounded.
+    const handedOff = yield* Queue.unbounded<ReadonlyArray<ClaimedCall>>()
     // Deliveries finish concurrently; their "sent" marks share one UPDATE per batch.
     const markSentBatched = yield* makeBatcher({
       run: (calls: ReadonlyArray<ClaimedCall>) =>
@@ -59,7 +74,12 @@ export class Outbox extends Context.Service<Outbox, {
       writers: 2
     })
     return Outbox.of({
-      claim: Effect.fn("Outbox.claim")(function*(limit, lease) {
+      handOff: (calls) =>
+        calls.length === 0
+          ? Effect.void
+          : Effect.andThen(Effect.forEach(calls, leases.hold, { discard: true }), Queue.offer(handedOff, calls)),
+      takeHandedOff: Queue.take(handedOff),
+      claim: Effect.fn("Outbox.claim")(function*(limit) {
         const rows = yield* db.withConnection(sql`
           WITH next AS (
             SELECT o.id FROM outbox o
@@ -76,11 +96,11 @@ export class Outbox extends Context.Service<Outbox, {
             status = 'sending',
             attempts = outbox.attempts + 1,
             lease_id = gen_random_uuid(),
-            locked_until = now() + ${Duration.toMillis(lease)} * interval '1 millisecond'
+            locked_until = now() + ${leaseMs} * interval '1 millisecond'
           FROM next WHERE outbox.id = next.id
           RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts, outbox.lease_id::text AS lease_id, outbox.traceparent`)
         const decoded = yield* decodeClaimed(rows).pipe(Effect.orDie)
-        return decoded.map((row) => ({
+        const claimed = decoded.map((row): ClaimedCall => ({
           id: String(row.id),
           chatKey: row.chat_key,
           method: row.method,
@@ -89,6 +109,8 @@ export class Outbox extends Context.Service<Outbox, {
           leaseId: row.lease_id,
           traceparent: row.traceparent
         }))
+        yield* Effect.forEach(claimed, leases.hold, { discard: true })
+        return claimed
       }),
 
       markSent: markSentBatched,
@@ -106,7 +128,9 @@ export class Outbox extends Context.Service<Outbox, {
       release: (call) =>
         db.withConnection(sql`
           UPDATE outbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL
-          WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid)
+          WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid),
+
+      leases
     })
   }))
 }

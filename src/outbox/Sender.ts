@@ -1,4 +1,4 @@
-import { Duration, Effect, FiberSet, Layer, Option, Schedule } from "effect"
+import { Duration, Effect, FiberSet, Layer, Option, Schedule, Semaphore } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import { AppConfig } from "../Config.ts"
 import { Notifications, pollInterval } from "../db/Notifications.ts"
@@ -10,11 +10,15 @@ import { type ClaimedCall, Outbox } from "./Outbox.ts"
 /** Delivery attempts for a call the Bot API keeps failing transiently (5xx, network) before it is failed for good. */
 const MAX_DELIVERY_ATTEMPTS = 8
 
+type Delivery = "sent" | "failed" | "later"
+
 /**
  * Sender fibers deliver outbox rows to the Bot API: one call in flight per chat (so a chat's
- * replies arrive in order), at most `SEND_RATE_PER_SECOND` calls per second overall, 429s
- * honoured by the client. A call that fails for good (blocked by the user, rejected) is kept
- * with its error; the chat's next call goes on.
+ * replies arrive in order), at most `SEND_RATE_PER_SECOND` calls per second overall. Calls reach
+ * it from memory (written leased to us by the update's commit) or by claim (everything else). A
+ * call that fails for good (blocked by the user, rejected) is kept with its error and the chat's
+ * next call goes on; one that must wait (5xx, a long 429) goes back to the table with its delay,
+ * holding no lease and no fiber meanwhile.
  */
 export const Sender = {
   layer:
@@ -25,19 +29,18 @@ export const Sender = {
       const { outbox: wakeup } = yield* Notifications
       const limiter = yield* RateLimiter.RateLimiter
       const fiberDump = yield* FiberDump
-      const concurrency = config.senderConcurrency
-      const lease = Duration.minutes(2)
+      const slots = yield* Semaphore.make(config.senderConcurrency)
 
       const senders = yield* FiberSet.make<void>()
       yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(senders), config.shutdownGrace))
 
       // Once the call is made its outcome is known; if the database is briefly away, keep trying
-      // to record it. Giving up leaves the row leased (2 minutes) and holds up the chat's later
-      // calls that long. The updates are guarded by the lease id, so repeating them is harmless.
+      // to record it (the lease is renewed meanwhile). The updates are guarded by the lease id, so
+      // repeating them is harmless.
       const recordOutcome = <E>(effect: Effect.Effect<void, E>) =>
         Effect.retry(effect, { schedule: Schedule.spaced("500 millis"), times: 120 })
 
-      const deliver = (call: ClaimedCall) =>
+      const deliver = (call: ClaimedCall): Effect.Effect<Delivery> =>
         RateLimiter.sleep(limiter, {
           key: "bot-api",
           limit: config.sendRatePerSecond,
@@ -46,18 +49,22 @@ export const Sender = {
         }).pipe(
           Effect.andThen(botApi.callRaw(call.method, call.payload)),
           Effect.andThen(recordOutcome(outbox.markSent(call))),
+          Effect.as<Delivery>("sent"),
           Effect.catchTags({
-            ChatBlocked: (error) => recordOutcome(outbox.fail(call, error.message, undefined)),
-            BotApiRejected: (error) => recordOutcome(outbox.fail(call, error.message, undefined)),
-            BotApiUnavailable: (error) =>
-              recordOutcome(outbox.fail(
-                call,
-                error.message,
-                call.attempts >= MAX_DELIVERY_ATTEMPTS ? undefined : Duration.seconds(Math.min(60, 2 ** call.attempts))
-              ))
+            ChatBlocked: (error) => failForGood(call, error.message),
+            BotApiRejected: (error) => failForGood(call, error.message),
+            BotApiUnavailable: (error) => {
+              if (call.attempts >= MAX_DELIVERY_ATTEMPTS) return failForGood(call, error.message)
+              // Telegram's flood wait when it named one, else exponential backoff.
+              const delay = error.retryAfterSeconds !== undefined
+                ? Duration.seconds(error.retryAfterSeconds)
+                : Duration.seconds(Math.min(60, 2 ** call.attempts))
+              return Effect.as(recordOutcome(outbox.fail(call, error.message, delay)), "later" as const)
+            }
           }),
           Effect.onInterrupt(() => outbox.release(call).pipe(Effect.ignoreCause)),
-          Effect.catchCause((cause) => Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause)),
+          Effect.ensuring(outbox.leases.release(call)),
+          Effect.catchCause((cause) => Effect.as(Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause), "later" as const)),
           withTraceLogs,
           fiberDump.track(`deliver ${call.method} (outbox ${call.id})`),
           // Delivery continues the trace of the processing that queued the call.
@@ -68,22 +75,57 @@ export const Sender = {
           })
         )
 
-      const claimLoop = Effect.gen(function*() {
-        while (true) {
-          const free = concurrency - (yield* FiberSet.size(senders))
-          if (free > 0) {
-            const claimed = yield* outbox.claim(free, lease).pipe(
-              Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming outbox calls failed; retrying", cause), []))
-            )
-            for (const call of claimed) {
-              yield* FiberSet.run(senders, Effect.ensuring(deliver(call), wakeup.signal))
-            }
-            if (claimed.length === free) continue
-          }
-          yield* wakeup.wait(pollInterval)
+      const failForGood = (call: ClaimedCall, description: string) =>
+        Effect.as(
+          Effect.andThen(
+            Effect.logWarning(`Bot API refused ${call.method} to ${call.chatKey} for good: ${description}`),
+            recordOutcome(outbox.fail(call, description, undefined))
+          ),
+          "failed" as const
+        )
+
+      // Calls of one chat handed over together go out one after the other. If one has to wait, the
+      // rest go back to the table, to be claimed after it in id order.
+      const deliverInOrder = (calls: ReadonlyArray<ClaimedCall>): Effect.Effect<void> =>
+        Effect.suspend(() => {
+          const [first, ...rest] = calls
+          if (first === undefined) return Effect.void
+          return Effect.flatMap(deliver(first), (delivery) =>
+            delivery === "later"
+              ? Effect.forEach(rest, (call) =>
+                outbox.release(call).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call))), { discard: true })
+              : deliverInOrder(rest))
+        })
+
+      const startInSlot = (calls: ReadonlyArray<ClaimedCall>) =>
+        FiberSet.run(senders, deliverInOrder(calls).pipe(Effect.ensuring(Effect.andThen(slots.release(1), wakeup.signal))))
+
+      const byChat = (calls: ReadonlyArray<ClaimedCall>) => {
+        const groups = new Map<string, Array<ClaimedCall>>()
+        for (const call of calls) groups.set(call.chatKey, [...(groups.get(call.chatKey) ?? []), call])
+        return [...groups.values()]
+      }
+
+      const handOffLoop = Effect.forever(Effect.gen(function*() {
+        const calls = yield* outbox.takeHandedOff
+        for (const chat of byChat(calls)) {
+          yield* slots.take(1)
+          yield* startInSlot(chat)
         }
-      })
+      }))
+
+      const claimLoop = Effect.forever(Effect.gen(function*() {
+        let free = 0
+        while (free < config.senderConcurrency && (yield* slots.takeIfAvailable(1))) free++
+        const claimed = free === 0 ? [] : yield* outbox.claim(free).pipe(
+          Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming outbox calls failed; retrying", cause), []))
+        )
+        for (const call of claimed) yield* startInSlot([call])
+        yield* slots.release(free - claimed.length)
+        if (free > 0 && claimed.length === free) return
+        yield* wakeup.wait(pollInterval)
+      }))
+      yield* Effect.forkScoped(handOffLoop)
       yield* Effect.forkScoped(claimLoop)
     })).pipe(Layer.provide(RateLimiter.layer), Layer.provide(RateLimiter.layerStoreMemory))
 }
-

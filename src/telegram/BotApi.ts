@@ -34,7 +34,9 @@ export class BotApiRejected extends Schema.TaggedError<BotApiRejected>()("BotApi
 
 export class BotApiUnavailable extends Schema.TaggedError<BotApiUnavailable>()("BotApiUnavailable", {
   method: Schema.String,
-  reason: Schema.String
+  reason: Schema.String,
+  /** Telegram's flood wait (429 retry_after) when it was too long to wait for in place. */
+  retryAfterSeconds: Schema.optional(Schema.Number)
 }) {
   override get message(): string {
     return `${this.method} failed after retries: ${this.reason}`
@@ -42,6 +44,13 @@ export class BotApiUnavailable extends Schema.TaggedError<BotApiUnavailable>()("
 }
 
 export type BotApiError = ChatBlocked | BotApiRejected | BotApiUnavailable
+
+/**
+ * The longest 429 `retry_after` a call waits for in place. A longer flood wait ends the call with
+ * `BotApiUnavailable` carrying it: the sender then puts the call back in the outbox for that long,
+ * holding no lease, no fiber and no connection while Telegram makes it wait.
+ */
+export const MAX_IN_PLACE_FLOOD_WAIT = Duration.seconds(5)
 
 /** One failed attempt that may succeed when repeated; never leaves this module. */
 class Transient extends Data.TaggedError("BotApiTransient")<{
@@ -208,8 +217,19 @@ export class BotApi extends Context.Service<BotApi, {
           Effect.withSpan(`BotApi.${method}`, { kind: "client", attributes: { "telegram.method": method } })
         )
         return attempt.pipe(
-          Effect.retry({ schedule, times: maxRetries, while: (error) => error._tag === "BotApiTransient" }),
-          Effect.catchTag("BotApiTransient", (error) => Effect.fail(new BotApiUnavailable({ method, reason: error.reason })))
+          Effect.retry({
+            schedule,
+            times: maxRetries,
+            while: (error) =>
+              error._tag === "BotApiTransient" &&
+              (error.retryAfter === undefined || Duration.isLessThanOrEqualTo(error.retryAfter, MAX_IN_PLACE_FLOOD_WAIT))
+          }),
+          Effect.catchTag("BotApiTransient", (error) =>
+            Effect.fail(new BotApiUnavailable({
+              method,
+              reason: error.reason,
+              ...(error.retryAfter === undefined ? {} : { retryAfterSeconds: Duration.toSeconds(error.retryAfter) })
+            })))
         )
       }
 

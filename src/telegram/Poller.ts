@@ -1,6 +1,6 @@
 import { Duration, Effect, Layer, Option, Schedule } from "effect"
 import { AppConfig } from "../Config.ts"
-import { isDataError, refusalReason, storableJson } from "../db/Jsonb.ts"
+import { isDataError, refusalReason, storableJson, storableJsonValue } from "../db/Jsonb.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import { BotApi } from "./BotApi.ts"
 import { ALLOWED_UPDATES, chatKeyOf, kindOf } from "./Update.ts"
@@ -41,6 +41,7 @@ export const Poller = {
           chatKey: chatKeyOf(body, kind),
           kind,
           json: storableJson(JSON.stringify(update)),
+          payload: storableJsonValue(update),
           skipped: kind === "unknown",
           traceparent: null
         }).pipe(
