@@ -184,6 +184,8 @@ interface RunResult {
    * warm-up, run), per update sent. Read after it exited, when its backends have flushed their counters.
    */
   readonly transactionsPerUpdate: number | undefined
+  /** Row versions the contender's statements wrote (inserted, updated, deleted), per update. */
+  readonly rowVersionsPerUpdate: number
   readonly statements: ReadonlyArray<StatementStat>
   /** The machine's busy share in the second before the run started. */
   readonly busyBefore: number
@@ -288,6 +290,7 @@ const runOne = async (
 
     const rssAfterWarmupKb = statusKb(child.pid, "VmRSS") ?? 0
     const before = statements ? await statementSnapshot(admin, database) : new Map<string, StatementStat>()
+    const rowsWrittenBefore = await rowVersionsWritten(admin, database)
     const monitor = startMonitor({
       pid: child.pid,
       admin,
@@ -320,6 +323,7 @@ const runOne = async (
       [database]
     )
     const transactions = Number(xacts.rows[0]?.n ?? NaN)
+    const rowsWritten = (await rowVersionsWritten(admin, database)) - rowsWrittenBefore
     const profileFile = settings.profile ? readdirSync(profileDir).find((f) => f.endsWith(".cpuprofile")) : undefined
     return {
       scenario: scenario.name,
@@ -334,6 +338,7 @@ const runOne = async (
       statementsPerUpdate: statements ? totalCalls / scenario.updates : undefined,
       dbExecMsPerUpdate: statements ? totalMs / scenario.updates : undefined,
       transactionsPerUpdate: Number.isNaN(transactions) ? undefined : transactions / (scenario.updates + settings.warmup),
+      rowVersionsPerUpdate: rowsWritten / scenario.updates,
       statements: delta.map((s) => ({ ...s, query: s.query.replace(/\s+/g, " ").slice(0, 300) })),
       busyBefore,
       profile: profileFile === undefined ? undefined : join(profileDir, profileFile),
@@ -530,8 +535,18 @@ const metrics: ReadonlyArray<Metric> = [
   { label: "other CPU on the machine (s)", get: (r) => r.monitor.otherCpuSeconds, digits: 1 },
   { label: "SQL statements per update (excl. BEGIN/COMMIT)", get: (r) => r.statementsPerUpdate, digits: 1 },
   { label: "DB transactions per update", get: (r) => r.transactionsPerUpdate, digits: 1 },
+  { label: "row versions written per update", get: (r) => r.rowVersionsPerUpdate, digits: 1 },
   { label: "DB execution time per update (ms)", get: (r) => r.dbExecMsPerUpdate, digits: 2 }
 ]
+
+/** Rows inserted, updated and deleted in `database` so far (PostgreSQL's cumulative statistics). */
+const rowVersionsWritten = async (admin: pg.Client, database: string): Promise<number> => {
+  const { rows } = await admin.query<{ n: string }>(
+    "SELECT (tup_inserted + tup_updated + tup_deleted)::text AS n FROM pg_stat_database WHERE datname = $1",
+    [database]
+  )
+  return Number(rows[0]?.n ?? 0)
+}
 
 const combine = (metric: Metric, runs: ReadonlyArray<RunResult>): number | undefined => {
   const values = runs.map(metric.get).filter((v): v is number => v !== undefined)

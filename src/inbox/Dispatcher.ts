@@ -197,26 +197,34 @@ export const Dispatcher = {
         Effect.flatMap(process(update), Option.match({ onNone: () => Effect.void, onSome: runChain }))
 
       const startInSlot = (update: Claimed) =>
-        FiberSet.run(workers, runChain(update).pipe(Effect.ensuring(Effect.andThen(slots.release(1), wakeup.signal))))
+        FiberSet.run(workers, runChain(update).pipe(Effect.ensuring(Effect.andThen(slots.release(1), wakeup.signal))), {
+          startImmediately: true
+        })
 
-      // Updates leased when they were stored: no claim, no re-read.
+      // Updates leased when they were stored: no claim, no re-read. A slot is taken before the
+      // update, and taking and starting it cannot be split by shutdown: a leased update is always
+      // either running (and released if interrupted) or still in the inbox's queue (released there).
       const handOffLoop = Effect.forever(Effect.gen(function*() {
-        const update = yield* inbox.takeHandedOff
         yield* slots.take(1)
-        yield* startInSlot(update)
+        yield* Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(Effect.onInterrupt(restore(inbox.takeHandedOff), () => slots.release(1)), startInSlot))
       }))
 
-      // Everything else. Free slots are taken before claiming, so what is claimed can always start.
+      // Everything else. Free slots are taken before claiming, so what is claimed can always start;
+      // claiming and starting are not interrupted in between, for the same reason as above.
       const claimLoop = Effect.forever(Effect.gen(function*() {
         let free = 0
         while (free < config.workerConcurrency && (yield* slots.takeIfAvailable(1))) free++
-        const claimed = free === 0 ? [] : yield* inbox.claim(free).pipe(
-          Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming updates failed; retrying", cause), []))
-        )
-        for (const update of claimed) yield* startInSlot(update)
-        yield* slots.release(free - claimed.length)
+        const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
+          const claimed = yield* inbox.claim(free).pipe(
+            Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming updates failed; retrying", cause), []))
+          )
+          for (const update of claimed) yield* startInSlot(update)
+          yield* slots.release(free - claimed.length)
+          return claimed.length
+        }))
         // A full batch means more may be waiting: claim again at once.
-        if (free > 0 && claimed.length === free) return
+        if (free > 0 && claimed === free) return
         yield* wakeup.wait(pollInterval)
       }))
       yield* Effect.forkScoped(handOffLoop)

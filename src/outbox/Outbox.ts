@@ -55,6 +55,10 @@ export class Outbox extends Context.Service<Outbox, {
     const db = yield* Database
     const sql = db.sql
     const leaseMs = Duration.toMillis(LEASE)
+    const releaseCall = (call: ClaimedCall) =>
+      db.withConnection(sql`
+        UPDATE outbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL
+        WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid)
     const leases = yield* makeLeaseRenewal((held) =>
       db.withConnection(sql`
         UPDATE outbox SET locked_until = now() + ${leaseMs} * interval '1 millisecond'
@@ -63,6 +67,10 @@ export class Outbox extends Context.Service<Outbox, {
           AND outbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`))
     // Unbounded, but only ever fed by the dispatcher's workers, which are bounded.
     const handedOff = yield* Queue.unbounded<ReadonlyArray<ClaimedCall>>()
+    // Handed over but never started (shutdown): back to pending, uncounted, for whoever sends next.
+    yield* Effect.addFinalizer(() =>
+      Effect.flatMap(Queue.clear(handedOff), (batches) =>
+        Effect.forEach(batches.flat(), (call) => releaseCall(call).pipe(Effect.ignoreCause), { discard: true })))
     // Deliveries finish concurrently; their "sent" marks share one UPDATE per batch.
     const markSentBatched = yield* makeBatcher({
       run: (calls: ReadonlyArray<ClaimedCall>) =>
@@ -125,10 +133,7 @@ export class Outbox extends Context.Service<Outbox, {
             lease_id = NULL
           WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid),
 
-      release: (call) =>
-        db.withConnection(sql`
-          UPDATE outbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL
-          WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid),
+      release: releaseCall,
 
       leases
     })

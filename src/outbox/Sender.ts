@@ -98,7 +98,9 @@ export const Sender = {
         })
 
       const startInSlot = (calls: ReadonlyArray<ClaimedCall>) =>
-        FiberSet.run(senders, deliverInOrder(calls).pipe(Effect.ensuring(Effect.andThen(slots.release(1), wakeup.signal))))
+        FiberSet.run(senders, Effect.forEach(byChat(calls), deliverInOrder, { concurrency: "unbounded", discard: true }).pipe(Effect.ensuring(Effect.andThen(slots.release(1), wakeup.signal))), {
+          startImmediately: true
+        })
 
       const byChat = (calls: ReadonlyArray<ClaimedCall>) => {
         const groups = new Map<string, Array<ClaimedCall>>()
@@ -106,23 +108,29 @@ export const Sender = {
         return [...groups.values()]
       }
 
+      // As in the dispatcher: leased calls are either delivering or still in the outbox's queue
+      // (released there at shutdown), never lost between the two. One update's calls share a slot.
       const handOffLoop = Effect.forever(Effect.gen(function*() {
-        const calls = yield* outbox.takeHandedOff
-        for (const chat of byChat(calls)) {
-          yield* slots.take(1)
-          yield* startInSlot(chat)
-        }
+        yield* slots.take(1)
+        yield* Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(
+            Effect.onInterrupt(restore(outbox.takeHandedOff), () => slots.release(1)),
+            (calls) => startInSlot(calls)
+          ))
       }))
 
       const claimLoop = Effect.forever(Effect.gen(function*() {
         let free = 0
         while (free < config.senderConcurrency && (yield* slots.takeIfAvailable(1))) free++
-        const claimed = free === 0 ? [] : yield* outbox.claim(free).pipe(
-          Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming outbox calls failed; retrying", cause), []))
-        )
-        for (const call of claimed) yield* startInSlot([call])
-        yield* slots.release(free - claimed.length)
-        if (free > 0 && claimed.length === free) return
+        const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
+          const claimed = yield* outbox.claim(free).pipe(
+            Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming outbox calls failed; retrying", cause), []))
+          )
+          for (const call of claimed) yield* startInSlot([call])
+          yield* slots.release(free - claimed.length)
+          return claimed.length
+        }))
+        if (free > 0 && claimed === free) return
         yield* wakeup.wait(pollInterval)
       }))
       yield* Effect.forkScoped(handOffLoop)

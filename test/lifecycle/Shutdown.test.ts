@@ -40,7 +40,7 @@ const holdInboxRow = (url: string, updateId: number) =>
 const awaitBlockedInsert = (url: string) =>
   queryRows(url, Schema.Struct({ n: Schema.Number }), `
     SELECT count(*)::int AS n FROM pg_stat_activity
-    WHERE application_name = 'steadfast' AND wait_event_type = 'Lock' AND query ILIKE '%INSERT INTO inbox%'`).pipe(
+    WHERE application_name = 'steadfast' AND wait_event_type = 'Lock' AND query ILIKE '%steadfast_store%'`).pipe(
     Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => (rows[0]?.n ?? 0) > 0 }),
     Effect.timeout("20 seconds")
   )

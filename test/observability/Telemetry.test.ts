@@ -207,7 +207,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       const inRequest = descendantsOf(spans, webhook)
       const store = inRequest.find((span) => span.name === "Inbox.store")
       assert.isDefined(store, traceOf(spans, webhook))
-      const insert = sqlSpans(descendantsOf(spans, store!)).find((span) => queryText(span).includes("INSERT INTO inbox"))
+      const insert = sqlSpans(descendantsOf(spans, store!)).find((span) => queryText(span).includes("steadfast_store("))
       assert.isDefined(insert, traceOf(spans, webhook))
       assert.strictEqual(insert!.kind, SpanKind.client)
       assert.strictEqual(insert!.attributes["db.system.name"], "postgresql")
