@@ -196,8 +196,12 @@ export const Dispatcher = {
       const runChain = (update: Claimed): Effect.Effect<void> =>
         Effect.flatMap(process(update), Option.match({ onNone: () => Effect.void, onSome: runChain }))
 
+      // The claim loop is woken by a freed slot only if it last found none: waking it after every
+      // run would cost a claim query per update, which the hand-off exists to avoid.
+      let starved = false
+      const slotFreed = Effect.suspend(() => starved ? wakeup.signal : Effect.void)
       const startInSlot = (update: Claimed) =>
-        FiberSet.run(workers, runChain(update).pipe(Effect.ensuring(Effect.andThen(slots.release(1), wakeup.signal))), {
+        FiberSet.run(workers, runChain(update).pipe(Effect.ensuring(Effect.andThen(slots.release(1), slotFreed))), {
           startImmediately: true
         })
 
@@ -215,6 +219,7 @@ export const Dispatcher = {
       const claimLoop = Effect.forever(Effect.gen(function*() {
         let free = 0
         while (free < config.workerConcurrency && (yield* slots.takeIfAvailable(1))) free++
+        starved = free === 0
         const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
           const claimed = yield* inbox.claim(free).pipe(
             Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming updates failed; retrying", cause), []))

@@ -334,23 +334,27 @@ export class Inbox extends Context.Service<Inbox, {
             FROM successor s WHERE inbox.update_id = s.update_id
             RETURNING inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id, inbox.traceparent
           ), calls AS (
-            SELECT c.*, c.chat_key = f.chat_key AND NOT EXISTS (
-                     SELECT 1 FROM outbox o WHERE o.chat_key = c.chat_key AND o.status IN ('pending', 'sending')) AS lease
+            SELECT c.*, NOT EXISTS (
+                     SELECT 1 FROM outbox o WHERE o.chat_key = c.chat_key AND o.status IN ('pending', 'sending')) AS free
             FROM finished f, unnest(
               ${calls.map((c) => c.chatKey)}::text[], ${calls.map((c) => c.method)}::text[],
               ${calls.map((c) => JSON.stringify(c.payload))}::text[], ${calls.map((c) => c.traceparent ?? "")}::text[]
             ) WITH ORDINALITY AS c(chat_key, method, payload, traceparent, position)
+          ), decided AS (
+            SELECT c.*, c.free AND c.chat_key = f.chat_key AS lease FROM calls c, finished f
           ), queued AS (
             INSERT INTO outbox (chat_key, method, payload, update_id, traceparent, status, attempts, lease_id, locked_until)
             SELECT c.chat_key, c.method, c.payload::jsonb, f.update_id, nullif(c.traceparent, ''),
                    CASE WHEN c.lease THEN 'sending' ELSE 'pending' END, CASE WHEN c.lease THEN 1 ELSE 0 END,
                    CASE WHEN c.lease THEN gen_random_uuid() END,
                    CASE WHEN c.lease THEN now() + ${leaseMs} * interval '1 millisecond' END
-            FROM finished f, calls c
+            FROM finished f, decided c
             ORDER BY c.position
             RETURNING id, chat_key, status, lease_id
           ), notified AS (
-            SELECT pg_notify(${NOTIFY_CHANNEL}, 'outbox') WHERE EXISTS (SELECT 1 FROM queued WHERE status = 'pending')
+            -- Only for a call that could go now but is not ours to send; one behind a call in flight
+            -- is leased when that call is marked sent.
+            SELECT pg_notify(${NOTIFY_CHANNEL}, 'outbox') WHERE EXISTS (SELECT 1 FROM decided WHERE free AND NOT lease)
           )
           SELECT (SELECT count(*)::int FROM finished) AS finished,
                  (SELECT json_agg(c) FROM chained c) AS next,

@@ -1,4 +1,4 @@
-import { Context, Duration, Effect, Layer, Queue, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Option, Queue, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { makeBatcher } from "../db/Batcher.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
@@ -24,6 +24,16 @@ const ClaimedRow = Schema.Struct({
 })
 const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedRow))
 
+const toClaimedCall = (row: typeof ClaimedRow.Type): ClaimedCall => ({
+  id: String(row.id),
+  chatKey: row.chat_key,
+  method: row.method,
+  payload: row.payload,
+  attempts: row.attempts,
+  leaseId: row.lease_id,
+  traceparent: row.traceparent
+})
+
 export interface ClaimedCall {
   readonly id: string
   readonly chatKey: string
@@ -45,7 +55,8 @@ export class Outbox extends Context.Service<Outbox, {
   readonly handOff: (calls: ReadonlyArray<ClaimedCall>) => Effect.Effect<void>
   readonly takeHandedOff: Effect.Effect<ReadonlyArray<ClaimedCall>>
   readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<ClaimedCall>, SqlError | PoolTimeout>
-  readonly markSent: (call: ClaimedCall) => Effect.Effect<void, SqlError | PoolTimeout>
+  /** Marks a call sent; the chat's next call when this leased it to us. */
+  readonly markSent: (call: ClaimedCall) => Effect.Effect<Option.Option<ClaimedCall>, SqlError | PoolTimeout>
   /** Records a failed delivery: retried after `retryAfter`, or failed for good when it is undefined. */
   readonly fail: (call: ClaimedCall, error: string, retryAfter: Duration.Duration | undefined) => Effect.Effect<void, SqlError | PoolTimeout>
   readonly release: (call: ClaimedCall) => Effect.Effect<void, SqlError | PoolTimeout>
@@ -71,13 +82,33 @@ export class Outbox extends Context.Service<Outbox, {
     yield* Effect.addFinalizer(() =>
       Effect.flatMap(Queue.clear(handedOff), (batches) =>
         Effect.forEach(batches.flat(), (call) => releaseCall(call).pipe(Effect.ignoreCause), { discard: true })))
-    // Deliveries finish concurrently; their "sent" marks share one UPDATE per batch.
+    // Deliveries finish concurrently; their "sent" marks share one statement per batch, which also
+    // leases to us each chat's next call if it is waiting (the call marked sent was in its way).
     const markSentBatched = yield* makeBatcher({
       run: (calls: ReadonlyArray<ClaimedCall>) =>
         db.withConnection(sql`
-          UPDATE outbox SET status = 'sent', sent_at = now(), locked_until = NULL, lease_id = NULL, last_error = NULL
-          FROM unnest(${calls.map((call) => call.id)}::bigint[], ${calls.map((call) => call.leaseId)}::uuid[]) AS s(id, lease_id)
-          WHERE outbox.id = s.id AND outbox.lease_id = s.lease_id`).pipe(Effect.as(calls.map(() => undefined))),
+          WITH sent AS (
+            UPDATE outbox SET status = 'sent', sent_at = now(), locked_until = NULL, lease_id = NULL, last_error = NULL
+            FROM unnest(${calls.map((call) => call.id)}::bigint[], ${calls.map((call) => call.leaseId)}::uuid[]) AS s(id, lease_id)
+            WHERE outbox.id = s.id AND outbox.lease_id = s.lease_id
+            RETURNING outbox.id, outbox.chat_key
+          ), successor AS (
+            SELECT n.id FROM outbox n, sent s
+            WHERE n.chat_key = s.chat_key AND n.status = 'pending' AND n.available_at <= now()
+              AND n.id = (
+                SELECT min(e.id) FROM outbox e
+                WHERE e.chat_key = s.chat_key AND e.status IN ('pending', 'sending') AND e.id <> s.id)
+            FOR UPDATE OF n SKIP LOCKED
+          )
+          UPDATE outbox SET status = 'sending', attempts = outbox.attempts + 1, lease_id = gen_random_uuid(),
+                            locked_until = now() + ${leaseMs} * interval '1 millisecond'
+          FROM successor WHERE outbox.id = successor.id
+          RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts,
+                    outbox.lease_id::text AS lease_id, outbox.traceparent`).pipe(
+          Effect.flatMap((rows) => Effect.orDie(decodeClaimed(rows))),
+          Effect.flatMap((rows) => Effect.forEach(rows.map(toClaimedCall), (next) => Effect.as(leases.hold(next), next))),
+          Effect.map((next) => calls.map((call) => Option.fromNullishOr(next.find((candidate) => candidate.chatKey === call.chatKey))))
+        ),
       max: 200,
       writers: 2
     })
@@ -107,16 +138,7 @@ export class Outbox extends Context.Service<Outbox, {
             locked_until = now() + ${leaseMs} * interval '1 millisecond'
           FROM next WHERE outbox.id = next.id
           RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts, outbox.lease_id::text AS lease_id, outbox.traceparent`)
-        const decoded = yield* decodeClaimed(rows).pipe(Effect.orDie)
-        const claimed = decoded.map((row): ClaimedCall => ({
-          id: String(row.id),
-          chatKey: row.chat_key,
-          method: row.method,
-          payload: row.payload,
-          attempts: row.attempts,
-          leaseId: row.lease_id,
-          traceparent: row.traceparent
-        }))
+        const claimed = (yield* decodeClaimed(rows).pipe(Effect.orDie)).map(toClaimedCall)
         yield* Effect.forEach(claimed, leases.hold, { discard: true })
         return claimed
       }),

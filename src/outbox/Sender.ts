@@ -10,7 +10,10 @@ import { type ClaimedCall, Outbox } from "./Outbox.ts"
 /** Delivery attempts for a call the Bot API keeps failing transiently (5xx, network) before it is failed for good. */
 const MAX_DELIVERY_ATTEMPTS = 8
 
-type Delivery = "sent" | "failed" | "later"
+/** How a delivery ended: sent (with the chat's next call if it was leased to us), failed for good, or to be retried later. */
+type Delivery = { readonly _tag: "Sent"; readonly next: Option.Option<ClaimedCall> } | { readonly _tag: "Failed" } | { readonly _tag: "Later" }
+const failed: Delivery = { _tag: "Failed" }
+const later: Delivery = { _tag: "Later" }
 
 /**
  * Sender fibers deliver outbox rows to the Bot API: one call in flight per chat (so a chat's
@@ -37,7 +40,7 @@ export const Sender = {
       // Once the call is made its outcome is known; if the database is briefly away, keep trying
       // to record it (the lease is renewed meanwhile). The updates are guarded by the lease id, so
       // repeating them is harmless.
-      const recordOutcome = <E>(effect: Effect.Effect<void, E>) =>
+      const recordOutcome = <A, E>(effect: Effect.Effect<A, E>) =>
         Effect.retry(effect, { schedule: Schedule.spaced("500 millis"), times: 120 })
 
       const deliver = (call: ClaimedCall): Effect.Effect<Delivery> =>
@@ -49,7 +52,7 @@ export const Sender = {
         }).pipe(
           Effect.andThen(botApi.callRaw(call.method, call.payload)),
           Effect.andThen(recordOutcome(outbox.markSent(call))),
-          Effect.as<Delivery>("sent"),
+          Effect.map((next): Delivery => ({ _tag: "Sent", next })),
           Effect.catchTags({
             ChatBlocked: (error) => failForGood(call, error.message),
             BotApiRejected: (error) => failForGood(call, error.message),
@@ -59,12 +62,12 @@ export const Sender = {
               const delay = error.retryAfterSeconds !== undefined
                 ? Duration.seconds(error.retryAfterSeconds)
                 : Duration.seconds(Math.min(60, 2 ** call.attempts))
-              return Effect.as(recordOutcome(outbox.fail(call, error.message, delay)), "later" as const)
+              return Effect.as(recordOutcome(outbox.fail(call, error.message, delay)), later)
             }
           }),
           Effect.onInterrupt(() => outbox.release(call).pipe(Effect.ignoreCause)),
           Effect.ensuring(outbox.leases.release(call)),
-          Effect.catchCause((cause) => Effect.as(Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause), "later" as const)),
+          Effect.catchCause((cause) => Effect.as(Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause), later)),
           withTraceLogs,
           fiberDump.track(`deliver ${call.method} (outbox ${call.id})`),
           // Delivery continues the trace of the processing that queued the call.
@@ -81,24 +84,35 @@ export const Sender = {
             Effect.logWarning(`Bot API refused ${call.method} to ${call.chatKey} for good: ${description}`),
             recordOutcome(outbox.fail(call, description, undefined))
           ),
-          "failed" as const
+          failed
         )
 
-      // Calls of one chat handed over together go out one after the other. If one has to wait, the
-      // rest go back to the table, to be claimed after it in id order.
+      // Calls of one chat handed over together go out one after the other, then the chat's next
+      // call if marking the last one sent leased it to us. If one has to wait, the rest go back to
+      // the table, to be claimed after it in id order; if one failed for good, the chat goes on.
       const deliverInOrder = (calls: ReadonlyArray<ClaimedCall>): Effect.Effect<void> =>
         Effect.suspend(() => {
           const [first, ...rest] = calls
           if (first === undefined) return Effect.void
-          return Effect.flatMap(deliver(first), (delivery) =>
-            delivery === "later"
-              ? Effect.forEach(rest, (call) =>
-                outbox.release(call).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call))), { discard: true })
-              : deliverInOrder(rest))
+          return Effect.flatMap(deliver(first), (delivery) => {
+            switch (delivery._tag) {
+              case "Sent":
+                return deliverInOrder(rest.length === 0 ? Option.toArray(delivery.next) : rest)
+              case "Failed":
+                return rest.length === 0 ? wakeup.signal : deliverInOrder(rest)
+              case "Later":
+                return Effect.forEach(rest, (call) =>
+                  outbox.release(call).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call))), { discard: true })
+            }
+          })
         })
 
+      // The claim loop is woken by a freed slot only if it last found none: waking it after every
+      // run would cost a claim query per update, which the hand-off exists to avoid.
+      let starved = false
+      const slotFreed = Effect.suspend(() => starved ? wakeup.signal : Effect.void)
       const startInSlot = (calls: ReadonlyArray<ClaimedCall>) =>
-        FiberSet.run(senders, Effect.forEach(byChat(calls), deliverInOrder, { concurrency: "unbounded", discard: true }).pipe(Effect.ensuring(Effect.andThen(slots.release(1), wakeup.signal))), {
+        FiberSet.run(senders, Effect.forEach(byChat(calls), deliverInOrder, { concurrency: "unbounded", discard: true }).pipe(Effect.ensuring(Effect.andThen(slots.release(1), slotFreed))), {
           startImmediately: true
         })
 
@@ -122,6 +136,7 @@ export const Sender = {
       const claimLoop = Effect.forever(Effect.gen(function*() {
         let free = 0
         while (free < config.senderConcurrency && (yield* slots.takeIfAvailable(1))) free++
+        starved = free === 0
         const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
           const claimed = yield* outbox.claim(free).pipe(
             Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming outbox calls failed; retrying", cause), []))

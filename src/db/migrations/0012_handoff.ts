@@ -45,7 +45,11 @@ export default Effect.gen(function*() {
         ON CONFLICT ON CONSTRAINT inbox_pkey DO NOTHING
         RETURNING x.update_id, x.status, x.lease_id
       ), notified AS (
-        SELECT pg_notify('steadfast', 'inbox') WHERE EXISTS (SELECT 1 FROM inserted n WHERE n.status = 'pending')
+        -- Claimers are woken only for an update that could run now but was not leased (no room in
+        -- memory): one behind an open update is leased by that update's finish (or, if its owner
+        -- died, claimed once the lease expires).
+        SELECT pg_notify('steadfast', 'inbox') WHERE EXISTS (
+          SELECT 1 FROM inserted n JOIN ranked r ON r.update_id = n.update_id WHERE n.status = 'pending' AND r.free)
       )
       SELECT n.update_id, n.status, n.lease_id FROM inserted n LEFT JOIN (SELECT count(*) AS c FROM notified) AS w ON true;
     END $$`)
