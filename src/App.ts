@@ -5,6 +5,7 @@ import { createServer } from "node:http"
 import { Bot } from "./bot/Bot.ts"
 import { AppConfig } from "./Config.ts"
 import { Database } from "./db/Database.ts"
+import { Instance } from "./db/Instance.ts"
 import { Notifications } from "./db/Notifications.ts"
 import { HealthRoutes } from "./http/HealthRoutes.ts"
 import { HttpTracing, requestDuration } from "./http/HttpObservability.ts"
@@ -64,7 +65,10 @@ const SandboxBanner = Layer.effectDiscard(Effect.gen(function*() {
   ].join("\n"))
 }))
 
-const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer).pipe(Layer.provideMerge(Database.layer))
+const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer).pipe(
+  Layer.provide(Instance.layer),
+  Layer.provideMerge(Database.layer)
+)
 
 /**
  * The whole service. `bot` replaces the handler set (tests use it for failing handlers).

@@ -44,6 +44,18 @@ const processedBy = Metrics.tagged(Metrics.updatesProcessed)
 class LeaseLost extends Data.TaggedError("LeaseLost")<{}> {}
 
 /**
+ * How a run left its chat: finished (with the chat's next update if the finish leased it to us),
+ * dead-lettered (the chat goes on), or stopped: retried later, taken over, or not recorded, so
+ * nothing after it in the chat may run yet.
+ */
+type Outcome =
+  | { readonly _tag: "Finished"; readonly next: Option.Option<Claimed> }
+  | { readonly _tag: "Dead" }
+  | { readonly _tag: "Stopped" }
+const dead: Outcome = { _tag: "Dead" }
+const stopped: Outcome = { _tag: "Stopped" }
+
+/**
  * Worker fibers that run updates: those the inbox hands over from memory (leased when stored, or
  * when their chat's previous update finished) and those claimed from the table (backlogs, retries,
  * a dead instance's work). At most WORKER_CONCURRENCY run at once. All fibers live in this layer's
@@ -63,6 +75,15 @@ export const Dispatcher = {
       const { inbox: wakeup } = yield* Notifications
       const fiberDump = yield* FiberDump
       const slots = yield* Semaphore.make(config.workerConcurrency)
+
+      // Chats running here, each with the updates leased to us that wait behind its running one, in
+      // update_id order. One fiber runs a chat's updates one after the other, in one slot.
+      const chats = new Map<string, Array<Claimed>>()
+      const release = (update: Claimed) =>
+        inbox.release(update).pipe(Effect.ignoreCause, Effect.ensuring(inbox.leases.release(update)))
+      // Runs after the workers are gone (finalizers run in reverse): what waited behind them goes back.
+      yield* Effect.addFinalizer(() =>
+        Effect.forEach([...chats.values()].flat(), release, { discard: true }).pipe(Effect.ensuring(Effect.sync(() => chats.clear()))))
 
       const workers = yield* FiberSet.make<void>()
       yield* Effect.addFinalizer(() =>
@@ -84,14 +105,18 @@ export const Dispatcher = {
       const runHandler = (update: Claimed) =>
         db.transaction(Effect.gen(function*() {
           const result = yield* bot.handle(update.updateId, update.kind, update.payload)
-          const finished = yield* inbox.finish(update, result.status, result.calls, yield* currentTraceId, !lifecycle.isDraining())
+          // Lease the chat's next waiting update to us only when nothing of the chat queues here already.
+          const chain = !lifecycle.isDraining() && (chats.get(update.chatKey)?.length ?? 0) === 0
+          const finished = yield* inbox.finish(update, result.status, result.calls, yield* currentTraceId, chain)
           if (Option.isNone(finished)) return yield* new LeaseLost()
           return { result, finished: finished.value }
         }))
 
-      /** Runs one update; the chat's next update when the finish leased it to us. */
-      const process = (update: Claimed): Effect.Effect<Option.Option<Claimed>> =>
-        Effect.gen(function*() {
+      /** Runs one update. */
+      const process = (update: Claimed): Effect.Effect<Outcome> => {
+        // What a failed run left behind, set once it is recorded (the failure itself goes on to the span).
+        let failed: Outcome = stopped
+        return Effect.gen(function*() {
           // The handler runs in a child fiber so that, on timeout, we can say what it was doing
           // before interrupting it (interruption rolls its transaction back).
           const handler = yield* Effect.forkChild(
@@ -109,17 +134,19 @@ export const Dispatcher = {
             const message = `timed out after ${Duration.format(config.updateTimeout)}`
             yield* Effect.logError(`update ${update.updateId} (${update.kind}) ${message} on attempt ${update.attempts}; it was doing:\n${describeFiber(handler)}`)
             yield* Fiber.interrupt(handler)
-            return yield* recordFailure(update, message, Cause.fail(new Cause.TimeoutError(message)))
+            failed = yield* recordFailure(update, message)
+            return yield* Effect.fail(new Cause.TimeoutError(message))
           }
           const exit = outcome.value
           if (Exit.isSuccess(exit)) return yield* recordOutcome(update, exit.value.result, exit.value.finished)
           if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
           if (Option.exists(Cause.findErrorOption(exit.cause), (error) => error._tag === "LeaseLost")) {
             yield* Effect.logWarning(`update ${update.updateId}: lease taken over by another instance; left to it`)
-            return Option.none()
+            return stopped
           }
           yield* Effect.logError(`update ${update.updateId} (${update.kind}) failed on attempt ${update.attempts}`, exit.cause)
-          return yield* recordFailure(update, Cause.pretty(exit.cause), exit.cause)
+          failed = yield* recordFailure(update, Cause.pretty(exit.cause), exit.cause)
+          return yield* Effect.failCause(exit.cause)
         }).pipe(
           // Only shutdown interrupts a worker: give the update back without counting the attempt.
           Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),
@@ -147,38 +174,37 @@ export const Dispatcher = {
             }
           }),
           // Already logged and recorded: the failure only had to reach the span.
-          Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.succeed(Option.none()))
+          Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.sync(() => failed))
         )
+      }
 
-      // Records the failed run, then fails with its cause so that the span ends with error status
-      // and the exception. If the outcome cannot be recorded, the lease expires and the run is redone.
-      const recordFailure = (update: Claimed, error: string, cause: Cause.Cause<unknown>) =>
+      // Records the failed run. If the outcome cannot be recorded, the lease expires and the run is redone.
+      const recordFailure = (update: Claimed, error: string, cause: Cause.Cause<unknown> = Cause.empty) =>
         Effect.gen(function*() {
           const infrastructure = isInfrastructureFailure(cause)
-          const invalid = isInvalidUpdate(cause)
           const backoff = retryBackoff(RETRY_BASE, update.attempts)
           const outcome = yield* inbox.fail(update, error, {
-            maxAttempts: invalid ? 0 : config.maxAttempts,
+            maxAttempts: isInvalidUpdate(cause) ? 0 : config.maxAttempts,
             backoff: infrastructure ? Duration.min(backoff, INFRASTRUCTURE_RETRY_CAP) : backoff,
             traceId: yield* currentTraceId,
             counted: !infrastructure
           })
-          if (outcome === undefined) return
+          if (outcome === undefined) return stopped
           const label = outcome === "dead" ? "dead" : "retried"
           yield* Effect.annotateCurrentSpan({ "steadfast.outcome": label })
           yield* Metric.update(processedBy({ outcome: label }), 1)
-          if (outcome === "dead") {
-            yield* Effect.logError(`update ${update.updateId} dead-lettered after ${update.attempts} attempt(s)`)
-            // Its chat may go on.
-            yield* wakeup.signal
-          }
+          if (outcome === "retry") return stopped
+          yield* Effect.logError(`update ${update.updateId} dead-lettered after ${update.attempts} attempt(s)`)
+          return dead
         }).pipe(
           Effect.catchCause((recording) =>
             Cause.hasInterruptsOnly(recording)
               ? Effect.failCause(recording)
-              : Effect.logError(`could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`, recording)
-          ),
-          Effect.andThen(Effect.failCause(cause))
+              : Effect.as(
+                Effect.logError(`could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`, recording),
+                stopped
+              )
+          )
         )
 
       const recordOutcome = (update: Claimed, result: HandleResult, finished: Finished) =>
@@ -189,30 +215,54 @@ export const Dispatcher = {
             ...(result.handler === undefined ? {} : { "steadfast.handler": result.handler })
           })
           yield* Metric.update(processedBy({ outcome: result.status }), 1)
-          return finished.next
+          return { _tag: "Finished", next: finished.next } satisfies Outcome
         })
 
-      /** Runs `update`, then its chat's next updates while finishing leases them to us, in one slot. */
-      const runChain = (update: Claimed): Effect.Effect<void> =>
-        Effect.flatMap(process(update), Option.match({ onNone: () => Effect.void, onSome: runChain }))
+      const enqueue = (update: Claimed) => {
+        const queue = chats.get(update.chatKey) ?? []
+        const at = queue.findIndex((waiting) => waiting.updateId > update.updateId)
+        queue.splice(at === -1 ? queue.length : at, 0, update)
+        chats.set(update.chatKey, queue)
+      }
+
+      /** Runs `update`, then the updates of its chat that queue here, one after the other. */
+      const runChat = (update: Claimed): Effect.Effect<void> =>
+        Effect.flatMap(process(update), (outcome) =>
+          Effect.suspend(() => {
+            const queue = chats.get(update.chatKey) ?? []
+            if (outcome._tag === "Finished") Option.map(outcome.next, enqueue)
+            const next = outcome._tag === "Stopped" ? undefined : queue.shift()
+            if (next !== undefined) return runChat(next)
+            chats.delete(update.chatKey)
+            // Stopped: what waited behind goes back to the table, to be claimed in order later.
+            if (outcome._tag === "Stopped") return Effect.forEach(queue, release, { discard: true })
+            // Dead: its chat may go on, from the table if nothing of it queues here.
+            return outcome._tag === "Dead" ? wakeup.signal : Effect.void
+          }))
 
       // The claim loop is woken by a freed slot only if it last found none: waking it after every
       // run would cost a claim query per update, which the hand-off exists to avoid.
       let starved = false
       const slotFreed = Effect.suspend(() => starved ? wakeup.signal : Effect.void)
       const startInSlot = (update: Claimed) =>
-        FiberSet.run(workers, runChain(update).pipe(Effect.ensuring(Effect.andThen(slots.release(1), slotFreed))), {
+        FiberSet.run(workers, runChat(update).pipe(Effect.ensuring(Effect.andThen(slots.release(1), slotFreed))), {
           startImmediately: true
         })
 
-      // Updates leased when they were stored: no claim, no re-read. A slot is taken before the
-      // update, and taking and starting it cannot be split by shutdown: a leased update is always
-      // either running (and released if interrupted) or still in the inbox's queue (released there).
-      const handOffLoop = Effect.forever(Effect.gen(function*() {
-        yield* slots.take(1)
-        yield* Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(Effect.onInterrupt(restore(inbox.takeHandedOff), () => slots.release(1)), startInSlot))
-      }))
+      // Updates leased when they were stored: no claim, no re-read. One whose chat runs here queues
+      // behind it; any other waits for a slot. Taking and starting or queueing it cannot be split by
+      // shutdown: a leased update is always running, queued here, or in the inbox's queue, and each
+      // of those gives it back when interrupted.
+      const handOffLoop = Effect.forever(Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(inbox.takeHandedOff), (update) => {
+          if (chats.has(update.chatKey)) return Effect.sync(() => enqueue(update))
+          chats.set(update.chatKey, [])
+          return restore(slots.take(1)).pipe(
+            Effect.onInterrupt(() => Effect.andThen(release(update), Effect.sync(() => chats.delete(update.chatKey)))),
+            Effect.andThen(startInSlot(update))
+          )
+        })
+      ))
 
       // Everything else. Free slots are taken before claiming, so what is claimed can always start;
       // claiming and starting are not interrupted in between, for the same reason as above.
@@ -224,8 +274,17 @@ export const Dispatcher = {
           const claimed = yield* inbox.claim(free).pipe(
             Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming updates failed; retrying", cause), []))
           )
-          for (const update of claimed) yield* startInSlot(update)
-          yield* slots.release(free - claimed.length)
+          let started = 0
+          for (const update of claimed) {
+            if (chats.has(update.chatKey)) {
+              enqueue(update)
+              continue
+            }
+            chats.set(update.chatKey, [])
+            yield* startInSlot(update)
+            started++
+          }
+          yield* slots.release(free - started)
           return claimed.length
         }))
         // A full batch means more may be waiting: claim again at once.

@@ -5,6 +5,7 @@ import { isDataError } from "../db/Jsonb.ts"
 import { type HeldLease, LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "../db/LeaseRenewal.ts"
 import type { ClaimedCall, OutgoingCall } from "../outbox/Outbox.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
+import { Instance } from "../db/Instance.ts"
 
 /** The channel every instance LISTENs on; payload `inbox` or `outbox` says what has new work. */
 export const NOTIFY_CHANNEL = "steadfast"
@@ -125,8 +126,8 @@ export class Inbox extends Context.Service<Inbox, {
   /**
    * Inside the handler's transaction: marks the update finished and queues its Bot API calls, if
    * the lease is still ours (None: another instance took the update over, roll back). The calls to
-   * the update's own chat are leased to our sender when that chat has none waiting, and the chat's
-   * next update is leased to us when `chain` is set.
+   * the update's own chat are leased to our sender when no other owner holds that chat's calls, and
+   * the chat's next waiting update is leased to us when `chain` is set.
    */
   readonly finish: (
     update: Claimed,
@@ -159,11 +160,12 @@ export class Inbox extends Context.Service<Inbox, {
   static readonly layer = Layer.effect(Inbox, Effect.gen(function*() {
     const db = yield* Database
     const sql = db.sql
+    const { id: me } = yield* Instance
     const leaseMs = Duration.toMillis(LEASE)
 
     const releaseUpdate = (update: Claimed) =>
       db.withConnection(sql`
-        UPDATE inbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL
+        UPDATE inbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL, owner = NULL
         WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid`).pipe(Effect.asVoid)
 
     const leases = yield* makeLeaseRenewal((held) =>
@@ -173,10 +175,10 @@ export class Inbox extends Context.Service<Inbox, {
         WHERE inbox.update_id = h.id AND inbox.lease_id = h.lease_id
           AND inbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`))
 
-    // Leased at store time, waiting for a worker. Slots are reserved before the insert decides how
-    // many rows it may lease, so an update leased to us always finds room here.
+    // Leased at store time and not finished yet (queued here or at the dispatcher). Room is reserved
+    // before the insert decides how many rows it may lease, so what is leased to us always fits.
     const handedOff = yield* Queue.bounded<Claimed>(HANDOFF_CAPACITY)
-    let waiting = 0
+    const inMemory = new Set<string>()
     let reserved = 0
     // Leased but never started (shutdown): back to pending, uncounted, for whoever runs next.
     yield* Effect.addFinalizer(() =>
@@ -184,7 +186,7 @@ export class Inbox extends Context.Service<Inbox, {
         Effect.forEach(updates, (update) => releaseUpdate(update).pipe(Effect.ignoreCause), { discard: true })))
     const handOff = (update: Claimed) =>
       Effect.andThen(leases.hold(update), Effect.sync(() => {
-        waiting++
+        inMemory.add(update.leaseId)
         Queue.offerUnsafe(handedOff, update)
       }))
 
@@ -194,7 +196,7 @@ export class Inbox extends Context.Service<Inbox, {
     const insertBatch = (batch: ReadonlyArray<StoreRequest>) =>
       Effect.acquireUseRelease(
         Effect.sync(() => {
-          const slots = Math.max(0, Math.min(batch.length, HANDOFF_CAPACITY - waiting - reserved))
+          const slots = Math.max(0, Math.min(batch.length, HANDOFF_CAPACITY - inMemory.size - reserved))
           reserved += slots
           return slots
         }),
@@ -204,7 +206,7 @@ export class Inbox extends Context.Service<Inbox, {
               ${batch.map((r) => r.update.updateId)}::bigint[], ${batch.map((r) => r.update.chatKey)}::text[],
               ${batch.map((r) => r.update.kind)}::text[], ${batch.map((r) => r.update.json)}::text[],
               ${batch.map((r) => r.update.skipped)}::boolean[], ${batch.map((r) => priorityOf(r.update.kind))}::smallint[],
-              ${batch.map((r) => r.update.traceparent ?? "")}::text[], ${slots}, ${leaseMs})`).pipe(
+              ${batch.map((r) => r.update.traceparent ?? "")}::text[], ${slots}, ${leaseMs}, ${me}::uuid)`).pipe(
             Effect.tap((rows) =>
               Effect.forEach(rows, (row) => {
                 if (row.lease_id === null) return Effect.void
@@ -270,10 +272,7 @@ export class Inbox extends Context.Service<Inbox, {
         return yield* storeBatched({ update, span: yield* Effect.option(Effect.currentSpan) })
       }),
 
-      takeHandedOff: Effect.map(Queue.take(handedOff), (update) => {
-        waiting--
-        return update
-      }),
+      takeHandedOff: Queue.take(handedOff),
 
       claim: Effect.fn("Inbox.claim")(function*(limit) {
         const rows = yield* db.withConnection(sql`
@@ -300,7 +299,8 @@ export class Inbox extends Context.Service<Inbox, {
             status = 'processing',
             attempts = inbox.attempts + 1,
             lease_id = gen_random_uuid(),
-            locked_until = now() + ${leaseMs} * interval '1 millisecond'
+            locked_until = now() + ${leaseMs} * interval '1 millisecond',
+            owner = ${me}::uuid
           FROM next WHERE inbox.update_id = next.update_id
           RETURNING inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id, inbox.traceparent`)
         const decoded = yield* decodeClaimed(rows).pipe(Effect.orDie)
@@ -310,15 +310,15 @@ export class Inbox extends Context.Service<Inbox, {
       }),
 
       // One statement, one round trip: finish the row (only under our lease), lease the chat's
-      // next update to us, write the calls in order (those to the update's own chat leased to our
-      // sender when that chat has no call waiting: else they wait their turn behind it), and wake
-      // the senders on commit for the others. Calls to other chats always take the claim path, so
-      // two updates of different chats never hand off calls of one chat at once.
+      // next waiting update to us, write the calls in order (those to the update's own chat leased
+      // to our sender when every open call of that chat is ours already: they queue behind them in
+      // its memory), and wake the senders on commit for the others. Calls to other chats always take
+      // the claim path, so two updates of different chats never hand off calls of one chat at once.
       finish: (update, status, calls, traceId, chain) =>
         sql`
           WITH finished AS (
             UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL,
-                             last_error = NULL, trace_id = ${traceId}
+                             owner = NULL, last_error = NULL, trace_id = ${traceId}
             WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid
             RETURNING update_id, chat_key
           ), successor AS (
@@ -330,12 +330,14 @@ export class Inbox extends Context.Service<Inbox, {
             FOR UPDATE OF n SKIP LOCKED
           ), chained AS (
             UPDATE inbox SET status = 'processing', attempts = inbox.attempts + 1, lease_id = gen_random_uuid(),
-                             locked_until = now() + ${leaseMs} * interval '1 millisecond'
+                             locked_until = now() + ${leaseMs} * interval '1 millisecond', owner = ${me}::uuid
             FROM successor s WHERE inbox.update_id = s.update_id
             RETURNING inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id, inbox.traceparent
           ), calls AS (
             SELECT c.*, NOT EXISTS (
-                     SELECT 1 FROM outbox o WHERE o.chat_key = c.chat_key AND o.status IN ('pending', 'sending')) AS free
+                     SELECT 1 FROM outbox o
+                     WHERE o.chat_key = c.chat_key AND o.status IN ('pending', 'sending')
+                       AND (o.status = 'pending' OR o.owner IS DISTINCT FROM ${me}::uuid)) AS free
             FROM finished f, unnest(
               ${calls.map((c) => c.chatKey)}::text[], ${calls.map((c) => c.method)}::text[],
               ${calls.map((c) => JSON.stringify(c.payload))}::text[], ${calls.map((c) => c.traceparent ?? "")}::text[]
@@ -343,11 +345,12 @@ export class Inbox extends Context.Service<Inbox, {
           ), decided AS (
             SELECT c.*, c.free AND c.chat_key = f.chat_key AS lease FROM calls c, finished f
           ), queued AS (
-            INSERT INTO outbox (chat_key, method, payload, update_id, traceparent, status, attempts, lease_id, locked_until)
+            INSERT INTO outbox (chat_key, method, payload, update_id, traceparent, status, attempts, lease_id, locked_until, owner)
             SELECT c.chat_key, c.method, c.payload::jsonb, f.update_id, nullif(c.traceparent, ''),
                    CASE WHEN c.lease THEN 'sending' ELSE 'pending' END, CASE WHEN c.lease THEN 1 ELSE 0 END,
                    CASE WHEN c.lease THEN gen_random_uuid() END,
-                   CASE WHEN c.lease THEN now() + ${leaseMs} * interval '1 millisecond' END
+                   CASE WHEN c.lease THEN now() + ${leaseMs} * interval '1 millisecond' END,
+                   CASE WHEN c.lease THEN ${me}::uuid END
             FROM finished f, decided c
             ORDER BY c.position
             RETURNING id, chat_key, status, lease_id
@@ -393,7 +396,8 @@ export class Inbox extends Context.Service<Inbox, {
             last_error = ${error.slice(0, 4000)},
             trace_id = coalesce(${traceId}, trace_id),
             locked_until = NULL,
-            lease_id = NULL
+            lease_id = NULL,
+            owner = NULL
           WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid
           RETURNING status`)
         const status = rows[0]?.status
@@ -416,7 +420,10 @@ export class Inbox extends Context.Service<Inbox, {
         }))),
 
       release: releaseUpdate,
-      leases
+      leases: {
+        hold: leases.hold,
+        release: (lease) => Effect.andThen(leases.release(lease), Effect.sync(() => void inMemory.delete(lease.leaseId)))
+      }
     })
   }))
 }

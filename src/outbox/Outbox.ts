@@ -2,6 +2,7 @@ import { Context, Duration, Effect, Layer, Option, Queue, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { makeBatcher } from "../db/Batcher.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
+import { Instance } from "../db/Instance.ts"
 import { LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "../db/LeaseRenewal.ts"
 
 /** A Bot API call a handler asked for; written to the outbox when the update finishes. */
@@ -65,10 +66,11 @@ export class Outbox extends Context.Service<Outbox, {
   static readonly layer = Layer.effect(Outbox, Effect.gen(function*() {
     const db = yield* Database
     const sql = db.sql
+    const { id: me } = yield* Instance
     const leaseMs = Duration.toMillis(LEASE)
     const releaseCall = (call: ClaimedCall) =>
       db.withConnection(sql`
-        UPDATE outbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL
+        UPDATE outbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL, owner = NULL
         WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid)
     const leases = yield* makeLeaseRenewal((held) =>
       db.withConnection(sql`
@@ -88,7 +90,7 @@ export class Outbox extends Context.Service<Outbox, {
       run: (calls: ReadonlyArray<ClaimedCall>) =>
         db.withConnection(sql`
           WITH sent AS (
-            UPDATE outbox SET status = 'sent', sent_at = now(), locked_until = NULL, lease_id = NULL, last_error = NULL
+            UPDATE outbox SET status = 'sent', sent_at = now(), locked_until = NULL, lease_id = NULL, owner = NULL, last_error = NULL
             FROM unnest(${calls.map((call) => call.id)}::bigint[], ${calls.map((call) => call.leaseId)}::uuid[]) AS s(id, lease_id)
             WHERE outbox.id = s.id AND outbox.lease_id = s.lease_id
             RETURNING outbox.id, outbox.chat_key
@@ -101,7 +103,7 @@ export class Outbox extends Context.Service<Outbox, {
             FOR UPDATE OF n SKIP LOCKED
           )
           UPDATE outbox SET status = 'sending', attempts = outbox.attempts + 1, lease_id = gen_random_uuid(),
-                            locked_until = now() + ${leaseMs} * interval '1 millisecond'
+                            locked_until = now() + ${leaseMs} * interval '1 millisecond', owner = ${me}::uuid
           FROM successor WHERE outbox.id = successor.id
           RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts,
                     outbox.lease_id::text AS lease_id, outbox.traceparent`).pipe(
@@ -135,7 +137,8 @@ export class Outbox extends Context.Service<Outbox, {
             status = 'sending',
             attempts = outbox.attempts + 1,
             lease_id = gen_random_uuid(),
-            locked_until = now() + ${leaseMs} * interval '1 millisecond'
+            locked_until = now() + ${leaseMs} * interval '1 millisecond',
+            owner = ${me}::uuid
           FROM next WHERE outbox.id = next.id
           RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts, outbox.lease_id::text AS lease_id, outbox.traceparent`)
         const claimed = (yield* decodeClaimed(rows).pipe(Effect.orDie)).map(toClaimedCall)
@@ -152,7 +155,8 @@ export class Outbox extends Context.Service<Outbox, {
             available_at = now() + ${retryAfter === undefined ? 0 : Duration.toMillis(retryAfter)} * interval '1 millisecond',
             last_error = ${error.slice(0, 4000)},
             locked_until = NULL,
-            lease_id = NULL
+            lease_id = NULL,
+            owner = NULL
           WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid),
 
       release: releaseCall,

@@ -34,6 +34,21 @@ export const Sender = {
       const fiberDump = yield* FiberDump
       const slots = yield* Semaphore.make(config.senderConcurrency)
 
+      // Chats delivering here, each with the calls leased to us that wait behind the one in flight,
+      // in id order. One fiber delivers a chat's calls one after the other, in one slot.
+      const chats = new Map<string, Array<ClaimedCall>>()
+      const release = (call: ClaimedCall) =>
+        outbox.release(call).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call)))
+      const enqueue = (call: ClaimedCall) => {
+        const queue = chats.get(call.chatKey) ?? []
+        const at = queue.findIndex((waiting) => Number(waiting.id) > Number(call.id))
+        queue.splice(at === -1 ? queue.length : at, 0, call)
+        chats.set(call.chatKey, queue)
+      }
+      // Runs after the senders are gone (finalizers run in reverse): what waited behind them goes back.
+      yield* Effect.addFinalizer(() =>
+        Effect.forEach([...chats.values()].flat(), release, { discard: true }).pipe(Effect.ensuring(Effect.sync(() => chats.clear()))))
+
       const senders = yield* FiberSet.make<void>()
       yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(senders), config.shutdownGrace))
 
@@ -87,51 +102,47 @@ export const Sender = {
           failed
         )
 
-      // Calls of one chat handed over together go out one after the other, then the chat's next
-      // call if marking the last one sent leased it to us. If one has to wait, the rest go back to
-      // the table, to be claimed after it in id order; if one failed for good, the chat goes on.
-      const deliverInOrder = (calls: ReadonlyArray<ClaimedCall>): Effect.Effect<void> =>
-        Effect.suspend(() => {
-          const [first, ...rest] = calls
-          if (first === undefined) return Effect.void
-          return Effect.flatMap(deliver(first), (delivery) => {
-            switch (delivery._tag) {
-              case "Sent":
-                return deliverInOrder(rest.length === 0 ? Option.toArray(delivery.next) : rest)
-              case "Failed":
-                return rest.length === 0 ? wakeup.signal : deliverInOrder(rest)
-              case "Later":
-                return Effect.forEach(rest, (call) =>
-                  outbox.release(call).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call))), { discard: true })
-            }
-          })
-        })
+      // Then the chat's next call: queued here, or leased to us by marking this one sent. If one has
+      // to wait, the rest go back to the table, to be claimed after it in id order; if one failed for
+      // good, the chat goes on.
+      const deliverChat = (call: ClaimedCall): Effect.Effect<void> =>
+        Effect.flatMap(deliver(call), (delivery) =>
+          Effect.suspend(() => {
+            const queue = chats.get(call.chatKey) ?? []
+            if (delivery._tag === "Sent") Option.map(delivery.next, enqueue)
+            const next = delivery._tag === "Later" ? undefined : queue.shift()
+            if (next !== undefined) return deliverChat(next)
+            chats.delete(call.chatKey)
+            if (delivery._tag === "Later") return Effect.forEach(queue, release, { discard: true })
+            return delivery._tag === "Failed" ? wakeup.signal : Effect.void
+          }))
 
       // The claim loop is woken by a freed slot only if it last found none: waking it after every
-      // run would cost a claim query per update, which the hand-off exists to avoid.
+      // delivery would cost a claim query per call, which the hand-off exists to avoid.
       let starved = false
       const slotFreed = Effect.suspend(() => starved ? wakeup.signal : Effect.void)
-      const startInSlot = (calls: ReadonlyArray<ClaimedCall>) =>
-        FiberSet.run(senders, Effect.forEach(byChat(calls), deliverInOrder, { concurrency: "unbounded", discard: true }).pipe(Effect.ensuring(Effect.andThen(slots.release(1), slotFreed))), {
+      const startInSlot = (call: ClaimedCall) =>
+        FiberSet.run(senders, deliverChat(call).pipe(Effect.ensuring(Effect.andThen(slots.release(1), slotFreed))), {
           startImmediately: true
         })
 
-      const byChat = (calls: ReadonlyArray<ClaimedCall>) => {
-        const groups = new Map<string, Array<ClaimedCall>>()
-        for (const call of calls) groups.set(call.chatKey, [...(groups.get(call.chatKey) ?? []), call])
-        return [...groups.values()]
-      }
-
-      // As in the dispatcher: leased calls are either delivering or still in the outbox's queue
-      // (released there at shutdown), never lost between the two. One update's calls share a slot.
-      const handOffLoop = Effect.forever(Effect.gen(function*() {
-        yield* slots.take(1)
-        yield* Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(
-            Effect.onInterrupt(restore(outbox.takeHandedOff), () => slots.release(1)),
-            (calls) => startInSlot(calls)
-          ))
-      }))
+      // As in the dispatcher: a leased call is always delivering, queued here, or in the outbox's
+      // queue, and each of those gives it back when interrupted.
+      const handOffLoop = Effect.forever(Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(outbox.takeHandedOff), (calls) =>
+          Effect.forEach(calls, (call, index) => {
+            if (chats.has(call.chatKey)) return Effect.sync(() => enqueue(call))
+            chats.set(call.chatKey, [])
+            return restore(slots.take(1)).pipe(
+              Effect.onInterrupt(() =>
+                Effect.andThen(
+                  Effect.forEach(calls.slice(index), release, { discard: true }),
+                  Effect.sync(() => chats.delete(call.chatKey))
+                )),
+              Effect.andThen(startInSlot(call))
+            )
+          }, { discard: true }))
+      ))
 
       const claimLoop = Effect.forever(Effect.gen(function*() {
         let free = 0
@@ -141,8 +152,17 @@ export const Sender = {
           const claimed = yield* outbox.claim(free).pipe(
             Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming outbox calls failed; retrying", cause), []))
           )
-          for (const call of claimed) yield* startInSlot([call])
-          yield* slots.release(free - claimed.length)
+          let started = 0
+          for (const call of claimed) {
+            if (chats.has(call.chatKey)) {
+              enqueue(call)
+              continue
+            }
+            chats.set(call.chatKey, [])
+            yield* startInSlot(call)
+            started++
+          }
+          yield* slots.release(free - started)
           return claimed.length
         }))
         if (free > 0 && claimed === free) return
