@@ -20,7 +20,7 @@ const TOTAL = CHATS * PER_CHAT
  */
 const startInstance = (name: string, databaseUrl: string, apiRoot: string, probe: Probe) =>
   Effect.gen(function*() {
-    const handlers = yield* recordingThenShipped(probe, name)
+    const handlers = recordingThenShipped(probe, name)
     const layer = makeAppLayer({ bot: Bot.layerWith(handlers) }).pipe(
       Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(testEnv(databaseUrl, apiRoot, { SEND_RATE_PER_SECOND: "10000" }))))
     )
