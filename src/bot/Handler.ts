@@ -74,16 +74,29 @@ const commandWord = (update: Update): string | undefined => {
   return text === undefined ? undefined : text.trimStart().split(/\s/, 1)[0]
 }
 
+/** The `@bot` a command is addressed to (`/cmd@bot`), if any; usernames compare case-insensitively. */
+const addressee = (word: string): string | undefined => {
+  const at = word.indexOf("@")
+  return at < 0 ? undefined : word.slice(at + 1).toLowerCase()
+}
+
 /**
  * True for `/name`, `/name args` or `/name@<this bot> args`, never for `/name@other_bot`: in a
  * group, a command addressed to another bot is not ours to answer.
  */
 export const isCommand = (name: string) => (update: Update, me: UserFromGetMe): boolean => {
   const word = commandWord(update)
-  if (word === undefined) return false
-  if (word === `/${name}`) return true
-  const at = word.indexOf("@")
-  return at >= 0 && word.slice(0, at) === `/${name}` && word.slice(at + 1).toLowerCase() === me.username.toLowerCase()
+  if (word === undefined || !word.startsWith(`/${name}`)) return false
+  const rest = word.slice(name.length + 1)
+  return rest === "" || (rest.startsWith("@") && addressee(rest) === me.username.toLowerCase())
+}
+
+/** A command addressed to another bot (`/cmd@other_bot`): nothing here should answer it. */
+export const isForAnotherBot = (update: Update, me: UserFromGetMe): boolean => {
+  const word = commandWord(update)
+  if (word === undefined || !word.startsWith("/")) return false
+  const to = addressee(word)
+  return to !== undefined && to !== me.username.toLowerCase()
 }
 
 export const commandArgument = (update: Update): string =>

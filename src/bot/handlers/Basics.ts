@@ -2,7 +2,7 @@
 // commands, and any other text is quoted back.
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import { type Handler, isCommand, makeHandler } from "../Handler.ts"
+import { type Handler, isCommand, isForAnotherBot, makeHandler } from "../Handler.ts"
 import { LIMITS, truncate } from "../SafeText.ts"
 
 export const start = makeHandler({
@@ -43,10 +43,10 @@ const FALLBACK_SUFFIX = "”. Try /help"
 export const fallbackReply = (text: string): string =>
   `${FALLBACK_PREFIX}${truncate(text, LIMITS.messageText - FALLBACK_PREFIX.length - FALLBACK_SUFFIX.length)}${FALLBACK_SUFFIX}`
 
-// Last: any text no other handler claimed.
+// Last: any text no other handler claimed (but not a command meant for another bot in a group).
 export const fallback = makeHandler({
   name: "fallback",
-  matches: (update) => update.message?.text !== undefined,
+  matches: (update, me) => update.message?.text !== undefined && !isForAnotherBot(update, me),
   handle: Effect.fn("Handler.fallback")(function*({ update, reply }) {
     yield* reply(fallbackReply(update.message?.text ?? ""))
   })
