@@ -194,7 +194,7 @@ export interface StandInOptions {
   readonly port?: number
   /** Logs what the bot sends, as a chat would show it (sandbox mode). */
   readonly logMessages?: boolean
-  /** How many of the latest calls (and aborted calls) are kept for `calls`; 1000 by default. */
+  /** How many of the latest calls (and aborted calls) are kept for `calls`; 10 000 by default. */
   readonly maxCalls?: number
 }
 
@@ -203,7 +203,7 @@ const botIdFrom = (token: string): number => integer(token.split(":")[0]) ?? 100
 export class BotApiStandIn extends Context.Service<BotApiStandIn, {
   /** The apiRoot to hand to grammY, e.g. `http://127.0.0.1:41234`. */
   readonly url: string
-  /** The last `maxCalls` calls received (1000 by default), oldest first. */
+  /** The last `maxCalls` calls received (10 000 by default), oldest first. */
   readonly calls: Effect.Effect<ReadonlyArray<RecordedCall>>
   /** Calls whose client hung up before the stand-in answered (timeouts, interruptions). */
   readonly aborted: Effect.Effect<ReadonlyArray<RecordedCall>>
@@ -232,7 +232,7 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
 
   static make = Effect.fnUntraced(function*(options: StandInOptions) {
     const logMessages = options.logMessages ?? false
-    const maxCalls = Math.max(1, options.maxCalls ?? 1000)
+    const maxCalls = Math.max(1, options.maxCalls ?? 10_000)
     // A ring of the last calls: a sandbox left running for days must not keep every call it saw.
     const keepLast = (calls: ReadonlyArray<RecordedCall>, call: RecordedCall): ReadonlyArray<RecordedCall> =>
       calls.length < maxCalls ? [...calls, call] : [...calls.slice(calls.length - maxCalls + 1), call]

@@ -88,7 +88,7 @@ export const invalidReason = (kind: UpdateKind, payload: unknown): string | unde
   const check = checkers.get(kind)
   if (check === undefined) return undefined
   const result = check(payload)
-  return Result.isSuccess(result) ? undefined : `a ${kind} update ${result.failure.message.replace(/\s+/g, " ")}`
+  return Result.isSuccess(result) ? undefined : `a ${kind} update without what the pipeline needs: ${result.failure.message.replace(/\s+/g, " ")}`
 }
 
 export const isUpdateKind = (kind: string): kind is UpdateKind => (UPDATE_KINDS as ReadonlyArray<string>).includes(kind)
