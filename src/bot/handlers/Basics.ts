@@ -1,8 +1,10 @@
 // The shipped bot's own commands, in Effect style: /start records the user, /help lists the
 // commands, and any other text is quoted back.
+import { Composer } from "grammy"
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { type Handler, isCommand, isForAnotherBot, makeHandler } from "../Handler.ts"
+import type { SteadfastContext } from "../Grammy.ts"
 import { LIMITS, truncate } from "../SafeText.ts"
 
 export const start = makeHandler({
@@ -51,3 +53,7 @@ export const fallback = makeHandler({
     yield* reply(fallbackReply(update.message?.text ?? ""))
   })
 })
+
+/** The same fallback as grammY middleware (the benchmark compares the two styles on it). */
+export const grammyFallback = new Composer<SteadfastContext>().on("message:text", (ctx, next) =>
+  isForAnotherBot(ctx.update, ctx.me) ? next() : ctx.reply(fallbackReply(ctx.message.text)))
