@@ -1,6 +1,6 @@
 import type { MiddlewareFn, MiddlewareObj } from "grammy"
 import type { Update, UserFromGetMe } from "grammy/types"
-import { Context, Effect, Layer, Option, Ref, Schema } from "effect"
+import { Context, Effect, Layer, Option, Ref, Schema, Semaphore } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { AppConfig } from "../Config.ts"
@@ -72,8 +72,11 @@ export class Bot extends Context.Service<Bot, {
           ? entry
           : { name: `grammy#${index}`, middleware: (entry.middleware() as unknown as MiddlewareFn<SteadfastContext>) })
 
+      // One getMe at a time: updates arriving while it is asked wait for that answer instead of
+      // asking again; a failure is not kept, so the next update asks anew.
       const cachedMe = yield* Ref.make(Option.none<UserFromGetMe>())
-      const me = Effect.flatMap(Ref.get(cachedMe), Option.match({
+      const fetching = yield* Semaphore.make(1)
+      const fetchMe = Effect.flatMap(Ref.get(cachedMe), Option.match({
         onSome: Effect.succeed,
         onNone: () =>
           botApi.call("getMe").pipe(
@@ -81,6 +84,7 @@ export class Bot extends Context.Service<Bot, {
             Effect.mapError((error) => new HandlerFailure({ reason: `getMe: ${error.message}` }))
           )
       }))
+      const me = Effect.flatMap(Ref.get(cachedMe), Option.match({ onSome: Effect.succeed, onNone: () => fetching.withPermit(fetchMe) }))
       // Commands addressed to another bot are told apart by our username: ask for it once, now.
       yield* Effect.forkScoped(me.pipe(Effect.catchCause((cause) => Effect.logWarning("getMe failed at start; asked again on the first update", cause))))
 

@@ -221,7 +221,7 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
   ) => Effect.Effect<ReadonlyArray<RecordedCall>, StandInTimeout>
   /** The next `responses.length` calls of `method` get these answers, in order. */
   readonly script: (method: string, responses: ReadonlyArray<ScriptedResponse>) => Effect.Effect<void>
-  /** Every call waits this long before it is answered. */
+  /** Every call but getMe waits this long before it is answered. */
   readonly setDelay: (ms: number) => Effect.Effect<void>
   /** Overrides fields of what getWebhookInfo returns. */
   readonly setWebhookInfo: (patch: Partial<WebhookInfo>) => Effect.Effect<void>
@@ -454,7 +454,8 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
       const call: RecordedCall = { method, params: params ?? {}, at }
       yield* SubscriptionRef.update(recorded, (r) => ({ ...r, calls: keepLast(r.calls, call) }))
       const scripted = yield* takeScript(method)
-      const delay = scripted?.delayMs ?? (yield* Ref.get(delayMs))
+      // The service asks getMe once, at start: a delay models slow deliveries, not a slow start.
+      const delay = scripted?.delayMs ?? (method === "getMe" ? 0 : yield* Ref.get(delayMs))
       const respond = Effect.gen(function*() {
         if (delay > 0) yield* Effect.sleep(Duration.millis(delay))
         const result = scripted !== undefined
