@@ -8,8 +8,8 @@ import { Bot } from "../../src/bot/Bot.ts"
 import type { SteadfastContext } from "../../src/bot/Grammy.ts"
 import { grammyFallback } from "../../src/bot/handlers/Basics.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
-import { answeredCount, interleavedPlan, makePostStats, postUntilStored, repliesByChat, toUpdate } from "../support/Load.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
+import { assertAnsweredInOrder, interleavedPlan, makePostStats, postAlternating } from "../support/Load.ts"
+import { pgProbe } from "../support/PgProbe.ts"
 import { baseUrl, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 
@@ -45,25 +45,9 @@ describe("grammY middleware on two instances", () => {
 
       const plan = interleavedPlan({ chats: CHATS, perChat: PER_CHAT, firstUpdateId: 90_000, firstChatId: 990_000, seed: 11 })
       const stats = makePostStats()
-      yield* Effect.forEach(plan, (chat) =>
-        Effect.forEach(chat, (planned, i) => postUntilStored(Effect.succeed(i % 2 === 0 ? a : b), toUpdate(planned), stats), { discard: true }), {
-        concurrency: "unbounded",
-        discard: true
-      })
+      yield* postAlternating(plan, [a, b], stats)
       assert.strictEqual(stats.statuses.get(200), TOTAL)
-
-      yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === TOTAL, "60 seconds")
-      yield* waitFor(
-        "an empty outbox queue",
-        pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE status IN ('pending', 'sending')`),
-        (rows) => rows[0]?.n === 0,
-        { timeout: "30 seconds" }
-      )
-      const replies = repliesByChat(yield* standIn.calls)
-      for (const chat of plan) {
-        assert.deepStrictEqual(replies.get(chat[0]!.chatId), chat.map((planned) => planned.text), `replies to chat ${chat[0]!.chatId}`)
-      }
-      assert.deepStrictEqual(yield* pg.inboxStatuses, { done: TOTAL })
+      yield* assertAnsweredInOrder(plan, standIn, pg)
       assert.strictEqual(handledBy.size, TOTAL)
       assert.isTrue([...handledBy.values()].every((names) => names.length === 1), "no update was handled twice")
       const instances = new Set([...handledBy.values()].flat())

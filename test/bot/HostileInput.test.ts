@@ -17,11 +17,10 @@ import {
   messagesTo,
   moneyOf,
   newShopper,
-  nextChargeId,
   nextUpdateId,
   PaymentDb,
   paymentAppLayer,
-  termsOf
+  buyAndPay
 } from "../payments/PaymentSupport.ts"
 import { baseUrl, postUpdate } from "../support/TestApp.ts"
 
@@ -78,10 +77,7 @@ describe("hostile input", () => {
       Effect.gen(function*() {
         const standIn = yield* BotApiStandIn
         const shopper = yield* newShopper
-        const invoice = yield* shopper.buy("credits_100")
-        const chargeId = nextChargeId()
-        yield* shopper.pay({ ...termsOf(invoice), chargeId })
-        yield* shopper.awaitMessages(1)
+        const { chargeId } = yield* buyAndPay(shopper, "credits_100")
 
         const groupId = -1_000_000_000_000 - shopper.userId % 1_000_000
         for (const text of ["/balance", "/paysupport", "/refund", `/refund ${chargeId}`]) yield* post(groupUpdate(shopper.userId, groupId, text))

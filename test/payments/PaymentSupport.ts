@@ -401,3 +401,13 @@ export const termsOf = (invoice: InvoiceParams & { readonly amount: number }): I
 
 /** The order id inside a payload we issued. */
 export const orderIdOf = (payload: string): string => /^o(\d+)\./.exec(payload)?.[1] ?? assert.fail(`not an order payload: ${payload}`)
+
+/** Buys `product` and pays for it; returns once the receipt arrived. */
+export const buyAndPay = (shopper: Shopper, product: string) =>
+  Effect.gen(function*() {
+    const invoice = yield* shopper.buy(product)
+    const chargeId = nextChargeId()
+    yield* shopper.pay({ ...termsOf(invoice), chargeId })
+    yield* shopper.awaitMessages(1)
+    return { invoice, chargeId }
+  })
