@@ -1,12 +1,10 @@
-import type { Update, UserFromGetMe } from "grammy/types"
-import { Schema } from "effect"
-import type { Effect } from "effect"
+import type { Opts, Update, UserFromGetMe } from "grammy/types"
+import { type Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { AppConfig } from "../Config.ts"
 import type { BotApi, Method } from "../telegram/BotApi.ts"
 import type { InvalidUpdate } from "./Bot.ts"
-import type { Opts } from "grammy/types"
 
 /** A handler's own failure: the update's transaction rolls back and the update is retried. */
 export class HandlerFailure extends Schema.TaggedError<HandlerFailure>()("HandlerFailure", {
