@@ -28,7 +28,7 @@ const usage = `usage: npm run bench -- [options]
   --quick               smoke run: 1000 updates, 1 round, 300 delayed updates, 100 warm-up
   --profile             run both contenders under node --cpu-prof and print where their CPU went
                         (profiling slows them down: do not compare these figures with normal runs)
-  --only NAME           run one contender only: peer or steadfast (no ratios then)
+  --only NAME           run one contender only: peer, steadfast or steadfast-grammy (no ratios then)
   --steadfast-env K=V   extra environment for steadfast (repeatable), e.g. --steadfast-env DB_POOL_MAX=20
   --only-precheckout    run the pre-checkout scenario alone (steadfast only)
   --skip-precheckout    leave the pre-checkout scenario out
@@ -126,7 +126,7 @@ if (telemetryMode && (onlyPreCheckout || values.only !== undefined)) {
   process.exit(2)
 }
 
-type ContenderName = "peer" | "steadfast"
+type ContenderName = "peer" | "steadfast" | "steadfast-grammy"
 /** What a run is called: a contender, or steadfast exporting to the OTLP sink (--telemetry). */
 type RunLabel = ContenderName | "steadfast+otel"
 interface Contender {
@@ -136,10 +136,12 @@ interface Contender {
 }
 const allContenders: ReadonlyArray<{ readonly name: ContenderName; readonly script: string; readonly health: boolean }> = [
   { name: "peer", script: "bench/peer/grammyPeer.ts", health: false },
-  { name: "steadfast", script: "src/main.ts", health: true }
+  { name: "steadfast", script: "src/main.ts", health: true },
+  // The same service with its fallback as a grammY Composer: the adapter's cost against the Effect handler.
+  { name: "steadfast-grammy", script: "bench/steadfastGrammy.ts", health: true }
 ]
 if (values.only !== undefined && !allContenders.some((c) => c.name === values.only)) {
-  console.error(`--only must be peer or steadfast\n${usage}`)
+  console.error(`--only must be peer, steadfast or steadfast-grammy\n${usage}`)
   process.exit(2)
 }
 const contenders = allContenders.filter((c) => values.only === undefined || c.name === values.only)
@@ -254,7 +256,7 @@ const runOne = async (
     PORT: String(port),
     HOST: "127.0.0.1",
     SEND_RATE_PER_SECOND: String(settings.sendRatePerSecond),
-    ...(contender.script === "src/main.ts" ? steadfastEnv : {}),
+    ...(contender.name.startsWith("steadfast") ? steadfastEnv : {}),
     ...extra.env
   }, logFile, settings.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [])
   try {
@@ -579,6 +581,16 @@ const checks = (results: ReadonlyArray<RunResult>): Array<Check> => {
   compare("slow-api", "webhook ack p99 ≤ peer's (slow Bot API)", (r) => r.driver.ack.p99, (s, p) => s <= p)
   compare("slow-api", "end-to-end throughput ≥ peer's (slow Bot API)", (r) => r.driver.e2ePerSecond, (s, p) => s >= p)
   compare("fast-api", "peak RSS < 1.5 × peer's", (r) => r.peakRssKb / 1024, (s, p) => s < 1.5 * p)
+  // The grammY adapter against the Effect handler, same service: the "steadfast" column is the adapter here.
+  const effect = pick("fast-api", "steadfast", (r) => r.driver.e2ePerSecond)
+  const grammy = pick("fast-api", "steadfast-grammy", (r) => r.driver.e2ePerSecond)
+  out.push({
+    scenario: "fast-api",
+    target: "grammY-Composer fallback e2e throughput ≥ 0.9 × the Effect fallback's (peer column: Effect)",
+    steadfast: grammy,
+    peer: effect,
+    met: grammy === undefined || effect === undefined ? undefined : grammy >= 0.9 * effect
+  })
   const lossFree = (scenario: Scenario["name"]) => {
     const runs = results.filter((r) => r.scenario === scenario && r.contender === "steadfast")
     if (runs.length === 0) return
@@ -839,14 +851,17 @@ const main = async () => {
       const runsOf = (name: ContenderName) => results.filter((r) => r.scenario === scenario.name && r.contender === name)
       const peer = runsOf("peer")
       const steadfast = runsOf("steadfast")
+      const grammy = runsOf("steadfast-grammy")
+      const ratioOf = (a: number | undefined, b: number | undefined, combined: string | undefined) =>
+        a !== undefined && b !== undefined && b !== 0 && combined !== "sum" ? fmt(a / b, 2) : "-"
       say(`== summary ${scenario.name} (${scenario.title}; ${scenario.updates} updates; medians over ${scenario.rounds} round(s))`)
       say(table(
-        ["metric", "peer", "steadfast", "steadfast/peer"],
+        ["metric", "peer", "steadfast", "steadfast/peer", "steadfast-grammy", "grammy/steadfast"],
         metrics.map((metric) => {
           const p = combine(metric, peer)
           const s = combine(metric, steadfast)
-          const ratio = p !== undefined && s !== undefined && p !== 0 && metric.combine !== "sum" ? fmt(s / p, 2) : "-"
-          return [metric.label, fmt(p, metric.digits), fmt(s, metric.digits), ratio]
+          const g = combine(metric, grammy)
+          return [metric.label, fmt(p, metric.digits), fmt(s, metric.digits), ratioOf(s, p, metric.combine), fmt(g, metric.digits), ratioOf(g, s, metric.combine)]
         })
       ))
       const top = (steadfast[0]?.statements ?? []).slice(0, 14)

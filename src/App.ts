@@ -2,7 +2,8 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Clock, Console, Effect, Layer, Option, Redacted } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import { createServer } from "node:http"
-import { Bot } from "./bot/Bot.ts"
+import type { Bot } from "./bot/Bot.ts"
+import { MyBot } from "./bot/MyBot.ts"
 import { AppConfig } from "./Config.ts"
 import { Database } from "./db/Database.ts"
 import { Instance } from "./db/Instance.ts"
@@ -74,14 +75,14 @@ const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer)
  * The whole service. `bot` replaces the handler set (tests use it for failing handlers).
  * Shutdown runs in reverse: HTTP and workers drain first, then the pool, the Bot API, config.
  */
-export const makeAppLayer = (options: { readonly bot?: typeof Bot.layer } = {}) => Layer.mergeAll(
+export const makeAppLayer = (options: { readonly bot?: ReturnType<typeof Bot.layerWith> } = {}) => Layer.mergeAll(
   HttpRouter.serve(Layer.mergeAll(WebhookRoute, HealthRoutes), { disableLogger: true, middleware: requestDuration }).pipe(
     Layer.provide(HttpTracing)
   ),
   SandboxBanner
 ).pipe(
   Layer.provideMerge(ServerLayer),
-  Layer.merge(Dispatcher.layer.pipe(Layer.provide(options.bot ?? Bot.layer))),
+  Layer.merge(Dispatcher.layer.pipe(Layer.provide(options.bot ?? MyBot.layer))),
   Layer.merge(Sender.layer),
   Layer.merge(Retention.layerConfig),
   Layer.merge(Samplers.layer),

@@ -1,9 +1,10 @@
-import { Effect, Schema } from "effect"
+import type { Opts, Update, UserFromGetMe } from "grammy/types"
+import { type Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { AppConfig } from "../Config.ts"
-import type { BotApi } from "../telegram/BotApi.ts"
-import type { Update } from "../telegram/Update.ts"
+import type { BotApi, Method } from "../telegram/BotApi.ts"
+import type { InvalidUpdate } from "./Bot.ts"
 
 /** A handler's own failure: the update's transaction rolls back and the update is retried. */
 export class HandlerFailure extends Schema.TaggedError<HandlerFailure>()("HandlerFailure", {
@@ -15,16 +16,28 @@ export class HandlerFailure extends Schema.TaggedError<HandlerFailure>()("Handle
   }
 }
 
+/** The extras of `sendMessage`: everything but the chat and the text. */
+export type ReplyExtras = Omit<Opts<"sendMessage">, "chat_id" | "text">
+
 export interface HandlerContext {
+  /** The update exactly as Telegram sent it. */
   readonly update: Update
+  /** The bot itself, from getMe. */
+  readonly me: UserFromGetMe
   /** The key this update is ordered by, e.g. `chat:42`. */
   readonly chatKey: string
   /** The chat the update came from, when it has one. */
   readonly chatId: number | undefined
-  /** Queues `sendMessage` to the update's chat; it is sent only if the transaction commits. */
-  readonly reply: (text: string, other?: Record<string, unknown>) => Effect.Effect<void, SqlError | HandlerFailure>
-  /** Queues any Bot API call, sent in order with the other calls for `chatKey`. */
-  readonly call: (method: string, payload: Record<string, unknown>, chatKey?: string) => Effect.Effect<void, SqlError>
+  /**
+   * Queues `sendMessage` to the update's chat (text cut to Telegram's limit on a character
+   * boundary); it is sent only if the transaction commits.
+   */
+  readonly reply: (text: string, other?: ReplyExtras) => Effect.Effect<void>
+  /**
+   * Queues any Bot API call, typed by method, sent in order with the other calls for `chatKey`
+   * once the transaction commits. Nothing comes back: the call has not happened yet.
+   */
+  readonly call: <M extends Method>(method: M, payload: Opts<M>, chatKey?: string) => Effect.Effect<void>
 }
 
 /**
@@ -35,27 +48,53 @@ export interface HandlerContext {
  */
 export type HandlerServices = SqlClient | BotApi | AppConfig
 
+/** The failures a handler may end with: each rolls the update's transaction back. */
+export type HandlerError = HandlerFailure | InvalidUpdate | SqlError
+
 /**
- * A bot feature. `handle` runs inside the update's transaction: `yield* SqlClient` there gives
- * the transaction's connection, and everything it writes commits together with the update's
- * `done` mark, or not at all.
+ * An Effect-style bot feature. `handle` runs inside the update's transaction: `yield* SqlClient`
+ * there gives the transaction's connection, and everything it writes commits together with the
+ * update's `done` mark, or not at all.
  */
 export interface Handler {
   readonly name: string
-  /** Handlers are tried in ascending order; the first whose `matches` is true handles the update. */
-  readonly order: number
-  readonly matches: (update: Update) => boolean
-  readonly handle: (context: HandlerContext) => Effect.Effect<void, HandlerFailure | SqlError, HandlerServices>
+  /** Its line in /help, e.g. "/balance - your credits". */
+  readonly help?: string
+  /** Whether this handler takes the update; the bot's list is tried in order and the first taker handles it. */
+  readonly matches: (update: Update, me: UserFromGetMe) => boolean
+  readonly handle: (context: HandlerContext) => Effect.Effect<void, HandlerError, HandlerServices>
 }
 
 export const makeHandler = (handler: Handler): Handler => handler
 
-/** True for a message whose text is `/name`, `/name args` or `/name@bot ...`. */
-export const isCommand = (name: string) => (update: Update): boolean => {
+const commandWord = (update: Update): string | undefined => {
   const text = update.message?.text
-  if (text === undefined) return false
-  const word = text.trimStart().split(/\s/, 1)[0] ?? ""
-  return word === `/${name}` || word.startsWith(`/${name}@`)
+  return text === undefined ? undefined : text.trimStart().split(/\s/, 1)[0]
+}
+
+/** The `@bot` a command is addressed to (`/cmd@bot`), if any; usernames compare case-insensitively. */
+const addressee = (word: string): string | undefined => {
+  const at = word.indexOf("@")
+  return at < 0 ? undefined : word.slice(at + 1).toLowerCase()
+}
+
+/**
+ * True for `/name`, `/name args` or `/name@<this bot> args`, never for `/name@other_bot`: in a
+ * group, a command addressed to another bot is not ours to answer.
+ */
+export const isCommand = (name: string) => (update: Update, me: UserFromGetMe): boolean => {
+  const word = commandWord(update)
+  if (word === undefined || !word.startsWith(`/${name}`)) return false
+  const rest = word.slice(name.length + 1)
+  return rest === "" || (rest.startsWith("@") && addressee(rest) === me.username.toLowerCase())
+}
+
+/** A command addressed to another bot (`/cmd@other_bot`): nothing here should answer it. */
+export const isForAnotherBot = (update: Update, me: UserFromGetMe): boolean => {
+  const word = commandWord(update)
+  if (word === undefined || !word.startsWith("/")) return false
+  const to = addressee(word)
+  return to !== undefined && to !== me.username.toLowerCase()
 }
 
 export const commandArgument = (update: Update): string =>

@@ -1,3 +1,4 @@
+import type { Opts } from "grammy/types"
 import { Duration, Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { AppConfig } from "../Config.ts"
@@ -34,7 +35,7 @@ const decodeCredits = decodeWith(CreditsRow)
 export interface IssuedOrder {
   readonly orderId: bigint
   /** Parameters of `sendInvoice`, without `chat_id`. */
-  readonly invoice: Record<string, unknown>
+  readonly invoice: Omit<Opts<"sendInvoice">, "chat_id">
 }
 
 /** Creates a pending order for `product` and the matching invoice, whose payload is signed. */

@@ -98,6 +98,51 @@ const jsonField = (value: unknown): unknown => {
   return Option.getOrElse(Schema.decodeUnknownOption(Schema.fromJsonString(Schema.Unknown))(value), () => value)
 }
 
+const fileOf = (id: unknown) => {
+  const fileId = text(id) ?? "sandbox-file"
+  return { file_id: fileId, file_unique_id: `u${fileId}`.slice(0, 32) }
+}
+
+/** The field a send method fills in the Message it returns, e.g. `photo` for sendPhoto. */
+const sentContent = (method: string, params: Record<string, unknown>): Record<string, unknown> => {
+  switch (method) {
+    case "sendPhoto":
+      return { photo: [{ ...fileOf(params.photo), width: 1280, height: 720 }] }
+    case "sendVideo":
+      return { video: { ...fileOf(params.video), width: 1280, height: 720, duration: 1 } }
+    case "sendAnimation":
+      return { animation: { ...fileOf(params.animation), width: 320, height: 240, duration: 1 } }
+    case "sendAudio":
+      return { audio: { ...fileOf(params.audio), duration: 1 } }
+    case "sendVoice":
+      return { voice: { ...fileOf(params.voice), duration: 1 } }
+    case "sendVideoNote":
+      return { video_note: { ...fileOf(params.video_note), length: 240, duration: 1 } }
+    case "sendDocument":
+      return { document: fileOf(params.document) }
+    case "sendSticker":
+      return { sticker: { ...fileOf(params.sticker), type: "regular", width: 512, height: 512, is_animated: false, is_video: false } }
+    case "sendDice":
+      return { dice: { emoji: text(params.emoji) ?? "🎲", value: 1 } }
+    case "sendLocation":
+      return { location: { latitude: Number(params.latitude ?? 0), longitude: Number(params.longitude ?? 0) } }
+    default:
+      return {}
+  }
+}
+
+/** One item of sendMediaGroup's `media` as the Message field it becomes. */
+const mediaOf = (item: unknown): Record<string, unknown> => {
+  if (typeof item !== "object" || item === null) return {}
+  const media = item as Record<string, unknown>
+  const type = text(media.type) ?? "photo"
+  const caption = text(media.caption)
+  return {
+    ...sentContent(`send${type.charAt(0).toUpperCase()}${type.slice(1)}`, { [type]: media.media }),
+    ...(caption === undefined ? {} : { caption })
+  }
+}
+
 const summarize = (calls: ReadonlyArray<RecordedCall>): string => {
   if (calls.length === 0) return "no calls"
   const counts = new Map<string, number>()
@@ -145,12 +190,20 @@ const send = (res: ServerResponse, answer: Answer) => {
   res.end(payload)
 }
 
+export interface StandInOptions {
+  readonly port?: number
+  /** Logs what the bot sends, as a chat would show it (sandbox mode). */
+  readonly logMessages?: boolean
+  /** How many of the latest calls (and aborted calls) are kept for `calls`; 10 000 by default. */
+  readonly maxCalls?: number
+}
+
 const botIdFrom = (token: string): number => integer(token.split(":")[0]) ?? 1000000001
 
 export class BotApiStandIn extends Context.Service<BotApiStandIn, {
   /** The apiRoot to hand to grammY, e.g. `http://127.0.0.1:41234`. */
   readonly url: string
-  /** Every call received so far, oldest first. */
+  /** The last `maxCalls` calls received (10 000 by default), oldest first. */
   readonly calls: Effect.Effect<ReadonlyArray<RecordedCall>>
   /** Calls whose client hung up before the stand-in answered (timeouts, interruptions). */
   readonly aborted: Effect.Effect<ReadonlyArray<RecordedCall>>
@@ -168,17 +221,21 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
   ) => Effect.Effect<ReadonlyArray<RecordedCall>, StandInTimeout>
   /** The next `responses.length` calls of `method` get these answers, in order. */
   readonly script: (method: string, responses: ReadonlyArray<ScriptedResponse>) => Effect.Effect<void>
-  /** Every call waits this long before it is answered. */
+  /** Every call but getMe waits this long before it is answered. */
   readonly setDelay: (ms: number) => Effect.Effect<void>
   /** Overrides fields of what getWebhookInfo returns. */
   readonly setWebhookInfo: (patch: Partial<WebhookInfo>) => Effect.Effect<void>
 }>()("steadfast/sandbox/BotApiStandIn") {
-  static layer(options?: { readonly port?: number; readonly logMessages?: boolean }) {
+  static layer(options?: StandInOptions) {
     return Layer.effect(BotApiStandIn, BotApiStandIn.make(options ?? {}))
   }
 
-  static make = Effect.fnUntraced(function*(options: { readonly port?: number; readonly logMessages?: boolean }) {
+  static make = Effect.fnUntraced(function*(options: StandInOptions) {
     const logMessages = options.logMessages ?? false
+    const maxCalls = Math.max(1, options.maxCalls ?? 10_000)
+    // A ring of the last calls: a sandbox left running for days must not keep every call it saw.
+    const keepLast = (calls: ReadonlyArray<RecordedCall>, call: RecordedCall): ReadonlyArray<RecordedCall> =>
+      calls.length < maxCalls ? [...calls, call] : [...calls.slice(calls.length - maxCalls + 1), call]
     const recorded = yield* SubscriptionRef.make<Recorded>({ calls: [], aborted: [] })
     const scripts = yield* Ref.make<ReadonlyMap<string, ReadonlyArray<ScriptedResponse>>>(new Map())
     const delayMs = yield* Ref.make(0)
@@ -309,8 +366,63 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
           const overrides = yield* Ref.get(webhookOverrides)
           return ok({ ...info, ...overrides } satisfies WebhookInfo)
         }
-        default:
-          return telegramError(404, "Not Found: method not found")
+        case "sendChatAction":
+        case "deleteMessage":
+        case "deleteMessages":
+          return ok(true)
+        case "sendMediaGroup": {
+          const chatId = text(params.chat_id)
+          if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
+          const media = jsonField(params.media)
+          if (!Array.isArray(media) || media.length === 0) return badRequest("parameter \"media\" is required")
+          const group = `sandbox-group-${yield* Ref.get(lastMessageId)}`
+          return ok(yield* Effect.forEach(media, (item: unknown) =>
+            Effect.map(nextMessage(botId, chatId), (message) => ({ ...message, media_group_id: group, ...mediaOf(item) }))))
+        }
+        case "copyMessage": {
+          const chatId = text(params.chat_id)
+          if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
+          return ok({ message_id: (yield* nextMessage(botId, chatId)).message_id })
+        }
+        case "getChat": {
+          const chatId = text(params.chat_id)
+          if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
+          return ok({ ...chatOf(chatId), accent_color_id: 0, max_reaction_count: 11, accepted_gift_types: {} })
+        }
+        case "getFile": {
+          const fileId = text(params.file_id)
+          if (fileId === undefined || fileId === "") return badRequest("file_id is empty")
+          return ok({ file_id: fileId, file_unique_id: `u${fileId}`.slice(0, 32), file_size: 1024, file_path: `files/${fileId}` })
+        }
+        case "getChatMember": {
+          const userId = integer(params.user_id)
+          if (userId === undefined) return badRequest("user_id is empty")
+          return ok({ status: "member", user: { id: userId, is_bot: false, first_name: "Sandbox user" } })
+        }
+        case "getMyCommands":
+        case "getUpdates":
+          return ok([])
+        default: {
+          const chatId = text(params.chat_id)
+          if (method.startsWith("send") || method === "forwardMessage") {
+            if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
+            const caption = text(params.caption)
+            if (logMessages) yield* Effect.log(`bot → chat ${chatId}: ${method}${caption === undefined ? "" : ` “${caption}”`}`)
+            return ok({ ...(yield* nextMessage(botId, chatId)), ...sentContent(method, params), ...(caption === undefined ? {} : { caption }) })
+          }
+          if (method.startsWith("editMessage")) {
+            if (text(params.inline_message_id) !== undefined) return ok(true)
+            const messageId = integer(params.message_id)
+            if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
+            if (messageId === undefined) return badRequest("message identifier is not specified")
+            const now = yield* Clock.currentTimeMillis
+            const caption = text(params.caption)
+            return ok({ ...(yield* nextMessage(botId, chatId)), message_id: messageId, edit_date: Math.floor(now / 1000), ...(caption === undefined ? {} : { caption }) })
+          }
+          // Any other method (pin, set…, answer…, ban…): the stand-in keeps no model of it.
+          yield* (logMessages ? Effect.log : Effect.logDebug)(`Bot API stand-in: ${method} answered with a generic success`)
+          return ok(true)
+        }
       }
     })
 
@@ -340,9 +452,10 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
       const method = route[2] ?? ""
       const params = parseParams(req, body, url.searchParams)
       const call: RecordedCall = { method, params: params ?? {}, at }
-      yield* SubscriptionRef.update(recorded, (r) => ({ ...r, calls: [...r.calls, call] }))
+      yield* SubscriptionRef.update(recorded, (r) => ({ ...r, calls: keepLast(r.calls, call) }))
       const scripted = yield* takeScript(method)
-      const delay = scripted?.delayMs ?? (yield* Ref.get(delayMs))
+      // The service asks getMe once, at start: a delay models slow deliveries, not a slow start.
+      const delay = scripted?.delayMs ?? (method === "getMe" ? 0 : yield* Ref.get(delayMs))
       const respond = Effect.gen(function*() {
         if (delay > 0) yield* Effect.sleep(Duration.millis(delay))
         const result = scripted !== undefined
@@ -353,7 +466,7 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
         send(res, result)
       })
       const hungUp = clientGone(res).pipe(
-        Effect.andThen(SubscriptionRef.update(recorded, (r) => ({ ...r, aborted: [...r.aborted, call] })))
+        Effect.andThen(SubscriptionRef.update(recorded, (r) => ({ ...r, aborted: keepLast(r.aborted, call) })))
       )
       yield* Effect.raceFirst(respond, hungUp)
     })

@@ -1,4 +1,4 @@
-import { Option, Schema } from "effect"
+import { Option, Result, Schema } from "effect"
 
 /** Update kinds the Bot API documents; anything else is stored and skipped. */
 export const UPDATE_KINDS = [
@@ -16,16 +16,8 @@ export const ALLOWED_UPDATES = [
 
 export type UpdateKind = typeof UPDATE_KINDS[number]
 
-export const User = Schema.Struct({
-  id: Schema.Number,
-  is_bot: Schema.optional(Schema.Boolean),
-  first_name: Schema.optional(Schema.String),
-  username: Schema.optional(Schema.String),
-  language_code: Schema.optional(Schema.String)
-})
-export type User = typeof User.Type
-
-export const Chat = Schema.Struct({ id: Schema.Number, type: Schema.String })
+const User = Schema.Struct({ id: Schema.Number })
+const Chat = Schema.Struct({ id: Schema.Number, type: Schema.String })
 
 /** Service message content: a payment completed (for Stars, `currency` is `XTR`). */
 export const SuccessfulPayment = Schema.Struct({
@@ -33,11 +25,8 @@ export const SuccessfulPayment = Schema.Struct({
   total_amount: Schema.Int,
   invoice_payload: Schema.String,
   telegram_payment_charge_id: Schema.String,
-  // Required by the Bot API docs, but nothing here depends on it: a payment is never skipped for its lack.
-  provider_payment_charge_id: Schema.optional(Schema.String),
-  subscription_expiration_date: Schema.optional(Schema.Number),
-  is_recurring: Schema.optional(Schema.Boolean),
-  is_first_recurring: Schema.optional(Schema.Boolean)
+  // Required by the Bot API docs, but nothing here depends on it: a payment is never refused for its lack.
+  provider_payment_charge_id: Schema.optional(Schema.String)
 })
 export type SuccessfulPayment = typeof SuccessfulPayment.Type
 
@@ -46,8 +35,7 @@ export const RefundedPayment = Schema.Struct({
   currency: Schema.String,
   total_amount: Schema.Int,
   invoice_payload: Schema.String,
-  telegram_payment_charge_id: Schema.String,
-  provider_payment_charge_id: Schema.optional(Schema.String)
+  telegram_payment_charge_id: Schema.String
 })
 export type RefundedPayment = typeof RefundedPayment.Type
 
@@ -56,37 +44,54 @@ export const PreCheckoutQuery = Schema.Struct({
   from: User,
   currency: Schema.String,
   total_amount: Schema.Int,
-  invoice_payload: Schema.String,
-  shipping_option_id: Schema.optional(Schema.String)
+  invoice_payload: Schema.String
 })
 export type PreCheckoutQuery = typeof PreCheckoutQuery.Type
 
-export const Message = Schema.Struct({
-  message_id: Schema.Number,
-  date: Schema.optional(Schema.Number),
-  chat: Chat,
-  from: Schema.optional(User),
-  text: Schema.optional(Schema.String),
-  successful_payment: Schema.optional(SuccessfulPayment),
-  refunded_payment: Schema.optional(RefundedPayment)
-})
-export type Message = typeof Message.Type
+/** A message-like update must say which chat it belongs to: its chat is the ordering key and the reply target. */
+const ChatBound = Schema.Struct({ message_id: Schema.Number, chat: Chat })
+/** A query must name its sender: the answer goes to them and they are the ordering key. */
+const FromUser = Schema.Struct({ from: User })
 
-/** The part of an update the shipped handlers read; the full JSON stays in the inbox. */
-export const Update = Schema.Struct({
-  update_id: Schema.Int,
-  message: Schema.optional(Message),
-  edited_message: Schema.optional(Message),
-  callback_query: Schema.optional(Schema.Struct({
-    id: Schema.String,
-    from: User,
-    data: Schema.optional(Schema.String),
-    message: Schema.optional(Schema.Struct({ message_id: Schema.optional(Schema.Number), chat: Chat }))
-  })),
-  pre_checkout_query: Schema.optional(PreCheckoutQuery),
-  inline_query: Schema.optional(Schema.Struct({ id: Schema.String, from: User }))
-})
-export type Update = typeof Update.Type
+/**
+ * What the pipeline needs of each known kind, and nothing more: handlers get the update exactly
+ * as Telegram sent it (typed as grammY's `Update`), never a copy stripped to these fields.
+ */
+const requirements: Partial<Record<UpdateKind, Schema.Decoder<unknown>>> = {
+  message: ChatBound,
+  edited_message: ChatBound,
+  channel_post: ChatBound,
+  edited_channel_post: ChatBound,
+  business_message: ChatBound,
+  edited_business_message: ChatBound,
+  callback_query: Schema.Struct({ id: Schema.String, from: User }),
+  inline_query: Schema.Struct({ id: Schema.String, from: User }),
+  chosen_inline_result: FromUser,
+  shipping_query: Schema.Struct({ id: Schema.String, from: User }),
+  pre_checkout_query: Schema.Struct({ id: Schema.String, from: User }),
+  my_chat_member: Schema.Struct({ chat: Chat, from: User }),
+  chat_member: Schema.Struct({ chat: Chat, from: User }),
+  chat_join_request: Schema.Struct({ chat: Chat, from: User })
+}
+
+const AnyObject = Schema.Record(Schema.String, Schema.Unknown)
+const checkers = new Map(UPDATE_KINDS.map((kind) => [
+  kind,
+  Schema.decodeUnknownResult(Schema.Struct({ update_id: Schema.Int, [kind]: requirements[kind] ?? AnyObject }))
+]))
+
+/**
+ * Checks an update of a known kind against what the pipeline needs; the reason when it falls
+ * short. The update itself is never rewritten: on success the caller keeps the original object.
+ */
+export const invalidReason = (kind: UpdateKind, payload: unknown): string | undefined => {
+  const check = checkers.get(kind)
+  if (check === undefined) return undefined
+  const result = check(payload)
+  return Result.isSuccess(result) ? undefined : `a ${kind} update without what the pipeline needs: ${result.failure.message.replace(/\s+/g, " ")}`
+}
+
+export const isUpdateKind = (kind: string): kind is UpdateKind => (UPDATE_KINDS as ReadonlyArray<string>).includes(kind)
 
 /** What ingress needs to store an update: a JSON object with an integer update_id. */
 export const UpdateEnvelope = Schema.fromJsonString(Schema.StructWithRest(

@@ -4,11 +4,11 @@ import { makeAppLayer } from "../../src/App.ts"
 import { Bot } from "../../src/bot/Bot.ts"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
+import { pgProbe } from "../support/PgProbe.ts"
 import { makeProbe, type Probe, recordingThenShipped } from "../support/handlers/FaultyHandlers.ts"
 import { baseUrl, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
-import { answeredCount, interleavedPlan, makePostStats, postUntilStored, repliesByChat, toUpdate } from "../support/Load.ts"
+import { assertAnsweredInOrder, interleavedPlan, makePostStats, postAlternating } from "../support/Load.ts"
 
 const CHATS = 10
 const PER_CHAT = 30
@@ -20,7 +20,7 @@ const TOTAL = CHATS * PER_CHAT
  */
 const startInstance = (name: string, databaseUrl: string, apiRoot: string, probe: Probe) =>
   Effect.gen(function*() {
-    const handlers = yield* recordingThenShipped(probe, name)
+    const handlers = recordingThenShipped(probe, name)
     const layer = makeAppLayer({ bot: Bot.layerWith(handlers) }).pipe(
       Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(testEnv(databaseUrl, apiRoot, { SEND_RATE_PER_SECOND: "10000" }))))
     )
@@ -45,28 +45,9 @@ describe("two instances on one database", () => {
 
         const plan = interleavedPlan({ chats: CHATS, perChat: PER_CHAT, firstUpdateId: 80_000, firstChatId: 970_000, seed: 2 })
         const stats = makePostStats()
-        // Chats concurrently; within a chat one update after another, alternating between instances.
-        yield* Effect.forEach(plan, (chat) =>
-          Effect.forEach(chat, (planned, i) =>
-            postUntilStored(Effect.succeed(i % 2 === 0 ? a.base : b.base), toUpdate(planned), stats), { discard: true }), {
-          concurrency: "unbounded",
-          discard: true
-        })
+        yield* postAlternating(plan, [a.base, b.base], stats)
         assert.strictEqual(stats.statuses.get(200), TOTAL)
-
-        yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === TOTAL, "60 seconds")
-        yield* waitFor(
-          "an empty outbox queue",
-          pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE status IN ('pending', 'sending')`),
-          (rows) => rows[0]?.n === 0,
-          { timeout: "30 seconds" }
-        )
-
-        const replies = repliesByChat(yield* standIn.calls)
-        for (const chat of plan) {
-          assert.deepStrictEqual(replies.get(chat[0]!.chatId), chat.map((planned) => planned.text), `replies to chat ${chat[0]!.chatId}`)
-        }
-        assert.deepStrictEqual(yield* pg.inboxStatuses, { done: TOTAL })
+        yield* assertAnsweredInOrder(plan, standIn, pg)
         const outbox = yield* pg.query<{ updates: number; rows: number }>(`SELECT count(DISTINCT update_id)::int AS updates, count(*)::int AS rows FROM outbox`)
         assert.deepStrictEqual(outbox[0], { updates: TOTAL, rows: TOTAL })
 

@@ -282,7 +282,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
   it.effect("log lines written while an update is processed are exported with the trace and span ids of its processing", () =>
     Effect.gen(function*() {
       const { receiver, service } = yield* Exporting
-      // A `message` without a chat: Bot warns that it lacks the shape its kind requires and skips it.
+      // A `message` without a chat: Bot fails it as InvalidUpdate, and the failure is logged.
       const updateId = 1003
       assert.strictEqual(yield* postUpdate(service.baseUrl, `{"update_id":${updateId},"message":{"message_id":1,"text":"/start"}}`), 200)
 
@@ -291,8 +291,8 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
         const record = logs.find((log) => String(log.body).startsWith(`update ${updateId} `))
         return process === undefined || record === undefined ? undefined : { spans, process, record }
       })
-      assert.strictEqual(process.attributes["steadfast.outcome"], "skipped")
-      assert.strictEqual(record.severityText, "Warn")
+      assert.strictEqual(process.attributes["steadfast.outcome"], "dead")
+      assert.strictEqual(record.severityText, "Error")
       assert.strictEqual(record.traceId, process.traceId)
       assert.isTrue(
         [process, ...descendantsOf(spans, process)].some((span) => span.spanId === record.spanId),

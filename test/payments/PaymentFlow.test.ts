@@ -17,7 +17,8 @@ import {
   paymentAppLayer,
   paymentState,
   refundedPaymentUpdate,
-  termsOf
+  termsOf,
+  buyAndPay
 } from "./PaymentSupport.ts"
 
 const OutboxRow = Schema.Struct({ method: Schema.String, status: Schema.String, last_error: Schema.NullOr(Schema.String) })
@@ -126,10 +127,7 @@ describe("payments end to end", () => {
       Effect.gen(function*() {
         const standIn = yield* BotApiStandIn
         const shopper = yield* newShopper
-        const invoice = yield* shopper.buy("credits_500")
-        const chargeId = nextChargeId()
-        yield* shopper.pay({ ...termsOf(invoice), chargeId })
-        yield* shopper.awaitMessages(1)
+        const { chargeId } = yield* buyAndPay(shopper, "credits_500")
 
         yield* standIn.script("refundStarPayment", [{
           status: 400,
@@ -155,10 +153,7 @@ describe("payments end to end", () => {
       Effect.gen(function*() {
         const standIn = yield* BotApiStandIn
         const shopper = yield* newShopper
-        const invoice = yield* shopper.buy("credits_100")
-        const chargeId = nextChargeId()
-        yield* shopper.pay({ ...termsOf(invoice), chargeId })
-        yield* shopper.awaitMessages(1)
+        const { chargeId } = yield* buyAndPay(shopper, "credits_100")
         // What the retry of a refund whose transaction failed after Telegram's refund would see.
         yield* standIn.script("refundStarPayment", [{
           status: 400,
@@ -206,10 +201,7 @@ describe("payments end to end", () => {
     it.effect("/paysupport lists the user's payments with their charge ids; /terms states the terms", () =>
       Effect.gen(function*() {
         const shopper = yield* newShopper
-        const invoice = yield* shopper.buy("credits_100")
-        const chargeId = nextChargeId()
-        yield* shopper.pay({ ...termsOf(invoice), chargeId })
-        yield* shopper.awaitMessages(1)
+        const { chargeId } = yield* buyAndPay(shopper, "credits_100")
         const support = yield* shopper.say("/paysupport")
         assert.include(support, "Payment support")
         assert.include(support, `• 50 ⭐ credits_100: credited, charge ${chargeId}`)

@@ -4,7 +4,7 @@ import { assert } from "@effect/vitest"
 import type { Update } from "grammy/types"
 import { Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
 import pg from "pg"
-import type { Handler } from "../../src/bot/Handler.ts"
+import type { BotDefinition } from "../../src/bot/Bot.ts"
 import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
@@ -268,10 +268,10 @@ export const assertMoneyInvariants = Effect.gen(function*() {
 // The app under test
 
 /** The app on a fresh database (plus a pool of ours on it); sending is not rate limited. */
-export const paymentAppLayer = (label: string, options: { readonly env?: Record<string, string>; readonly handlers?: ReadonlyArray<Handler> } = {}) =>
+export const paymentAppLayer = (label: string, options: { readonly env?: Record<string, string>; readonly handlers?: BotDefinition } = {}) =>
   Layer.unwrap(Effect.map(Effect.promise(() => freshDatabase(label)), (url) => paymentAppOn(url, options)))
 
-export const paymentAppOn = (url: string, options: { readonly env?: Record<string, string>; readonly handlers?: ReadonlyArray<Handler> } = {}) =>
+export const paymentAppOn = (url: string, options: { readonly env?: Record<string, string>; readonly handlers?: BotDefinition } = {}) =>
   Layer.merge(
     testAppLayer({
       databaseUrl: url,
@@ -401,3 +401,13 @@ export const termsOf = (invoice: InvoiceParams & { readonly amount: number }): I
 
 /** The order id inside a payload we issued. */
 export const orderIdOf = (payload: string): string => /^o(\d+)\./.exec(payload)?.[1] ?? assert.fail(`not an order payload: ${payload}`)
+
+/** Buys `product` and pays for it; returns once the receipt arrived. */
+export const buyAndPay = (shopper: Shopper, product: string) =>
+  Effect.gen(function*() {
+    const invoice = yield* shopper.buy(product)
+    const chargeId = nextChargeId()
+    yield* shopper.pay({ ...termsOf(invoice), chargeId })
+    yield* shopper.awaitMessages(1)
+    return { invoice, chargeId }
+  })

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Logger, Schema } from "effect"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiStandIn, type StandInOptions } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 
 const token = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"
@@ -32,7 +32,7 @@ const post = (
 
 const withStandIn = <A, E>(
   body: (standIn: BotApiStandIn["Service"]) => Effect.Effect<A, E, BotApiStandIn>,
-  options?: { readonly logMessages?: boolean }
+  options?: StandInOptions
 ) => Effect.flatMap(BotApiStandIn, body).pipe(Effect.provide(BotApiStandIn.layer(options)))
 
 describe("BotApiStandIn", () => {
@@ -72,12 +72,31 @@ describe("BotApiStandIn", () => {
       })
     ))
 
-  it.live("rejects an unknown method with 404 and missing parameters with 400", () =>
+  it.live("answers any method a handler may call: a plausible result for the common ones, a generic success for the rest", () =>
     withStandIn((standIn) =>
       Effect.gen(function*() {
-        const unknown = yield* post(standIn.url, "sendTelepathy", { json: {} })
-        assert.strictEqual(unknown.status, 404)
-        assert.deepStrictEqual(unknown.body, { ok: false, error_code: 404, description: "Not Found: method not found" })
+        const result = (method: string, json: unknown) =>
+          Effect.map(post(standIn.url, method, { json }), (reply) => {
+            assert.strictEqual(reply.status, 200, `${method}: ${reply.body.description}`)
+            return reply.body.result as Record<string, unknown>
+          })
+        const photo = yield* result("sendPhoto", { chat_id: 42, photo: "AgACphoto", caption: "a cat" })
+        assert.deepInclude(photo, { caption: "a cat", chat: { id: 42, type: "private", first_name: "Sandbox user" } })
+        assert.strictEqual((photo["photo"] as ReadonlyArray<{ file_id: string }>)[0]?.file_id, "AgACphoto")
+        const edited = yield* result("editMessageText", { chat_id: 42, message_id: 7, text: "edited" })
+        assert.deepInclude(edited, { message_id: 7, text: "edited" })
+        const caption = yield* result("editMessageCaption", { chat_id: 42, message_id: 7, caption: "new caption" })
+        assert.deepInclude(caption, { message_id: 7, caption: "new caption" })
+        assert.isTrue(yield* result("answerCallbackQuery", { callback_query_id: "q1", text: "done" }))
+        assert.isTrue(yield* result("deleteMessage", { chat_id: 42, message_id: 7 }))
+        assert.isTrue(yield* result("pinChatMessage", { chat_id: 42, message_id: 7 }))
+        assert.isTrue(yield* result("setMessageReaction", { chat_id: 42, message_id: 7 }))
+        assert.deepInclude(yield* result("getFile", { file_id: "AgACphoto" }), { file_id: "AgACphoto", file_path: "files/AgACphoto" })
+        assert.isNumber((yield* result("copyMessage", { chat_id: 42, from_chat_id: 42, message_id: 7 }))["message_id"])
+        const group = yield* result("sendMediaGroup", { chat_id: 42, media: [{ type: "photo", media: "p1" }, { type: "photo", media: "p2" }] })
+        assert.lengthOf(group as unknown as ReadonlyArray<unknown>, 2)
+        const me = yield* result("getMe", {})
+        assert.strictEqual(me["username"], "steadfast_sandbox_bot")
         const noText = yield* post(standIn.url, "sendMessage", { json: { chat_id: 1 } })
         assert.strictEqual(noText.status, 400)
         assert.strictEqual(noText.body.description, "Bad Request: message text is empty")
@@ -129,12 +148,16 @@ describe("BotApiStandIn", () => {
       })
     ))
 
-  it.live("setDelay makes every call wait", () =>
+  it.live("setDelay makes every call but getMe wait", () =>
     withStandIn((standIn) =>
       Effect.gen(function*() {
         yield* standIn.setDelay(300)
-        const [elapsed] = yield* Effect.timed(post(standIn.url, "getMe"))
+        const [elapsed] = yield* Effect.timed(post(standIn.url, "sendMessage", { json: { chat_id: 1, text: "slow" } }))
         assert.isAtLeast(Duration.toMillis(elapsed), 290)
+        // The service asks getMe once at start: a delay models slow deliveries, not a slow start.
+        yield* standIn.setDelay(60_000)
+        const me = yield* post(standIn.url, "getMe").pipe(Effect.timeout("20 seconds"))
+        assert.strictEqual(me.status, 200)
         yield* standIn.setDelay(0)
       })
     ))
@@ -231,4 +254,12 @@ describe("BotApiStandIn", () => {
     assert.deepInclude(update.message.chat, { id: 5, type: "private" })
     assert.isUndefined(sampleUpdate({ text: "plain" }).message.entities)
   })
+
+  it.live("keeps only the last maxCalls calls, oldest first", () =>
+    withStandIn((standIn) =>
+      Effect.gen(function*() {
+        for (const i of [1, 2, 3, 4, 5]) yield* post(standIn.url, "sendMessage", { json: { chat_id: 1, text: `m${i}` } })
+        const calls = yield* standIn.awaitCalls((calls) => calls.at(-1)?.params["text"] === "m5")
+        assert.deepStrictEqual(calls.map((call) => call.params["text"]), ["m3", "m4", "m5"])
+      }), { maxCalls: 3 }))
 })

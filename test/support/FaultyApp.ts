@@ -67,7 +67,7 @@ export const startFaultyApp = (
     const pg = yield* pgProbe(databaseUrl)
     yield* pg.query(MARKS_TABLE_DDL)
     const probe = yield* makeProbe
-    const handlers = yield* faultyThenShipped(probe)
+    const handlers = faultyThenShipped(probe)
     const logs = makeLogCapture()
     const app = yield* Layer.build(
       testAppLayer({ databaseUrl, env, handlers }).pipe(Layer.provide(Logger.layer([logs.logger], { mergeWithExisting: options.quiet !== true })))

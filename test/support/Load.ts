@@ -1,9 +1,11 @@
 // Load driving for the inbox tests: plans of text updates spread over chats, posting them the
 // way Telegram does (a chat's next update only after the previous one was acknowledged,
 // redelivering whatever was not answered 200), and reading the replies back per chat.
+import { assert } from "@effect/vitest"
 import { Data, Effect, Schedule } from "effect"
-import type { RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import type { BotApiStandIn, RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
+import { type PgProbe, waitFor } from "./PgProbe.ts"
 import { TEST_SECRET } from "./TestApp.ts"
 
 export interface Planned {
@@ -161,3 +163,29 @@ export const answeredCount = (plan: Plan, calls: ReadonlyArray<RecordedCall>): n
 /** Drops immediate repeats: a reply delivered again after a crash lands right after itself. */
 export const withoutImmediateRepeats = <A>(items: ReadonlyArray<A>): Array<A> =>
   items.filter((item, i) => i === 0 || items[i - 1] !== item)
+
+/** Posts the plan: chats concurrently, within a chat one update after another, alternating between `bases`. */
+export const postAlternating = (plan: Plan, bases: ReadonlyArray<string>, stats: PostStats) =>
+  Effect.forEach(plan, (chat) =>
+    Effect.forEach(chat, (planned, i) => postUntilStored(Effect.succeed(bases[i % bases.length]!), toUpdate(planned), stats), { discard: true }), {
+    concurrency: "unbounded",
+    discard: true
+  })
+
+/** Waits until every planned update is answered and the outbox is drained; each chat's replies came in update_id order. */
+export const assertAnsweredInOrder = (plan: Plan, standIn: BotApiStandIn["Service"], pg: PgProbe) =>
+  Effect.gen(function*() {
+    const total = plan.reduce((sum, chat) => sum + chat.length, 0)
+    yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === total, "60 seconds")
+    yield* waitFor(
+      "an empty outbox queue",
+      pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE status IN ('pending', 'sending')`),
+      (rows) => rows[0]?.n === 0,
+      { timeout: "30 seconds" }
+    )
+    const replies = repliesByChat(yield* standIn.calls)
+    for (const chat of plan) {
+      assert.deepStrictEqual(replies.get(chat[0]!.chatId), chat.map((planned) => planned.text), `replies to chat ${chat[0]!.chatId}`)
+    }
+    assert.deepStrictEqual(yield* pg.inboxStatuses, { done: total })
+  })

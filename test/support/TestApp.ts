@@ -3,8 +3,7 @@
 import { ConfigProvider, Effect, Layer } from "effect"
 import { HttpServer } from "effect/http"
 import { makeAppLayer } from "../../src/App.ts"
-import { Bot } from "../../src/bot/Bot.ts"
-import type { Handler } from "../../src/bot/Handler.ts"
+import { Bot, type BotDefinition } from "../../src/bot/Bot.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 
 export const TEST_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -28,7 +27,7 @@ export const testEnv = (databaseUrl: string, apiRoot: string, overrides: Record<
 export const testAppLayer = (options: {
   readonly databaseUrl: string
   readonly env?: Record<string, string>
-  readonly handlers?: ReadonlyArray<Handler>
+  readonly handlers?: BotDefinition
 }) =>
   Layer.unwrap(Effect.map(BotApiStandIn, (standIn) =>
     makeAppLayer(options.handlers === undefined ? {} : { bot: Bot.layerWith(options.handlers) }).pipe(

@@ -10,6 +10,7 @@ import inboxPriority from "./0006_inbox_priority.ts"
 import payments from "./0007_payments.ts"
 import autovacuum from "./0008_autovacuum.ts"
 import inboxProcessingIndex from "./0009_inbox_processing_index.ts"
+import sessions from "./0010_sessions.ts"
 import handoff from "./0012_handoff.ts"
 
 const migrate = Migrator.make({})
@@ -32,6 +33,7 @@ export const runMigrations = (sql: SqlClient) =>
           "0007_payments": payments,
           "0008_autovacuum": autovacuum,
           "0009_inbox_processing_index": inboxProcessingIndex,
+          "0010_sessions": sessions,
           "0012_handoff": handoff
         }),
         table: "steadfast_migrations"

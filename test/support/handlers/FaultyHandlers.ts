@@ -3,7 +3,9 @@
 // `test_marks` first, so a test can prove the write was rolled back with the transaction.
 import { Clock, Effect, Stream, SubscriptionRef } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import { loadHandlers } from "../../../src/bot/Bot.ts"
+import type { BotDefinition } from "../../../src/bot/Bot.ts"
+import { fallback } from "../../../src/bot/handlers/Basics.ts"
+import { myBot } from "../../../src/bot/MyBot.ts"
 import { type Handler, HandlerFailure, isCommand, makeHandler } from "../../../src/bot/Handler.ts"
 
 /** Created by the test in its fresh database before the app starts. */
@@ -66,7 +68,6 @@ const mark = (updateId: number, marker: Marker) =>
 export const faultyHandlers = (probe: Probe, instance = "app"): ReadonlyArray<Handler> => [
   makeHandler({
     name: "test-fail",
-    order: 0,
     matches: isCommand("fail"),
     handle: ({ update, reply }) =>
       Effect.gen(function*() {
@@ -78,7 +79,6 @@ export const faultyHandlers = (probe: Probe, instance = "app"): ReadonlyArray<Ha
   }),
   makeHandler({
     name: "test-die",
-    order: 0,
     matches: isCommand("die"),
     handle: ({ update }) =>
       Effect.gen(function*() {
@@ -89,7 +89,6 @@ export const faultyHandlers = (probe: Probe, instance = "app"): ReadonlyArray<Ha
   }),
   makeHandler({
     name: "test-throw",
-    order: 0,
     matches: isCommand("throw"),
     handle: ({ update }) =>
       Effect.gen(function*() {
@@ -102,7 +101,6 @@ export const faultyHandlers = (probe: Probe, instance = "app"): ReadonlyArray<Ha
   }),
   makeHandler({
     name: "test-hang",
-    order: 0,
     matches: isCommand("hang"),
     handle: ({ update }) =>
       Effect.gen(function*() {
@@ -113,7 +111,6 @@ export const faultyHandlers = (probe: Probe, instance = "app"): ReadonlyArray<Ha
   }),
   makeHandler({
     name: "test-sleep",
-    order: 0,
     matches: isCommand("sleep"),
     handle: ({ update }) =>
       Effect.gen(function*() {
@@ -126,23 +123,18 @@ export const faultyHandlers = (probe: Probe, instance = "app"): ReadonlyArray<Ha
 ]
 
 /** Records every plain text message it sees, then lets the shipped fallback answer it. */
-export const recordingText = (probe: Probe, instance: string, fallback: Handler): Handler =>
+export const recordingText = (probe: Probe, instance: string): Handler =>
   makeHandler({
     name: "test-recording-text",
-    order: fallback.order - 1,
     matches: fallback.matches,
     handle: (context) => Effect.andThen(record(probe, instance, "text", context.update.update_id), fallback.handle(context))
   })
 
 /** The faulty handlers in front of the shipped ones, which answer everything else as usual. */
-export const faultyThenShipped = (probe: Probe, instance = "app") =>
-  Effect.map(loadHandlers, (shipped): ReadonlyArray<Handler> => [...faultyHandlers(probe, instance), ...shipped])
+export const faultyThenShipped = (probe: Probe, instance = "app"): BotDefinition => [...faultyHandlers(probe, instance), ...myBot]
 
-/** The faulty handlers, a recorder of plain texts, then the shipped handlers. */
-export const recordingThenShipped = (probe: Probe, instance: string) =>
-  Effect.gen(function*() {
-    const shipped = yield* loadHandlers
-    const fallback = shipped.find((handler) => handler.name === "fallback")
-    if (fallback === undefined) return yield* Effect.die(new Error("the shipped fallback handler is missing"))
-    return [...faultyHandlers(probe, instance), recordingText(probe, instance, fallback), ...shipped] satisfies ReadonlyArray<Handler>
-  })
+/** The faulty handlers, the shipped bot but with a recorder in front of its fallback. */
+export const recordingThenShipped = (probe: Probe, instance: string): BotDefinition => [
+  ...faultyHandlers(probe, instance),
+  ...myBot.map((entry) => entry === fallback ? recordingText(probe, instance) : entry)
+]
