@@ -67,7 +67,7 @@ const SandboxBanner = Layer.effectDiscard(Effect.gen(function*() {
 }))
 
 const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer).pipe(
-  Layer.provide(Instance.layer),
+  Layer.provideMerge(Instance.layer),
   Layer.provideMerge(Database.layer)
 )
 

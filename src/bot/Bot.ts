@@ -97,6 +97,9 @@ export class Bot extends Context.Service<Bot, {
         const bot = yield* me
         const chatKey = chatKeyOf(payload, kind)
         const chatId = chatIdOf(update)
+        // The update's unit of work provides its own client (statements in its transaction); the
+        // layer's one is the same pool, for a caller that provides none.
+        const unitSql = Option.getOrElse(yield* Effect.serviceOption(SqlClient), () => sql)
 
         // Buffered, then written by the same statement that finishes the update (one round trip).
         const calls: Array<OutgoingCall> = []
@@ -124,14 +127,14 @@ export class Bot extends Context.Service<Bot, {
           if ("handle" in entry) {
             if (!entry.matches(update, bot)) continue
             yield* entry.handle(context).pipe(
-              Effect.provideService(SqlClient, sql),
+              Effect.provideService(SqlClient, unitSql),
               Effect.provideService(BotApi, botApi),
               Effect.provideService(AppConfig, config)
             )
             return { status: "done", handler: entry.name, calls } satisfies HandleResult
           }
           const handled = yield* runGrammy(entry.middleware, { update, me: bot, queue }).pipe(
-            Effect.provideService(SqlClient, sql),
+            Effect.provideService(SqlClient, unitSql),
             Effect.provideService(BotApi, botApi)
           )
           if (handled) return { status: "done", handler: entry.name, calls } satisfies HandleResult

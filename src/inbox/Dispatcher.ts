@@ -2,6 +2,9 @@ import { Cause, Data, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Op
 import { Bot, type HandleResult } from "../bot/Bot.ts"
 import { AppConfig } from "../Config.ts"
 import { Database } from "../db/Database.ts"
+import { isInfrastructureError, persistently } from "../db/Faults.ts"
+import { Instance } from "../db/Instance.ts"
+import { lazyTransaction } from "../db/LazyTransaction.ts"
 import { Notifications, pollInterval } from "../db/Notifications.ts"
 import { Lifecycle } from "../Lifecycle.ts"
 import { describeFiber, FiberDump } from "../observability/FiberDump.ts"
@@ -22,17 +25,9 @@ export const retryBackoff = (base: Duration.Duration, attempt: number): Duration
   return Duration.millis(Math.min(exponential, 300_000) * (0.8 + Math.random() * 0.4))
 }
 
-/**
- * A failure that says nothing about the update: the database or the Bot API was away. Such a run
- * is retried without counting toward MAX_ATTEMPTS, so an outage never dead-letters anything.
- */
+/** A run that failed for lack of infrastructure is retried without counting toward MAX_ATTEMPTS. */
 const isInfrastructureFailure = (cause: Cause.Cause<unknown>): boolean =>
-  Option.exists(Cause.findErrorOption(cause), (error) => {
-    if (typeof error !== "object" || error === null || !("_tag" in error)) return false
-    if (error._tag === "PoolTimeout" || error._tag === "BotApiUnavailable") return true
-    return error._tag === "SqlError" && "reason" in error && typeof error.reason === "object" && error.reason !== null &&
-      "_tag" in error.reason && error.reason._tag === "ConnectionError"
-  })
+  Option.exists(Cause.findErrorOption(cause), isInfrastructureError)
 
 /** The update cannot be handled whatever happens (it lacks what its kind requires): dead at once. */
 const isInvalidUpdate = (cause: Cause.Cause<unknown>): boolean =>
@@ -72,6 +67,7 @@ export const Dispatcher = {
       const outbox = yield* Outbox
       const bot = yield* Bot
       const lifecycle = yield* Lifecycle
+      const instance = yield* Instance
       const { inbox: wakeup } = yield* Notifications
       const fiberDump = yield* FiberDump
       const slots = yield* Semaphore.make(config.workerConcurrency)
@@ -79,11 +75,14 @@ export const Dispatcher = {
       // Chats running here, each with the updates leased to us that wait behind its running one, in
       // update_id order. One fiber runs a chat's updates one after the other, in one slot.
       const chats = new Map<string, Array<Claimed>>()
+      // Gives an update back to the table: at shutdown once (its lease expires if that fails), while
+      // running until it is done (see persistently).
+      const giveBack = (update: Claimed) => inbox.release(update).pipe(Effect.ignoreCause, Effect.ensuring(inbox.leases.release(update)))
       const release = (update: Claimed) =>
-        inbox.release(update).pipe(Effect.ignoreCause, Effect.ensuring(inbox.leases.release(update)))
+        persistently(inbox.release(update)).pipe(Effect.ignoreCause, Effect.ensuring(inbox.leases.release(update)))
       // Runs after the workers are gone (finalizers run in reverse): what waited behind them goes back.
       yield* Effect.addFinalizer(() =>
-        Effect.forEach([...chats.values()].flat(), release, { discard: true }).pipe(Effect.ensuring(Effect.sync(() => chats.clear()))))
+        Effect.forEach([...chats.values()].flat(), giveBack, { discard: true }).pipe(Effect.ensuring(Effect.sync(() => chats.clear()))))
 
       const workers = yield* FiberSet.make<void>()
       yield* Effect.addFinalizer(() =>
@@ -102,15 +101,18 @@ export const Dispatcher = {
       // The handler's writes, the update's `done` mark and its calls commit together. The finish is
       // fenced by the lease: if another instance took the update over, it matches no row, this
       // transaction rolls back, and the handler's writes never happened.
+      // The transaction begins with the handler's first statement: a handler that runs none costs
+      // one round trip, the finishing statement, in autocommit.
       const runHandler = (update: Claimed) =>
-        db.transaction(Effect.gen(function*() {
-          const result = yield* bot.handle(update.updateId, update.kind, update.payload)
-          // Lease the chat's next waiting update to us only when nothing of the chat queues here already.
-          const chain = !lifecycle.isDraining() && (chats.get(update.chatKey)?.length ?? 0) === 0
-          const finished = yield* inbox.finish(update, result.status, result.calls, yield* currentTraceId, chain)
-          if (Option.isNone(finished)) return yield* new LeaseLost()
-          return { result, finished: finished.value }
-        }))
+        db.withConnection(lazyTransaction(db.sql, (transaction) =>
+          Effect.gen(function*() {
+            const result = yield* bot.handle(update.updateId, update.kind, update.payload)
+            // Lease the chat's next waiting update to us only when nothing of the chat queues here already.
+            const chain = !lifecycle.isDraining() && (chats.get(update.chatKey)?.length ?? 0) === 0
+            const finished = yield* transaction.last(inbox.finish(update, result.status, result.calls, yield* currentTraceId, chain))
+            if (Option.isNone(finished)) return yield* new LeaseLost()
+            return { result, finished: finished.value }
+          })))
 
       /** Runs one update. */
       const process = (update: Claimed): Effect.Effect<Outcome> => {
@@ -182,13 +184,16 @@ export const Dispatcher = {
       const recordFailure = (update: Claimed, error: string, cause: Cause.Cause<unknown> = Cause.empty) =>
         Effect.gen(function*() {
           const infrastructure = isInfrastructureFailure(cause)
+          // The database went away mid-run: whether the finish committed is unknown, and with it
+          // what the finish leased to us. Forget it all (see Instance).
+          if (infrastructure) yield* instance.forget
           const backoff = retryBackoff(RETRY_BASE, update.attempts)
-          const outcome = yield* inbox.fail(update, error, {
+          const outcome = yield* persistently(inbox.fail(update, error, {
             maxAttempts: isInvalidUpdate(cause) ? 0 : config.maxAttempts,
             backoff: infrastructure ? Duration.min(backoff, INFRASTRUCTURE_RETRY_CAP) : backoff,
             traceId: yield* currentTraceId,
             counted: !infrastructure
-          })
+          }))
           if (outcome === undefined) return stopped
           const label = outcome === "dead" ? "dead" : "retried"
           yield* Effect.annotateCurrentSpan({ "steadfast.outcome": label })
@@ -201,7 +206,10 @@ export const Dispatcher = {
             Cause.hasInterruptsOnly(recording)
               ? Effect.failCause(recording)
               : Effect.as(
-                Effect.logError(`could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`, recording),
+                Effect.andThen(
+                  Effect.logError(`could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`, recording),
+                  instance.forget
+                ),
                 stopped
               )
           )
@@ -231,13 +239,26 @@ export const Dispatcher = {
           Effect.suspend(() => {
             const queue = chats.get(update.chatKey) ?? []
             if (outcome._tag === "Finished") Option.map(outcome.next, enqueue)
-            const next = outcome._tag === "Stopped" ? undefined : queue.shift()
+            const next = outcome._tag === "Finished" || outcome._tag === "Dead" ? queue.shift() : undefined
             if (next !== undefined) return runChat(next)
-            chats.delete(update.chatKey)
-            // Stopped: what waited behind goes back to the table, to be claimed in order later.
-            if (outcome._tag === "Stopped") return Effect.forEach(queue, release, { discard: true })
-            // Dead: its chat may go on, from the table if nothing of it queues here.
-            return outcome._tag === "Dead" ? wakeup.signal : Effect.void
+            const done = Effect.sync(() => chats.delete(update.chatKey))
+            switch (outcome._tag) {
+              // What waited behind goes back to the table, to be claimed in order later (what is
+              // handed over meanwhile joins the queue, so the queue is read when it is emptied).
+              case "Stopped": {
+                const drain: Effect.Effect<void> = Effect.suspend(() => {
+                  const waiting = queue.splice(0)
+                  if (waiting.length === 0) return done
+                  return Effect.andThen(Effect.forEach(waiting, release, { discard: true }), drain)
+                })
+                return drain
+              }
+              // Dead: its chat may go on, from the table if nothing of it queues here.
+              case "Dead":
+                return Effect.andThen(done, wakeup.signal)
+              case "Finished":
+                return done
+            }
           }))
 
       // The claim loop is woken by a freed slot only if it last found none: waking it after every
@@ -256,9 +277,11 @@ export const Dispatcher = {
       const handOffLoop = Effect.forever(Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(restore(inbox.takeHandedOff), (update) => {
           if (chats.has(update.chatKey)) return Effect.sync(() => enqueue(update))
+          // Leased before the instance forgot: an earlier update of its chat may be lost in the table.
+          if (update.owner !== instance.owner()) return giveBack(update)
           chats.set(update.chatKey, [])
           return restore(slots.take(1)).pipe(
-            Effect.onInterrupt(() => Effect.andThen(release(update), Effect.sync(() => chats.delete(update.chatKey)))),
+            Effect.onInterrupt(() => Effect.andThen(giveBack(update), Effect.sync(() => chats.delete(update.chatKey)))),
             Effect.andThen(startInSlot(update))
           )
         })

@@ -37,8 +37,9 @@ const ClaimedRow = Schema.Struct({
 })
 type ClaimedRow = typeof ClaimedRow.Type
 
-/** An update leased to this instance: `attempts` counts this run. */
+/** An update leased to this instance (as `owner`): `attempts` counts this run. */
 export interface Claimed extends HeldLease {
+  readonly owner: string
   readonly updateId: number
   readonly chatKey: string
   readonly kind: string
@@ -47,7 +48,8 @@ export interface Claimed extends HeldLease {
   readonly traceparent: string | null
 }
 
-const toClaimed = (row: ClaimedRow): Claimed => ({
+const toClaimed = (owner: string) => (row: ClaimedRow): Claimed => ({
+  owner,
   id: String(row.update_id),
   updateId: Number(row.update_id),
   chatKey: row.chat_key,
@@ -160,7 +162,7 @@ export class Inbox extends Context.Service<Inbox, {
   static readonly layer = Layer.effect(Inbox, Effect.gen(function*() {
     const db = yield* Database
     const sql = db.sql
-    const { id: me } = yield* Instance
+    const instance = yield* Instance
     const leaseMs = Duration.toMillis(LEASE)
 
     const releaseUpdate = (update: Claimed) =>
@@ -200,8 +202,9 @@ export class Inbox extends Context.Service<Inbox, {
           reserved += slots
           return slots
         }),
-        (slots) =>
-          db.withConnection(sql<{ update_id: string; status: string; lease_id: string | null }>`
+        (slots) => {
+          const me = instance.owner()
+          return db.withConnection(sql<{ update_id: string; status: string; lease_id: string | null }>`
             SELECT update_id::text AS update_id, status, lease_id::text AS lease_id FROM steadfast_store(
               ${batch.map((r) => r.update.updateId)}::bigint[], ${batch.map((r) => r.update.chatKey)}::text[],
               ${batch.map((r) => r.update.kind)}::text[], ${batch.map((r) => r.update.json)}::text[],
@@ -213,6 +216,7 @@ export class Inbox extends Context.Service<Inbox, {
                 const request = batch.find((r) => String(r.update.updateId) === row.update_id)!
                 const { update } = request
                 return handOff({
+                  owner: me,
                   id: row.update_id,
                   updateId: update.updateId,
                   chatKey: update.chatKey,
@@ -232,7 +236,8 @@ export class Inbox extends Context.Service<Inbox, {
                 batch.findIndex((other) => other.update.updateId === request.update.updateId) === index
               )
             })
-          ),
+          )
+        },
         (slots) => Effect.sync(() => void (reserved -= slots))
       ).pipe(
         // Traced under the first request's span and linked from the others'.
@@ -275,6 +280,7 @@ export class Inbox extends Context.Service<Inbox, {
       takeHandedOff: Queue.take(handedOff),
 
       claim: Effect.fn("Inbox.claim")(function*(limit) {
+        const me = instance.owner()
         const rows = yield* db.withConnection(sql`
           WITH next AS (
             SELECT i.update_id FROM inbox i
@@ -304,7 +310,7 @@ export class Inbox extends Context.Service<Inbox, {
           FROM next WHERE inbox.update_id = next.update_id
           RETURNING inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id, inbox.traceparent`)
         const decoded = yield* decodeClaimed(rows).pipe(Effect.orDie)
-        const claimed = decoded.map(toClaimed).sort((a, b) => a.updateId - b.updateId)
+        const claimed = decoded.map(toClaimed(me)).sort((a, b) => a.updateId - b.updateId)
         yield* Effect.forEach(claimed, leases.hold, { discard: true })
         return claimed
       }),
@@ -314,8 +320,9 @@ export class Inbox extends Context.Service<Inbox, {
       // to our sender when every open call of that chat is ours already: they queue behind them in
       // its memory), and wake the senders on commit for the others. Calls to other chats always take
       // the claim path, so two updates of different chats never hand off calls of one chat at once.
-      finish: (update, status, calls, traceId, chain) =>
-        sql`
+      finish: (update, status, calls, traceId, chain) => {
+        const me = instance.owner()
+        return sql`
           WITH finished AS (
             UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL,
                              owner = NULL, last_error = NULL, trace_id = ${traceId}
@@ -337,7 +344,7 @@ export class Inbox extends Context.Service<Inbox, {
             SELECT c.*, NOT EXISTS (
                      SELECT 1 FROM outbox o
                      WHERE o.chat_key = c.chat_key AND o.status IN ('pending', 'sending')
-                       AND (o.status = 'pending' OR o.owner IS DISTINCT FROM ${me}::uuid)) AS free
+                       AND (o.status = 'pending' OR o.owner IS DISTINCT FROM ${me}::uuid OR o.locked_until <= now())) AS free
             FROM finished f, unnest(
               ${calls.map((c) => c.chatKey)}::text[], ${calls.map((c) => c.method)}::text[],
               ${calls.map((c) => JSON.stringify(c.payload))}::text[], ${calls.map((c) => c.traceparent ?? "")}::text[]
@@ -368,11 +375,12 @@ export class Inbox extends Context.Service<Inbox, {
           Effect.flatMap((rows) => Effect.gen(function*() {
             const row = rows[0]
             if (row === undefined || row.finished !== 1) return Option.none<Finished>()
-            const next = Option.map(Option.fromNullishOr(row.next?.[0]), toClaimed)
+            const next = Option.map(Option.fromNullishOr(row.next?.[0]), toClaimed(me))
             // Leased calls come back in id order, which is the order of the calls to their chat.
             const leasedChats = new Set((row.calls ?? []).map((call) => call.chat_key))
             const leasedCalls = calls.filter((call) => leasedChats.has(call.chatKey))
             const handed = (row.calls ?? []).map((leased, index): ClaimedCall => ({
+              owner: me,
               id: String(leased.id),
               chatKey: leased.chat_key,
               method: leasedCalls[index]!.method,
@@ -384,7 +392,8 @@ export class Inbox extends Context.Service<Inbox, {
             if (Option.isSome(next)) yield* leases.hold(next.value)
             return Option.some({ next, calls: handed })
           }))
-        ),
+        )
+      },
 
       fail: Effect.fn("Inbox.fail")(function*(update, error, { backoff, counted, maxAttempts, traceId }) {
         const rows = yield* db.withConnection(sql<{ status: string }>`

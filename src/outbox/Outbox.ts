@@ -25,7 +25,8 @@ const ClaimedRow = Schema.Struct({
 })
 const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedRow))
 
-const toClaimedCall = (row: typeof ClaimedRow.Type): ClaimedCall => ({
+const toClaimedCall = (owner: string) => (row: typeof ClaimedRow.Type): ClaimedCall => ({
+  owner,
   id: String(row.id),
   chatKey: row.chat_key,
   method: row.method,
@@ -36,6 +37,8 @@ const toClaimedCall = (row: typeof ClaimedRow.Type): ClaimedCall => ({
 })
 
 export interface ClaimedCall {
+  /** The owner id it was leased under (see Instance). */
+  readonly owner: string
   readonly id: string
   readonly chatKey: string
   readonly method: string
@@ -66,7 +69,7 @@ export class Outbox extends Context.Service<Outbox, {
   static readonly layer = Layer.effect(Outbox, Effect.gen(function*() {
     const db = yield* Database
     const sql = db.sql
-    const { id: me } = yield* Instance
+    const instance = yield* Instance
     const leaseMs = Duration.toMillis(LEASE)
     const releaseCall = (call: ClaimedCall) =>
       db.withConnection(sql`
@@ -87,8 +90,9 @@ export class Outbox extends Context.Service<Outbox, {
     // Deliveries finish concurrently; their "sent" marks share one statement per batch, which also
     // leases to us each chat's next call if it is waiting (the call marked sent was in its way).
     const markSentBatched = yield* makeBatcher({
-      run: (calls: ReadonlyArray<ClaimedCall>) =>
-        db.withConnection(sql`
+      run: (calls: ReadonlyArray<ClaimedCall>) => {
+        const me = instance.owner()
+        return db.withConnection(sql`
           WITH sent AS (
             UPDATE outbox SET status = 'sent', sent_at = now(), locked_until = NULL, lease_id = NULL, owner = NULL, last_error = NULL
             FROM unnest(${calls.map((call) => call.id)}::bigint[], ${calls.map((call) => call.leaseId)}::uuid[]) AS s(id, lease_id)
@@ -108,9 +112,10 @@ export class Outbox extends Context.Service<Outbox, {
           RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts,
                     outbox.lease_id::text AS lease_id, outbox.traceparent`).pipe(
           Effect.flatMap((rows) => Effect.orDie(decodeClaimed(rows))),
-          Effect.flatMap((rows) => Effect.forEach(rows.map(toClaimedCall), (next) => Effect.as(leases.hold(next), next))),
+          Effect.flatMap((rows) => Effect.forEach(rows.map(toClaimedCall(me)), (next) => Effect.as(leases.hold(next), next))),
           Effect.map((next) => calls.map((call) => Option.fromNullishOr(next.find((candidate) => candidate.chatKey === call.chatKey))))
-        ),
+        )
+      },
       max: 200,
       writers: 2
     })
@@ -121,6 +126,7 @@ export class Outbox extends Context.Service<Outbox, {
           : Effect.andThen(Effect.forEach(calls, leases.hold, { discard: true }), Queue.offer(handedOff, calls)),
       takeHandedOff: Queue.take(handedOff),
       claim: Effect.fn("Outbox.claim")(function*(limit) {
+        const me = instance.owner()
         const rows = yield* db.withConnection(sql`
           WITH next AS (
             SELECT o.id FROM outbox o
@@ -141,7 +147,7 @@ export class Outbox extends Context.Service<Outbox, {
             owner = ${me}::uuid
           FROM next WHERE outbox.id = next.id
           RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts, outbox.lease_id::text AS lease_id, outbox.traceparent`)
-        const claimed = (yield* decodeClaimed(rows).pipe(Effect.orDie)).map(toClaimedCall)
+        const claimed = (yield* decodeClaimed(rows).pipe(Effect.orDie)).map(toClaimedCall(me))
         yield* Effect.forEach(claimed, leases.hold, { discard: true })
         return claimed
       }),

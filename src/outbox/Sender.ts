@@ -1,6 +1,8 @@
 import { Duration, Effect, FiberSet, Layer, Option, Schedule, Semaphore } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import { AppConfig } from "../Config.ts"
+import { persistently } from "../db/Faults.ts"
+import { Instance } from "../db/Instance.ts"
 import { Notifications, pollInterval } from "../db/Notifications.ts"
 import { FiberDump } from "../observability/FiberDump.ts"
 import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
@@ -32,13 +34,18 @@ export const Sender = {
       const { outbox: wakeup } = yield* Notifications
       const limiter = yield* RateLimiter.RateLimiter
       const fiberDump = yield* FiberDump
+      const instance = yield* Instance
       const slots = yield* Semaphore.make(config.senderConcurrency)
 
       // Chats delivering here, each with the calls leased to us that wait behind the one in flight,
       // in id order. One fiber delivers a chat's calls one after the other, in one slot.
       const chats = new Map<string, Array<ClaimedCall>>()
-      const release = (call: ClaimedCall) =>
+      // Gives a call back to the table: at shutdown once (its lease expires if that fails), while
+      // running until it is done.
+      const giveBack = (call: ClaimedCall) =>
         outbox.release(call).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call)))
+      const returnToTable = (call: ClaimedCall) =>
+        persistently(outbox.release(call)).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call)))
       const enqueue = (call: ClaimedCall) => {
         const queue = chats.get(call.chatKey) ?? []
         const at = queue.findIndex((waiting) => Number(waiting.id) > Number(call.id))
@@ -47,7 +54,7 @@ export const Sender = {
       }
       // Runs after the senders are gone (finalizers run in reverse): what waited behind them goes back.
       yield* Effect.addFinalizer(() =>
-        Effect.forEach([...chats.values()].flat(), release, { discard: true }).pipe(Effect.ensuring(Effect.sync(() => chats.clear()))))
+        Effect.forEach([...chats.values()].flat(), giveBack, { discard: true }).pipe(Effect.ensuring(Effect.sync(() => chats.clear()))))
 
       const senders = yield* FiberSet.make<void>()
       yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(senders), config.shutdownGrace))
@@ -82,7 +89,9 @@ export const Sender = {
           }),
           Effect.onInterrupt(() => outbox.release(call).pipe(Effect.ignoreCause)),
           Effect.ensuring(outbox.leases.release(call)),
-          Effect.catchCause((cause) => Effect.as(Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause), later)),
+          // Its outcome is not recorded: the call stays leased in the table till its lease expires.
+          Effect.catchCause((cause) =>
+            Effect.as(Effect.andThen(Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause), instance.forget), later)),
           withTraceLogs,
           fiberDump.track(`deliver ${call.method} (outbox ${call.id})`),
           // Delivery continues the trace of the processing that queued the call.
@@ -112,9 +121,17 @@ export const Sender = {
             if (delivery._tag === "Sent") Option.map(delivery.next, enqueue)
             const next = delivery._tag === "Later" ? undefined : queue.shift()
             if (next !== undefined) return deliverChat(next)
-            chats.delete(call.chatKey)
-            if (delivery._tag === "Later") return Effect.forEach(queue, release, { discard: true })
-            return delivery._tag === "Failed" ? wakeup.signal : Effect.void
+            if (delivery._tag !== "Later") {
+              chats.delete(call.chatKey)
+              return delivery._tag === "Failed" ? wakeup.signal : Effect.void
+            }
+            // The chat stays held here until all that queued behind (also meanwhile) is back.
+            const drain: Effect.Effect<void> = Effect.suspend(() => {
+              const waiting = queue.splice(0)
+              if (waiting.length === 0) return Effect.sync(() => void chats.delete(call.chatKey))
+              return Effect.andThen(Effect.forEach(waiting, returnToTable, { discard: true }), drain)
+            })
+            return drain
           }))
 
       // The claim loop is woken by a freed slot only if it last found none: waking it after every
@@ -132,11 +149,13 @@ export const Sender = {
         Effect.flatMap(restore(outbox.takeHandedOff), (calls) =>
           Effect.forEach(calls, (call, index) => {
             if (chats.has(call.chatKey)) return Effect.sync(() => enqueue(call))
+            // Leased before the instance forgot: an earlier call of its chat may be lost in the table.
+            if (call.owner !== instance.owner()) return giveBack(call)
             chats.set(call.chatKey, [])
             return restore(slots.take(1)).pipe(
               Effect.onInterrupt(() =>
                 Effect.andThen(
-                  Effect.forEach(calls.slice(index), release, { discard: true }),
+                  Effect.forEach(calls.slice(index), giveBack, { discard: true }),
                   Effect.sync(() => chats.delete(call.chatKey))
                 )),
               Effect.andThen(startInSlot(call))

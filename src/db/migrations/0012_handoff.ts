@@ -9,8 +9,8 @@ export default Effect.gen(function*() {
   yield* sql`ALTER TABLE inbox ADD COLUMN owner uuid`
   yield* sql`ALTER TABLE outbox ADD COLUMN owner uuid`
   // Stores a batch of updates. An update is leased to `me` at once (up to `leasable` of them, a
-  // chat's in update_id order) when every open update of its chat is already leased to `me`: they
-  // then run one after the other in `me`'s memory. The advisory lock per chat makes that check see
+  // chat's in update_id order) when every open update of its chat is under a live lease of `me`:
+  // they then run one after the other in `me`'s memory (an expired one may be anybody's next). The advisory lock per chat makes that check see
   // every update of the chat committed before it: a plain statement's snapshot could miss one
   // committed by another instance a moment earlier, and both would run an update of one chat.
   // Being plpgsql, the INSERT takes its snapshot after the locks are held.
@@ -32,7 +32,7 @@ export default Effect.gen(function*() {
         SELECT i.*, NOT i.skipped AND NOT EXISTS (
           SELECT 1 FROM inbox e
           WHERE e.chat_key = i.chat_key AND e.status IN ('pending', 'processing')
-            AND (e.status = 'pending' OR e.owner IS DISTINCT FROM me)) AS free
+            AND (e.status = 'pending' OR e.owner IS DISTINCT FROM me OR e.locked_until <= now())) AS free
         FROM input i
       ), ranked AS (
         SELECT d.*, d.free AND count(*) FILTER (WHERE d.free) OVER (ORDER BY d.chat_key, d.update_id) <= leasable AS lease

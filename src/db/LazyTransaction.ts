@@ -1,0 +1,94 @@
+import { Effect, Exit, Scope, Stream } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import type { Connection } from "effect/sql/SqlConnection"
+import type { SqlError } from "effect/sql/SqlError"
+
+/** What the body of a lazy transaction can ask of it. */
+export interface LazyTransaction {
+  /**
+   * Runs `last`, the body's last statement. If no statement has begun the transaction, it runs
+   * alone in autocommit, which is as atomic as a transaction of one statement and costs no BEGIN
+   * and no COMMIT; otherwise it runs in the transaction like any other.
+   */
+  readonly last: <A, E, R>(last: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+}
+
+/**
+ * Runs `body` in a transaction that begins with its first statement: BEGIN is sent just before it,
+ * COMMIT after the body succeeds, ROLLBACK on failure or interruption, and a body that runs no
+ * statement before its `last` costs one round trip instead of three. Statements of `sql` reach the
+ * transaction's connection through the client's transaction service, exactly as in
+ * `sql.withTransaction`; nested `withTransaction` calls become savepoints on it.
+ */
+export const lazyTransaction = <A, E, R>(
+  sql: SqlClient,
+  body: (transaction: LazyTransaction) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E | SqlError, R> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Scope.make(), (scope) => {
+      let connection: Connection | undefined
+      let began = false
+      let autocommit = false
+      let savepoints = 0
+
+      const reserve: Effect.Effect<Connection, SqlError> = Effect.suspend(() =>
+        connection !== undefined ? Effect.succeed(connection) : Effect.map(Scope.provide(sql.reserve, scope), (reserved) => {
+          connection = reserved
+          return reserved
+        }))
+      const begin: Effect.Effect<Connection, SqlError> = Effect.suspend(() =>
+        began || autocommit
+          ? reserve
+          : Effect.flatMap(reserve, (reserved) =>
+            Effect.map(reserved.executeUnprepared("BEGIN", [], undefined), () => {
+              began = true
+              return reserved
+            })))
+
+      const lazy: Connection = {
+        execute: (statement, params, transform) => Effect.flatMap(begin, (c) => c.execute(statement, params, transform)),
+        executeRaw: (statement, params) => Effect.flatMap(begin, (c) => c.executeRaw(statement, params)),
+        executeStream: (statement, params, transform) =>
+          Stream.unwrap(Effect.map(begin, (c) => c.executeStream(statement, params, transform))),
+        executeValues: (statement, params) => Effect.flatMap(begin, (c) => c.executeValues(statement, params)),
+        executeValuesUnprepared: (statement, params) => Effect.flatMap(begin, (c) => c.executeValuesUnprepared(statement, params)),
+        executeUnprepared: (statement, params, transform) => Effect.flatMap(begin, (c) => c.executeUnprepared(statement, params, transform))
+      }
+      const control = (statement: string) => Effect.asVoid(lazy.executeUnprepared(statement, [], undefined))
+
+      // `sql.withTransaction` inside the body would look for state that only its own top-level
+      // transaction sets up; a savepoint on this transaction is what it means here.
+      const savepoint = <X, XE, XR>(effect: Effect.Effect<X, XE, XR>): Effect.Effect<X, XE | SqlError, XR> =>
+        Effect.uninterruptibleMask((restoreInner) => {
+          const name = `steadfast_${++savepoints}`
+          return Effect.flatMap(control(`SAVEPOINT ${name}`), () =>
+            Effect.onExit(restoreInner(effect), (exit) =>
+              Exit.isSuccess(exit)
+                ? Effect.orDie(control(`RELEASE SAVEPOINT ${name}`))
+                : Effect.orDie(Effect.andThen(control(`ROLLBACK TO SAVEPOINT ${name}`), control(`RELEASE SAVEPOINT ${name}`)))))
+        })
+      const client: SqlClient = Object.assign(
+        (...args: Parameters<SqlClient>) => sql(...args),
+        sql,
+        { withTransaction: savepoint }
+      )
+
+      const transaction: LazyTransaction = {
+        last: (effect) =>
+          Effect.suspend(() => {
+            autocommit = !began
+            return effect
+          })
+      }
+      return restore(body(transaction)).pipe(
+        Effect.provideService(sql.transactionService, [lazy, 0]),
+        Effect.provideService(SqlClient, client),
+        Effect.onExit((exit) => {
+          if (!began) return Effect.void
+          return Exit.isSuccess(exit)
+            ? control("COMMIT")
+            : Effect.ignoreCause(control("ROLLBACK"))
+        }),
+        Effect.onExit((exit) => Scope.close(scope, exit))
+      )
+    }))
