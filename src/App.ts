@@ -50,6 +50,14 @@ const IngressLayer = Layer.unwrap(Effect.map(AppConfig, (config): Layer.Layer<
   Layer.Services<typeof Poller.layer> | Layer.Services<typeof WebhookRegistration.layer>
 > => config.mode === "polling" ? Poller.layer : config.mode === "webhook" ? WebhookRegistration.layer : Layer.empty))
 
+/**
+ * `POST /webhook` is served only where updates arrive by webhook. In polling mode nothing
+ * authenticates it (no secret is required there), so it does not exist: a forged update posted
+ * to the port is a 404, never a stored update the bot would act on.
+ */
+const Routes = Layer.unwrap(Effect.map(AppConfig, (config) =>
+  config.mode === "polling" ? HealthRoutes : Layer.mergeAll(WebhookRoute, HealthRoutes)))
+
 /** In sandbox mode: one line a newcomer can paste to see the bot answer. */
 const SandboxBanner = Layer.effectDiscard(Effect.gen(function*() {
   const config = yield* AppConfig
@@ -71,7 +79,7 @@ const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer)
  * Shutdown runs in reverse: HTTP and workers drain first, then the pool, the Bot API, config.
  */
 export const makeAppLayer = (options: { readonly bot?: typeof Bot.layer } = {}) => Layer.mergeAll(
-  HttpRouter.serve(Layer.mergeAll(WebhookRoute, HealthRoutes), { disableLogger: true, middleware: requestDuration }).pipe(
+  HttpRouter.serve(Routes, { disableLogger: true, middleware: requestDuration }).pipe(
     Layer.provide(HttpTracing)
   ),
   SandboxBanner
