@@ -36,8 +36,37 @@ const TelegramLayer = Layer.unwrap(Effect.gen(function*() {
     )
 }))
 
+/**
+ * Limits of the HTTP server. Node's defaults let a client take 60 s to send its headers and
+ * 300 s for a request, with no cap on connections: a few hundred sockets that dribble a request
+ * line would hold the port. Telegram sends small bodies fast, so anything slower is not an update.
+ */
+export const HTTP_LIMITS = {
+  /** Whole header block, from the connection's first byte (or the previous response on keep-alive). */
+  headersTimeoutMs: 10_000,
+  /** Whole request, headers and body (the body is at most 1 MiB). */
+  requestTimeoutMs: 20_000,
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveTimeoutMs: 5_000,
+  /** Sockets at once; more are closed on arrival (Telegram opens at most 100, max_connections). */
+  maxConnections: 1_000
+} as const
+
+const makeHttpServer = () => {
+  const server = createServer({
+    keepAliveTimeout: HTTP_LIMITS.keepAliveTimeoutMs,
+    headersTimeout: HTTP_LIMITS.headersTimeoutMs,
+    requestTimeout: HTTP_LIMITS.requestTimeoutMs,
+    // Node enforces the two timeouts above only when it sweeps its connections (every 30 s by
+    // default), so a slow client would live up to 30 s past its deadline.
+    connectionsCheckingInterval: 1_000
+  })
+  server.maxConnections = HTTP_LIMITS.maxConnections
+  return server
+}
+
 const ServerLayer = Layer.unwrap(Effect.map(AppConfig, (config) =>
-  NodeHttpServer.layer(() => createServer({ keepAliveTimeout: 5_000 }), {
+  NodeHttpServer.layer(makeHttpServer, {
     port: config.port,
     host: config.host,
     gracefulShutdownTimeout: config.shutdownGrace
