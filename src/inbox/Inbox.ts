@@ -49,6 +49,17 @@ export interface Backlog {
   readonly outbox: number
 }
 
+/**
+ * What `backlog` asks. Each part reads only a partial index (inbox_open, inbox_dead,
+ * outbox_open), so its cost follows the open and dead rows, never the finished ones.
+ */
+export const BACKLOG_QUERY = `
+  SELECT
+    (SELECT count(*)::int FROM inbox WHERE status IN ('pending', 'processing')) AS pending,
+    (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM inbox WHERE status IN ('pending', 'processing')) AS oldest,
+    (SELECT count(*)::int FROM inbox WHERE status = 'dead') AS dead,
+    (SELECT count(*)::int FROM outbox WHERE status IN ('pending', 'sending')) AS outbox`
+
 /** Kinds Telegram needs answered within seconds jump the queue (they have their own chat key, so order is kept). */
 export const URGENT_KINDS: ReadonlySet<string> = new Set(["pre_checkout_query", "shipping_query"])
 const priorityOf = (kind: string) => (URGENT_KINDS.has(kind) ? 1 : 0)
@@ -240,12 +251,7 @@ export class Inbox extends Context.Service<Inbox, {
 
       backlog: (wait) =>
         db.withConnection(
-          sql<{ pending: number; oldest: number | null; dead: number; outbox: number }>`
-            SELECT
-              (SELECT count(*)::int FROM inbox WHERE status IN ('pending', 'processing')) AS pending,
-              (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM inbox WHERE status IN ('pending', 'processing')) AS oldest,
-              (SELECT count(*)::int FROM inbox WHERE status = 'dead') AS dead,
-              (SELECT count(*)::int FROM outbox WHERE status IN ('pending', 'sending')) AS outbox`,
+          sql.unsafe<{ pending: number; oldest: number | null; dead: number; outbox: number }>(BACKLOG_QUERY),
           wait
         ).pipe(Effect.map((rows) => ({
           pending: rows[0]?.pending ?? 0,

@@ -10,6 +10,7 @@ import inboxPriority from "./0006_inbox_priority.ts"
 import payments from "./0007_payments.ts"
 import autovacuum from "./0008_autovacuum.ts"
 import inboxProcessingIndex from "./0009_inbox_processing_index.ts"
+import inboxDeadIndex from "./0011_inbox_dead_index.ts"
 
 const migrate = Migrator.make({})
 
@@ -30,7 +31,8 @@ export const runMigrations = (sql: SqlClient) =>
           "0006_inbox_priority": inboxPriority,
           "0007_payments": payments,
           "0008_autovacuum": autovacuum,
-          "0009_inbox_processing_index": inboxProcessingIndex
+          "0009_inbox_processing_index": inboxProcessingIndex,
+          "0011_inbox_dead_index": inboxDeadIndex
         }),
         table: "steadfast_migrations"
       })
