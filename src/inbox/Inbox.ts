@@ -127,7 +127,7 @@ export class Inbox extends Context.Service<Inbox, {
         ), notified AS (
           SELECT pg_notify(${NOTIFY_CHANNEL}, 'inbox') WHERE EXISTS (SELECT 1 FROM inserted WHERE status = 'pending')
         )
-        SELECT update_id::text AS update_id, (SELECT count(*) FROM notified) AS notified FROM inserted`).pipe(
+        SELECT update_id::text AS update_id, (SELECT count(*) FROM notified) AS notified FROM inserted`, undefined, "ingress").pipe(
         Effect.map((rows) => {
           const inserted = new Set(rows.map((row) => row.update_id))
           // Of two requests for one update_id in a batch, only the first counts as new.
@@ -252,7 +252,8 @@ export class Inbox extends Context.Service<Inbox, {
       backlog: (wait) =>
         db.withConnection(
           sql.unsafe<{ pending: number; oldest: number | null; dead: number; outbox: number }>(BACKLOG_QUERY),
-          wait
+          wait,
+          "health"
         ).pipe(Effect.map((rows) => ({
           pending: rows[0]?.pending ?? 0,
           oldestSeconds: rows[0]?.oldest ?? 0,

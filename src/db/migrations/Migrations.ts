@@ -25,7 +25,9 @@ const MIGRATION_LOCK = 7_346_281_001
 export const runMigrations = (sql: SqlClient) =>
   sql.withTransaction(
     Effect.andThen(
-      sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`,
+      // Waiting for another instance's migrations and building an index on a large table may both
+      // take longer than the sessions' default statement_timeout.
+      Effect.andThen(sql`SET LOCAL statement_timeout = 0`, sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`),
       migrate({
         loader: Migrator.fromRecord({ "0001_inbox": inbox, "0002_users": users, "0003_outbox": outbox, "0004_settings": settings, "0005_outbox_trace": outboxTrace,
           "0006_inbox_priority": inboxPriority,
