@@ -80,29 +80,28 @@ export class Database extends Context.Service<Database, {
 }>()("steadfast/db/Database") {
   /**
    * Pool and gate over an already provided `PgClient` of `max` connections whose sessions run
-   * with `statementTimeout` (none when absent).
+   * with a `statement_timeout` of `sessionLimitMs` (none when absent).
    */
   static readonly make = Effect.fnUntraced(function*(max: number, options: {
     readonly defaultWait?: Duration.Input
-    readonly statementTimeout?: Duration.Input | undefined
+    readonly sessionLimitMs?: number | undefined
   } = {}) {
     const sql = yield* PgClient.PgClient
     const defaultWait = options.defaultWait ?? "5 seconds"
+    const sessionLimitMs = options.sessionLimitMs ?? Infinity
     const gate = yield* Semaphore.make(max)
     // Handlers and background work each wait for their share first, then for the pool; ingress
-    // and health only for the pool. Together the two shares leave RESERVED_CONNECTIONS - 2 free.
+    // and health only for the pool. The two shares leave RESERVED_CONNECTIONS - BACKGROUND_CONNECTIONS
+    // that only ingress and health can take.
     const shares: Record<Workload, Semaphore.Semaphore | undefined> = {
       handler: yield* Semaphore.make(Math.max(1, max - RESERVED_CONNECTIONS)),
       background: yield* Semaphore.make(Math.min(max, BACKGROUND_CONNECTIONS)),
       ingress: undefined,
       health: undefined
     }
-    const connectionLimitMs = options.statementTimeout === undefined
-      ? Infinity
-      : Duration.toMillis(Duration.fromInputUnsafe(options.statementTimeout))
     const withLimit = <A, E, R>(effect: Effect.Effect<A, E, R>, workload: Workload) => {
       const limitMs = STATEMENT_LIMIT_MS[workload]
-      return limitMs === undefined || limitMs >= connectionLimitMs
+      return limitMs === undefined || limitMs >= sessionLimitMs
         ? effect
         : sql.withTransaction(Effect.andThen(sql.unsafe(`SET LOCAL statement_timeout = ${limitMs}`), effect))
     }
@@ -186,7 +185,7 @@ export class Database extends Context.Service<Database, {
    */
   static readonly layerUrl = (url: Redacted.Redacted<string>, max: number, options: { readonly statementTimeout?: Duration.Input } = {}) => {
     const parsed = new URL(Redacted.value(url))
-    const statementTimeoutMs = options.statementTimeout === undefined
+    const sessionLimitMs = options.statementTimeout === undefined
       ? undefined
       : Duration.toMillis(Duration.fromInputUnsafe(options.statementTimeout))
     const client = PgClient.layer({
@@ -196,13 +195,13 @@ export class Database extends Context.Service<Database, {
       minConnections: MIN_CONNECTIONS,
       applicationName: APPLICATION_NAME,
       connectTimeout: "5 seconds",
-      ...(statementTimeoutMs === undefined ? {} : { startupParameters: { statement_timeout: String(statementTimeoutMs) } }),
+      ...(sessionLimitMs === undefined ? {} : { startupParameters: { statement_timeout: String(sessionLimitMs) } }),
       // Span attributes come from these options, not from the URL.
       host: parsed.hostname,
       port: Number(parsed.port || 5432),
       database: decodeURIComponent(parsed.pathname.slice(1)) || "postgres"
     })
-    return Layer.effect(Database, Effect.tap(Database.make(max, { statementTimeout: options.statementTimeout }), (db) => runMigrations(db.sql))).pipe(
+    return Layer.effect(Database, Effect.tap(Database.make(max, { sessionLimitMs }), (db) => runMigrations(db.sql))).pipe(
       Layer.provideMerge(client)
     )
   }
@@ -210,7 +209,7 @@ export class Database extends Context.Service<Database, {
   /** `DATABASE_URL` when set, otherwise an embedded PostgreSQL under `.data/`. */
   static readonly layer = Layer.unwrap(Effect.gen(function*() {
     const config = yield* AppConfig
-    // A handler's statements may run as long as the handler; every other workload's no longer.
+    // Sessions default to the handlers' limit; workloads with a shorter one set theirs per transaction.
     const limits = { statementTimeout: config.updateTimeout }
     return Option.match(config.databaseUrl, {
       onSome: (url) => Database.layerUrl(url, config.dbPoolMax, limits),
