@@ -11,7 +11,8 @@ const MIN_CONNECTIONS = 2
 
 /**
  * Who uses a connection. Each workload has its own share of the pool:
- * - `handler`: update transactions, at most `DB_POOL_MAX - RESERVED_CONNECTIONS` at once;
+ * - `handler`: update transactions and a worker's own bookkeeping after one (fail, release), at
+ *   most `DB_POOL_MAX - RESERVED_CONNECTIONS` at once;
  * - `background`: the LISTEN connection, claim loops, senders' bookkeeping, retention, at most
  *   `BACKGROUND_CONNECTIONS` at once;
  * - `ingress` (the inbox insert) and `health`: any free connection, and so always the ones the
@@ -121,20 +122,24 @@ export class Database extends Context.Service<Database, {
     yield* Metric.update(Metrics.connectionIdleMin, MIN_CONNECTIONS)
     yield* publish
 
+    // Pending counts waits for the pool only: waiting for a share is a workload's own backpressure
+    // (background work queues on its two connections by design), not a saturated pool.
+    const takePool = Effect.suspend(() => {
+      pending++
+      return Effect.ensuring(gate.take(1), Effect.sync(() => void pending--))
+    })
     // The share's permit goes back if the wait for the pool's is interrupted (timed out).
     const take = (share: Semaphore.Semaphore | undefined) =>
-      share === undefined ? gate.take(1) : Effect.uninterruptibleMask((restore) =>
-        Effect.andThen(restore(share.take(1)), restore(gate.take(1)).pipe(Effect.onInterrupt(() => share.release(1)))))
+      share === undefined ? takePool : Effect.uninterruptibleMask((restore) =>
+        Effect.andThen(restore(share.take(1)), restore(takePool).pipe(Effect.onInterrupt(() => share.release(1)))))
 
     // Interruptible while waiting; once a permit is taken the release is guaranteed.
     const acquire = (wait: Duration.Input | undefined, workload: Workload) =>
       Effect.suspend(() => {
         const waitMs = wait === undefined ? defaultWaitMs : Duration.toMillis(Duration.fromInputUnsafe(wait))
         const startedAt = performance.now()
-        pending++
         return take(shares[workload]).pipe(
           Effect.timeoutOption(waitMs),
-          Effect.ensuring(Effect.sync(() => void pending--)),
           Effect.flatMap(Option.match({
             onNone: () =>
               Effect.suspend(() => {

@@ -244,7 +244,7 @@ export class Inbox extends Context.Service<Inbox, {
             locked_until = NULL,
             lease_id = NULL
           WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid
-          RETURNING status`)
+          RETURNING status`, undefined, "handler")
         const status = rows[0]?.status
         return status === undefined ? undefined : status === "dead" ? "dead" : "retry"
       }),
@@ -264,7 +264,7 @@ export class Inbox extends Context.Service<Inbox, {
       release: (update) =>
         db.withConnection(sql`
           UPDATE inbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL
-          WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid`).pipe(Effect.asVoid),
+          WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid`, undefined, "handler").pipe(Effect.asVoid),
 
     })
   }))
