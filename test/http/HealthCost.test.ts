@@ -8,6 +8,7 @@ import { execute, queryRows } from "../support/TestHttp.ts"
 interface PlanNode {
   readonly "Node Type": string
   readonly "Relation Name"?: string
+  readonly "Index Name"?: string
   readonly "Shared Hit Blocks": number
   readonly "Shared Read Blocks": number
   readonly Plans?: ReadonlyArray<PlanNode>
@@ -30,7 +31,8 @@ const explainBacklog = (url: string) =>
     return {
       // A node's buffer counts include those of the nodes below it.
       buffers: root["Shared Hit Blocks"] + root["Shared Read Blocks"],
-      seqScans: nodes.filter((node) => node["Node Type"] === "Seq Scan").map((node) => node["Relation Name"] ?? "?")
+      seqScans: nodes.filter((node) => node["Node Type"] === "Seq Scan").map((node) => node["Relation Name"] ?? "?"),
+      scans: nodes.filter((node) => node["Node Type"].includes("Scan")).map((node) => `${node["Node Type"]} ${node["Index Name"] ?? node["Relation Name"] ?? ""}`)
     }
   })
 
@@ -74,7 +76,7 @@ describe("/health cost", () => {
         const small = yield* explainBacklog(url)
         yield* fillDone(url, 10_001, 1_000_000)
         const large = yield* explainBacklog(url)
-        yield* Effect.log(`backlog query buffers: ${small.buffers} with 10k finished rows, ${large.buffers} with 1M`)
+        yield* Effect.log(`backlog query buffers: ${small.buffers} with 10k finished rows, ${large.buffers} with 1M (${large.scans.join(", ")})`)
         assert.deepStrictEqual(large.seqScans, [], "no table is scanned whole")
         assert.isAtMost(large.buffers, small.buffers, `buffers with 1M rows (${large.buffers}) vs 10k (${small.buffers})`)
 
