@@ -38,8 +38,37 @@ const TelegramLayer = Layer.unwrap(Effect.gen(function*() {
     )
 }))
 
+/**
+ * Limits of the HTTP server. Node's defaults let a client take 60 s to send its headers and
+ * 300 s for a request, with no cap on connections: a few hundred sockets that dribble a request
+ * line would hold the port. Telegram sends small bodies fast, so anything slower is not an update.
+ */
+export const HTTP_LIMITS = {
+  /** Whole header block, from the connection's first byte (or the previous response on keep-alive). */
+  headersTimeoutMs: 10_000,
+  /** Whole request, headers and body (the body is at most 1 MiB). */
+  requestTimeoutMs: 20_000,
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveTimeoutMs: 5_000,
+  /** Sockets at once; more are closed on arrival (Telegram opens at most 100, max_connections). */
+  maxConnections: 1_000
+} as const
+
+const makeHttpServer = () => {
+  const server = createServer({
+    keepAliveTimeout: HTTP_LIMITS.keepAliveTimeoutMs,
+    headersTimeout: HTTP_LIMITS.headersTimeoutMs,
+    requestTimeout: HTTP_LIMITS.requestTimeoutMs,
+    // Node enforces the two timeouts above only when it sweeps its connections (every 30 s by
+    // default), so a slow client would live up to 30 s past its deadline.
+    connectionsCheckingInterval: 1_000
+  })
+  server.maxConnections = HTTP_LIMITS.maxConnections
+  return server
+}
+
 const ServerLayer = Layer.unwrap(Effect.map(AppConfig, (config) =>
-  NodeHttpServer.layer(() => createServer({ keepAliveTimeout: 5_000 }), {
+  NodeHttpServer.layer(makeHttpServer, {
     port: config.port,
     host: config.host,
     gracefulShutdownTimeout: config.shutdownGrace
@@ -51,6 +80,14 @@ const IngressLayer = Layer.unwrap(Effect.map(AppConfig, (config): Layer.Layer<
   Layer.Error<typeof Poller.layer> | Layer.Error<typeof WebhookRegistration.layer>,
   Layer.Services<typeof Poller.layer> | Layer.Services<typeof WebhookRegistration.layer>
 > => config.mode === "polling" ? Poller.layer : config.mode === "webhook" ? WebhookRegistration.layer : Layer.empty))
+
+/**
+ * `POST /webhook` is served only where updates arrive by webhook. In polling mode nothing
+ * authenticates it (no secret is required there), so it does not exist: a forged update posted
+ * to the port is a 404, never a stored update the bot would act on.
+ */
+const Routes = Layer.unwrap(Effect.map(AppConfig, (config) =>
+  config.mode === "polling" ? HealthRoutes : Layer.mergeAll(WebhookRoute, HealthRoutes)))
 
 /** In sandbox mode: one line a newcomer can paste to see the bot answer. */
 const SandboxBanner = Layer.effectDiscard(Effect.gen(function*() {
@@ -76,7 +113,7 @@ const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer)
  * Shutdown runs in reverse: HTTP and workers drain first, then the pool, the Bot API, config.
  */
 export const makeAppLayer = (options: { readonly bot?: ReturnType<typeof Bot.layerWith> } = {}) => Layer.mergeAll(
-  HttpRouter.serve(Layer.mergeAll(WebhookRoute, HealthRoutes), { disableLogger: true, middleware: requestDuration }).pipe(
+  HttpRouter.serve(Routes, { disableLogger: true, middleware: requestDuration }).pipe(
     Layer.provide(HttpTracing)
   ),
   SandboxBanner

@@ -1,13 +1,36 @@
 import { PgClient } from "@effect/sql-pg"
 import { Context, Duration, Effect, Layer, Metric, Option, Redacted, Schema, Semaphore, type Scope } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import { APPLICATION_NAME, AppConfig } from "../Config.ts"
+import { APPLICATION_NAME, AppConfig, RESERVED_CONNECTIONS } from "../Config.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { EmbeddedDatabase } from "./EmbeddedDatabase.ts"
 import { runMigrations } from "./migrations/Migrations.ts"
 
 /** Connections the pool keeps open even when idle. */
 const MIN_CONNECTIONS = 2
+
+/**
+ * Who uses a connection. Each workload has its own share of the pool:
+ * - `handler`: update transactions and a worker's own bookkeeping after one (fail, release), at
+ *   most `DB_POOL_MAX - RESERVED_CONNECTIONS` at once;
+ * - `background`: the LISTEN connection, claim loops, senders' bookkeeping, retention, at most
+ *   `BACKGROUND_CONNECTIONS` at once;
+ * - `ingress` (the inbox insert) and `health`: any free connection, and so always the ones the
+ *   other two can never take.
+ */
+export type Workload = "handler" | "background" | "ingress" | "health"
+
+/** The LISTEN connection and one for every loop's short statements. */
+const BACKGROUND_CONNECTIONS = 2
+
+/**
+ * Statement time limits of the workloads that must give up sooner than a handler transaction
+ * (whose limit, UPDATE_TIMEOUT_MS, is the connection default). Each costs a transaction and a
+ * `SET LOCAL` (three round trips), so only these two pay it: ingress once per batch of updates,
+ * health at most once a second. Background statements keep the connection default: they share
+ * two connections, and tripling their round trips would narrow those further.
+ */
+const STATEMENT_LIMIT_MS: Partial<Record<Workload, number>> = { ingress: 3_000, health: 80 }
 
 /** Waiting for a pool connection took longer than allowed: the pool is saturated. */
 export class PoolTimeout extends Schema.TaggedError<PoolTimeout>()("PoolTimeout", {
@@ -30,28 +53,59 @@ export interface PoolStats {
 /**
  * The PostgreSQL pool and its admission gate. `@effect/sql-pg` keeps its pool private and
  * lets callers wait forever, so every use of a connection passes a semaphore sized to the pool:
- * waiting is bounded (typed `PoolTimeout`) and used/pending counts are observable.
+ * waiting is bounded (typed `PoolTimeout`) and used/pending counts are observable. Handlers and
+ * background work also pass a semaphore of their own share (see `Workload`), which is what keeps
+ * connections free for the webhook's insert and the health check however busy the rest is.
  */
 export class Database extends Context.Service<Database, {
   readonly sql: PgClient.PgClient
-  /** Runs `effect` holding one pool slot, waiting at most `wait` for it. */
+  /**
+   * Runs `effect` holding one pool slot of `workload`'s share (`background` unless said),
+   * waiting at most `wait` for it. Statements of `ingress` and `health` run under their own time
+   * limit, in a transaction of their own; a statement over its limit fails with `SqlError`
+   * (reason `StatementTimeoutError`).
+   */
   readonly withConnection: <A, E, R>(
     effect: Effect.Effect<A, E, R>,
-    wait?: Duration.Input
-  ) => Effect.Effect<A, E | PoolTimeout, R>
-  /** Runs `effect` in one transaction on one slot: commit on success, rollback on failure or interruption. */
+    wait?: Duration.Input,
+    workload?: Workload
+  ) => Effect.Effect<A, E | SqlError | PoolTimeout, R>
+  /** Runs `effect` in one transaction on one `handler` slot: commit on success, rollback on failure or interruption. */
   readonly transaction: <A, E, R>(
     effect: Effect.Effect<A, E, R>,
     wait?: Duration.Input
   ) => Effect.Effect<A, E | SqlError | PoolTimeout, R>
-  /** Holds one slot for the lifetime of the current scope (the LISTEN connection). */
+  /** Holds one `background` slot for the lifetime of the current scope (the LISTEN connection). */
   readonly holdConnection: Effect.Effect<void, PoolTimeout, Scope.Scope>
   readonly stats: Effect.Effect<PoolStats>
 }>()("steadfast/db/Database") {
-  /** Pool and gate over an already provided `PgClient` of `max` connections. */
-  static readonly make = Effect.fnUntraced(function*(max: number, defaultWait: Duration.Input = "5 seconds") {
+  /**
+   * Pool and gate over an already provided `PgClient` of `max` connections whose sessions run
+   * with a `statement_timeout` of `sessionLimitMs` (none when absent).
+   */
+  static readonly make = Effect.fnUntraced(function*(max: number, options: {
+    readonly defaultWait?: Duration.Input
+    readonly sessionLimitMs?: number | undefined
+  } = {}) {
     const sql = yield* PgClient.PgClient
+    const defaultWait = options.defaultWait ?? "5 seconds"
+    const sessionLimitMs = options.sessionLimitMs ?? Infinity
     const gate = yield* Semaphore.make(max)
+    // Handlers and background work each wait for their share first, then for the pool; ingress
+    // and health only for the pool. The two shares leave RESERVED_CONNECTIONS - BACKGROUND_CONNECTIONS
+    // that only ingress and health can take.
+    const shares: Record<Workload, Semaphore.Semaphore | undefined> = {
+      handler: yield* Semaphore.make(Math.max(1, max - RESERVED_CONNECTIONS)),
+      background: yield* Semaphore.make(Math.min(max, BACKGROUND_CONNECTIONS)),
+      ingress: undefined,
+      health: undefined
+    }
+    const withLimit = <A, E, R>(effect: Effect.Effect<A, E, R>, workload: Workload) => {
+      const limitMs = STATEMENT_LIMIT_MS[workload]
+      return limitMs === undefined || limitMs >= sessionLimitMs
+        ? effect
+        : sql.withTransaction(Effect.andThen(sql.unsafe(`SET LOCAL statement_timeout = ${limitMs}`), effect))
+    }
     let used = 0
     let pending = 0
     let timeouts = 0
@@ -68,15 +122,24 @@ export class Database extends Context.Service<Database, {
     yield* Metric.update(Metrics.connectionIdleMin, MIN_CONNECTIONS)
     yield* publish
 
+    // Pending counts waits for the pool only: waiting for a share is a workload's own backpressure
+    // (background work queues on its two connections by design), not a saturated pool.
+    const takePool = Effect.suspend(() => {
+      pending++
+      return Effect.ensuring(gate.take(1), Effect.sync(() => void pending--))
+    })
+    // The share's permit goes back if the wait for the pool's is interrupted (timed out).
+    const take = (share: Semaphore.Semaphore | undefined) =>
+      share === undefined ? takePool : Effect.uninterruptibleMask((restore) =>
+        Effect.andThen(restore(share.take(1)), restore(takePool).pipe(Effect.onInterrupt(() => share.release(1)))))
+
     // Interruptible while waiting; once a permit is taken the release is guaranteed.
-    const acquire = (wait: Duration.Input | undefined) =>
+    const acquire = (wait: Duration.Input | undefined, workload: Workload) =>
       Effect.suspend(() => {
         const waitMs = wait === undefined ? defaultWaitMs : Duration.toMillis(Duration.fromInputUnsafe(wait))
         const startedAt = performance.now()
-        pending++
-        return gate.take(1).pipe(
+        return take(shares[workload]).pipe(
           Effect.timeoutOption(waitMs),
-          Effect.ensuring(Effect.sync(() => void pending--)),
           Effect.flatMap(Option.match({
             onNone: () =>
               Effect.suspend(() => {
@@ -99,31 +162,37 @@ export class Database extends Context.Service<Database, {
           Effect.onExit(() => publish)
         )
       })
-    const release = (acquiredAt: number) =>
+    const release = (acquiredAt: number, workload: Workload) =>
       Effect.andThen(
-        gate.release(1),
+        Effect.andThen(gate.release(1), shares[workload]?.release(1) ?? Effect.void),
         Effect.suspend(() => {
           used--
           return Effect.andThen(Metric.update(Metrics.connectionUseTime, (performance.now() - acquiredAt) / 1000), publish)
         })
       )
-    const withSlot = <A, E, R>(effect: Effect.Effect<A, E, R>, wait?: Duration.Input) =>
+    const withSlot = <A, E, R>(effect: Effect.Effect<A, E, R>, wait: Duration.Input | undefined, workload: Workload) =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(acquire(wait)), (acquiredAt) => Effect.ensuring(restore(effect), release(acquiredAt)))
+        Effect.flatMap(restore(acquire(wait, workload)), (acquiredAt) => Effect.ensuring(restore(effect), release(acquiredAt, workload)))
       )
 
     return Database.of({
       sql,
-      withConnection: withSlot,
-      transaction: (effect, wait) => withSlot(sql.withTransaction(effect), wait),
-      holdConnection: Effect.asVoid(Effect.acquireRelease(acquire(undefined), release)),
+      withConnection: (effect, wait, workload = "background") => withSlot(withLimit(effect, workload), wait, workload),
+      transaction: (effect, wait) => withSlot(sql.withTransaction(effect), wait, "handler"),
+      holdConnection: Effect.asVoid(Effect.acquireRelease(acquire(undefined, "background"), (acquiredAt) => release(acquiredAt, "background"))),
       stats: Effect.sync(() => ({ max, used, idle: max - used, pending, timeouts }))
     })
   })
 
-  /** Pool on `url` with migrations applied. */
-  static readonly layerUrl = (url: Redacted.Redacted<string>, max: number) => {
+  /**
+   * Pool on `url` with migrations applied. `statementTimeout` is every session's default
+   * `statement_timeout` (set at connect, so it costs no round trip).
+   */
+  static readonly layerUrl = (url: Redacted.Redacted<string>, max: number, options: { readonly statementTimeout?: Duration.Input } = {}) => {
     const parsed = new URL(Redacted.value(url))
+    const sessionLimitMs = options.statementTimeout === undefined
+      ? undefined
+      : Duration.toMillis(Duration.fromInputUnsafe(options.statementTimeout))
     const client = PgClient.layer({
       url,
       maxConnections: max,
@@ -131,12 +200,13 @@ export class Database extends Context.Service<Database, {
       minConnections: MIN_CONNECTIONS,
       applicationName: APPLICATION_NAME,
       connectTimeout: "5 seconds",
+      ...(sessionLimitMs === undefined ? {} : { startupParameters: { statement_timeout: String(sessionLimitMs) } }),
       // Span attributes come from these options, not from the URL.
       host: parsed.hostname,
       port: Number(parsed.port || 5432),
       database: decodeURIComponent(parsed.pathname.slice(1)) || "postgres"
     })
-    return Layer.effect(Database, Effect.tap(Database.make(max), (db) => runMigrations(db.sql))).pipe(
+    return Layer.effect(Database, Effect.tap(Database.make(max, { sessionLimitMs }), (db) => runMigrations(db.sql))).pipe(
       Layer.provideMerge(client)
     )
   }
@@ -144,10 +214,12 @@ export class Database extends Context.Service<Database, {
   /** `DATABASE_URL` when set, otherwise an embedded PostgreSQL under `.data/`. */
   static readonly layer = Layer.unwrap(Effect.gen(function*() {
     const config = yield* AppConfig
+    // Sessions default to the handlers' limit; workloads with a shorter one set theirs per transaction.
+    const limits = { statementTimeout: config.updateTimeout }
     return Option.match(config.databaseUrl, {
-      onSome: (url) => Database.layerUrl(url, config.dbPoolMax),
+      onSome: (url) => Database.layerUrl(url, config.dbPoolMax, limits),
       onNone: () =>
-        Layer.unwrap(Effect.map(EmbeddedDatabase, (embedded) => Database.layerUrl(embedded.url, config.dbPoolMax))).pipe(
+        Layer.unwrap(Effect.map(EmbeddedDatabase, (embedded) => Database.layerUrl(embedded.url, config.dbPoolMax, limits))).pipe(
           Layer.provide(EmbeddedDatabase.layer())
         )
     })

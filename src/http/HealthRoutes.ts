@@ -18,6 +18,12 @@ interface Check {
 
 /** Each database check gets this long, so /health answers within 100 ms whatever the database does. */
 const CHECK_TIMEOUT = Duration.millis(80)
+/**
+ * Requests within this long of a database probe share its answer, and concurrent ones share the
+ * probe in flight: a burst of /health requests (or a scraper polling every instance) costs at
+ * most one query per second, and nobody can load the database through an unauthenticated route.
+ */
+const PROBE_TTL = Duration.seconds(1)
 /** A webhook delivery error newer than this makes the telegram:webhook check warn. */
 const RECENT_WEBHOOK_ERROR_SECONDS = 600
 
@@ -53,44 +59,48 @@ export const HealthRoutes = HttpRouter.use(Effect.fn(function*(router) {
 
   yield* router.add("GET", "/health/live", Effect.sync(() => health({ status: "pass", checks: {} })))
 
+  // One round trip answers both database checks: the backlog query's own time is the response time.
+  const probe = yield* Effect.cachedWithTTL(
+    Effect.all({ at: Clock.currentTimeMillis, backlog: timed(Effect.timed(inbox.backlog(CHECK_TIMEOUT))) }),
+    PROBE_TTL
+  )
+
   yield* router.add("GET", "/health", Effect.gen(function*() {
     if (lifecycle.isDraining()) return health({ status: "fail", checks: {} }, { connection: "close" })
     const nowMillis = yield* Clock.currentTimeMillis
     const time = DateTime.formatIso(DateTime.makeUnsafe(nowMillis))
 
-    const [ping, backlog] = yield* Effect.all([
-      timed(Effect.timed(db.withConnection(db.sql`SELECT 1`, CHECK_TIMEOUT))),
-      timed(inbox.backlog(CHECK_TIMEOUT))
-    ], { concurrency: "unbounded" })
+    const probed = yield* probe
+    const probedAt = DateTime.formatIso(DateTime.makeUnsafe(probed.at))
     const pool = yield* db.stats
     const report = yield* webhook.report
 
     const checks: Record<string, ReadonlyArray<Check>> = {
-      "postgres:responseTime": [Option.match(ping, {
-        onNone: () => ({ status: "fail" as const, time, output: "PostgreSQL did not answer in time" }),
-        onSome: ([elapsed]) => ({ observedValue: Duration.toMillis(elapsed), observedUnit: "ms", status: "pass" as const, time })
+      "postgres:responseTime": [Option.match(probed.backlog, {
+        onNone: () => ({ status: "fail" as const, time: probedAt, output: "PostgreSQL did not answer in time" }),
+        onSome: ([elapsed]) => ({ observedValue: Duration.toMillis(elapsed), observedUnit: "ms", status: "pass" as const, time: probedAt })
       })],
       "postgres:connections": [{
         observedValue: { used: pool.used, idle: pool.idle, max: pool.max, pending: pool.pending },
         status: pool.pending > 0 ? "warn" : "pass",
         time
       }],
-      ...Option.match(backlog, {
+      ...Option.match(probed.backlog, {
         onNone: () => ({
-          "inbox:backlog": [{ status: "fail" as const, time, output: "inbox not readable in time" }],
-          "inbox:dead": [{ status: "fail" as const, time, output: "inbox not readable in time" }]
+          "inbox:backlog": [{ status: "fail" as const, time: probedAt, output: "inbox not readable in time" }],
+          "inbox:dead": [{ status: "fail" as const, time: probedAt, output: "inbox not readable in time" }]
         }),
-        onSome: (b) => ({
+        onSome: ([, b]) => ({
           "inbox:backlog": [{
             observedValue: { pending: b.pending, oldestSeconds: Math.round(b.oldestSeconds), outboxPending: b.outbox },
             status: b.oldestSeconds > backlogWarnSeconds ? "warn" as const : "pass" as const,
-            time,
+            time: probedAt,
             ...(b.oldestSeconds > backlogWarnSeconds ? { output: `oldest pending update is over ${backlogWarnSeconds} s old` } : {})
           }],
           "inbox:dead": [{
             observedValue: b.dead,
             status: b.dead > 0 ? "warn" as const : "pass" as const,
-            time,
+            time: probedAt,
             ...(b.dead > 0 ? { output: "dead-lettered updates need attention (npm run ops -- stats)" } : {})
           }]
         })

@@ -102,6 +102,17 @@ export interface Backlog {
   readonly outbox: number
 }
 
+/**
+ * What `backlog` asks. Each part reads only a partial index (inbox_open, inbox_dead,
+ * outbox_open), so its cost follows the open and dead rows, never the finished ones.
+ */
+export const BACKLOG_QUERY = `
+  SELECT
+    (SELECT count(*)::int FROM inbox WHERE status IN ('pending', 'processing')) AS pending,
+    (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM inbox WHERE status IN ('pending', 'processing')) AS oldest,
+    (SELECT count(*)::int FROM inbox WHERE status = 'dead') AS dead,
+    (SELECT count(*)::int FROM outbox WHERE status IN ('pending', 'sending')) AS outbox`
+
 /** Kinds Telegram needs answered within seconds jump the queue (they have their own chat key, so order is kept). */
 export const URGENT_KINDS: ReadonlySet<string> = new Set(["pre_checkout_query", "shipping_query"])
 const priorityOf = (kind: string) => (URGENT_KINDS.has(kind) ? 1 : 0)
@@ -168,7 +179,7 @@ export class Inbox extends Context.Service<Inbox, {
     const releaseUpdate = (update: Claimed) =>
       db.withConnection(sql`
         UPDATE inbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL, owner = NULL
-        WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid`).pipe(Effect.asVoid)
+        WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid`, undefined, "handler").pipe(Effect.asVoid)
 
     const leases = yield* makeLeaseRenewal((held) =>
       db.withConnection(sql`
@@ -209,7 +220,7 @@ export class Inbox extends Context.Service<Inbox, {
               ${batch.map((r) => r.update.updateId)}::bigint[], ${batch.map((r) => r.update.chatKey)}::text[],
               ${batch.map((r) => r.update.kind)}::text[], ${batch.map((r) => r.update.json)}::text[],
               ${batch.map((r) => r.update.skipped)}::boolean[], ${batch.map((r) => priorityOf(r.update.kind))}::smallint[],
-              ${batch.map((r) => r.update.traceparent ?? "")}::text[], ${slots}, ${leaseMs}, ${me}::uuid)`).pipe(
+              ${batch.map((r) => r.update.traceparent ?? "")}::text[], ${slots}, ${leaseMs}, ${me}::uuid)`, undefined, "ingress").pipe(
             Effect.tap((rows) =>
               Effect.forEach(rows, (row) => {
                 if (row.lease_id === null) return Effect.void
@@ -408,19 +419,15 @@ export class Inbox extends Context.Service<Inbox, {
             lease_id = NULL,
             owner = NULL
           WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid
-          RETURNING status`)
+          RETURNING status`, undefined, "handler")
         const status = rows[0]?.status
         return status === undefined ? undefined : status === "dead" ? "dead" : "retry"
       }),
       backlog: (wait) =>
         db.withConnection(
-          sql<{ pending: number; oldest: number | null; dead: number; outbox: number }>`
-            SELECT
-              (SELECT count(*)::int FROM inbox WHERE status IN ('pending', 'processing')) AS pending,
-              (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM inbox WHERE status IN ('pending', 'processing')) AS oldest,
-              (SELECT count(*)::int FROM inbox WHERE status = 'dead') AS dead,
-              (SELECT count(*)::int FROM outbox WHERE status IN ('pending', 'sending')) AS outbox`,
-          wait
+          sql.unsafe<{ pending: number; oldest: number | null; dead: number; outbox: number }>(BACKLOG_QUERY),
+          wait,
+          "health"
         ).pipe(Effect.map((rows) => ({
           pending: rows[0]?.pending ?? 0,
           oldestSeconds: rows[0]?.oldest ?? 0,

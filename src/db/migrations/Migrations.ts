@@ -11,6 +11,7 @@ import payments from "./0007_payments.ts"
 import autovacuum from "./0008_autovacuum.ts"
 import inboxProcessingIndex from "./0009_inbox_processing_index.ts"
 import sessions from "./0010_sessions.ts"
+import inboxDeadIndex from "./0011_inbox_dead_index.ts"
 import handoff from "./0012_handoff.ts"
 
 const migrate = Migrator.make({})
@@ -26,7 +27,9 @@ const MIGRATION_LOCK = 7_346_281_001
 export const runMigrations = (sql: SqlClient) =>
   sql.withTransaction(
     Effect.andThen(
-      sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`,
+      // Waiting for another instance's migrations and building an index on a large table may both
+      // take longer than the sessions' default statement_timeout.
+      Effect.andThen(sql`SET LOCAL statement_timeout = 0`, sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`),
       migrate({
         loader: Migrator.fromRecord({ "0001_inbox": inbox, "0002_users": users, "0003_outbox": outbox, "0004_settings": settings, "0005_outbox_trace": outboxTrace,
           "0006_inbox_priority": inboxPriority,
@@ -34,6 +37,7 @@ export const runMigrations = (sql: SqlClient) =>
           "0008_autovacuum": autovacuum,
           "0009_inbox_processing_index": inboxProcessingIndex,
           "0010_sessions": sessions,
+          "0011_inbox_dead_index": inboxDeadIndex,
           "0012_handoff": handoff
         }),
         table: "steadfast_migrations"
