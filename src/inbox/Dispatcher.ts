@@ -1,4 +1,4 @@
-import { Cause, Data, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Option, Semaphore } from "effect"
+import { Cause, Data, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Option, Predicate, Semaphore } from "effect"
 import { Bot, type HandleResult } from "../bot/Bot.ts"
 import { AppConfig } from "../Config.ts"
 import { Database } from "../db/Database.ts"
@@ -104,7 +104,7 @@ export const Dispatcher = {
       // The transaction begins with the handler's first statement: a handler that runs none costs
       // one round trip, the finishing statement, in autocommit.
       const runHandler = (update: Claimed) =>
-        db.withConnection(lazyTransaction(db.sql, (transaction) =>
+        lazyTransaction(db.sql, (transaction) =>
           Effect.gen(function*() {
             const result = yield* bot.handle(update.updateId, update.kind, update.payload)
             // Lease the chat's next waiting update to us only when nothing of the chat queues here already.
@@ -112,7 +112,7 @@ export const Dispatcher = {
             const finished = yield* transaction.last(inbox.finish(update, result.status, result.calls, yield* currentTraceId, chain))
             if (Option.isNone(finished)) return yield* new LeaseLost()
             return { result, finished: finished.value }
-          })))
+          })).pipe((unit) => db.withConnection(unit, undefined, "handler"))
 
       /** Runs one update. */
       const process = (update: Claimed): Effect.Effect<Outcome> => {
@@ -142,7 +142,7 @@ export const Dispatcher = {
           const exit = outcome.value
           if (Exit.isSuccess(exit)) return yield* recordOutcome(update, exit.value.result, exit.value.finished)
           if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
-          if (Option.exists(Cause.findErrorOption(exit.cause), (error) => error._tag === "LeaseLost")) {
+          if (Option.exists(Cause.findErrorOption(exit.cause), Predicate.isTagged("LeaseLost"))) {
             yield* Effect.logWarning(`update ${update.updateId}: lease taken over by another instance; left to it`)
             return stopped
           }
