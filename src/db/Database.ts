@@ -1,7 +1,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Context, Duration, Effect, Layer, Metric, Option, Redacted, Schema, Semaphore, type Scope } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import { APPLICATION_NAME, AppConfig } from "../Config.ts"
+import { APPLICATION_NAME, AppConfig, type DatabaseTarget } from "../Config.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { EmbeddedDatabase } from "./EmbeddedDatabase.ts"
 import { runMigrations } from "./migrations/Migrations.ts"
@@ -141,15 +141,14 @@ export class Database extends Context.Service<Database, {
     )
   }
 
-  /** `DATABASE_URL` when set, otherwise an embedded PostgreSQL under `.data/`. */
-  static readonly layer = Layer.unwrap(Effect.gen(function*() {
-    const config = yield* AppConfig
-    return Option.match(config.databaseUrl, {
-      onSome: (url) => Database.layerUrl(url, config.dbPoolMax),
-      onNone: () =>
-        Layer.unwrap(Effect.map(EmbeddedDatabase, (embedded) => Database.layerUrl(embedded.url, config.dbPoolMax))).pipe(
-          Layer.provide(EmbeddedDatabase.layer())
-        )
-    })
-  }))
+  /** The pool on `target`: DATABASE_URL, or an embedded PostgreSQL under `.data/` started here. */
+  static readonly layerTarget = (target: DatabaseTarget, max: number) =>
+    target._tag === "url"
+      ? Database.layerUrl(target.url, max)
+      : Layer.unwrap(Effect.map(EmbeddedDatabase, (embedded) => Database.layerUrl(embedded.url, max))).pipe(
+        Layer.provide(EmbeddedDatabase.layer())
+      )
+
+  /** The pool on the configured database. */
+  static readonly layer = Layer.unwrap(Effect.map(AppConfig, (config) => Database.layerTarget(config.database, config.dbPoolMax)))
 }

@@ -153,7 +153,7 @@ describe("configuration rules", () => {
     Effect.gen(function*() {
       assertInvalid(yield* configError({ WEBHOOK_SECRET: undefined, BOT_MODE: "webhook" }), "WEBHOOK_SECRET")
       const polling = yield* loadConfig({ WEBHOOK_SECRET: undefined, BOT_MODE: "polling" })
-      assert.strictEqual(polling.mode, "polling")
+      assert.strictEqual(polling.mode._tag, "polling")
     }))
 
   it.effect("WORKER_CONCURRENCY may use all of DB_POOL_MAX - 4, not more", () =>
