@@ -5,6 +5,7 @@ import { assert, describe, it, layer } from "@effect/vitest"
 import { Clock, Context, Effect, Fiber, Layer, Schedule, Schema, type Scope } from "effect"
 import { request } from "node:http"
 import pg from "pg"
+import packageJson from "../../package.json" with { type: "json" }
 import { APPLICATION_NAME } from "../../src/Config.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
@@ -316,7 +317,8 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
         ["db.client.connection.pending_requests", "{request}", "gauge"],
         ["db.client.connection.timeouts", "{timeout}", "sum"],
         ["db.client.connection.wait_time", "s", "histogram"],
-        ["db.client.connection.use_time", "s", "histogram"]
+        ["db.client.connection.use_time", "s", "histogram"],
+        ["db.client.connection.create_time", "s", "histogram"]
       ]
       const { metrics } = yield* receiver.waitFor((received) =>
         expected.every(([name]) => received.metrics.some((metric) => metric.name === name)) ? received : undefined
@@ -329,6 +331,8 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
         assert.strictEqual(metric.type, type, name)
         for (const point of metric.dataPoints) assert.strictEqual(point.attributes["db.client.connection.pool.name"], APPLICATION_NAME, name)
       }
+      // At least the warm connections were created, each one timed.
+      assert.isAtLeast(Number(pointsOf(metrics, "db.client.connection.create_time").at(-1)?.count ?? 0), 2)
       const states = new Set(pointsOf(metrics, "db.client.connection.count").map((point) => point.attributes["db.client.connection.state"]))
       assert.deepStrictEqual([...states].sort(), ["idle", "used"])
       assert.strictEqual(pointsOf(metrics, "db.client.connection.max").at(-1)?.value, POOL_MAX)
@@ -410,6 +414,30 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       assert.isAtLeast(done, 200)
       assert.isAtLeast(pointsOf(after.metrics, "http.server.request.duration", serviceMetrics[0]![2]).at(-1)?.count ?? 0, 200)
     }))
+
+  it.effect("spans, metrics and logs name the service, its version and this process's instance id; another process has another id", () =>
+    Effect.gen(function*() {
+      const { receiver } = yield* Exporting
+      const received = yield* receiver.waitFor((r) => r.spans.length > 0 && r.metrics.length > 0 && r.logs.length > 0 ? r : undefined)
+      const resources = [...received.spans, ...received.metrics, ...received.logs].map((item) => item.resource)
+      const instanceIds = new Set(resources.map((resource) => resource["service.instance.id"]))
+      assert.strictEqual(instanceIds.size, 1, "one instance id for every signal of one process")
+      const [instanceId] = instanceIds
+      assert.match(String(instanceId), /^[0-9a-f-]{36}$/)
+      for (const resource of resources) {
+        assert.strictEqual(resource["service.name"], "steadfast-test")
+        assert.strictEqual(resource["service.version"], packageJson.version)
+      }
+
+      const other = yield* makeOtlpReceiver()
+      const databaseUrl = yield* Effect.promise(() => freshDatabase("otel_instance"))
+      const second = yield* spawnService(testEnv(databaseUrl, "http://127.0.0.1:9", { ...fastExport, OTEL_EXPORTER_OTLP_ENDPOINT: other.url }))
+      const { metrics } = yield* other.waitFor((r) => r.metrics.length > 0 ? r : undefined)
+      assert.isString(metrics[0]?.resource["service.instance.id"])
+      assert.notStrictEqual(metrics[0]?.resource["service.instance.id"], instanceId)
+      yield* second.kill("SIGTERM")
+      yield* second.exited
+    }).pipe(Effect.scoped))
 
   it.effect("the bot token, the webhook secret and the database password appear in no exported request", () =>
     Effect.gen(function*() {
