@@ -25,7 +25,7 @@ export const Poller = {
     // getUpdates is refused while a webhook is set.
     yield* botApi.call("deleteWebhook", { drop_pending_updates: false })
 
-    let offset: number | undefined = undefined
+    let offset: number | undefined
     const poll = Effect.gen(function*() {
       const updates = yield* botApi.call("getUpdates", {
         timeout: LONG_POLL_SECONDS,

@@ -127,7 +127,7 @@ describe("the running service's log", () => {
         assert.notInclude(output, TEST_TOKEN.split(":")[1]!)
         assert.notInclude(output, TEST_SECRET)
         const lines = output.split("\n").filter((line) => line.trim() !== "").map(decodeLine)
-        assert.isTrue(lines.some((line) => line.message === "Listening on http://127.0.0.1:" + new URL(service.baseUrl).port))
+        assert.isTrue(lines.some((line) => line.message === `Listening on http://127.0.0.1:${new URL(service.baseUrl).port}`))
 
         const skipped = lines.find((line) => String(line.message).startsWith("update 7001 "))
         assert.strictEqual(skipped?.level, "warn")
