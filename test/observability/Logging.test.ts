@@ -2,13 +2,13 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer, Schema } from "effect"
 import { TestConsole } from "effect/testing"
-import { request } from "node:http"
 import { Logging } from "../../src/observability/Logging.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_SECRET, TEST_TOKEN, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
+import { postWebhook } from "../support/TestHttp.ts"
 
 const Line = Schema.Struct({
   time: Schema.String,
@@ -89,20 +89,6 @@ describe("log lines", () => {
     }))
 })
 
-const post = (base: string, body: string) =>
-  Effect.callback<number, Error>((resume) => {
-    const req = request(`${base}/webhook`, {
-      method: "POST",
-      agent: false,
-      headers: { "content-type": "application/json", "x-telegram-bot-api-secret-token": TEST_SECRET }
-    }, (res) => {
-      res.resume()
-      res.once("end", () => resume(Effect.succeed(res.statusCode ?? 0)))
-    })
-    req.once("error", (error) => resume(Effect.fail(error)))
-    req.end(body)
-  }).pipe(Effect.orDie)
-
 describe("the running service's log", () => {
   it.live(
     "without a terminal every line is JSON; a processing line carries trace_id, span_id and update_id; a refused call is a warning; no token anywhere",
@@ -113,12 +99,12 @@ describe("the running service's log", () => {
         const service = yield* spawnService(testEnv(databaseUrl, standIn.url))
 
         // A `message` without a chat: Bot warns, inside the update's processing span, and skips it.
-        assert.strictEqual(yield* post(service.baseUrl, `{"update_id":7001,"message":{"message_id":1,"text":"/start"}}`), 200)
+        assert.strictEqual(yield* postWebhook(service.baseUrl, `{"update_id":7001,"message":{"message_id":1,"text":"/start"}}`), 200)
         yield* service.waitForOutput(/update 7001 .*skipped/)
 
         yield* standIn.script("sendMessage", [{ status: 403, body: { ok: false, error_code: 403, description: "Forbidden: bot was blocked by the user" } }])
         const update = JSON.stringify(sampleUpdate({ updateId: 7002, chatId: 5550701, text: "/start" }))
-        assert.strictEqual(yield* post(service.baseUrl, update), 200)
+        assert.strictEqual(yield* postWebhook(service.baseUrl, update), 200)
         yield* service.waitForOutput(/refused sendMessage .*for good/)
 
         yield* service.kill("SIGTERM")

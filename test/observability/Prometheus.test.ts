@@ -5,18 +5,13 @@ import { request } from "node:http"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
-import { TEST_SECRET, TEST_TOKEN, testEnv } from "../support/TestApp.ts"
+import { TEST_TOKEN, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
+import { postWebhook } from "../support/TestHttp.ts"
 
-const fetchText = (url: string, options: { readonly method?: string; readonly body?: string } = {}) =>
+const fetchText = (url: string) =>
   Effect.callback<{ readonly status: number; readonly contentType: string; readonly body: string }, Error>((resume) => {
-    const req = request(url, {
-      method: options.method ?? "GET",
-      agent: false,
-      headers: options.body === undefined
-        ? {}
-        : { "content-type": "application/json", "x-telegram-bot-api-secret-token": TEST_SECRET }
-    }, (res) => {
+    const req = request(url, { agent: false }, (res) => {
       const chunks: Array<Buffer> = []
       res.on("data", (chunk: Buffer) => chunks.push(chunk))
       res.once("end", () =>
@@ -27,7 +22,7 @@ const fetchText = (url: string, options: { readonly method?: string; readonly bo
         })))
     })
     req.once("error", (error) => resume(Effect.fail(error)))
-    req.end(options.body)
+    req.end()
   }).pipe(Effect.orDie)
 
 const POOL_METRICS = [
@@ -51,7 +46,7 @@ describe("Prometheus", () => {
       assert.notStrictEqual(new URL(metricsUrl).port, new URL(service.baseUrl).port)
 
       const update = JSON.stringify(sampleUpdate({ updateId: 8001, chatId: 5550801, text: "/start" }))
-      assert.strictEqual((yield* fetchText(`${service.baseUrl}/webhook`, { method: "POST", body: update })).status, 200)
+      assert.strictEqual(yield* postWebhook(service.baseUrl, update), 200)
 
       // Wait for the update's outcome to be counted, then read everything from that scrape.
       const scrape = yield* fetchText(metricsUrl).pipe(

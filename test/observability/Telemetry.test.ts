@@ -3,7 +3,6 @@
 // stores in its own database.
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Clock, Context, Effect, Fiber, Layer, Schedule, Schema, type Scope } from "effect"
-import { request } from "node:http"
 import pg from "pg"
 import packageJson from "../../package.json" with { type: "json" }
 import { APPLICATION_NAME } from "../../src/Config.ts"
@@ -24,6 +23,7 @@ import {
 import { type ServiceProcess, spawnService } from "../support/ServiceProcess.ts"
 import { TEST_SECRET, TEST_TOKEN, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
+import { postWebhook } from "../support/TestHttp.ts"
 
 const DB_PASSWORD = "otelDbPassword_q7Wz3xK"
 const POOL_MAX = 10
@@ -80,27 +80,6 @@ const databaseWithOwnRole = (label: string): Effect.Effect<Probe, never, Scope.S
         )
     } satisfies Probe
   })
-
-// --- posting updates the way Telegram does, one connection per request (no keep-alive socket
-// left behind to hold up the service's shutdown) ---
-
-const postUpdate = (base: string, body: string) =>
-  Effect.callback<number, Error>((resume) => {
-    const req = request(`${base}/webhook`, {
-      method: "POST",
-      agent: false,
-      headers: {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(body),
-        "x-telegram-bot-api-secret-token": TEST_SECRET
-      }
-    }, (res) => {
-      res.resume()
-      res.once("end", () => resume(Effect.succeed(res.statusCode ?? 0)))
-    })
-    req.once("error", (error) => resume(Effect.fail(error)))
-    req.end(body)
-  }).pipe(Effect.orDie)
 
 const startUpdate = (updateId: number, chatId: number, firstName = "Ada") =>
   JSON.stringify(sampleUpdate({ updateId, chatId, text: "/start", firstName, username: `${firstName.toLowerCase()}_tg` }))
@@ -182,7 +161,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
     Effect.gen(function*() {
       const { db, receiver, service } = yield* Exporting
       const updateId = 1001
-      const status = yield* postUpdate(service.baseUrl, startUpdate(updateId, 5550101, "Quentinella"))
+      const status = yield* postWebhook(service.baseUrl, startUpdate(updateId, 5550101, "Quentinella"))
       assert.strictEqual(status, 200)
 
       const { spans, process, webhook, deliver } = yield* receiver.waitFor(({ spans }) => {
@@ -258,7 +237,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       // A user id beyond bigint: the /start handler's INSERT INTO users fails to encode it.
       const body = `{"update_id":${updateId},"message":{"message_id":1,"date":1767225600,"chat":{"id":5550102,"type":"private"},` +
         `"from":{"id":1e30,"is_bot":false,"first_name":"Huge"},"text":"/start","entities":[{"type":"bot_command","offset":0,"length":6}]}}`
-      assert.strictEqual(yield* postUpdate(service.baseUrl, body), 200)
+      assert.strictEqual(yield* postWebhook(service.baseUrl, body), 200)
 
       const { spans, process } = yield* receiver.waitFor(({ spans }) => {
         const process = processSpanOf(spans, updateId)
@@ -285,7 +264,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       const { receiver, service } = yield* Exporting
       // A `message` without a chat: Bot warns that it lacks the shape its kind requires and skips it.
       const updateId = 1003
-      assert.strictEqual(yield* postUpdate(service.baseUrl, `{"update_id":${updateId},"message":{"message_id":1,"text":"/start"}}`), 200)
+      assert.strictEqual(yield* postWebhook(service.baseUrl, `{"update_id":${updateId},"message":{"message_id":1,"text":"/start"}}`), 200)
 
       const { spans, process, record } = yield* receiver.waitFor(({ spans, logs }) => {
         const process = processSpanOf(spans, updateId)
@@ -353,7 +332,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
         )
         const statuses = yield* Effect.forEach(
           Array.from({ length: 200 }, (_, i) => first + i),
-          (updateId) => postUpdate(service.baseUrl, startUpdate(updateId, 6_000_000 + updateId)),
+          (updateId) => postWebhook(service.baseUrl, startUpdate(updateId, 6_000_000 + updateId)),
           { concurrency: 50 }
         )
         assert.isTrue(statuses.every((code) => code === 200), `statuses: ${[...new Set(statuses)].join(", ")}`)
@@ -463,7 +442,7 @@ describe("telemetry switched off and shutdown", () => {
       const standIn = yield* BotApiStandIn
       const databaseUrl = yield* Effect.promise(() => freshDatabase("otel_off"))
       const service = yield* spawnService(testEnv(databaseUrl, standIn.url))
-      assert.strictEqual(yield* postUpdate(service.baseUrl, startUpdate(1, 5550201)), 200)
+      assert.strictEqual(yield* postWebhook(service.baseUrl, startUpdate(1, 5550201)), 200)
       yield* standIn.awaitCalls((calls) => calls.some((call) => call.method === "sendMessage"), "20 seconds")
       yield* service.kill("SIGTERM")
       yield* service.exited.pipe(Effect.timeout("20 seconds"))
@@ -484,7 +463,7 @@ describe("telemetry switched off and shutdown", () => {
         OTEL_BLRP_SCHEDULE_DELAY: "600000"
       }))
       const updateId = 3001
-      assert.strictEqual(yield* postUpdate(service.baseUrl, startUpdate(updateId, 5550301)), 200)
+      assert.strictEqual(yield* postWebhook(service.baseUrl, startUpdate(updateId, 5550301)), 200)
       yield* standIn.awaitCalls((calls) => calls.some((call) => call.method === "sendMessage"), "20 seconds")
       const Sent = Schema.Struct({ n: Schema.Number })
       yield* db.query(Sent, `SELECT count(*)::int AS n FROM outbox WHERE status = 'sent'`).pipe(
