@@ -17,9 +17,15 @@ const files = execFileSync("git", ["ls-files", "--cached", "--others", "--exclud
   .split("\n")
   .filter((file) => file !== "" && !config.excludes.some((excluded) => file.startsWith(`${excluded}/`)))
 
+/** dprint settles some constructs only on a second pass: format until nothing changes. */
+const format = (file: string, text: string, passes = 5): string => {
+  const formatted = context.formatText({ filePath: file, fileText: text })
+  return formatted === text || passes === 1 ? formatted : format(file, formatted, passes - 1)
+}
+
 const unformatted = files.filter((file) => {
   const text = readFileSync(file, "utf8")
-  const formatted = context.formatText({ filePath: file, fileText: text })
+  const formatted = format(file, text)
   if (formatted === text) return false
   if (!check) writeFileSync(file, formatted)
   return true
