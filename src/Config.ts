@@ -109,11 +109,16 @@ const botMode = Effect.gen(function*() {
   const webhookSecret = yield* secret("WEBHOOK_SECRET", SECRET_PATTERN, "must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
   const chosen = yield* variable("BOT_MODE", Config.Literals(["webhook", "polling", "sandbox"], "BOT_MODE"), "must be webhook, polling or sandbox")
   const tag = Option.getOrElse(chosen, () => Option.isSome(token) ? "webhook" as const : "sandbox" as const)
-  if (tag === "sandbox") return { mode: { _tag: tag } as BotMode, token, webhookSecret }
-  if (Option.isNone(token)) return yield* new InvalidConfig({ variable: "BOT_TOKEN", reason: `is required in ${tag} mode` })
-  if (tag === "polling") return { mode: { _tag: tag, token: token.value } as BotMode, token, webhookSecret }
-  if (Option.isNone(webhookSecret)) return yield* new InvalidConfig({ variable: "WEBHOOK_SECRET", reason: "is required in webhook mode" })
-  return { mode: { _tag: tag, token: token.value, secret: webhookSecret.value } as BotMode, token, webhookSecret }
+  const mode = (): Effect.Effect<BotMode, InvalidConfig> => {
+    if (tag === "sandbox") return Effect.succeed({ _tag: tag })
+    if (Option.isNone(token)) return Effect.fail(new InvalidConfig({ variable: "BOT_TOKEN", reason: `is required in ${tag} mode` }))
+    if (tag === "polling") return Effect.succeed({ _tag: tag, token: token.value })
+    if (Option.isNone(webhookSecret)) {
+      return Effect.fail(new InvalidConfig({ variable: "WEBHOOK_SECRET", reason: "is required in webhook mode" }))
+    }
+    return Effect.succeed({ _tag: tag, token: token.value, secret: webhookSecret.value })
+  }
+  return { mode: yield* mode(), token, webhookSecret }
 })
 
 const load = Effect.gen(function*() {
