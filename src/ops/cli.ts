@@ -7,7 +7,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Console, Duration, Effect, Exit, Layer, Option, References } from "effect"
 import { Argument, CliConfig, CliError, CliOutput, Command, Flag, GlobalFlag } from "effect/cli"
-import { parsePeriod } from "../inbox/Retention.ts"
+import { parsePeriod } from "../Config.ts"
 import { INBOX_STATUSES, Operations, OUTBOX_STATUSES, type Stats, type UpdateDetails } from "./Operations.ts"
 import { TargetDatabase } from "./TargetDatabase.ts"
 

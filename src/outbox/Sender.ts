@@ -105,7 +105,9 @@ export const Sender = {
       const failForGood = (call: ClaimedCall, description: string) =>
         Effect.as(
           Effect.andThen(
-            Effect.logWarning(`Bot API refused ${call.method} to ${call.chatKey} for good: ${description}`),
+            Effect.logWarning(`Bot API refused ${call.method} to ${call.chatKey} for good: ${description}`).pipe(
+              Effect.annotateLogs({ method: call.method, chat: call.chatKey })
+            ),
             recordOutcome(outbox.fail(call, description, undefined))
           ),
           failed

@@ -1,4 +1,4 @@
-import { Duration, Effect, Layer, Option, Schedule } from "effect"
+import { Duration, Effect, Layer, type Redacted, Schedule } from "effect"
 import { AppConfig } from "../Config.ts"
 import { isDataError, refusalReason, storableJson, storableJsonValue } from "../db/Jsonb.ts"
 import { Inbox } from "../inbox/Inbox.ts"
@@ -14,10 +14,9 @@ const LONG_POLL_SECONDS = 25
  * and the inbox drops the duplicates.
  */
 export const Poller = {
-  layer: Layer.effectDiscard(Effect.gen(function*() {
+  layer: (token: Redacted.Redacted<string>) => Layer.effectDiscard(Effect.gen(function*() {
     const config = yield* AppConfig
     const inbox = yield* Inbox
-    const token = Option.getOrThrow(config.botToken)
     const botApi = yield* BotApi.make({
       token,
       apiRoot: config.telegramApiRoot,
@@ -26,7 +25,7 @@ export const Poller = {
     // getUpdates is refused while a webhook is set.
     yield* botApi.call("deleteWebhook", { drop_pending_updates: false })
 
-    let offset: number | undefined = undefined
+    let offset: number | undefined
     const poll = Effect.gen(function*() {
       const updates = yield* botApi.call("getUpdates", {
         timeout: LONG_POLL_SECONDS,

@@ -26,7 +26,7 @@ export class WebhookStatus extends Context.Service<WebhookStatus, {
 }>()("steadfast/telegram/WebhookStatus") {
   static readonly layer = Layer.effect(WebhookStatus, Effect.gen(function*() {
     const config = yield* AppConfig
-    if (config.mode !== "webhook") return WebhookStatus.of({ applicable: false, report: Effect.succeedNone })
+    if (config.mode._tag !== "webhook") return WebhookStatus.of({ applicable: false, report: Effect.succeedNone })
     const botApi = yield* BotApi
     const expectedUrl = Option.map(config.publicUrl, (base) => new URL("webhook", base.href.endsWith("/") ? base : `${base.href}/`).href)
     let latest: Option.Option<WebhookReport> = Option.none()

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Deferred, Effect, Option } from "effect"
+import { ConfigProvider, Deferred, Effect, Option, Redacted } from "effect"
 import { AppConfig } from "../../src/Config.ts"
 import { type ServiceProcessError, spawnService } from "../support/ServiceProcess.ts"
 
@@ -102,6 +102,12 @@ const processCases: ReadonlyArray<ProcessCase> = [
     variable: "WEBHOOK_SECRET"
   },
   {
+    name: "a real BOT_TOKEN with no DATABASE_URL (no silent embedded database in production)",
+    changes: { DATABASE_URL: undefined },
+    variable: "DATABASE_URL"
+  },
+  { name: "LOG_LEVEL=verbose", changes: { LOG_LEVEL: "verbose" }, variable: "LOG_LEVEL" },
+  {
     name: "WORKER_CONCURRENCY greater than DB_POOL_MAX - 4",
     changes: { DB_POOL_MAX: "10", WORKER_CONCURRENCY: "7" },
     variable: "WORKER_CONCURRENCY"
@@ -153,7 +159,37 @@ describe("configuration rules", () => {
     Effect.gen(function*() {
       assertInvalid(yield* configError({ WEBHOOK_SECRET: undefined, BOT_MODE: "webhook" }), "WEBHOOK_SECRET")
       const polling = yield* loadConfig({ WEBHOOK_SECRET: undefined, BOT_MODE: "polling" })
-      assert.strictEqual(polling.mode, "polling")
+      assert.strictEqual(polling.mode._tag, "polling")
+    }))
+
+  it.effect("DATABASE_URL=embedded asks for the embedded PostgreSQL in any mode; sandbox mode falls back to it", () =>
+    Effect.gen(function*() {
+      const webhook = yield* loadConfig({ DATABASE_URL: "embedded" })
+      assert.strictEqual(webhook.database._tag, "embedded")
+      const sandbox = yield* loadConfig({ BOT_TOKEN: undefined, WEBHOOK_SECRET: undefined, DATABASE_URL: undefined })
+      assert.strictEqual(sandbox.mode._tag, "sandbox")
+      assert.strictEqual(sandbox.database._tag, "embedded")
+      const url = yield* loadConfig({})
+      assert.strictEqual(url.database._tag, "url")
+    }))
+
+  it.effect("the mode carries its secrets: webhook its token and secret, polling its token", () =>
+    Effect.gen(function*() {
+      const webhook = yield* loadConfig({})
+      assert.strictEqual(webhook.mode._tag, "webhook")
+      if (webhook.mode._tag === "webhook") {
+        assert.strictEqual(Redacted.value(webhook.mode.token), TOKEN)
+        assert.strictEqual(Redacted.value(webhook.mode.secret), SECRET)
+      }
+      const polling = yield* loadConfig({ BOT_MODE: "polling", WEBHOOK_SECRET: undefined })
+      assert.strictEqual(polling.mode._tag === "polling" ? Redacted.value(polling.mode.token) : undefined, TOKEN)
+    }))
+
+  it.effect("HOST defaults to 127.0.0.1 in sandbox mode and 0.0.0.0 otherwise", () =>
+    Effect.gen(function*() {
+      assert.strictEqual((yield* loadConfig({ BOT_TOKEN: undefined, WEBHOOK_SECRET: undefined })).host, "127.0.0.1")
+      assert.strictEqual((yield* loadConfig({ BOT_TOKEN: undefined, WEBHOOK_SECRET: undefined, HOST: "0.0.0.0" })).host, "0.0.0.0")
+      assert.strictEqual((yield* loadConfig({})).host, "0.0.0.0")
     }))
 
   it.effect("WORKER_CONCURRENCY may use all of DB_POOL_MAX - 4, not more", () =>

@@ -3,8 +3,8 @@
 // stores in its own database.
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Clock, Context, Effect, Fiber, Layer, Schedule, Schema, type Scope } from "effect"
-import { request } from "node:http"
 import pg from "pg"
+import packageJson from "../../package.json" with { type: "json" }
 import { APPLICATION_NAME } from "../../src/Config.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
@@ -23,6 +23,7 @@ import {
 import { type ServiceProcess, spawnService } from "../support/ServiceProcess.ts"
 import { TEST_SECRET, TEST_TOKEN, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
+import { postWebhook } from "../support/TestHttp.ts"
 
 const DB_PASSWORD = "otelDbPassword_q7Wz3xK"
 const POOL_MAX = 10
@@ -79,27 +80,6 @@ const databaseWithOwnRole = (label: string): Effect.Effect<Probe, never, Scope.S
         )
     } satisfies Probe
   })
-
-// --- posting updates the way Telegram does, one connection per request (no keep-alive socket
-// left behind to hold up the service's shutdown) ---
-
-const postUpdate = (base: string, body: string) =>
-  Effect.callback<number, Error>((resume) => {
-    const req = request(`${base}/webhook`, {
-      method: "POST",
-      agent: false,
-      headers: {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(body),
-        "x-telegram-bot-api-secret-token": TEST_SECRET
-      }
-    }, (res) => {
-      res.resume()
-      res.once("end", () => resume(Effect.succeed(res.statusCode ?? 0)))
-    })
-    req.once("error", (error) => resume(Effect.fail(error)))
-    req.end(body)
-  }).pipe(Effect.orDie)
 
 const startUpdate = (updateId: number, chatId: number, firstName = "Ada") =>
   JSON.stringify(sampleUpdate({ updateId, chatId, text: "/start", firstName, username: `${firstName.toLowerCase()}_tg` }))
@@ -181,7 +161,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
     Effect.gen(function*() {
       const { db, receiver, service } = yield* Exporting
       const updateId = 1001
-      const status = yield* postUpdate(service.baseUrl, startUpdate(updateId, 5550101, "Quentinella"))
+      const status = yield* postWebhook(service.baseUrl, startUpdate(updateId, 5550101, "Quentinella"))
       assert.strictEqual(status, 200)
 
       const { spans, process, webhook, deliver } = yield* receiver.waitFor(({ spans }) => {
@@ -257,7 +237,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       // A user id beyond bigint: the /start handler's INSERT INTO users fails to encode it.
       const body = `{"update_id":${updateId},"message":{"message_id":1,"date":1767225600,"chat":{"id":5550102,"type":"private"},` +
         `"from":{"id":1e30,"is_bot":false,"first_name":"Huge"},"text":"/start","entities":[{"type":"bot_command","offset":0,"length":6}]}}`
-      assert.strictEqual(yield* postUpdate(service.baseUrl, body), 200)
+      assert.strictEqual(yield* postWebhook(service.baseUrl, body), 200)
 
       const { spans, process } = yield* receiver.waitFor(({ spans }) => {
         const process = processSpanOf(spans, updateId)
@@ -284,7 +264,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       const { receiver, service } = yield* Exporting
       // A `message` without a chat: Bot fails it as InvalidUpdate, and the failure is logged.
       const updateId = 1003
-      assert.strictEqual(yield* postUpdate(service.baseUrl, `{"update_id":${updateId},"message":{"message_id":1,"text":"/start"}}`), 200)
+      assert.strictEqual(yield* postWebhook(service.baseUrl, `{"update_id":${updateId},"message":{"message_id":1,"text":"/start"}}`), 200)
 
       const { spans, process, record } = yield* receiver.waitFor(({ spans, logs }) => {
         const process = processSpanOf(spans, updateId)
@@ -316,7 +296,8 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
         ["db.client.connection.pending_requests", "{request}", "gauge"],
         ["db.client.connection.timeouts", "{timeout}", "sum"],
         ["db.client.connection.wait_time", "s", "histogram"],
-        ["db.client.connection.use_time", "s", "histogram"]
+        ["db.client.connection.use_time", "s", "histogram"],
+        ["db.client.connection.create_time", "s", "histogram"]
       ]
       const { metrics } = yield* receiver.waitFor((received) =>
         expected.every(([name]) => received.metrics.some((metric) => metric.name === name)) ? received : undefined
@@ -329,6 +310,8 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
         assert.strictEqual(metric.type, type, name)
         for (const point of metric.dataPoints) assert.strictEqual(point.attributes["db.client.connection.pool.name"], APPLICATION_NAME, name)
       }
+      // At least the warm connections were created, each one timed.
+      assert.isAtLeast(Number(pointsOf(metrics, "db.client.connection.create_time").at(-1)?.count ?? 0), 2)
       const states = new Set(pointsOf(metrics, "db.client.connection.count").map((point) => point.attributes["db.client.connection.state"]))
       assert.deepStrictEqual([...states].sort(), ["idle", "used"])
       assert.strictEqual(pointsOf(metrics, "db.client.connection.max").at(-1)?.value, POOL_MAX)
@@ -349,7 +332,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
         )
         const statuses = yield* Effect.forEach(
           Array.from({ length: 200 }, (_, i) => first + i),
-          (updateId) => postUpdate(service.baseUrl, startUpdate(updateId, 6_000_000 + updateId)),
+          (updateId) => postWebhook(service.baseUrl, startUpdate(updateId, 6_000_000 + updateId)),
           { concurrency: 50 }
         )
         assert.isTrue(statuses.every((code) => code === 200), `statuses: ${[...new Set(statuses)].join(", ")}`)
@@ -411,6 +394,30 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       assert.isAtLeast(pointsOf(after.metrics, "http.server.request.duration", serviceMetrics[0]![2]).at(-1)?.count ?? 0, 200)
     }))
 
+  it.effect("spans, metrics and logs name the service, its version and this process's instance id; another process has another id", () =>
+    Effect.gen(function*() {
+      const { receiver } = yield* Exporting
+      const received = yield* receiver.waitFor((r) => r.spans.length > 0 && r.metrics.length > 0 && r.logs.length > 0 ? r : undefined)
+      const resources = [...received.spans, ...received.metrics, ...received.logs].map((item) => item.resource)
+      const instanceIds = new Set(resources.map((resource) => resource["service.instance.id"]))
+      assert.strictEqual(instanceIds.size, 1, "one instance id for every signal of one process")
+      const [instanceId] = instanceIds
+      assert.match(String(instanceId), /^[0-9a-f-]{36}$/)
+      for (const resource of resources) {
+        assert.strictEqual(resource["service.name"], "steadfast-test")
+        assert.strictEqual(resource["service.version"], packageJson.version)
+      }
+
+      const other = yield* makeOtlpReceiver()
+      const databaseUrl = yield* Effect.promise(() => freshDatabase("otel_instance"))
+      const second = yield* spawnService(testEnv(databaseUrl, "http://127.0.0.1:9", { ...fastExport, OTEL_EXPORTER_OTLP_ENDPOINT: other.url }))
+      const { metrics } = yield* other.waitFor((r) => r.metrics.length > 0 ? r : undefined)
+      assert.isString(metrics[0]?.resource["service.instance.id"])
+      assert.notStrictEqual(metrics[0]?.resource["service.instance.id"], instanceId)
+      yield* second.kill("SIGTERM")
+      yield* second.exited
+    }).pipe(Effect.scoped))
+
   it.effect("the bot token, the webhook secret and the database password appear in no exported request", () =>
     Effect.gen(function*() {
       const { receiver } = yield* Exporting
@@ -435,7 +442,7 @@ describe("telemetry switched off and shutdown", () => {
       const standIn = yield* BotApiStandIn
       const databaseUrl = yield* Effect.promise(() => freshDatabase("otel_off"))
       const service = yield* spawnService(testEnv(databaseUrl, standIn.url))
-      assert.strictEqual(yield* postUpdate(service.baseUrl, startUpdate(1, 5550201)), 200)
+      assert.strictEqual(yield* postWebhook(service.baseUrl, startUpdate(1, 5550201)), 200)
       yield* standIn.awaitCalls((calls) => calls.some((call) => call.method === "sendMessage"), "20 seconds")
       yield* service.kill("SIGTERM")
       yield* service.exited.pipe(Effect.timeout("20 seconds"))
@@ -456,7 +463,7 @@ describe("telemetry switched off and shutdown", () => {
         OTEL_BLRP_SCHEDULE_DELAY: "600000"
       }))
       const updateId = 3001
-      assert.strictEqual(yield* postUpdate(service.baseUrl, startUpdate(updateId, 5550301)), 200)
+      assert.strictEqual(yield* postWebhook(service.baseUrl, startUpdate(updateId, 5550301)), 200)
       yield* standIn.awaitCalls((calls) => calls.some((call) => call.method === "sendMessage"), "20 seconds")
       const Sent = Schema.Struct({ n: Schema.Number })
       yield* db.query(Sent, `SELECT count(*)::int AS n FROM outbox WHERE status = 'sent'`).pipe(

@@ -365,7 +365,7 @@ describe("ops CLI", { timeout: SLOW }, () => {
     Effect.gen(function*() {
       const result = yield* runOps(["stats"], { DATABASE_URL: "mysql://root:s3cr3t-pw@db/app" })
       assert.strictEqual(result.code, 1)
-      assert.deepStrictEqual(lines(result.stderr), ["ops: DATABASE_URL: must be a postgres:// or postgresql:// URL"])
+      assert.deepStrictEqual(lines(result.stderr), ["ops: DATABASE_URL: must be a postgres:// or postgresql:// URL, or embedded"])
     }))
 
   it.live("without DATABASE_URL it uses the embedded PostgreSQL a sandbox service is running under .data/", () =>

@@ -35,7 +35,13 @@ export interface ServiceProcess {
  */
 export const spawnService = (
   env: Record<string, string>,
-  options: { readonly waitForListening?: boolean; readonly startTimeout?: Duration.Input } = {}
+  options: {
+    readonly waitForListening?: boolean
+    readonly startTimeout?: Duration.Input
+    /** What to run instead of `node src/main.ts` (e.g. `npm start`), and where. */
+    readonly command?: readonly [string, ...Array<string>]
+    readonly cwd?: string
+  } = {}
 ): Effect.Effect<ServiceProcess, ServiceProcessError, Scope.Scope> =>
   Effect.gen(function*() {
     const output = yield* Ref.make("")
@@ -46,8 +52,8 @@ export const spawnService = (
 
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        spawn(process.execPath, ["src/main.ts"], {
-          cwd: root,
+        spawn(options.command?.[0] ?? process.execPath, options.command?.slice(1) ?? [`${root}src/main.ts`], {
+          cwd: options.cwd ?? root,
           env: { PATH: process.env["PATH"] ?? "", HOME: process.env["HOME"] ?? "/tmp", PORT: "0", HOST: "127.0.0.1", ...env },
           stdio: ["ignore", "pipe", "pipe"]
         })

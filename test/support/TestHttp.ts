@@ -3,6 +3,7 @@
 import { Effect, Schema, Scope } from "effect"
 import { Agent, request } from "node:http"
 import pg from "pg"
+import { TEST_SECRET } from "./TestApp.ts"
 
 /** Runs one statement on `url` with a short-lived connection of its own and decodes the rows. */
 export const queryRows = <A>(
@@ -99,3 +100,25 @@ export const singleSocketAgent: Effect.Effect<Agent, never, Scope.Scope> = Effec
   Effect.sync(() => new Agent({ keepAlive: true, maxSockets: 1 })),
   (agent) => Effect.sync(() => agent.destroy())
 )
+
+/**
+ * POSTs an update to `${base}/webhook` the way Telegram does, with the test secret, on a
+ * connection of its own (no keep-alive socket left to hold up the service's shutdown); the status.
+ */
+export const postWebhook = (base: string, body: string) =>
+  Effect.callback<number, Error>((resume) => {
+    const req = request(`${base}/webhook`, {
+      method: "POST",
+      agent: false,
+      headers: {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(body),
+        "x-telegram-bot-api-secret-token": TEST_SECRET
+      }
+    }, (res) => {
+      res.resume()
+      res.once("end", () => resume(Effect.succeed(res.statusCode ?? 0)))
+    })
+    req.once("error", (error) => resume(Effect.fail(error)))
+    req.end(body)
+  }).pipe(Effect.orDie)

@@ -1,0 +1,132 @@
+// Log lines: their JSON shape and level filter in-process, and what the real process prints.
+import { assert, describe, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Layer, Schema } from "effect"
+import { TestConsole } from "effect/testing"
+import { Logging } from "../../src/observability/Logging.ts"
+import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
+import { spawnService } from "../support/ServiceProcess.ts"
+import { TEST_SECRET, TEST_TOKEN, testEnv } from "../support/TestApp.ts"
+import { freshDatabase } from "../support/TestDatabase.ts"
+import { postWebhook } from "../support/TestHttp.ts"
+
+const Line = Schema.Struct({
+  time: Schema.String,
+  level: Schema.String,
+  message: Schema.Unknown,
+  trace_id: Schema.optional(Schema.String),
+  span_id: Schema.optional(Schema.String),
+  update_id: Schema.optional(Schema.Unknown),
+  method: Schema.optional(Schema.String),
+  chat: Schema.optional(Schema.String)
+})
+type Line = typeof Line.Type
+const decodeJsonLine = Schema.decodeUnknownSync(Schema.fromJsonString(Line))
+const decodeLine = (line: string): Line => decodeJsonLine(line)
+
+/** Runs `effect` with the loggers `env` configures and returns the lines they printed. */
+const printed = <E>(env: Record<string, string>, effect: Effect.Effect<void, E>) =>
+  Effect.gen(function*() {
+    // Layers are memoized within a test, so the console may hold lines of an earlier call.
+    const before = (yield* TestConsole.logLines).length
+    yield* Effect.provide(effect, Logging.layer)
+    return (yield* TestConsole.logLines).slice(before).map(String)
+  }).pipe(
+    Effect.provide(Layer.merge(TestConsole.layer, ConfigProvider.layer(ConfigProvider.fromUnknown(env))))
+  )
+
+describe("log lines", () => {
+  it.effect("LOG_FORMAT=json: one JSON object per line with time, level and message; inside a span also trace_id and span_id", () =>
+    Effect.gen(function*() {
+      const lines = yield* printed(
+        { LOG_FORMAT: "json" },
+        Effect.gen(function*() {
+          yield* Effect.logInfo("outside any span")
+          yield* Effect.logWarning("about an update\nover two lines").pipe(
+            Effect.annotateLogs({ update_id: 42 }),
+            Effect.withSpan("process inbox")
+          )
+        })
+      )
+      assert.strictEqual(lines.length, 2)
+      for (const line of lines) assert.notInclude(line, "\n", "one line per event")
+      const [outside, inside] = lines.map(decodeLine) as [Line, Line]
+      assert.strictEqual(outside.level, "info")
+      assert.strictEqual(outside.message, "outside any span")
+      assert.isFalse(Number.isNaN(Date.parse(outside.time)))
+      assert.isUndefined(outside.trace_id)
+      assert.strictEqual(inside.level, "warn")
+      assert.match(inside.trace_id ?? "", /^[0-9a-f]{32}$/)
+      assert.match(inside.span_id ?? "", /^[0-9a-f]{16}$/)
+      assert.strictEqual(inside.update_id, 42)
+    }))
+
+  it.effect("LOG_LEVEL drops the lines below it; the default is info", () =>
+    Effect.gen(function*() {
+      const everyLevel = Effect.gen(function*() {
+        yield* Effect.logDebug("debug line")
+        yield* Effect.logInfo("info line")
+        yield* Effect.logWarning("warn line")
+        yield* Effect.logError("error line")
+      })
+      const messages = (lines: ReadonlyArray<string>) => lines.map((line) => decodeLine(line).message)
+      assert.deepStrictEqual(messages(yield* printed({ LOG_FORMAT: "json", LOG_LEVEL: "warn" }, everyLevel)), ["warn line", "error line"])
+      assert.deepStrictEqual(messages(yield* printed({ LOG_FORMAT: "json", LOG_LEVEL: "DEBUG" }, everyLevel)), [
+        "debug line",
+        "info line",
+        "warn line",
+        "error line"
+      ])
+      assert.deepStrictEqual(messages(yield* printed({ LOG_FORMAT: "json" }, everyLevel)), ["info line", "warn line", "error line"])
+    }))
+
+  it.effect("an unknown LOG_LEVEL or LOG_FORMAT is refused, naming the variable", () =>
+    Effect.gen(function*() {
+      const level = yield* Effect.flip(printed({ LOG_LEVEL: "verbose" }, Effect.void))
+      assert.strictEqual(level.variable, "LOG_LEVEL")
+      const format = yield* Effect.flip(printed({ LOG_FORMAT: "xml" }, Effect.void))
+      assert.strictEqual(format.variable, "LOG_FORMAT")
+    }))
+})
+
+describe("the running service's log", () => {
+  it.live(
+    "without a terminal every line is JSON; a processing line carries trace_id, span_id and update_id; a refused call is a warning; no token anywhere",
+    () =>
+      Effect.gen(function*() {
+        const standIn = yield* BotApiStandIn
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("logging"))
+        const service = yield* spawnService(testEnv(databaseUrl, standIn.url))
+
+        // A `message` without a chat: Bot warns, inside the update's processing span, and skips it.
+        assert.strictEqual(yield* postWebhook(service.baseUrl, `{"update_id":7001,"message":{"message_id":1,"text":"/start"}}`), 200)
+        yield* service.waitForOutput(/update 7001 .*skipped/)
+
+        yield* standIn.script("sendMessage", [{ status: 403, body: { ok: false, error_code: 403, description: "Forbidden: bot was blocked by the user" } }])
+        const update = JSON.stringify(sampleUpdate({ updateId: 7002, chatId: 5550701, text: "/start" }))
+        assert.strictEqual(yield* postWebhook(service.baseUrl, update), 200)
+        yield* service.waitForOutput(/refused sendMessage .*for good/)
+
+        yield* service.kill("SIGTERM")
+        yield* service.exited
+        const output = yield* service.output
+        assert.notInclude(output, TEST_TOKEN.split(":")[1]!)
+        assert.notInclude(output, TEST_SECRET)
+        const lines = output.split("\n").filter((line) => line.trim() !== "").map(decodeLine)
+        assert.isTrue(lines.some((line) => line.message === `Listening on http://127.0.0.1:${new URL(service.baseUrl).port}`))
+
+        const skipped = lines.find((line) => String(line.message).startsWith("update 7001 "))
+        assert.strictEqual(skipped?.level, "warn")
+        assert.strictEqual(skipped?.update_id, 7001)
+        assert.match(skipped?.trace_id ?? "", /^[0-9a-f]{32}$/)
+        assert.match(skipped?.span_id ?? "", /^[0-9a-f]{16}$/)
+
+        const refused = lines.find((line) => String(line.message).includes("refused sendMessage"))
+        assert.strictEqual(refused?.level, "warn")
+        assert.strictEqual(refused?.method, "sendMessage")
+        assert.strictEqual(refused?.chat, "chat:5550701")
+        assert.include(String(refused?.message), "Forbidden: bot was blocked by the user")
+        assert.match(refused?.trace_id ?? "", /^[0-9a-f]{32}$/)
+      }).pipe(Effect.scoped, Effect.provide(BotApiStandIn.layer()))
+  )
+})
