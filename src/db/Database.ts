@@ -157,13 +157,20 @@ export class Database extends Context.Service<Database, {
       share === undefined ? takePool : Effect.uninterruptibleMask((restore) =>
         Effect.andThen(restore(share.take(1)), restore(takePool).pipe(Effect.onInterrupt(() => share.release(1)))))
 
+    // Free permits are taken at once: no timer, no race, on the common path.
+    const takeIfFree = (share: Semaphore.Semaphore | undefined) =>
+      share === undefined ? gate.takeIfAvailable(1) : Effect.flatMap(share.takeIfAvailable(1), (shared) =>
+        !shared ? Effect.succeed(false) : Effect.flatMap(gate.takeIfAvailable(1), (pooled) =>
+          pooled ? Effect.succeed(true) : Effect.as(share.release(1), false)))
+
     // Interruptible while waiting; once a permit is taken the release is guaranteed.
     const acquire = (wait: Duration.Input | undefined, workload: Workload) =>
       Effect.suspend(() => {
         const waitMs = wait === undefined ? defaultWaitMs : Duration.toMillis(Duration.fromInputUnsafe(wait))
         const startedAt = performance.now()
-        return take(shares[workload]).pipe(
-          Effect.timeoutOption(waitMs),
+        const share = shares[workload]
+        return Effect.flatMap(takeIfFree(share), (taken): Effect.Effect<Option.Option<unknown>> =>
+          taken ? Effect.succeedSome(undefined) : Effect.timeoutOption(take(share), waitMs)).pipe(
           Effect.flatMap(Option.match({
             onNone: () =>
               Effect.suspend(() => {
@@ -177,10 +184,7 @@ export class Database extends Context.Service<Database, {
               Effect.suspend(() => {
                 used++
                 const acquiredAt = performance.now()
-                return Effect.as(
-                  Effect.andThen(Metric.update(Metrics.connectionWaitTime, (acquiredAt - startedAt) / 1000), publish),
-                  acquiredAt
-                )
+                return Effect.as(Metric.update(Metrics.connectionWaitTime, (acquiredAt - startedAt) / 1000), acquiredAt)
               })
           })),
           Effect.onExit(() => publish)
