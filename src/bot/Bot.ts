@@ -2,14 +2,13 @@ import type { MiddlewareFn, MiddlewareObj } from "grammy"
 import type { Update, UserFromGetMe } from "grammy/types"
 import { Context, Effect, Layer, Option, Ref, Schema, Semaphore } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import type { SqlError } from "effect/sql/SqlError"
 import { AppConfig } from "../Config.ts"
 import { currentTraceparent } from "../observability/TraceContext.ts"
 import type { OutgoingCall } from "../outbox/Outbox.ts"
 import { BotApi } from "../telegram/BotApi.ts"
 import { chatKeyOf, invalidReason, isUpdateKind } from "../telegram/Update.ts"
 import { runGrammy, type SteadfastContext } from "./Grammy.ts"
-import { type Handler, type HandlerContext, HandlerFailure } from "./Handler.ts"
+import { type Handler, type HandlerContext, type HandlerError, HandlerFailure } from "./Handler.ts"
 import { safePayload } from "./SafeText.ts"
 
 /**
@@ -58,7 +57,7 @@ const chatIdKey = (payload: object): string | undefined => {
 /** Routes a claimed update through the bot's entries, inside the caller's transaction. */
 export class Bot extends Context.Service<Bot, {
   /** Runs the update through the entries; the calls it queued are in the result, not yet sent. */
-  readonly handle: (updateId: number, kind: string, payload: unknown) => Effect.Effect<HandleResult, HandlerFailure | InvalidUpdate | SqlError>
+  readonly handle: (updateId: number, kind: string, payload: unknown) => Effect.Effect<HandleResult, HandlerError>
   /** The bot's own user, from getMe (fetched once, at start or on the first update that needs it). */
   readonly me: Effect.Effect<UserFromGetMe, HandlerFailure>
 }>()("steadfast/bot/Bot") {

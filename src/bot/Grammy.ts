@@ -2,12 +2,14 @@
 // Telegram itself: an API transformer routes every call either to the update's outbox buffer
 // (sent once the update's transaction commits, in order per chat) or straight to the BotApi
 // service (reads and calls that must happen now), and the context carries the transaction's SQL.
-import { Api, Context, InputFile, type MiddlewareFn, type Transformer } from "grammy"
+import { Api, Context, GrammyError, InputFile, type MiddlewareFn, type Transformer } from "grammy"
 import type { ApiResponse, Update, UserFromGetMe } from "grammy/types"
 import { AsyncLocalStorage } from "node:async_hooks"
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import { BotApi } from "../telegram/BotApi.ts"
+import { SqlError } from "effect/sql/SqlError"
+import { isInfrastructureError } from "../db/Faults.ts"
+import { BotApi, type BotApiUnavailable } from "../telegram/BotApi.ts"
 import { HandlerFailure } from "./Handler.ts"
 
 /** Promise-style SQL in the update's transaction: ``await ctx.sql`SELECT …` `` gives the rows. */
@@ -83,6 +85,9 @@ export const runGrammy = Effect.fnUntraced(function*(middleware: MiddlewareFn<St
   const sql = yield* SqlClient
   const botApi = yield* BotApi
 
+  // Kept so that a handler failing because Telegram was unreachable fails with that, not with its
+  // own error: the update is then retried without counting toward MAX_ATTEMPTS.
+  let unreachable: BotApiUnavailable | undefined
   const direct = (method: string, payload: object) =>
     botApi.callRaw(method, { ...payload }).pipe(
       Effect.map((result): ApiResponse<unknown> => ({ ok: true, result })),
@@ -90,7 +95,11 @@ export const runGrammy = Effect.fnUntraced(function*(middleware: MiddlewareFn<St
         BotApiRejected: (error) => Effect.succeed({ ok: false, error_code: error.errorCode, description: error.description } as const),
         ChatBlocked: (error) => Effect.succeed({ ok: false, error_code: 403, description: error.description } as const),
         // grammY code sees an HTTP-like failure; left uncaught it fails the handler, and the update is retried.
-        BotApiUnavailable: (error) => Effect.succeed({ ok: false, error_code: 503, description: error.message } as const)
+        BotApiUnavailable: (error) =>
+          Effect.sync(() => {
+            unreachable = error
+            return { ok: false, error_code: 503, description: error.message } as const
+          })
       })
     )
 
@@ -126,7 +135,10 @@ export const runGrammy = Effect.fnUntraced(function*(middleware: MiddlewareFn<St
           fellThrough = true
           return Promise.resolve()
         }))),
-    catch: (error) => new HandlerFailure({ reason: error instanceof Error ? `${error.name}: ${error.message}` : String(error) })
+    catch: (error) =>
+      error instanceof SqlError && isInfrastructureError(error) ? error
+      : error instanceof GrammyError && error.error_code === 503 && unreachable !== undefined ? unreachable
+      : new HandlerFailure({ reason: error instanceof Error ? `${error.name}: ${error.message}` : String(error) })
   })
   return !fellThrough
 })

@@ -3,7 +3,7 @@ import { type Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { AppConfig } from "../Config.ts"
-import type { BotApi, Method } from "../telegram/BotApi.ts"
+import type { BotApi, BotApiUnavailable, Method } from "../telegram/BotApi.ts"
 import type { InvalidUpdate } from "./Bot.ts"
 
 /** A handler's own failure: the update's transaction rolls back and the update is retried. */
@@ -48,8 +48,12 @@ export interface HandlerContext {
  */
 export type HandlerServices = SqlClient | BotApi | AppConfig
 
-/** The failures a handler may end with: each rolls the update's transaction back. */
-export type HandlerError = HandlerFailure | InvalidUpdate | SqlError
+/**
+ * The failures a handler may end with: each rolls the update's transaction back. A lost database
+ * connection (SqlError) or an unreachable Bot API (BotApiUnavailable) is retried without counting
+ * toward MAX_ATTEMPTS; any other failure counts; InvalidUpdate is dead-lettered at once.
+ */
+export type HandlerError = HandlerFailure | InvalidUpdate | SqlError | BotApiUnavailable
 
 /**
  * An Effect-style bot feature. `handle` runs inside the update's transaction: `yield* SqlClient`

@@ -9,7 +9,6 @@ import {
   type Handler,
   type HandlerContext,
   type HandlerError,
-  HandlerFailure,
   type HandlerServices,
   isCommand,
   makeHandler
@@ -153,8 +152,7 @@ const preCheckout = makeHandler({
     ).pipe(
       Effect.catchTags({
         BotApiRejected: (error) => Effect.logWarning(`pre-checkout ${query.id} could not be answered: ${error.message}`),
-        ChatBlocked: (error) => Effect.logWarning(`pre-checkout ${query.id} could not be answered: ${error.message}`),
-        BotApiUnavailable: (error) => Effect.fail(new HandlerFailure({ reason: error.message }))
+        ChatBlocked: (error) => Effect.logWarning(`pre-checkout ${query.id} could not be answered: ${error.message}`)
       })
     )
   })
@@ -222,10 +220,8 @@ const balance = privateCommand("balance", "/balance - your credits", (context, u
 const refundCommand = privateCommand("refund", "/refund - get the Stars of your last payment back", ({ update, reply }, userId) =>
   Effect.gen(function*() {
     const argument = commandArgument(update)
-    const outcome = yield* refund(userId, argument === "" ? undefined : argument).pipe(
-      // Telegram unreachable: roll back and retry the update; nothing was recorded.
-      Effect.catchTag("BotApiUnavailable", (error) => Effect.fail(new HandlerFailure({ reason: error.message })))
-    )
+    // Telegram unreachable (BotApiUnavailable): rolled back and retried; nothing was recorded.
+    const outcome = yield* refund(userId, argument === "" ? undefined : argument)
     switch (outcome._tag) {
       case "Refunded": {
         const { payment } = outcome

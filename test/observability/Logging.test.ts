@@ -98,9 +98,9 @@ describe("the running service's log", () => {
         const databaseUrl = yield* Effect.promise(() => freshDatabase("logging"))
         const service = yield* spawnService(testEnv(databaseUrl, standIn.url))
 
-        // A `message` without a chat: Bot warns, inside the update's processing span, and skips it.
+        // A `message` without a chat: dead-lettered at once, logged inside the update's processing span.
         assert.strictEqual(yield* postWebhook(service.baseUrl, `{"update_id":7001,"message":{"message_id":1,"text":"/start"}}`), 200)
-        yield* service.waitForOutput(/update 7001 .*skipped/)
+        yield* service.waitForOutput(/update 7001 dead-lettered/)
 
         yield* standIn.script("sendMessage", [{ status: 403, body: { ok: false, error_code: 403, description: "Forbidden: bot was blocked by the user" } }])
         const update = JSON.stringify(sampleUpdate({ updateId: 7002, chatId: 5550701, text: "/start" }))
@@ -115,11 +115,11 @@ describe("the running service's log", () => {
         const lines = output.split("\n").filter((line) => line.trim() !== "").map(decodeLine)
         assert.isTrue(lines.some((line) => line.message === `Listening on http://127.0.0.1:${new URL(service.baseUrl).port}`))
 
-        const skipped = lines.find((line) => String(line.message).startsWith("update 7001 "))
-        assert.strictEqual(skipped?.level, "warn")
-        assert.strictEqual(skipped?.update_id, 7001)
-        assert.match(skipped?.trace_id ?? "", /^[0-9a-f]{32}$/)
-        assert.match(skipped?.span_id ?? "", /^[0-9a-f]{16}$/)
+        const dead = lines.find((line) => String(line.message).startsWith("update 7001 dead-lettered"))
+        assert.strictEqual(dead?.level, "error")
+        assert.strictEqual(dead?.update_id, 7001)
+        assert.match(dead?.trace_id ?? "", /^[0-9a-f]{32}$/)
+        assert.match(dead?.span_id ?? "", /^[0-9a-f]{16}$/)
 
         const refused = lines.find((line) => String(line.message).includes("refused sendMessage"))
         assert.strictEqual(refused?.level, "warn")
