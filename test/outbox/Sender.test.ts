@@ -1,13 +1,16 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Duration, Effect, Layer, Schedule } from "effect"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
+import { MAX_IN_PLACE_FLOOD_WAIT } from "../../src/telegram/BotApi.ts"
 import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 
 const app = (label: string, env: Record<string, string>) =>
   Layer.unwrap(Effect.map(Effect.promise(() => freshDatabase(label)), (url) => testAppLayer({ databaseUrl: url, env })))
+
+const MAX_IN_PLACE_WAIT_SECONDS = Duration.toSeconds(MAX_IN_PLACE_FLOOD_WAIT)
 
 const sent = (chatIds: ReadonlySet<number>) => (calls: ReadonlyArray<RecordedCall>) =>
   calls.filter((call) => call.method === "sendMessage" && chatIds.has(Number(call.params["chat_id"])))
@@ -51,4 +54,32 @@ describe("Sender", () => {
       assert.strictEqual(rows[0]?.status, "failed")
       assert.include(rows[0]?.last_error ?? "", "blocked by the user")
     }).pipe(Effect.provide(app("sender_blocked", { SEND_RATE_PER_SECOND: "1000" }))))
+
+  it.live("a 429 longer than the in-place cap puts the call back in the outbox for that long, holding no lease, then sends it once", () =>
+    Effect.gen(function*() {
+      const base = yield* baseUrl
+      const standIn = yield* BotApiStandIn
+      const { sql } = yield* Database
+      yield* standIn.script("sendMessage", [{
+        status: 429,
+        body: { ok: false, error_code: 429, description: "Too Many Requests: retry after 7", parameters: { retry_after: 7 } }
+      }])
+      assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 93_001, chatId: 9300, text: "flood" }))).status, 200)
+      // Back in the table, waiting Telegram's 7 s: not leased, so no lease can run out under it.
+      const waiting = yield* sql<{ status: string; leased: boolean; wait_s: number }>`
+        SELECT status, lease_id IS NOT NULL AS leased, extract(epoch FROM available_at - now())::float8 AS wait_s
+        FROM outbox WHERE update_id = 93001`.pipe(
+        Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => rows[0]?.status === "pending" }),
+        Effect.timeout("15 seconds")
+      )
+      assert.strictEqual(waiting[0]?.leased, false)
+      assert.isAbove(waiting[0]?.wait_s ?? 0, MAX_IN_PLACE_WAIT_SECONDS)
+      const calls = yield* standIn.awaitCalls((calls) => sent(new Set([9300]))(calls).length === 2, "20 seconds")
+      assert.deepStrictEqual(sent(new Set([9300]))(calls).map((call) => String(call.params["text"]).includes("flood")), [true, true])
+      const rows = yield* sql<{ status: string }>`SELECT status FROM outbox WHERE update_id = 93001`.pipe(
+        Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => rows[0]?.status === "sent" }),
+        Effect.timeout("5 seconds")
+      )
+      assert.strictEqual(rows[0]?.status, "sent")
+    }).pipe(Effect.provide(app("sender_flood", { SEND_RATE_PER_SECOND: "1000" }))))
 })
