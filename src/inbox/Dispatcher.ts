@@ -270,20 +270,28 @@ export const Dispatcher = {
           startImmediately: true
         })
 
-      // Updates leased when they were stored: no claim, no re-read. One whose chat runs here queues
-      // behind it; any other waits for a slot. Taking and starting or queueing it cannot be split by
-      // shutdown: a leased update is always running, queued here, or in the inbox's queue, and each
-      // of those gives it back when interrupted.
+      // Updates leased when they were stored: no claim, no re-read, urgent kinds first. One whose
+      // chat runs here queues behind it; any other starts in a slot, taken before the update is, so
+      // the next free slot goes to the most urgent update waiting. Taking and starting or queueing
+      // cannot be split by shutdown: a leased update is always running, queued here or waiting in
+      // the inbox, and each of those gives it back when interrupted.
       const handOffLoop = Effect.forever(Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(inbox.takeHandedOff), (update) => {
-          if (chats.has(update.chatKey)) return Effect.sync(() => enqueue(update))
-          // Leased before the instance forgot: an earlier update of its chat may be lost in the table.
-          if (update.owner !== instance.owner()) return giveBack(update)
-          chats.set(update.chatKey, [])
-          return restore(slots.take(1)).pipe(
-            Effect.onInterrupt(() => Effect.andThen(giveBack(update), Effect.sync(() => chats.delete(update.chatKey)))),
-            Effect.andThen(startInSlot(update))
-          )
+        Effect.gen(function*() {
+          yield* restore(slots.take(1))
+          while (true) {
+            const update = yield* inbox.pollHandedOff
+            if (update === undefined) {
+              yield* slots.release(1)
+              return yield* restore(inbox.awaitHandedOff)
+            }
+            if (chats.has(update.chatKey)) enqueue(update)
+            // Leased before the instance forgot: an earlier update of its chat may be lost in the table.
+            else if (update.owner !== instance.owner()) yield* giveBack(update)
+            else {
+              chats.set(update.chatKey, [])
+              return yield* startInSlot(update)
+            }
+          }
         })
       ))
 

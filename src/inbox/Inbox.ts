@@ -119,7 +119,7 @@ const priorityOf = (kind: string) => (URGENT_KINDS.has(kind) ? 1 : 0)
 
 /**
  * The durable inbox. An update is stored already leased to this instance when its chat has nothing
- * open, and handed to the dispatcher from memory (`takeHandedOff`); finishing an update may lease the
+ * open, and handed to the dispatcher from memory (`pollHandedOff`); finishing an update may lease the
  * chat's next one the same way. Everything else (a chat's backlog, retries, a dead instance's expired
  * leases, restarts) is claimed: a chat's update is claimable only once every earlier update of that
  * chat is finished (done, skipped or dead), which gives strict per-chat order across any number of
@@ -132,8 +132,10 @@ const priorityOf = (kind: string) => (URGENT_KINDS.has(kind) ? 1 : 0)
 export class Inbox extends Context.Service<Inbox, {
   /** Stores an update unless its update_id is already stored; true when it was new. */
   readonly store: (update: NewUpdate) => Effect.Effect<boolean, SqlError | PoolTimeout | IngressFull>
-  /** The next update leased to this instance when it was stored or when its predecessor finished. */
-  readonly takeHandedOff: Effect.Effect<Claimed>
+  /** The next update leased to this instance when it was stored (urgent kinds first), if any. */
+  readonly pollHandedOff: Effect.Effect<Claimed | undefined>
+  /** Waits until an update may have been handed over since the last poll. */
+  readonly awaitHandedOff: Effect.Effect<void>
   /** Claims up to `limit` runnable updates, at most one per chat. */
   readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<Claimed>, SqlError | PoolTimeout>
   /**
@@ -188,19 +190,24 @@ export class Inbox extends Context.Service<Inbox, {
         WHERE inbox.update_id = h.id AND inbox.lease_id = h.lease_id
           AND inbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`))
 
-    // Leased at store time and not finished yet (queued here or at the dispatcher). Room is reserved
-    // before the insert decides how many rows it may lease, so what is leased to us always fits.
-    const handedOff = yield* Queue.bounded<Claimed>(HANDOFF_CAPACITY)
+    // Leased at store time and waiting for the dispatcher: urgent kinds first (Telegram cancels a
+    // payment whose pre-checkout query waits 10 s), then in order of arrival. `inMemory` holds them
+    // until they finish (queued here or at the dispatcher). Room is reserved before the insert
+    // decides how many rows it may lease, so what is leased to us always fits.
+    const waitingUrgent: Array<Claimed> = []
+    const waitingOther: Array<Claimed> = []
+    const arrived = yield* Queue.sliding<void>(1)
     const inMemory = new Set<string>()
     let reserved = 0
     // Leased but never started (shutdown): back to pending, uncounted, for whoever runs next.
     yield* Effect.addFinalizer(() =>
-      Effect.flatMap(Queue.clear(handedOff), (updates) =>
-        Effect.forEach(updates, (update) => releaseUpdate(update).pipe(Effect.ignoreCause), { discard: true })))
+      Effect.forEach([...waitingUrgent.splice(0), ...waitingOther.splice(0)], (update) =>
+        releaseUpdate(update).pipe(Effect.ignoreCause), { discard: true }))
     const handOff = (update: Claimed) =>
-      Effect.andThen(leases.hold(update), Effect.sync(() => {
+      Effect.andThen(leases.hold(update), Effect.suspend(() => {
         inMemory.add(update.leaseId)
-        Queue.offerUnsafe(handedOff, update)
+        ;(URGENT_KINDS.has(update.kind) ? waitingUrgent : waitingOther).push(update)
+        return Queue.offer(arrived, undefined)
       }))
 
     // (The driver cannot encode null array elements: an absent traceparent travels as "".)
@@ -288,7 +295,8 @@ export class Inbox extends Context.Service<Inbox, {
         return yield* storeBatched({ update, span: yield* Effect.option(Effect.currentSpan) })
       }),
 
-      takeHandedOff: Queue.take(handedOff),
+      pollHandedOff: Effect.sync(() => waitingUrgent.shift() ?? waitingOther.shift()),
+      awaitHandedOff: Effect.asVoid(Queue.take(arrived)),
 
       claim: Effect.fn("Inbox.claim")(function*(limit) {
         const me = instance.owner()
