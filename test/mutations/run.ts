@@ -1,0 +1,73 @@
+// `npm run mutations [-- name ...]`: proves each guarantee's test bites. For every mutation in
+// mutations.ts (or only the named ones) it applies the one change to a scratch copy of the repo,
+// runs the named test file there, and reports "killed" (the test failed, as it must) or
+// "SURVIVED" (the guarantee can break unnoticed). Not a vitest file: vitest only includes *.test.ts.
+import { spawnSync } from "node:child_process"
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { basename, dirname, join, relative } from "node:path"
+import { fileURLToPath } from "node:url"
+import { type Mutation, mutations } from "./mutations.ts"
+
+const root = fileURLToPath(new URL("../../", import.meta.url))
+const wanted = process.argv.slice(2)
+const selected = wanted.length === 0 ? mutations : mutations.filter((mutation) => wanted.includes(mutation.name))
+const unknown = wanted.filter((name) => !mutations.some((mutation) => mutation.name === name))
+if (unknown.length > 0) {
+  console.error(`unknown mutation(s): ${unknown.join(", ")}\nknown: ${mutations.map((mutation) => mutation.name).join(", ")}`)
+  process.exit(2)
+}
+
+// A scratch copy, so the working tree is never touched; node_modules is linked, not copied.
+const scratch = mkdtempSync(join(tmpdir(), "steadfast-mutations-"))
+const skipped = new Set(["node_modules", ".git", ".data"])
+cpSync(root, scratch, {
+  recursive: true,
+  filter: (source) => !skipped.has(basename(source)) || relative(root, source).includes("/")
+})
+symlinkSync(join(root, "node_modules"), join(scratch, "node_modules"), "dir")
+process.on("exit", () => rmSync(scratch, { recursive: true, force: true }))
+
+type Outcome = "killed" | "SURVIVED" | "NOT APPLIED"
+
+const runTest = (testFile: string) => {
+  // This Node (24) runs vitest, whatever `node` the PATH would find first.
+  const result = spawnSync(process.execPath, [join(scratch, "node_modules/vitest/vitest.mjs"), "run", testFile], {
+    cwd: scratch,
+    encoding: "utf8",
+    env: { ...process.env, CI: "1", PATH: `${dirname(process.execPath)}:${process.env["PATH"] ?? ""}` },
+    maxBuffer: 256 * 1024 * 1024
+  })
+  return { code: result.status, output: `${result.stdout}${result.stderr}` }
+}
+
+const apply = (mutation: Mutation): boolean => {
+  const original = readFileSync(join(root, mutation.file), "utf8")
+  const at = original.indexOf(mutation.search)
+  // The search string must name one place: a change anywhere else would prove nothing.
+  if (at < 0 || original.indexOf(mutation.search, at + 1) >= 0) return false
+  writeFileSync(join(scratch, mutation.file), original.slice(0, at) + mutation.replace + original.slice(at + mutation.search.length))
+  return true
+}
+
+const restore = (mutation: Mutation) => cpSync(join(root, mutation.file), join(scratch, mutation.file))
+
+const results: Array<{ readonly mutation: Mutation; readonly outcome: Outcome; readonly seconds: number }> = []
+for (const mutation of selected) {
+  const started = performance.now()
+  let outcome: Outcome = "NOT APPLIED"
+  if (apply(mutation)) {
+    const run = runTest(mutation.test)
+    outcome = run.code === 0 ? "SURVIVED" : "killed"
+    if (outcome === "SURVIVED") console.error(`--- ${mutation.name} survived; test output ---\n${run.output.slice(-4000)}`)
+  }
+  restore(mutation)
+  const seconds = Math.round((performance.now() - started) / 1000)
+  results.push({ mutation, outcome, seconds })
+  console.log(`${outcome.padEnd(11)} ${mutation.name} (${mutation.test}, ${seconds} s)`)
+}
+
+const rows = results.map(({ mutation, outcome, seconds }) =>
+  `| ${mutation.name} | \`${mutation.file}\` | ${mutation.test} | ${outcome} | ${seconds} s |`)
+console.log(["", "| mutation | file | test | result | time |", "|---|---|---|---|---|", ...rows].join("\n"))
+process.exitCode = results.every((result) => result.outcome === "killed") ? 0 : 1
