@@ -26,5 +26,37 @@ export const mutations: ReadonlyArray<Mutation> = [
     search: "if (!(yield* inbox.finish(update, result.status, result.calls, yield* currentTraceId))) {",
     replace: "if (!(yield* inbox.finish(update, result.status, result.calls, yield* currentTraceId)) && false) {",
     test: "test/inbox/LeaseFencing.test.ts"
+  },
+  {
+    name: "chat-runs-beside-itself",
+    breaks: "per-chat order: a chat's next update is claimable while its previous one is still processing",
+    file: "src/inbox/Inbox.ts",
+    search: "WHERE e.chat_key = i.chat_key AND e.status IN ('pending', 'processing'))",
+    replace: "WHERE e.chat_key = i.chat_key AND e.status = 'pending')",
+    test: "test/inbox/Ordering.test.ts"
+  },
+  {
+    name: "urgent-waits-in-line",
+    breaks: "pre-checkout and shipping queries are claimed before any backlog",
+    file: "src/inbox/Inbox.ts",
+    search: "ORDER BY i.priority DESC, i.update_id",
+    replace: "ORDER BY i.update_id",
+    test: "test/inbox/BusyWorkers.test.ts"
+  },
+  {
+    name: "workers-take-whole-pool",
+    breaks: "workers can never starve ingress: worker concurrency is bounded below the pool size",
+    file: "src/Config.ts",
+    search: "const workerBudget = dbPoolMax - RESERVED_CONNECTIONS",
+    replace: "const workerBudget = dbPoolMax",
+    test: "test/inbox/BusyWorkers.test.ts"
+  },
+  {
+    name: "offset-before-store",
+    breaks: "polling offset: getUpdates confirms an update before it is stored",
+    file: "src/telegram/Poller.ts",
+    search: "for (const update of updates) {",
+    replace: "for (const update of updates) {\n        offset = update.update_id + 1",
+    test: "test/telegram/Poller.test.ts"
   }
 ]

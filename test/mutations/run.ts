@@ -60,6 +60,8 @@ for (const mutation of selected) {
     const run = runTest(mutation.test)
     outcome = run.code === 0 ? "SURVIVED" : "killed"
     if (outcome === "SURVIVED") console.error(`--- ${mutation.name} survived; test output ---\n${run.output.slice(-4000)}`)
+    const failed = run.output.replace(/\x1b\[[0-9;]*m/g, "").split("\n").filter((line) => /^\s*(FAIL|×)/.test(line))
+    if (outcome === "killed") console.log(failed.map((line) => `    ${line.trim()}`).join("\n"))
   }
   restore(mutation)
   const seconds = Math.round((performance.now() - started) / 1000)
