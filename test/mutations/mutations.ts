@@ -58,5 +58,13 @@ export const mutations: ReadonlyArray<Mutation> = [
     search: "for (const update of updates) {",
     replace: "for (const update of updates) {\n        offset = update.update_id + 1",
     test: "test/telegram/Poller.test.ts"
+  },
+  {
+    name: "order-not-locked",
+    breaks: "one payment per order: the order row is read without FOR UPDATE",
+    file: "src/payments/Payments.ts",
+    search: "FROM orders WHERE id = ${orderId.value}\n    FOR UPDATE`",
+    replace: "FROM orders WHERE id = ${orderId.value}`",
+    test: "test/payments/ExactlyOnce.test.ts"
   }
 ]

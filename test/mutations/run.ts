@@ -60,8 +60,13 @@ for (const mutation of selected) {
     const run = runTest(mutation.test)
     outcome = run.code === 0 ? "SURVIVED" : "killed"
     if (outcome === "SURVIVED") console.error(`--- ${mutation.name} survived; test output ---\n${run.output.slice(-4000)}`)
-    const failed = run.output.replace(/\x1b\[[0-9;]*m/g, "").split("\n").filter((line) => /^\s*(FAIL|×)/.test(line))
-    if (outcome === "killed") console.log(failed.map((line) => `    ${line.trim()}`).join("\n"))
+    if (outcome === "killed") {
+      // Which test failed, and its first error: the failure must be the guarantee's, not an accident.
+      const lines = run.output.replace(/\x1b\[[0-9;]*m/g, "").split("\n")
+      const failed = lines.filter((line) => /^\s*FAIL\s/.test(line))
+      const error = lines.find((line) => /^\s*\w*Error: /.test(line))
+      console.log([...failed, ...(error === undefined ? [] : [error])].map((line) => `    ${line.trim()}`).join("\n"))
+    }
   }
   restore(mutation)
   const seconds = Math.round((performance.now() - started) / 1000)
