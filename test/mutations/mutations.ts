@@ -66,5 +66,21 @@ export const mutations: ReadonlyArray<Mutation> = [
     search: "FROM orders WHERE id = ${orderId.value}\n    FOR UPDATE`",
     replace: "FROM orders WHERE id = ${orderId.value}`",
     test: "test/payments/ExactlyOnce.test.ts"
+  },
+  {
+    name: "no-shutdown-grace",
+    breaks: "SIGTERM drain: running handlers are interrupted at once instead of given SHUTDOWN_GRACE_MS",
+    file: "src/inbox/Dispatcher.ts",
+    search: "Effect.timeoutOption(FiberSet.awaitEmpty(workers), config.shutdownGrace)",
+    replace: "Effect.timeoutOption(FiberSet.awaitEmpty(workers), Duration.zero)",
+    test: "test/lifecycle/Shutdown.test.ts"
+  },
+  {
+    name: "interrupted-update-kept",
+    breaks: "SIGTERM drain: an update interrupted at shutdown keeps its lease instead of going back to pending",
+    file: "src/inbox/Dispatcher.ts",
+    search: "Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),",
+    replace: "",
+    test: "test/lifecycle/Shutdown.test.ts"
   }
 ]

@@ -1,12 +1,12 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import { ConfigProvider, Context, Deferred, Effect, Fiber, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
-import pg from "pg"
 import { AppConfig } from "../../src/Config.ts"
 import { findProduct } from "../../src/payments/Catalogue.ts"
 import { createOrder, type IssuedOrder, type PaymentOutcome, recordSuccessfulPayment } from "../../src/payments/Payments.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { baseUrl, testEnv } from "../support/TestApp.ts"
+import { holdTransaction } from "../support/PgProbe.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 import {
   allCalls,
@@ -134,13 +134,13 @@ describe("exactly-once crediting", () => {
 
       // An uncommitted balances row of ours makes each crediting transaction wait before its
       // commit, so both are in flight together; each waits on a lock, whichever it is.
-      const blocker = yield* holdingTransaction(db.url)
-      yield* Effect.promise(() => blocker.query("INSERT INTO balances (user_id, credits) VALUES ($1, 0)", [userId]))
+      const blocker = yield* holdTransaction(db.url)
+      yield* blocker.query("INSERT INTO balances (user_id, credits) VALUES ($1, 0)", [userId])
       yield* makeShopper(a.base, both, db, userId).post(fromPrivateChat)
       yield* awaitLockWaiters(db, 1)
       yield* makeShopper(b.base, both, db, userId).post(inGroup)
       yield* awaitLockWaiters(db, 2)
-      yield* Effect.promise(() => blocker.query("ROLLBACK"))
+      yield* blocker.rollback
 
       yield* Effect.gen(function*() {
         for (const update of [fromPrivateChat, inGroup]) yield* awaitFinished(update.update_id)
@@ -242,19 +242,6 @@ const twoInstances = (label: string) =>
     // Either instance may process an update and deliver its calls: watch both stand-ins.
     return { a, b, db: Context.get(one, PaymentDb), both: allCalls([a.standIn, b.standIn]) }
   })
-
-/** A connection of ours with an open transaction, rolled back and closed with the scope. */
-const holdingTransaction = (databaseUrl: string) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const client = new pg.Client({ connectionString: databaseUrl })
-      client.on("error", () => undefined)
-      await client.connect()
-      await client.query("BEGIN")
-      return client
-    }),
-    (client) => Effect.promise(() => client.query("ROLLBACK").then(() => client.end()).catch(() => undefined))
-  )
 
 const awaitLockWaiters = (db: PaymentDb["Service"], count: number) =>
   eventually(
