@@ -82,5 +82,21 @@ export const mutations: ReadonlyArray<Mutation> = [
     search: "Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),",
     replace: "",
     test: "test/lifecycle/Shutdown.test.ts"
+  },
+  {
+    name: "health-waits-for-database",
+    breaks: "/health answers within its budget while PostgreSQL hangs: the check has no timeout",
+    file: "src/http/HealthRoutes.ts",
+    search: "Effect.timeoutOption(Fiber.await(fiber), CHECK_TIMEOUT)",
+    replace: "Effect.asSome(Fiber.await(fiber))",
+    test: "test/http/HealthStates.test.ts"
+  },
+  {
+    name: "health-awaits-interruption",
+    breaks: "/health answers within its budget while PostgreSQL hangs: a timed-out check's interruption is awaited",
+    file: "src/http/HealthRoutes.ts",
+    search: "yield* Effect.forkDetach(Fiber.interrupt(fiber))",
+    replace: "yield* Fiber.interrupt(fiber)",
+    test: "test/http/HealthStates.test.ts"
   }
 ]
