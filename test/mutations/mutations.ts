@@ -98,5 +98,21 @@ export const mutations: ReadonlyArray<Mutation> = [
     search: "yield* Effect.forkDetach(Fiber.interrupt(fiber))",
     replace: "yield* Fiber.interrupt(fiber)",
     test: "test/http/HealthStates.test.ts"
+  },
+  {
+    name: "timeout-log-says-nothing",
+    breaks: "a timed-out handler is logged with what it was doing",
+    file: "src/inbox/Dispatcher.ts",
+    search: "${describeFiber(handler)}`)",
+    replace: "`)",
+    test: "test/inbox/Timeout.test.ts"
+  },
+  {
+    name: "fiber-dump-without-spans",
+    breaks: "SIGUSR2 fiber dump lists what each tracked fiber is doing",
+    file: "src/observability/FiberDump.ts",
+    search: "${describeFiber(fiber)}`",
+    replace: "`",
+    test: "test/observability/FiberDump.test.ts"
   }
 ]
