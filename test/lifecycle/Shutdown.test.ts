@@ -37,14 +37,17 @@ const holdInboxRow = (url: string, updateId: number) =>
     release: Effect.promise(() => client.query("ROLLBACK"))
   })))
 
-/** Waits until the service's inbox insert is blocked on our held row. */
-const awaitBlockedInsert = (url: string) =>
+/** Waits until `count` of the service's statements (those like `statement`) wait on a lock: a row the test holds. */
+const awaitLockedStatements = (url: string, count: number, statement = "%") =>
   queryRows(url, Schema.Struct({ n: Schema.Number }), `
     SELECT count(*)::int AS n FROM pg_stat_activity
-    WHERE application_name = 'steadfast' AND wait_event_type = 'Lock' AND query ILIKE '%steadfast_store%'`).pipe(
-    Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => (rows[0]?.n ?? 0) > 0 }),
-    Effect.timeout("20 seconds")
+    WHERE application_name = 'steadfast' AND datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE $1`, [statement]).pipe(
+    Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => (rows[0]?.n ?? 0) >= count }),
+    Effect.timeout("30 seconds")
   )
+
+/** Waits until the service's inbox insert is blocked on our held row. */
+const awaitBlockedInsert = (url: string) => awaitLockedStatements(url, 1, "%steadfast_store%")
 
 /** Waits until nothing accepts connections on `port` any more: the server has closed. */
 const awaitClosedPort = (port: number) =>
@@ -167,15 +170,6 @@ describe("shutdown", () => {
       assert.isBelow(elapsed, 10_000)
     }).pipe(Effect.provide(BotApiStandIn.layer())))
 })
-
-/** Waits until `count` of the service's statements wait on a lock (a row the test holds). */
-const awaitLockedStatements = (url: string, count: number) =>
-  queryRows(url, Schema.Struct({ n: Schema.Number }), `
-    SELECT count(*)::int AS n FROM pg_stat_activity
-    WHERE application_name = 'steadfast' AND datname = current_database() AND wait_event_type = 'Lock'`).pipe(
-    Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => (rows[0]?.n ?? 0) >= count }),
-    Effect.timeout("30 seconds")
-  )
 
 describe("shutdown with handlers running", () => {
   it.live("SIGTERM while handlers run: the one that finishes within SHUTDOWN_GRACE_MS commits, the one past it is rolled back and its update returned, and the next process does it once", () =>

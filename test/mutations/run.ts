@@ -1,7 +1,8 @@
-// `npm run mutations [-- name ...]`: proves each guarantee's test bites. For every mutation in
-// mutations.ts (or only the named ones) it applies the one change to a scratch copy of the repo,
-// runs the named test file there, and reports "killed" (the test failed, as it must) or
-// "SURVIVED" (the guarantee can break unnoticed). Not a vitest file: vitest only includes *.test.ts.
+// `npm run mutations [-- [--no-baseline] name ...]`: proves each guarantee's test bites. For every
+// mutation in mutations.ts (or only the named ones) it applies the one change to a scratch copy of
+// the repo, runs the named test file there, and reports "killed" (the test failed, as it must) or
+// "SURVIVED" (the guarantee can break unnoticed). First each test file runs unchanged: a test that
+// fails anyway proves nothing ("baseline fails"). Not a vitest file: vitest only includes *.test.ts.
 import { spawnSync } from "node:child_process"
 import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -10,13 +11,15 @@ import { fileURLToPath } from "node:url"
 import { type Mutation, mutations } from "./mutations.ts"
 
 const root = fileURLToPath(new URL("../../", import.meta.url))
-const wanted = process.argv.slice(2)
-const selected = wanted.length === 0 ? mutations : mutations.filter((mutation) => wanted.includes(mutation.name))
+const args = process.argv.slice(2)
+const baseline = !args.includes("--no-baseline")
+const wanted = args.filter((arg) => !arg.startsWith("--"))
 const unknown = wanted.filter((name) => !mutations.some((mutation) => mutation.name === name))
 if (unknown.length > 0) {
   console.error(`unknown mutation(s): ${unknown.join(", ")}\nknown: ${mutations.map((mutation) => mutation.name).join(", ")}`)
   process.exit(2)
 }
+const selected = wanted.length === 0 ? mutations : mutations.filter((mutation) => wanted.includes(mutation.name))
 
 // A scratch copy, so the working tree is never touched; node_modules is linked, not copied.
 const scratch = mkdtempSync(join(tmpdir(), "steadfast-mutations-"))
@@ -28,9 +31,10 @@ cpSync(root, scratch, {
 symlinkSync(join(root, "node_modules"), join(scratch, "node_modules"), "dir")
 process.on("exit", () => rmSync(scratch, { recursive: true, force: true }))
 
-type Outcome = "killed" | "SURVIVED" | "NOT APPLIED"
+type Outcome = "killed" | "SURVIVED" | "NOT APPLIED" | "BASELINE FAILS"
 
 const runTest = (testFile: string) => {
+  const started = performance.now()
   // This Node (24) runs vitest, whatever `node` the PATH would find first.
   const result = spawnSync(process.execPath, [join(scratch, "node_modules/vitest/vitest.mjs"), "run", testFile], {
     cwd: scratch,
@@ -38,7 +42,15 @@ const runTest = (testFile: string) => {
     env: { ...process.env, CI: "1", PATH: `${dirname(process.execPath)}:${process.env["PATH"] ?? ""}` },
     maxBuffer: 256 * 1024 * 1024
   })
-  return { code: result.status, output: `${result.stdout}${result.stderr}` }
+  const output = `${result.stdout}${result.stderr}`.replace(/\x1b\[[0-9;]*m/g, "")
+  return { passed: result.status === 0, output, seconds: Math.round((performance.now() - started) / 1000) }
+}
+
+/** Which test failed, and its first error: the failure must be the guarantee's, not an accident. */
+const failureOf = (output: string) => {
+  const lines = output.split("\n")
+  const error = lines.find((line) => /^\s*\w*Error: /.test(line))
+  return [...lines.filter((line) => /^\s*FAIL\s/.test(line)), ...(error === undefined ? [] : [error])].map((line) => `    ${line.trim()}`)
 }
 
 const apply = (mutation: Mutation): boolean => {
@@ -52,29 +64,38 @@ const apply = (mutation: Mutation): boolean => {
 
 const restore = (mutation: Mutation) => cpSync(join(root, mutation.file), join(scratch, mutation.file))
 
-const results: Array<{ readonly mutation: Mutation; readonly outcome: Outcome; readonly seconds: number }> = []
-for (const mutation of selected) {
-  const started = performance.now()
-  let outcome: Outcome = "NOT APPLIED"
-  if (apply(mutation)) {
-    const run = runTest(mutation.test)
-    outcome = run.code === 0 ? "SURVIVED" : "killed"
-    if (outcome === "SURVIVED") console.error(`--- ${mutation.name} survived; test output ---\n${run.output.slice(-4000)}`)
-    if (outcome === "killed") {
-      // Which test failed, and its first error: the failure must be the guarantee's, not an accident.
-      const lines = run.output.replace(/\x1b\[[0-9;]*m/g, "").split("\n")
-      const failed = lines.filter((line) => /^\s*FAIL\s/.test(line))
-      const error = lines.find((line) => /^\s*\w*Error: /.test(line))
-      console.log([...failed, ...(error === undefined ? [] : [error])].map((line) => `    ${line.trim()}`).join("\n"))
+const brokenBaselines = new Set<string>()
+if (baseline) {
+  for (const testFile of new Set(selected.map((mutation) => mutation.test))) {
+    const run = runTest(testFile)
+    console.log(`${run.passed ? "passes" : "FAILS "}      ${testFile} unchanged (${run.seconds} s)`)
+    if (!run.passed) {
+      brokenBaselines.add(testFile)
+      console.log(failureOf(run.output).join("\n"))
     }
   }
-  restore(mutation)
-  const seconds = Math.round((performance.now() - started) / 1000)
+}
+
+const results: Array<{ readonly mutation: Mutation; readonly outcome: Outcome; readonly seconds: number }> = []
+for (const mutation of selected) {
+  let outcome: Outcome = "BASELINE FAILS"
+  let seconds = 0
+  if (!brokenBaselines.has(mutation.test)) {
+    outcome = "NOT APPLIED"
+    if (apply(mutation)) {
+      const run = runTest(mutation.test)
+      seconds = run.seconds
+      outcome = run.passed ? "SURVIVED" : "killed"
+      if (run.passed) console.error(`--- ${mutation.name} survived; test output ---\n${run.output.slice(-4000)}`)
+      else console.log(failureOf(run.output).join("\n"))
+    }
+    restore(mutation)
+  }
   results.push({ mutation, outcome, seconds })
   console.log(`${outcome.padEnd(11)} ${mutation.name} (${mutation.test}, ${seconds} s)`)
 }
 
 const rows = results.map(({ mutation, outcome, seconds }) =>
-  `| ${mutation.name} | \`${mutation.file}\` | ${mutation.test} | ${outcome} | ${seconds} s |`)
-console.log(["", "| mutation | file | test | result | time |", "|---|---|---|---|---|", ...rows].join("\n"))
+  `| ${mutation.name} | ${mutation.breaks} | \`${mutation.file}\` | ${mutation.test} | ${outcome} | ${seconds} s |`)
+console.log(["", "| mutation | breaks | file | test | result | time |", "|---|---|---|---|---|---|", ...rows].join("\n"))
 process.exitCode = results.every((result) => result.outcome === "killed") ? 0 : 1
