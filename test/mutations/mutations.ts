@@ -8,6 +8,8 @@ export interface Mutation {
   readonly search: string
   readonly replace: string
   readonly test: string
+  /** Only the tests whose names contain this (vitest -t). */
+  readonly testName?: string
 }
 
 export const mutations: ReadonlyArray<Mutation> = [
@@ -15,16 +17,16 @@ export const mutations: ReadonlyArray<Mutation> = [
     name: "finish-ignores-lease",
     breaks: "lease fencing: the finishing statement no longer checks the lease",
     file: "src/inbox/Inbox.ts",
-    search: "WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid\n              RETURNING update_id",
-    replace: "WHERE update_id = ${update.updateId}\n              RETURNING update_id",
+    search: "WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid\n            RETURNING update_id, chat_key",
+    replace: "WHERE update_id = ${update.updateId}\n            RETURNING update_id, chat_key",
     test: "test/inbox/LeaseFencing.test.ts"
   },
   {
     name: "lost-lease-commits",
     breaks: "lease fencing: a finish that matched no row is ignored and the transaction commits",
     file: "src/inbox/Dispatcher.ts",
-    search: "if (!(yield* inbox.finish(update, result.status, result.calls, yield* currentTraceId))) {",
-    replace: "if (!(yield* inbox.finish(update, result.status, result.calls, yield* currentTraceId)) && false) {",
+    search: "if (Option.isNone(finished)) return yield* new LeaseLost()",
+    replace: "if (Option.isNone(finished)) return { result, finished: { next: Option.none(), calls: [] } }",
     test: "test/inbox/LeaseFencing.test.ts"
   },
   {
@@ -41,7 +43,8 @@ export const mutations: ReadonlyArray<Mutation> = [
     file: "src/inbox/Inbox.ts",
     search: "ORDER BY i.priority DESC, i.update_id",
     replace: "ORDER BY i.update_id",
-    test: "test/inbox/BusyWorkers.test.ts"
+    test: "test/inbox/BusyWorkers.test.ts",
+    testName: "pre-checkout"
   },
   {
     name: "workers-take-whole-pool",
@@ -49,7 +52,8 @@ export const mutations: ReadonlyArray<Mutation> = [
     file: "src/Config.ts",
     search: "const workerBudget = dbPoolMax - RESERVED_CONNECTIONS",
     replace: "const workerBudget = dbPoolMax",
-    test: "test/inbox/BusyWorkers.test.ts"
+    test: "test/inbox/BusyWorkers.test.ts",
+    testName: "still stores"
   },
   {
     name: "offset-before-store",

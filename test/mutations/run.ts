@@ -33,10 +33,14 @@ process.on("exit", () => rmSync(scratch, { recursive: true, force: true }))
 
 type Outcome = "killed" | "SURVIVED" | "NOT APPLIED" | "BASELINE FAILS"
 
-const runTest = (testFile: string) => {
+/** The test file, narrowed to the tests whose names contain `testName` when the mutation names one. */
+const target = (mutation: Mutation) => mutation.testName === undefined ? mutation.test : `${mutation.test} -t "${mutation.testName}"`
+
+const runTest = (mutation: Mutation) => {
   const started = performance.now()
+  const filter = mutation.testName === undefined ? [] : ["-t", mutation.testName]
   // This Node (24) runs vitest, whatever `node` the PATH would find first.
-  const result = spawnSync(process.execPath, [join(scratch, "node_modules/vitest/vitest.mjs"), "run", testFile], {
+  const result = spawnSync(process.execPath, [join(scratch, "node_modules/vitest/vitest.mjs"), "run", mutation.test, ...filter], {
     cwd: scratch,
     encoding: "utf8",
     env: { ...process.env, CI: "1", PATH: `${dirname(process.execPath)}:${process.env["PATH"] ?? ""}` },
@@ -66,11 +70,12 @@ const restore = (mutation: Mutation) => cpSync(join(root, mutation.file), join(s
 
 const brokenBaselines = new Set<string>()
 if (baseline) {
-  for (const testFile of new Set(selected.map((mutation) => mutation.test))) {
-    const run = runTest(testFile)
-    console.log(`${run.passed ? "passes" : "FAILS "}      ${testFile} unchanged (${run.seconds} s)`)
+  const targets = new Map(selected.map((mutation) => [target(mutation), mutation]))
+  for (const [name, mutation] of targets) {
+    const run = runTest(mutation)
+    console.log(`${run.passed ? "passes" : "FAILS "}      ${name} unchanged (${run.seconds} s)`)
     if (!run.passed) {
-      brokenBaselines.add(testFile)
+      brokenBaselines.add(name)
       console.log(failureOf(run.output).join("\n"))
     }
   }
@@ -80,10 +85,10 @@ const results: Array<{ readonly mutation: Mutation; readonly outcome: Outcome; r
 for (const mutation of selected) {
   let outcome: Outcome = "BASELINE FAILS"
   let seconds = 0
-  if (!brokenBaselines.has(mutation.test)) {
+  if (!brokenBaselines.has(target(mutation))) {
     outcome = "NOT APPLIED"
     if (apply(mutation)) {
-      const run = runTest(mutation.test)
+      const run = runTest(mutation)
       seconds = run.seconds
       outcome = run.passed ? "SURVIVED" : "killed"
       if (run.passed) console.error(`--- ${mutation.name} survived; test output ---\n${run.output.slice(-4000)}`)
@@ -92,10 +97,10 @@ for (const mutation of selected) {
     restore(mutation)
   }
   results.push({ mutation, outcome, seconds })
-  console.log(`${outcome.padEnd(11)} ${mutation.name} (${mutation.test}, ${seconds} s)`)
+  console.log(`${outcome.padEnd(11)} ${mutation.name} (${target(mutation)}, ${seconds} s)`)
 }
 
 const rows = results.map(({ mutation, outcome, seconds }) =>
-  `| ${mutation.name} | ${mutation.breaks} | \`${mutation.file}\` | ${mutation.test} | ${outcome} | ${seconds} s |`)
+  `| ${mutation.name} | ${mutation.breaks} | \`${mutation.file}\` | ${target(mutation)} | ${outcome} | ${seconds} s |`)
 console.log(["", "| mutation | breaks | file | test | result | time |", "|---|---|---|---|---|---|", ...rows].join("\n"))
 process.exitCode = results.every((result) => result.outcome === "killed") ? 0 : 1
