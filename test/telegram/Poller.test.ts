@@ -54,14 +54,14 @@ describe("polling mode", () => {
       yield* Effect.scoped(Layer.build(Database.layerUrl(Redacted.make(url), 2)))
       const first = sampleUpdate({ updateId: 7101, chatId: 7101, text: "stored" })
       const second = sampleUpdate({ updateId: 7102, chatId: 7102, text: "not stored at first" })
-      // Storing the second update fails once, between getUpdates and the store (a sequence is
-      // not rolled back with the failed insert).
+      // Storing the second update fails once, between getUpdates and the store, as a transient
+      // fault would (a sequence is not rolled back with the failed insert).
       yield* execute(url, `CREATE SEQUENCE store_fault`)
       yield* execute(url, `
         CREATE FUNCTION store_fault() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
           IF NEW.update_id = ${second.update_id} AND nextval('store_fault') = 1 THEN
-            RAISE EXCEPTION 'injected: storing update % fails', NEW.update_id;
+            RAISE EXCEPTION 'injected: storing update % fails', NEW.update_id USING ERRCODE = 'serialization_failure';
           END IF;
           RETURN NEW;
         END $$`)
