@@ -139,7 +139,9 @@ describe("/health states", () => {
 
         yield* proxy.pause
         yield* Effect.addFinalizer(() => proxy.resume)
-        for (const attempt of ["first", "second"]) {
+        // Several answers: each check may find a pooled connection (its query hangs) or have to open
+        // one (its connect hangs); both must be given up at the timeout.
+        for (const attempt of ["first", "second", "third", "fourth"]) {
           const hung = yield* get(base, "/health").pipe(Effect.timeoutOrElse({
             duration: "20 seconds",
             orElse: () => Effect.die(new Error(`/health gave no answer within 20 s (${attempt} request)`))

@@ -31,11 +31,20 @@ export const mutations: ReadonlyArray<Mutation> = [
   },
   {
     name: "chat-runs-beside-itself",
-    breaks: "per-chat order: a chat's next update is claimable while its previous one is still processing",
+    breaks: "per-chat order: a chat's next update is claimable (from the table) while its previous one is still processing",
     file: "src/inbox/Inbox.ts",
     search: "WHERE e.chat_key = i.chat_key AND e.status IN ('pending', 'processing'))",
     replace: "WHERE e.chat_key = i.chat_key AND e.status = 'pending')",
     test: "test/inbox/Ordering.test.ts"
+  },
+  {
+    name: "handed-off-runs-beside-itself",
+    breaks: "per-chat order: an update handed off in memory starts while its chat's previous one is still running",
+    file: "src/inbox/Dispatcher.ts",
+    search: "if (chats.has(update.chatKey)) return Effect.sync(() => enqueue(update))",
+    replace: "if (chats.has(update.chatKey) && false) return Effect.sync(() => enqueue(update))",
+    test: "test/inbox/Ordering.test.ts",
+    testName: "waits, stored and ready"
   },
   {
     name: "urgent-waits-in-line",
