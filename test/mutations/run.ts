@@ -4,7 +4,7 @@
 // "SURVIVED" (the guarantee can break unnoticed). First each test file runs unchanged: a test that
 // fails anyway proves nothing ("baseline fails"). Not a vitest file: vitest only includes *.test.ts.
 import { spawnSync } from "node:child_process"
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { basename, dirname, join, relative } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -24,11 +24,16 @@ const selected = wanted.length === 0 ? mutations : mutations.filter((mutation) =
 // A scratch copy, so the working tree is never touched; node_modules is linked, not copied.
 const scratch = mkdtempSync(join(tmpdir(), "steadfast-mutations-"))
 const skipped = new Set(["node_modules", ".git", ".data"])
-cpSync(root, scratch, {
-  recursive: true,
-  filter: (source) => !skipped.has(basename(source)) || relative(root, source).includes("/")
-})
-symlinkSync(join(root, "node_modules"), join(scratch, "node_modules"), "dir")
+/** (Re)makes the scratch copy: a long run must survive someone clearing the temporary directory. */
+const prepareScratch = () => {
+  if (existsSync(join(scratch, "node_modules/vitest/vitest.mjs"))) return
+  rmSync(scratch, { recursive: true, force: true })
+  cpSync(root, scratch, {
+    recursive: true,
+    filter: (source) => !skipped.has(basename(source)) || relative(root, source).includes("/")
+  })
+  symlinkSync(join(root, "node_modules"), join(scratch, "node_modules"), "dir")
+}
 process.on("exit", () => rmSync(scratch, { recursive: true, force: true }))
 
 type Outcome = "killed" | "SURVIVED" | "NOT APPLIED" | "BASELINE FAILS"
@@ -38,6 +43,7 @@ const target = (mutation: Mutation) => mutation.testName === undefined ? mutatio
 
 const runTest = (mutation: Mutation) => {
   const started = performance.now()
+  prepareScratch()
   const filter = mutation.testName === undefined ? [] : ["-t", mutation.testName]
   // This Node (24) runs vitest, whatever `node` the PATH would find first.
   const result = spawnSync(process.execPath, [join(scratch, "node_modules/vitest/vitest.mjs"), "run", mutation.test, ...filter], {
@@ -58,6 +64,7 @@ const failureOf = (output: string) => {
 }
 
 const apply = (mutation: Mutation): boolean => {
+  prepareScratch()
   const original = readFileSync(join(root, mutation.file), "utf8")
   const at = original.indexOf(mutation.search)
   // The search string must name one place: a change anywhere else would prove nothing.
