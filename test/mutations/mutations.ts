@@ -78,7 +78,8 @@ export const mutations: ReadonlyArray<Mutation> = [
     file: "src/payments/Payments.ts",
     search: "FROM orders WHERE id = ${orderId.value}\n    FOR UPDATE`",
     replace: "FROM orders WHERE id = ${orderId.value}`",
-    test: "test/payments/ExactlyOnce.test.ts"
+    test: "test/payments/ExactlyOnce.test.ts",
+    testName: "two different charges"
   },
   {
     name: "no-shutdown-grace",
