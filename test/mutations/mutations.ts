@@ -1,12 +1,18 @@
-// One line of src/ per guarantee whose removal its test must notice. `search` must occur exactly
-// once in `file`; run.ts replaces it with `replace` in a scratch copy and runs `test`.
-export interface Mutation {
-  readonly name: string
-  /** The guarantee the mutation breaks. */
-  readonly breaks: string
+// One line of src/ per guarantee whose removal its test must notice (more where the guarantee is
+// held twice). Each `search` must occur exactly once in its file; run.ts replaces it with
+// `replace` in a scratch copy and runs `test`.
+export interface Edit {
   readonly file: string
   readonly search: string
   readonly replace: string
+}
+
+export interface Mutation extends Edit {
+  readonly name: string
+  /** The guarantee the mutation breaks. */
+  readonly breaks: string
+  /** Further edits, where a guarantee is held by more than one line (defence in depth). */
+  readonly also?: ReadonlyArray<Edit>
   readonly test: string
   /** Only the tests whose names contain this (vitest -t). */
   readonly testName?: string
@@ -57,10 +63,15 @@ export const mutations: ReadonlyArray<Mutation> = [
   },
   {
     name: "workers-take-whole-pool",
-    breaks: "workers can never starve ingress: worker concurrency is bounded below the pool size",
+    breaks: "workers can never starve ingress: worker concurrency and the handlers' pool share both lifted to the pool size",
     file: "src/Config.ts",
     search: "const workerBudget = dbPoolMax - RESERVED_CONNECTIONS",
     replace: "const workerBudget = dbPoolMax",
+    also: [{
+      file: "src/db/Database.ts",
+      search: "handler: yield* Semaphore.make(Math.max(1, max - RESERVED_CONNECTIONS)),",
+      replace: "handler: yield* Semaphore.make(max),"
+    }],
     test: "test/inbox/BusyWorkers.test.ts",
     testName: "still stores"
   },

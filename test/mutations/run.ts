@@ -8,7 +8,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, wri
 import { tmpdir } from "node:os"
 import { basename, dirname, join, relative } from "node:path"
 import { fileURLToPath } from "node:url"
-import { type Mutation, mutations } from "./mutations.ts"
+import { type Edit, type Mutation, mutations } from "./mutations.ts"
 
 const root = fileURLToPath(new URL("../../", import.meta.url))
 const args = process.argv.slice(2)
@@ -63,17 +63,26 @@ const failureOf = (output: string) => {
   return [...lines.filter((line) => /^\s*FAIL\s/.test(line)), ...(error === undefined ? [] : [error])].map((line) => `    ${line.trim()}`)
 }
 
+const editsOf = (mutation: Mutation): ReadonlyArray<Edit> => [mutation, ...(mutation.also ?? [])]
+
+/** Applies every edit of `mutation` to the scratch copy, or none when one does not fit. */
 const apply = (mutation: Mutation): boolean => {
   prepareScratch()
-  const original = readFileSync(join(root, mutation.file), "utf8")
-  const at = original.indexOf(mutation.search)
-  // The search string must name one place: a change anywhere else would prove nothing.
-  if (at < 0 || original.indexOf(mutation.search, at + 1) >= 0) return false
-  writeFileSync(join(scratch, mutation.file), original.slice(0, at) + mutation.replace + original.slice(at + mutation.search.length))
+  const changed = new Map<string, string>()
+  for (const edit of editsOf(mutation)) {
+    const original = changed.get(edit.file) ?? readFileSync(join(root, edit.file), "utf8")
+    const at = original.indexOf(edit.search)
+    // The search string must name one place: a change anywhere else would prove nothing.
+    if (at < 0 || original.indexOf(edit.search, at + 1) >= 0) return false
+    changed.set(edit.file, original.slice(0, at) + edit.replace + original.slice(at + edit.search.length))
+  }
+  for (const [file, text] of changed) writeFileSync(join(scratch, file), text)
   return true
 }
 
-const restore = (mutation: Mutation) => cpSync(join(root, mutation.file), join(scratch, mutation.file))
+const restore = (mutation: Mutation) => {
+  for (const edit of editsOf(mutation)) cpSync(join(root, edit.file), join(scratch, edit.file))
+}
 
 const brokenBaselines = new Set<string>()
 if (baseline) {
