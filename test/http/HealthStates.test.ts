@@ -5,6 +5,7 @@ import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { baseUrl, TEST_SECRET, TEST_TOKEN, testAppLayer, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
+import { tcpProxy } from "../support/TcpProxy.ts"
 import { execute } from "../support/TestHttp.ts"
 
 const Status = Schema.Literals(["pass", "warn", "fail"])
@@ -121,6 +122,45 @@ describe("/health states", () => {
         yield* assertLive(base, "after PostgreSQL is back")
       }),
     120_000
+  )
+
+  it.live(
+    "/health answers 503 fail within 1 s while PostgreSQL accepts connections but answers nothing, and recovers when it answers again; liveness stays 200",
+    () =>
+      Effect.gen(function*() {
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("health_hung"))
+        const direct = new URL(databaseUrl)
+        const proxy = yield* tcpProxy(Number(direct.port))
+        const viaProxy = new URL(databaseUrl)
+        viaProxy.port = String(proxy.port)
+        const app = yield* Layer.build(testAppLayer({ databaseUrl: viaProxy.toString(), env: { SHUTDOWN_GRACE_MS: "500" } }))
+        const base = yield* Effect.provideContext(baseUrl, app)
+        yield* healthUntil(base, "not fail", (h) => h.body.status !== "fail")
+
+        yield* proxy.pause
+        yield* Effect.addFinalizer(() => proxy.resume)
+        // Every answer comes in time, whether it reuses the last probe or probes afresh; a fresh
+        // probe fails. Several answers: a check may find a pooled connection (its query hangs) or
+        // have to open one (its connect hangs), and both must be given up at the timeout.
+        const answers: Array<Health> = []
+        while (answers.filter((answer) => answer.status === 503).length < 3) {
+          const hung = yield* get(base, "/health").pipe(Effect.timeoutOrElse({
+            duration: "20 seconds",
+            orElse: () => Effect.die(new Error(`/health gave no answer within 20 s (answer ${answers.length + 1} with PostgreSQL hung)`))
+          }))
+          answers.push(hung)
+          assert.isBelow(hung.elapsedMs, 1_000, `answer ${answers.length} with PostgreSQL hung came late: ${hung.text}`)
+          assert.isBelow(answers.length, 100, "/health never reported the hung database")
+          if (hung.status === 503) assert.strictEqual(check(hung, "postgres:responseTime")?.status, "fail", hung.text)
+          else yield* Effect.sleep("100 millis")
+        }
+        yield* assertLive(base, "with PostgreSQL hung")
+
+        yield* proxy.resume
+        const recovered = yield* healthUntil(base, "to recover", (h) => h.body.status !== "fail", "30 seconds")
+        assert.strictEqual(check(recovered, "postgres:responseTime")?.status, "pass", recovered.text)
+      }),
+    60_000
   )
 
   it.live("in webhook mode, a recent delivery error reported by getWebhookInfo turns telegram:webhook to warn, without secrets", () =>

@@ -1,8 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Latch, Layer } from "effect"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
+import { startFaultyApp } from "../support/FaultyApp.ts"
+import { awaitProbe } from "../support/handlers/FaultyHandlers.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
-import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 import { answeredCount, interleavedPlan, makePostStats, postPlan, repliesByChat } from "../support/Load.ts"
 
@@ -51,5 +54,37 @@ describe("per-chat order under concurrency", () => {
         assert.deepStrictEqual(outbox[0], { updates: TOTAL, rows: TOTAL, sent: TOTAL })
       }),
     90_000
+  )
+
+  it.live(
+    "a chat's next update waits, stored and ready, for as long as the previous one runs, while other chats go on",
+    () =>
+      Effect.gen(function*() {
+        const app = yield* startFaultyApp("ordering_slow", { UPDATE_TIMEOUT_MS: "60000", SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" })
+        const post = (updateId: number, chatId: number, text: string) =>
+          Effect.map(postUpdate(app.base, sampleUpdate({ updateId, chatId, text })), (response) => assert.strictEqual(response.status, 200))
+        const chatId = 881_000
+        yield* post(21_001, chatId, "/latch")
+        yield* awaitProbe(app.probe, (entries) => entries.some((e) => e.updateId === 21_001), "20 seconds")
+        // The chat's next update is stored while the first one is still in its handler, then
+        // other chats' updates: once those are answered, the dispatcher has had every chance to
+        // run 21002 too.
+        yield* post(21_002, chatId, "u21002")
+        const others = [21_003, 21_004, 21_005, 21_006, 21_007]
+        yield* Effect.forEach(others, (updateId, i) => post(updateId, chatId + 1 + i, `u${updateId}`), { discard: true })
+        yield* app.standIn.awaitCalls((calls) => {
+          const replies = repliesByChat(calls)
+          return others.every((updateId, i) => replies.get(chatId + 1 + i)?.includes(`u${updateId}`) === true)
+        }, "30 seconds")
+
+        const waiting = yield* app.pg.query<{ status: string }>(`SELECT status FROM inbox WHERE update_id = 21002`)
+        assert.notStrictEqual(waiting[0]?.status, "done", "the chat's next update did not run beside the first")
+        assert.deepStrictEqual(repliesByChat(yield* app.standIn.calls).get(chatId), undefined, "nothing was sent to the held chat yet")
+
+        yield* Latch.open(app.latch)
+        const calls = yield* app.standIn.awaitCalls((calls) => (repliesByChat(calls).get(chatId)?.length ?? 0) >= 2, "30 seconds")
+        assert.deepStrictEqual(repliesByChat(calls).get(chatId), ["latched 21001", "u21002"])
+      }),
+    60_000
   )
 })

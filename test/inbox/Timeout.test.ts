@@ -70,8 +70,10 @@ describe("handler timeout", () => {
         assert.isAtLeast(sessions.seen.get("idle in transaction: other") ?? 0, 1, "the sampler saw the hanging transaction while it existed")
         assert.strictEqual(yield* idleInTransaction(app.pg), 0, "no session is left idle in transaction")
 
-        yield* app.logs.await("the timeout", (log) =>
+        const logged = yield* app.logs.await("the timeout", (log) =>
           log.level === "Error" && log.message.includes("update 7001 (message) timed out after 1s on attempt 1"))
+        // What it was doing: the handler's own span is named as open, innermost first.
+        assert.match(logged.message, /it was doing:\n\s*spans: Handler\.test-hang( <|$)/m, logged.message)
       }),
     60_000
   )

@@ -7,6 +7,7 @@ import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_SECRET, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
+import { holdTransaction } from "../support/PgProbe.ts"
 import { inboxRow, queryRows, rawRequest, singleSocketAgent } from "../support/TestHttp.ts"
 
 const webhookHeaders = { "content-type": "application/json", "x-telegram-bot-api-secret-token": TEST_SECRET }
@@ -36,14 +37,17 @@ const holdInboxRow = (url: string, updateId: number) =>
     release: Effect.promise(() => client.query("ROLLBACK"))
   })))
 
-/** Waits until the service's inbox insert is blocked on our held row. */
-const awaitBlockedInsert = (url: string) =>
+/** Waits until `count` of the service's statements (those like `statement`) wait on a lock: a row the test holds. */
+const awaitLockedStatements = (url: string, count: number, statement = "%") =>
   queryRows(url, Schema.Struct({ n: Schema.Number }), `
     SELECT count(*)::int AS n FROM pg_stat_activity
-    WHERE application_name = 'steadfast' AND wait_event_type = 'Lock' AND query ILIKE '%steadfast_store%'`).pipe(
-    Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => (rows[0]?.n ?? 0) > 0 }),
-    Effect.timeout("20 seconds")
+    WHERE application_name = 'steadfast' AND datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE $1`, [statement]).pipe(
+    Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => (rows[0]?.n ?? 0) >= count }),
+    Effect.timeout("30 seconds")
   )
+
+/** Waits until the service's inbox insert is blocked on our held row. */
+const awaitBlockedInsert = (url: string) => awaitLockedStatements(url, 1, "%steadfast_store%")
 
 /** Waits until nothing accepts connections on `port` any more: the server has closed. */
 const awaitClosedPort = (port: number) =>
@@ -57,6 +61,12 @@ const awaitClosedPort = (port: number) =>
   }).pipe(
     Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (closed) => closed }),
     Effect.timeout("20 seconds")
+  )
+
+const waitForEmptyOutbox = (url: string) =>
+  queryRows(url, Schema.Struct({ n: Schema.Number }), `SELECT count(*)::int AS n FROM outbox WHERE status IN ('pending', 'sending')`).pipe(
+    Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => rows[0]?.n === 0 }),
+    Effect.timeout("30 seconds")
   )
 
 const Status = Schema.Struct({ status: Schema.String, n: Schema.Number })
@@ -159,6 +169,66 @@ describe("shutdown", () => {
       // "At once": well inside the minute the first shutdown would still be waiting.
       assert.isBelow(elapsed, 10_000)
     }).pipe(Effect.provide(BotApiStandIn.layer())))
+})
+
+describe("shutdown with handlers running", () => {
+  it.live("SIGTERM while handlers run: the one that finishes within SHUTDOWN_GRACE_MS commits, the one past it is rolled back and its update returned, and the next process does it once", () =>
+    Effect.gen(function*() {
+      const url = yield* Effect.promise(() => freshDatabase("shutdown_drain"))
+      const standIn = yield* BotApiStandIn
+      const grace = 4_000
+      const env = testEnv(url, standIn.url, { SHUTDOWN_GRACE_MS: String(grace), UPDATE_TIMEOUT_MS: "60000", SEND_RATE_PER_SECOND: "10000" })
+      const service = yield* spawnService(env, { startTimeout: "50 seconds" })
+
+      // Uncommitted users rows of ours make each `/start` wait inside its transaction until let go.
+      const [quick, slow] = [5_101, 5_102] as const
+      const quickLock = yield* holdTransaction(url)
+      const slowLock = yield* holdTransaction(url)
+      yield* quickLock.query("INSERT INTO users (telegram_id) VALUES ($1)", [quick])
+      yield* slowLock.query("INSERT INTO users (telegram_id) VALUES ($1)", [slow])
+      for (const id of [quick, slow]) {
+        const answer = yield* rawRequest({ url: `${service.baseUrl}/webhook`, headers: webhookHeaders, chunks: [JSON.stringify(sampleUpdate({ updateId: id, chatId: id, text: "/start" }))] })
+        assert.strictEqual(answer.status, 200)
+      }
+      yield* awaitLockedStatements(url, 2)
+
+      const signalled = yield* Clock.currentTimeMillis
+      yield* service.kill("SIGTERM")
+      yield* awaitClosedPort(Number(new URL(service.baseUrl).port))
+      // Shutting down now: one handler is let go within the grace period, the other never is.
+      yield* quickLock.rollback
+      const exit = yield* Effect.timeout(service.exited, "40 seconds")
+      const exitedAfter = (yield* Clock.currentTimeMillis) - signalled
+      const output = yield* service.output
+      assert.deepStrictEqual(exit, { code: 0, signal: null }, output)
+      assert.isAtLeast(exitedAfter, grace, "the slow handler was given the whole grace period")
+
+      const InboxState = Schema.Struct({ update_id: Schema.String, status: Schema.String, lease_id: Schema.NullOr(Schema.String) })
+      const states = yield* queryRows(url, InboxState, `SELECT update_id::text, status, lease_id::text FROM inbox ORDER BY update_id`)
+      assert.deepStrictEqual(states, [
+        { update_id: String(quick), status: "done", lease_id: null },
+        { update_id: String(slow), status: "pending", lease_id: null }
+      ], "the handler that finished in time committed; the one past it was returned")
+      const users = (ids: ReadonlyArray<number>) =>
+        Effect.map(
+          queryRows(url, Schema.Struct({ telegram_id: Schema.String }), `SELECT telegram_id::text FROM users WHERE telegram_id = ANY($1::bigint[]) ORDER BY 1`, [ids]),
+          (rows) => rows.map((row) => Number(row.telegram_id))
+        )
+      assert.deepStrictEqual(yield* users([quick, slow]), [quick], "the interrupted handler's write was rolled back")
+
+      // The next process does the returned update, once.
+      yield* slowLock.rollback
+      yield* spawnService(testEnv(url, standIn.url, { SEND_RATE_PER_SECOND: "10000" }), { startTimeout: "50 seconds" })
+      const greeted = (calls: ReadonlyArray<RecordedCall>, chatId: number) =>
+        sentMessages(calls).filter((message) => message.startsWith(`${chatId}:Hello`)).length
+      yield* standIn.awaitCalls((calls) => greeted(calls, quick) >= 1 && greeted(calls, slow) >= 1, "30 seconds")
+      const finished = yield* queryRows(url, InboxState, `SELECT update_id::text, status, lease_id::text FROM inbox WHERE update_id = $1`, [slow])
+      assert.strictEqual(finished[0]?.status, "done")
+      assert.deepStrictEqual(yield* users([quick, slow]), [quick, slow])
+      yield* waitForEmptyOutbox(url)
+      const calls = yield* standIn.calls
+      assert.deepStrictEqual([greeted(calls, quick), greeted(calls, slow)], [1, 1], "each update answered once across both processes")
+    }).pipe(Effect.provide(BotApiStandIn.layer())), 120_000)
 })
 
 describe("sandbox mode", () => {

@@ -6,11 +6,13 @@ import { findProduct } from "../../src/payments/Catalogue.ts"
 import { createOrder, type IssuedOrder, type PaymentOutcome, recordSuccessfulPayment } from "../../src/payments/Payments.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { baseUrl, testEnv } from "../support/TestApp.ts"
+import { holdTransaction } from "../support/PgProbe.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 import {
   allCalls,
   assertMoneyInvariants,
   awaitFinished,
+  eventually,
   execute,
   makeShopper,
   messagesTo,
@@ -95,17 +97,8 @@ describe("exactly-once crediting", () => {
 
   it.live("the same payment posted at once to two app instances sharing one database credits once", () =>
     Effect.gen(function*() {
-      const url = yield* Effect.promise(() => freshDatabase("payments_two"))
-      const one = yield* Layer.build(paymentAppOn(url))
-      const two = yield* Layer.build(paymentAppOn(url))
-      const db = Context.get(one, PaymentDb)
-      const instance = (app: typeof one) =>
-        Effect.map(Effect.provideContext(baseUrl, app), (base) => ({ base, standIn: Context.get(app, BotApiStandIn) }))
-      const a = yield* instance(one)
-      const b = yield* instance(two)
+      const { a, b, db, both } = yield* twoInstances("payments_two")
       const userId = nextUserId()
-      // Either instance may process an update and deliver its calls: watch both stand-ins.
-      const both = allCalls([a.standIn, b.standIn])
       const viaOne = makeShopper(a.base, both, db, userId)
       const viaTwo = makeShopper(b.base, both, db, userId)
 
@@ -130,6 +123,39 @@ describe("exactly-once crediting", () => {
       yield* assertMoneyInvariants.pipe(Effect.provideService(PaymentDb, db))
     }), 60_000)
 
+  it.live("two different charges for one order, processed at the same time by two instances: one is credited, the other flagged for support", () =>
+    Effect.gen(function*() {
+      const { a, b, db, both } = yield* twoInstances("payments_two_charges")
+      const userId = nextUserId()
+      const invoice = yield* makeShopper(a.base, both, db, userId).buy("credits_100")
+      const charges = [nextChargeId(), nextChargeId()] as const
+      // The second charge comes from another chat (a group), so per-chat order does not serialize
+      // the two: only the order's row lock can.
+      const fromPrivateChat = successfulPaymentUpdate(userId, { ...termsOf(invoice), chargeId: charges[0] })
+      const fromGroup = successfulPaymentUpdate(userId, { ...termsOf(invoice), chargeId: charges[1] })
+      const group = { id: -1_000_000_000_000 - userId % 1_000_000, type: "group" as const, title: "Payers" }
+      const inGroup = fromGroup.message === undefined ? assert.fail("not a message") : { ...fromGroup, message: { ...fromGroup.message, chat: group } }
+
+      // An uncommitted balances row of ours makes each crediting transaction wait before its
+      // commit, so both are in flight together; each waits on a lock, whichever it is.
+      const blocker = yield* holdTransaction(db.url)
+      yield* blocker.query("INSERT INTO balances (user_id, credits) VALUES ($1, 0)", [userId])
+      yield* makeShopper(a.base, both, db, userId).post(fromPrivateChat)
+      yield* awaitLockWaiters(db, 1)
+      yield* makeShopper(b.base, both, db, userId).post(inGroup)
+      yield* awaitLockWaiters(db, 2)
+      yield* blocker.rollback
+
+      yield* Effect.gen(function*() {
+        for (const update of [fromPrivateChat, inGroup]) yield* awaitFinished(update.update_id)
+        const states = yield* Effect.forEach(charges, paymentState)
+        assert.deepStrictEqual(states.map((state) => state?.status), ["credited", "needs_support"])
+        assert.include(states[1]?.support_reason ?? "", "already paid")
+        assert.deepStrictEqual(yield* moneyOf(userId), { balance: 100, ledger_sum: 100, ledger_entries: 1, payments: 2 })
+        yield* assertMoneyInvariants
+      }).pipe(Effect.provideService(PaymentDb, db))
+    }), 60_000)
+
   it.live("two transactions recording the same charge at the same moment: the second waits for the first, then credits nothing", () =>
     Effect.gen(function*() {
       const url = yield* Effect.promise(() => freshDatabase("payments_race"))
@@ -141,10 +167,6 @@ describe("exactly-once crediting", () => {
       ))
       const inTransaction = <A, E>(effect: Effect.Effect<A, E, SqlClient | AppConfig>) =>
         sql.withTransaction(effect).pipe(Effect.provideService(SqlClient, sql), Effect.provideContext(config))
-      const waitingOnLocks = db.query(
-        Schema.Struct({ waiting: Schema.Number }),
-        "SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-      )
 
       /**
        * Runs the first recording up to (not including) its commit, starts the second, waits until
@@ -173,7 +195,7 @@ describe("exactly-once crediting", () => {
           })))
           const firstOutcome = yield* Deferred.await(recorded)
           const second = yield* Effect.forkChild(inTransaction(recordSuccessfulPayment(input(nextUpdateId()))))
-          yield* eventuallyBlocked(waitingOnLocks)
+          yield* awaitLockWaiters(db, 1)
           yield* Deferred.succeed(proceed, undefined)
           const firstExit = yield* Fiber.await(first)
           const secondOutcome = yield* Fiber.join(second)
@@ -211,8 +233,26 @@ describe("exactly-once crediting", () => {
 
 const signedPayload = (issued: IssuedOrder) => String(issued.invoice["payload"])
 
-const eventuallyBlocked = (waiting: Effect.Effect<ReadonlyArray<{ readonly waiting: number }>>) =>
-  waiting.pipe(
-    Effect.repeat({ until: (rows) => (rows[0]?.waiting ?? 0) >= 1 }),
-    Effect.timeoutOrElse({ duration: "10 seconds", orElse: () => Effect.die(new Error("the second transaction never waited on a lock")) })
+/** Two app instances on one fresh database, and the calls of both their stand-ins together. */
+const twoInstances = (label: string) =>
+  Effect.gen(function*() {
+    const url = yield* Effect.promise(() => freshDatabase(label))
+    const one = yield* Layer.build(paymentAppOn(url))
+    const two = yield* Layer.build(paymentAppOn(url))
+    const instance = (app: typeof one) =>
+      Effect.map(Effect.provideContext(baseUrl, app), (base) => ({ base, standIn: Context.get(app, BotApiStandIn) }))
+    const a = yield* instance(one)
+    const b = yield* instance(two)
+    // Either instance may process an update and deliver its calls: watch both stand-ins.
+    return { a, b, db: Context.get(one, PaymentDb), both: allCalls([a.standIn, b.standIn]) }
+  })
+
+const awaitLockWaiters = (db: PaymentDb["Service"], count: number) =>
+  eventually(
+    `${count} transaction(s) waiting on a lock`,
+    db.query(
+      Schema.Struct({ waiting: Schema.Number }),
+      "SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ),
+    (rows) => (rows[0]?.waiting ?? 0) >= count
   )

@@ -235,7 +235,8 @@ const Mismatch = Schema.Struct({ what: Schema.String, key: Schema.String, detail
 /**
  * The money invariants, for every user and payment in the database: balance = sum of the ledger;
  * each payment has exactly one purchase entry of its credits (none when it credited nothing) and,
- * once refunded, exactly one matching refund entry; a paid or refunded order names its payment.
+ * once refunded, exactly one matching refund entry; a paid or refunded order names its payment;
+ * an order has at most one payment that credited it.
  */
 export const assertMoneyInvariants = Effect.gen(function*() {
   const db = yield* PaymentDb
@@ -259,7 +260,11 @@ export const assertMoneyInvariants = Effect.gen(function*() {
      UNION ALL
      SELECT 'order without its payment', o.id::text, o.status
      FROM orders o LEFT JOIN payments p ON p.telegram_payment_charge_id = o.telegram_payment_charge_id
-     WHERE o.status <> 'pending' AND (p.telegram_payment_charge_id IS NULL OR p.order_id <> o.id)`
+     WHERE o.status <> 'pending' AND (p.telegram_payment_charge_id IS NULL OR p.order_id <> o.id)
+     UNION ALL
+     SELECT 'several payments credited one order', order_id::text, string_agg(telegram_payment_charge_id, ', ')
+     FROM payments WHERE order_id IS NOT NULL AND credits > 0
+     GROUP BY order_id HAVING count(*) > 1`
   )
   assert.deepStrictEqual(problems, [], "money invariants")
 })

@@ -1,6 +1,6 @@
 // The whole app in-process on a fresh database, with the faulty test handlers in front of the
 // shipped ones, and every log line captured so a test can check what was reported.
-import { Cause, Context, Effect, Layer, Logger, type Scope } from "effect"
+import { Cause, Context, Effect, Latch, Layer, Logger, type Scope } from "effect"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { type PgProbe, pgProbe, waitFor } from "./PgProbe.ts"
@@ -48,6 +48,8 @@ export interface FaultyApp {
   readonly base: string
   readonly pg: PgProbe
   readonly probe: Probe
+  /** Closed at start: `/latch` handlers wait on it until the test opens it. */
+  readonly latch: Latch.Latch
   readonly logs: LogCapture
   readonly db: Database["Service"]
   readonly standIn: BotApiStandIn["Service"]
@@ -67,7 +69,8 @@ export const startFaultyApp = (
     const pg = yield* pgProbe(databaseUrl)
     yield* pg.query(MARKS_TABLE_DDL)
     const probe = yield* makeProbe
-    const handlers = faultyThenShipped(probe)
+    const latch = yield* Latch.make(false)
+    const handlers = faultyThenShipped(probe, "app", latch)
     const logs = makeLogCapture()
     const app = yield* Layer.build(
       testAppLayer({ databaseUrl, env, handlers }).pipe(Layer.provide(Logger.layer([logs.logger], { mergeWithExisting: options.quiet !== true })))
@@ -77,6 +80,7 @@ export const startFaultyApp = (
       base: yield* Effect.provideContext(baseUrl, app),
       pg,
       probe,
+      latch,
       logs,
       db: Context.get(app, Database),
       standIn: Context.get(app, BotApiStandIn)

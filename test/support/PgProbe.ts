@@ -73,3 +73,32 @@ export const waitFor = <A, E, R>(
       })
     )
   })
+
+export interface HeldTransaction {
+  readonly query: (text: string, params?: ReadonlyArray<unknown>) => Effect.Effect<void>
+  /** Ends the transaction: the app's statements waiting on its rows go on. */
+  readonly rollback: Effect.Effect<void>
+}
+
+/**
+ * A connection of the test's own with an open transaction. Rows it writes stay uncommitted, so
+ * the app's statements on the same keys wait inside their transactions until `rollback`: a
+ * handler that is certainly running for as long as the test wants. Rolled back with the scope.
+ */
+export const holdTransaction = (url: string): Effect.Effect<HeldTransaction, never, Scope.Scope> =>
+  Effect.map(
+    Effect.acquireRelease(
+      Effect.promise(async () => {
+        const client = new pg.Client({ connectionString: url, application_name: "steadfast-test-blocker" })
+        client.on("error", () => undefined)
+        await client.connect()
+        await client.query("BEGIN")
+        return client
+      }),
+      (client) => Effect.promise(() => client.query("ROLLBACK").then(() => client.end()).catch(() => undefined))
+    ),
+    (client) => ({
+      query: (text, params = []) => Effect.promise(() => client.query(text, [...params]).then(() => undefined)),
+      rollback: Effect.promise(() => client.query("ROLLBACK").then(() => undefined))
+    })
+  )

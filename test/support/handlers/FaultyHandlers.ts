@@ -1,7 +1,7 @@
 // Test-only handlers that misbehave on a marker command, placed in front of the shipped handlers.
 // Each one records that it ran (in a probe the test can await) and most write a row to
 // `test_marks` first, so a test can prove the write was rolled back with the transaction.
-import { Clock, Effect, Stream, SubscriptionRef } from "effect"
+import { Clock, Effect, type Latch, Stream, SubscriptionRef } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { BotDefinition } from "../../../src/bot/Bot.ts"
 import { fallback } from "../../../src/bot/handlers/Basics.ts"
@@ -16,7 +16,7 @@ export const MARKS_TABLE_DDL = `
     marker text NOT NULL
   )`
 
-export type Marker = "fail" | "die" | "throw" | "hang" | "sleep" | "text"
+export type Marker = "fail" | "die" | "throw" | "hang" | "sleep" | "text" | "latch"
 
 export interface ProbeEntry {
   readonly instance: string
@@ -62,10 +62,12 @@ const mark = (updateId: number, marker: Marker) =>
 /**
  * `/fail`: writes a mark, queues a reply, then fails with HandlerFailure.
  * `/die`: writes a mark, then dies (Effect.die). `/throw`: a JS throw inside Effect.sync.
- * `/hang`: writes a mark, then never finishes. `/sleep`: writes a mark, then runs `pg_sleep(60)`,
- * so a timeout interrupts a query in flight.
+ * `/hang`: writes a mark, then never finishes (inside its own span, as shipped handlers run). `/sleep`:
+ * writes a mark, then runs `pg_sleep(60)`, so a timeout interrupts a query in flight.
+ * `/latch` (only with a `latch`): writes a mark, queues a reply, then waits until the test opens
+ * the latch, and finishes normally.
  */
-export const faultyHandlers = (probe: Probe, instance = "app"): ReadonlyArray<Handler> => [
+export const faultyHandlers = (probe: Probe, instance = "app", latch?: Latch.Latch): ReadonlyArray<Handler> => [
   makeHandler({
     name: "test-fail",
     matches: isCommand("fail"),
@@ -102,12 +104,11 @@ export const faultyHandlers = (probe: Probe, instance = "app"): ReadonlyArray<Ha
   makeHandler({
     name: "test-hang",
     matches: isCommand("hang"),
-    handle: ({ update }) =>
-      Effect.gen(function*() {
-        yield* mark(update.update_id, "hang")
-        yield* record(probe, instance, "hang", update.update_id)
-        return yield* Effect.never
-      })
+    handle: Effect.fn("Handler.test-hang")(function*({ update }) {
+      yield* mark(update.update_id, "hang")
+      yield* record(probe, instance, "hang", update.update_id)
+      return yield* Effect.never
+    })
   }),
   makeHandler({
     name: "test-sleep",
@@ -119,7 +120,18 @@ export const faultyHandlers = (probe: Probe, instance = "app"): ReadonlyArray<Ha
         yield* record(probe, instance, "sleep", update.update_id)
         yield* sql`SELECT pg_sleep(60)`
       })
-  })
+  }),
+  ...(latch === undefined ? [] : [makeHandler({
+    name: "test-latch",
+    matches: isCommand("latch"),
+    handle: ({ update, reply }) =>
+      Effect.gen(function*() {
+        yield* mark(update.update_id, "latch")
+        yield* reply(`latched ${update.update_id}`)
+        yield* record(probe, instance, "latch", update.update_id)
+        yield* latch.await
+      })
+  })])
 ]
 
 /** Records every plain text message it sees, then lets the shipped fallback answer it. */
@@ -131,7 +143,10 @@ export const recordingText = (probe: Probe, instance: string): Handler =>
   })
 
 /** The faulty handlers in front of the shipped ones, which answer everything else as usual. */
-export const faultyThenShipped = (probe: Probe, instance = "app"): BotDefinition => [...faultyHandlers(probe, instance), ...myBot]
+export const faultyThenShipped = (probe: Probe, instance = "app", latch?: Latch.Latch): BotDefinition => [
+  ...faultyHandlers(probe, instance, latch),
+  ...myBot
+]
 
 /** The faulty handlers, the shipped bot but with a recorder in front of its fallback. */
 export const recordingThenShipped = (probe: Probe, instance: string): BotDefinition => [

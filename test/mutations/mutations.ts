@@ -1,0 +1,143 @@
+// One line of src/ per guarantee whose removal its test must notice (more where the guarantee is
+// held twice). Each `search` must occur exactly once in its file; run.ts replaces it with
+// `replace` in a scratch copy and runs `test`.
+export interface Edit {
+  readonly file: string
+  readonly search: string
+  readonly replace: string
+}
+
+export interface Mutation extends Edit {
+  readonly name: string
+  /** The guarantee the mutation breaks. */
+  readonly breaks: string
+  /** Further edits, where a guarantee is held by more than one line (defence in depth). */
+  readonly also?: ReadonlyArray<Edit>
+  readonly test: string
+  /** Only the tests whose names contain this (vitest -t). */
+  readonly testName?: string
+}
+
+export const mutations: ReadonlyArray<Mutation> = [
+  {
+    name: "finish-ignores-lease",
+    breaks: "lease fencing: the finishing statement no longer checks the lease",
+    file: "src/inbox/Inbox.ts",
+    search: "WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid\n            RETURNING update_id, chat_key",
+    replace: "WHERE update_id = ${update.updateId}\n            RETURNING update_id, chat_key",
+    test: "test/inbox/LeaseFencing.test.ts"
+  },
+  {
+    name: "lost-lease-commits",
+    breaks: "lease fencing: a finish that matched no row is ignored and the transaction commits",
+    file: "src/inbox/Dispatcher.ts",
+    search: "if (Option.isNone(finished)) return yield* new LeaseLost()",
+    replace: "if (Option.isNone(finished)) return { result, finished: { next: Option.none(), calls: [] } }",
+    test: "test/inbox/LeaseFencing.test.ts"
+  },
+  {
+    name: "chat-runs-beside-itself",
+    breaks: "per-chat order: a chat's next update is claimable (from the table) while its previous one is still processing",
+    file: "src/inbox/Inbox.ts",
+    search: "WHERE e.chat_key = i.chat_key AND e.status IN ('pending', 'processing'))",
+    replace: "WHERE e.chat_key = i.chat_key AND e.status = 'pending')",
+    test: "test/inbox/Ordering.test.ts"
+  },
+  {
+    name: "handed-off-runs-beside-itself",
+    breaks: "per-chat order: an update handed off in memory starts while its chat's previous one is still running",
+    file: "src/inbox/Dispatcher.ts",
+    search: "if (chats.has(update.chatKey)) return Effect.sync(() => enqueue(update))",
+    replace: "if (chats.has(update.chatKey) && false) return Effect.sync(() => enqueue(update))",
+    test: "test/inbox/Ordering.test.ts",
+    testName: "waits, stored and ready"
+  },
+  {
+    name: "urgent-waits-in-line",
+    breaks: "pre-checkout and shipping queries are claimed before any backlog",
+    file: "src/inbox/Inbox.ts",
+    search: "ORDER BY i.priority DESC, i.update_id",
+    replace: "ORDER BY i.update_id",
+    test: "test/inbox/BusyWorkers.test.ts",
+    testName: "pre-checkout"
+  },
+  {
+    name: "workers-take-whole-pool",
+    breaks: "workers can never starve ingress: worker concurrency and the handlers' pool share both lifted to the pool size",
+    file: "src/Config.ts",
+    search: "const workerBudget = dbPoolMax - RESERVED_CONNECTIONS",
+    replace: "const workerBudget = dbPoolMax",
+    also: [{
+      file: "src/db/Database.ts",
+      search: "handler: yield* Semaphore.make(Math.max(1, max - RESERVED_CONNECTIONS)),",
+      replace: "handler: yield* Semaphore.make(max),"
+    }],
+    test: "test/inbox/BusyWorkers.test.ts",
+    testName: "still stores"
+  },
+  {
+    name: "offset-before-store",
+    breaks: "polling offset: getUpdates confirms an update before it is stored",
+    file: "src/telegram/Poller.ts",
+    search: "for (const update of updates) {",
+    replace: "for (const update of updates) {\n        offset = update.update_id + 1",
+    test: "test/telegram/Poller.test.ts"
+  },
+  {
+    name: "order-not-locked",
+    breaks: "one payment per order: the order row is read without FOR UPDATE",
+    file: "src/payments/Payments.ts",
+    search: "FROM orders WHERE id = ${orderId.value}\n    FOR UPDATE`",
+    replace: "FROM orders WHERE id = ${orderId.value}`",
+    test: "test/payments/ExactlyOnce.test.ts",
+    testName: "two different charges"
+  },
+  {
+    name: "no-shutdown-grace",
+    breaks: "SIGTERM drain: running handlers are interrupted at once instead of given SHUTDOWN_GRACE_MS",
+    file: "src/inbox/Dispatcher.ts",
+    search: "Effect.timeoutOption(FiberSet.awaitEmpty(workers), config.shutdownGrace)",
+    replace: "Effect.timeoutOption(FiberSet.awaitEmpty(workers), Duration.zero)",
+    test: "test/lifecycle/Shutdown.test.ts"
+  },
+  {
+    name: "interrupted-update-kept",
+    breaks: "SIGTERM drain: an update interrupted at shutdown keeps its lease instead of going back to pending",
+    file: "src/inbox/Dispatcher.ts",
+    search: "Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),",
+    replace: "",
+    test: "test/lifecycle/Shutdown.test.ts"
+  },
+  {
+    name: "health-waits-for-database",
+    breaks: "/health answers within its budget while PostgreSQL hangs: the check has no timeout",
+    file: "src/http/HealthRoutes.ts",
+    search: "Effect.timeoutOption(Fiber.await(fiber), CHECK_TIMEOUT)",
+    replace: "Effect.asSome(Fiber.await(fiber))",
+    test: "test/http/HealthStates.test.ts"
+  },
+  {
+    name: "health-awaits-interruption",
+    breaks: "/health answers within its budget while PostgreSQL hangs: a timed-out check's interruption is awaited",
+    file: "src/http/HealthRoutes.ts",
+    search: "yield* Effect.forkDetach(Fiber.interrupt(fiber))",
+    replace: "yield* Fiber.interrupt(fiber)",
+    test: "test/http/HealthStates.test.ts"
+  },
+  {
+    name: "timeout-log-says-nothing",
+    breaks: "a timed-out handler is logged with what it was doing",
+    file: "src/inbox/Dispatcher.ts",
+    search: "${describeFiber(handler)}`)",
+    replace: "`)",
+    test: "test/inbox/Timeout.test.ts"
+  },
+  {
+    name: "fiber-dump-without-spans",
+    breaks: "SIGUSR2 fiber dump lists what each tracked fiber is doing",
+    file: "src/observability/FiberDump.ts",
+    search: "${describeFiber(fiber)}`",
+    replace: "`",
+    test: "test/observability/FiberDump.test.ts"
+  }
+]
