@@ -47,17 +47,17 @@ export const mutations: ReadonlyArray<Mutation> = [
     name: "handed-off-runs-beside-itself",
     breaks: "per-chat order: an update handed off in memory starts while its chat's previous one is still running",
     file: "src/inbox/Dispatcher.ts",
-    search: "if (chats.has(update.chatKey)) return Effect.sync(() => enqueue(update))",
-    replace: "if (chats.has(update.chatKey) && false) return Effect.sync(() => enqueue(update))",
+    search: "if (chats.has(update.chatKey)) enqueue(update)",
+    replace: "if (chats.has(update.chatKey) && false) enqueue(update)",
     test: "test/inbox/Ordering.test.ts",
     testName: "waits, stored and ready"
   },
   {
     name: "urgent-waits-in-line",
-    breaks: "pre-checkout and shipping queries are claimed before any backlog",
+    breaks: "pre-checkout and shipping queries run before any backlog handed over in memory",
     file: "src/inbox/Inbox.ts",
-    search: "ORDER BY i.priority DESC, i.update_id",
-    replace: "ORDER BY i.update_id",
+    search: "(URGENT_KINDS.has(update.kind) ? waitingUrgent : waitingOther).push(update)",
+    replace: "waitingOther.push(update)",
     test: "test/inbox/BusyWorkers.test.ts",
     testName: "pre-checkout"
   },

@@ -22,7 +22,8 @@ describe("SIGUSR2 fiber dump", () => {
         const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
         const databaseUrl = yield* Effect.promise(() => freshDatabase("fiber_dump"))
         // A long handler timeout: the update must still be running when the dump is taken.
-        const service = yield* spawnService(testEnv(databaseUrl, standIn.url, { UPDATE_TIMEOUT_MS: "120000" }))
+        // Pretty lines: the dump is read as text, its entries one per line.
+        const service = yield* spawnService(testEnv(databaseUrl, standIn.url, { UPDATE_TIMEOUT_MS: "120000", LOG_FORMAT: "pretty" }))
         const probe = yield* pgProbe(databaseUrl)
 
         // An uncommitted users row makes `/start`'s INSERT for this user wait inside its
