@@ -158,7 +158,10 @@ export const post = (agent: Agent, url: URL, secret: string, body: string): Prom
       res.once("end", () => {
         const header = res.headers["retry-after"]
         const retryAfter = header === undefined ? undefined : Number(header)
-        resolve({ status: res.statusCode ?? 0, retryAfterSeconds: retryAfter !== undefined && Number.isFinite(retryAfter) ? retryAfter : undefined })
+        resolve({
+          status: res.statusCode ?? 0,
+          retryAfterSeconds: retryAfter !== undefined && Number.isFinite(retryAfter) ? retryAfter : undefined
+        })
       })
       res.once("error", () => resolve({ status: "network", retryAfterSeconds: undefined }))
     })

@@ -46,7 +46,8 @@ const isRecord = (value: unknown): value is Record<string, unknown> => typeof va
 export const numberField = (value: unknown, key: string): number | undefined =>
   isRecord(value) && typeof value[key] === "number" ? value[key] : undefined
 
-export const isHealthBody = (value: unknown): value is HealthBody => isRecord(value) && (value["checks"] === undefined || isRecord(value["checks"]))
+export const isHealthBody = (value: unknown): value is HealthBody =>
+  isRecord(value) && (value["checks"] === undefined || isRecord(value["checks"]))
 
 export const startMonitor = (options: {
   readonly pid: number

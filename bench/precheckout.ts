@@ -224,40 +224,48 @@ export const runPreCheckout = async (options: PreCheckoutOptions): Promise<PreCh
     inFlight++
     backgroundSent++
     const began = Date.now()
-    inFlightDone.push(post(agent, target, options.secret, body).then((answer) => {
-      inFlight--
-      if (isOk(answer.status)) {
-        backgroundAcked++
-        backgroundAck.push(Date.now() - began)
-        pending.delete(chatId)
-        ready.push(chatId)
-      } else {
-        reject(answer.status)
-        setTimeout(() => ready.push(chatId), (answer.retryAfterSeconds ?? 1) * 1000)
-      }
-    }))
+    inFlightDone.push(
+      post(agent, target, options.secret, body).then((answer) => {
+        inFlight--
+        if (isOk(answer.status)) {
+          backgroundAcked++
+          backgroundAck.push(Date.now() - began)
+          pending.delete(chatId)
+          ready.push(chatId)
+        } else {
+          reject(answer.status)
+          setTimeout(() => ready.push(chatId), (answer.retryAfterSeconds ?? 1) * 1000)
+        }
+      })
+    )
   }
   const sendQuery = (query: Query) => {
     inFlight++
     if (query.firstSentAt === 0) query.firstSentAt = Date.now()
     const began = Date.now()
-    inFlightDone.push(post(agent, target, options.secret, query.body).then((answer) => {
-      inFlight--
-      if (isOk(answer.status)) {
-        query.ackedAt = Date.now()
-        queryAck.push(query.ackedAt - began)
-      } else {
-        reject(answer.status)
-        queryDue.push({ query, at: Date.now() + (answer.retryAfterSeconds ?? 1) * 1000 })
-      }
-    }))
+    inFlightDone.push(
+      post(agent, target, options.secret, query.body).then((answer) => {
+        inFlight--
+        if (isOk(answer.status)) {
+          query.ackedAt = Date.now()
+          queryAck.push(query.ackedAt - began)
+        } else {
+          reject(answer.status)
+          queryDue.push({ query, at: Date.now() + (answer.retryAfterSeconds ?? 1) * 1000 })
+        }
+      })
+    )
   }
 
   const loadStarted = Date.now()
   const loadEnd = loadStarted + options.durationMs
   let queriesStarted = 0
   let lastLogAt = loadStarted
-  log(`  load: ${options.backgroundRate} updates/s over ${options.chats} chats + ${options.queryRate} pre-checkout queries/s for ${options.durationMs / 1000} s`)
+  log(
+    `  load: ${options.backgroundRate} updates/s over ${options.chats} chats + ${options.queryRate} pre-checkout queries/s for ${
+      options.durationMs / 1000
+    } s`
+  )
   while (!options.aborted()) {
     const now = Date.now()
     if (now >= loadEnd && queryDue.length === 0 && queriesStarted >= queries.length) break
@@ -282,7 +290,11 @@ export const runPreCheckout = async (options: PreCheckoutOptions): Promise<PreCh
     }
     if (now - lastLogAt >= 5_000) {
       lastLogAt = now
-      log(`  … ${Math.round((now - loadStarted) / 1000)} s: ${backgroundAcked} ordinary updates acked, ${queryAck.length}/${queries.length} pre-checkout acked`)
+      log(
+        `  … ${
+          Math.round((now - loadStarted) / 1000)
+        } s: ${backgroundAcked} ordinary updates acked, ${queryAck.length}/${queries.length} pre-checkout acked`
+      )
     }
     await sleep(2)
   }

@@ -205,7 +205,9 @@ const say = (line: string) => console.log(line)
 
 const pad = (text: string, width: number) => (text.length >= width ? text : " ".repeat(width - text.length) + text)
 const fmt = (value: number | undefined, digits = 0) =>
-  value === undefined || Number.isNaN(value) ? "-" : value.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
+  value === undefined || Number.isNaN(value)
+    ? "-"
+    : value.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
 
 const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>, leftColumns = 1): string => {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? "").length)))
@@ -248,17 +250,23 @@ const runOne = async (
   const port = await freePort()
   const logFile = join(logsDir, `${tag}.log`)
   const started = Date.now()
-  const child = startNode(contender.script, [], {
-    BOT_TOKEN: TOKEN,
-    WEBHOOK_SECRET: SECRET,
-    DATABASE_URL: databaseUrl,
-    TELEGRAM_API_ROOT: standInUrl,
-    PORT: String(port),
-    HOST: "127.0.0.1",
-    SEND_RATE_PER_SECOND: String(settings.sendRatePerSecond),
-    ...(contender.name.startsWith("steadfast") ? steadfastEnv : {}),
-    ...extra.env
-  }, logFile, settings.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [])
+  const child = startNode(
+    contender.script,
+    [],
+    {
+      BOT_TOKEN: TOKEN,
+      WEBHOOK_SECRET: SECRET,
+      DATABASE_URL: databaseUrl,
+      TELEGRAM_API_ROOT: standInUrl,
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      SEND_RATE_PER_SECOND: String(settings.sendRatePerSecond),
+      ...(contender.name.startsWith("steadfast") ? steadfastEnv : {}),
+      ...extra.env
+    },
+    logFile,
+    settings.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : []
+  )
   try {
     await child.waitFor(/Listening on/, 60_000)
     const startupMs = Date.now() - started
@@ -462,13 +470,19 @@ const preCheckoutSummary = (run: PreCheckoutRun): string => {
     ["ack → answer p90 (ms)", fmt(r.latency.p90, 0)],
     ["ack → answer p99 (ms)", fmt(r.latency.p99, 0)],
     ["ack → answer max (ms)", fmt(r.latency.max, 0)],
-    ["first send → answer p50 / p99 / max (ms)", `${fmt(r.sendToAnswer.p50, 0)} / ${fmt(r.sendToAnswer.p99, 0)} / ${fmt(r.sendToAnswer.max, 0)}`],
+    [
+      "first send → answer p50 / p99 / max (ms)",
+      `${fmt(r.sendToAnswer.p50, 0)} / ${fmt(r.sendToAnswer.p99, 0)} / ${fmt(r.sendToAnswer.max, 0)}`
+    ],
     ["pre-checkout webhook ack p50 / p99 (ms)", `${fmt(r.queryAck.p50, 1)} / ${fmt(r.queryAck.p99, 1)}`],
     ["background updates/s: target / achieved (acked)", `${r.background.targetPerSecond} / ${fmt(r.background.achievedPerSecond, 1)}`],
     ["background updates acked / skipped (no free chat or connection)", `${r.background.acked} / ${r.background.deferred}`],
     ["background ack p50 / p99 (ms)", `${fmt(r.background.ack.p50, 1)} / ${fmt(r.background.ack.p99, 1)}`],
     ["replies (sendMessage) during load", String(r.background.repliesDuringLoad)],
-    ["non-2xx webhook answers", `${Object.values(r.rejected).reduce((a, b) => a + b, 0)}${Object.keys(r.rejected).length > 0 ? ` ${JSON.stringify(r.rejected)}` : ""}`],
+    [
+      "non-2xx webhook answers",
+      `${Object.values(r.rejected).reduce((a, b) => a + b, 0)}${Object.keys(r.rejected).length > 0 ? ` ${JSON.stringify(r.rejected)}` : ""}`
+    ],
     ["inbox backlog at end of load / after answers (/health)", `${r.backlogAtLoadEnd ?? "-"} / ${r.backlogAfterWait ?? "-"}`],
     ["peak inbox backlog during load (/health, every 0.5 s)", fmt(run.monitor.inboxPendingMax, 0)],
     ["process CPU during load (s) / machine busy (%)", `${fmt(run.monitor.cpuSeconds, 1)} / ${fmt(run.monitor.machineBusy * 100, 0)}`],
@@ -478,8 +492,27 @@ const preCheckoutSummary = (run: PreCheckoutRun): string => {
 }
 
 const runHeader = [
-  "run", "ack p50", "ack p99", "ack max", "ack/s", "e2e s", "e2e/s", "reply p50", "reply p99", "lost", "dup", "non-2xx",
-  "pool used", "pg conns", "pg busy", "RSS MB", "CPU s", "DB CPU s", "stmts/upd", "busy %", "other CPU s"
+  "run",
+  "ack p50",
+  "ack p99",
+  "ack max",
+  "ack/s",
+  "e2e s",
+  "e2e/s",
+  "reply p50",
+  "reply p99",
+  "lost",
+  "dup",
+  "non-2xx",
+  "pool used",
+  "pg conns",
+  "pg busy",
+  "RSS MB",
+  "CPU s",
+  "DB CPU s",
+  "stmts/upd",
+  "busy %",
+  "other CPU s"
 ]
 const runRow = (r: RunResult): Array<string> => [
   `${r.contender} #${r.round}`,
@@ -522,7 +555,12 @@ const metrics: ReadonlyArray<Metric> = [
   { label: "update→reply p99 (ms)", get: (r) => r.driver.reply.p99, digits: 0 },
   { label: "lost replies (all rounds)", get: (r) => r.driver.lost, digits: 0, combine: "sum" },
   { label: "duplicated replies (all rounds)", get: (r) => r.driver.duplicated, digits: 0, combine: "sum" },
-  { label: "non-2xx webhook answers (all rounds)", get: (r) => Object.values(r.driver.rejected).reduce((a, b) => a + b, 0), digits: 0, combine: "sum" },
+  {
+    label: "non-2xx webhook answers (all rounds)",
+    get: (r) => Object.values(r.driver.rejected).reduce((a, b) => a + b, 0),
+    digits: 0,
+    combine: "sum"
+  },
   { label: "peak pool slots used (/health)", get: (r) => r.monitor.poolUsedMax, digits: 0 },
   { label: "/health response p99 under load (ms)", get: (r) => r.monitor.healthP99Ms, digits: 1 },
   { label: "/health response max under load (ms)", get: (r) => r.monitor.healthMaxMs, digits: 1 },
@@ -664,7 +702,11 @@ const runTelemetry = async (
       rounds.push({ round, off, on, sinkAtRunEnd: atRunEnd ?? total, sink: total })
       say("")
       say(table(runHeader, [off, on].map(runRow)))
-      say(`   OTLP sink: ${total.requests} request(s), ${fmt(total.bytes / 1024, 1)} kB in all; ${atRunEnd?.requests ?? "?"} request(s) by the end of the measured run`)
+      say(
+        `   OTLP sink: ${total.requests} request(s), ${fmt(total.bytes / 1024, 1)} kB in all; ${
+          atRunEnd?.requests ?? "?"
+        } request(s) by the end of the measured run`
+      )
       say("")
     } finally {
       await sink.stop(5_000)
@@ -706,12 +748,31 @@ const sinkTotals = (snapshots: ReadonlyArray<SinkSnapshot>) =>
     })
   )
 
-const telemetrySummary = (rounds: ReadonlyArray<TelemetryRound>, scenario: Scenario): { readonly text: string; readonly check: Check; readonly json: unknown } => {
+const telemetrySummary = (
+  rounds: ReadonlyArray<TelemetryRound>,
+  scenario: Scenario
+): { readonly text: string; readonly check: Check; readonly json: unknown } => {
   const lines: Array<string> = []
   lines.push(`== summary telemetry (${scenario.title}; ${scenario.updates} updates; ${rounds.length} round(s), off/on alternating)`)
-  const perRound = rounds.flatMap((r) => [[r.off, undefined, undefined] as const, [r.on, r, r.on.driver.e2ePerSecond / r.off.driver.e2ePerSecond] as const])
+  const perRound = rounds.flatMap((
+    r
+  ) => [[r.off, undefined, undefined] as const, [r.on, r, r.on.driver.e2ePerSecond / r.off.driver.e2ePerSecond] as const])
   lines.push(table(
-    ["round", "contender", "ack/s", "e2e/s", "e2e on/off", "ack p50", "ack p99", "CPU ms/upd", "RSS MB", "lost", "dup", "OTLP req (run/total)", "OTLP kB"],
+    [
+      "round",
+      "contender",
+      "ack/s",
+      "e2e/s",
+      "e2e on/off",
+      "ack p50",
+      "ack p99",
+      "CPU ms/upd",
+      "RSS MB",
+      "lost",
+      "dup",
+      "OTLP req (run/total)",
+      "OTLP kB"
+    ],
     perRound.map(([run, round, ratio]) => [
       `#${run.round}`,
       run.contender,
@@ -741,7 +802,11 @@ const telemetrySummary = (rounds: ReadonlyArray<TelemetryRound>, scenario: Scena
   lines.push("OTLP sink (all steadfast+otel runs; warm-up, run and the flush at shutdown):")
   for (const path of ["all", ...otlpPaths]) {
     const t = totals[path]!
-    lines.push(`  ${path.padEnd(12)} ${pad(String(t.requests), 6)} request(s) ${pad(fmt(t.bytes / 1024, 1), 10)} kB   (by the end of the measured runs: ${atRunEnd[path]!.requests} request(s), ${fmt(atRunEnd[path]!.bytes / 1024, 1)} kB)`)
+    lines.push(
+      `  ${path.padEnd(12)} ${pad(String(t.requests), 6)} request(s) ${
+        pad(fmt(t.bytes / 1024, 1), 10)
+      } kB   (by the end of the measured runs: ${atRunEnd[path]!.requests} request(s), ${fmt(atRunEnd[path]!.bytes / 1024, 1)} kB)`
+    )
   }
   const other = rounds.reduce((sum, r) => sum + r.sink.other, 0)
   if (other > 0) lines.push(`  ! ${other} request(s) to other paths (answered 404)`)
@@ -750,7 +815,9 @@ const telemetrySummary = (rounds: ReadonlyArray<TelemetryRound>, scenario: Scena
   const e2e = medians.find((m) => m.metric === "end-to-end throughput (updates/s)")!
   const check: Check = {
     scenario: "telemetry",
-    target: `telemetry throughput cost < ${Math.round((1 - TELEMETRY_MIN_RATIO) * 100)}% (median e2e/s on/off ≥ ${TELEMETRY_MIN_RATIO.toFixed(2)}, export seen)`,
+    target: `telemetry throughput cost < ${Math.round((1 - TELEMETRY_MIN_RATIO) * 100)}% (median e2e/s on/off ≥ ${
+      TELEMETRY_MIN_RATIO.toFixed(2)
+    }, export seen)`,
     steadfast: e2e.ratio,
     peer: undefined,
     met: exported && e2e.ratio >= TELEMETRY_MIN_RATIO
@@ -779,7 +846,9 @@ const telemetrySummary = (rounds: ReadonlyArray<TelemetryRound>, scenario: Scena
 const git = (() => {
   try {
     const head = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root }).toString().trim()
-    const dirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { cwd: root }).toString().split("\n").filter((l) => l !== "").length
+    const dirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { cwd: root }).toString().split("\n").filter((l) =>
+      l !== ""
+    ).length
     return { head, dirtySrcFiles: dirty }
   } catch {
     return { head: "unknown", dirtySrcFiles: 0 }
@@ -787,8 +856,14 @@ const git = (() => {
 })()
 
 const main = async () => {
-  say(`steadfast bench: ${cpus().length} CPU(s) (${cpus()[0]?.model ?? "?"}), ${Math.round(totalmem() / 2 ** 30)} GB, node ${process.version}`)
-  say(`code: HEAD ${git.head}${git.dirtySrcFiles > 0 ? ` + ${git.dirtySrcFiles} uncommitted file(s) under src/ (the working tree is what runs)` : ""}`)
+  say(
+    `steadfast bench: ${cpus().length} CPU(s) (${cpus()[0]?.model ?? "?"}), ${Math.round(totalmem() / 2 ** 30)} GB, node ${process.version}`
+  )
+  say(
+    `code: HEAD ${git.head}${
+      git.dirtySrcFiles > 0 ? ` + ${git.dirtySrcFiles} uncommitted file(s) under src/ (the working tree is what runs)` : ""
+    }`
+  )
   say(`settings: ${JSON.stringify(settings)}`)
   say([
     "notes:",
@@ -830,7 +905,11 @@ const main = async () => {
     say(`PostgreSQL on port ${cluster.port}; logs of every process under bench/results/logs/\n`)
 
     for (const scenario of scenarios) {
-      say(`== ${scenario.name}: ${scenario.title}; ${scenario.updates} updates over ${Math.min(settings.chats, scenario.updates)} chats, ${scenario.rounds} round(s)`)
+      say(
+        `== ${scenario.name}: ${scenario.title}; ${scenario.updates} updates over ${
+          Math.min(settings.chats, scenario.updates)
+        } chats, ${scenario.rounds} round(s)`
+      )
       for (let round = 1; round <= scenario.rounds; round++) {
         const roundResults: Array<RunResult> = []
         for (const contender of contenders) {
@@ -839,7 +918,9 @@ const main = async () => {
           results.push(result)
           roundResults.push(result)
           for (const line of result.logProblems.slice(0, 5)) say(`  log: ${line.slice(0, 300)}`)
-          if (result.logProblems.length > 5) say(`  log: … ${result.logProblems.length - 5} more warning/error line(s) in ${result.logFile}`)
+          if (result.logProblems.length > 5) {
+            say(`  log: … ${result.logProblems.length - 5} more warning/error line(s) in ${result.logFile}`)
+          }
         }
         say("")
         say(table(runHeader, roundResults.map(runRow)))
@@ -861,13 +942,24 @@ const main = async () => {
           const p = combine(metric, peer)
           const s = combine(metric, steadfast)
           const g = combine(metric, grammy)
-          return [metric.label, fmt(p, metric.digits), fmt(s, metric.digits), ratioOf(s, p, metric.combine), fmt(g, metric.digits), ratioOf(g, s, metric.combine)]
+          return [
+            metric.label,
+            fmt(p, metric.digits),
+            fmt(s, metric.digits),
+            ratioOf(s, p, metric.combine),
+            fmt(g, metric.digits),
+            ratioOf(g, s, metric.combine)
+          ]
         })
       ))
       const top = (steadfast[0]?.statements ?? []).slice(0, 14)
       if (top.length > 0) {
         say(`steadfast's SQL statements per update (round 1; calls per update × mean execution time):`)
-        for (const s of top) say(`  ${fmt(s.calls / scenario.updates, 2).padStart(6)} × ${fmt(s.totalMs / s.calls, 3).padStart(7)} ms  ${s.query.slice(0, 110)}`)
+        for (const s of top) {
+          say(
+            `  ${fmt(s.calls / scenario.updates, 2).padStart(6)} × ${fmt(s.totalMs / s.calls, 3).padStart(7)} ms  ${s.query.slice(0, 110)}`
+          )
+        }
       }
       say("")
     }
@@ -884,7 +976,11 @@ const main = async () => {
     let telemetry: { readonly text: string; readonly check: Check; readonly json: unknown } | undefined
     if (telemetryMode) {
       const scenario = allScenarios[0]!
-      say(`== telemetry: ${scenario.title}; ${scenario.updates} updates over ${Math.min(settings.chats, scenario.updates)} chats, ${settings.rounds} round(s) of steadfast off/on`)
+      say(
+        `== telemetry: ${scenario.title}; ${scenario.updates} updates over ${
+          Math.min(settings.chats, scenario.updates)
+        } chats, ${settings.rounds} round(s) of steadfast off/on`
+      )
       say("   steadfast+otel: OTEL_EXPORTER_OTLP_ENDPOINT at a local sink (bench/otlpSink.ts, a separate process, counted as bench CPU);")
       say("   traces, metrics and logs on, everything else (batching, 10 s metric interval) at its defaults")
       telemetry = telemetrySummary(await runTelemetry(cluster, admin, statements, scenario), scenario)
@@ -895,10 +991,14 @@ const main = async () => {
     let preCheckout: PreCheckoutRun | undefined
     if (settings.precheckout.enabled) {
       const p = settings.precheckout
-      say(`== precheckout: pre-checkout answer latency, ${p.queryRate} queries/s for real orders while ${p.backgroundRate} other updates/s arrive; ${p.seconds} s; steadfast only`)
+      say(
+        `== precheckout: pre-checkout answer latency, ${p.queryRate} queries/s for real orders while ${p.backgroundRate} other updates/s arrive; ${p.seconds} s; steadfast only`
+      )
       preCheckout = await runPreCheckoutScenario(cluster, admin)
       for (const line of preCheckout.logProblems.slice(0, 5)) say(`  log: ${line.slice(0, 300)}`)
-      if (preCheckout.logProblems.length > 5) say(`  log: … ${preCheckout.logProblems.length - 5} more warning/error line(s) in ${preCheckout.logFile}`)
+      if (preCheckout.logProblems.length > 5) {
+        say(`  log: … ${preCheckout.logProblems.length - 5} more warning/error line(s) in ${preCheckout.logFile}`)
+      }
       say("")
       say(`== summary precheckout (latency: webhook 2xx ack of the pre_checkout_query update → answerPreCheckoutQuery at the stand-in;`)
       say(`   both read with Date.now() on this machine, the ack in the bench process, the arrival in the stand-in process)`)
@@ -910,7 +1010,8 @@ const main = async () => {
     if (preCheckout !== undefined) {
       verdicts.push({
         scenario: "precheckout",
-        target: `pre-checkout answer p99 < ${PRECHECKOUT_P99_TARGET_MS} ms at ${settings.precheckout.backgroundRate} other updates/s (all answered ok, rate held)`,
+        target:
+          `pre-checkout answer p99 < ${PRECHECKOUT_P99_TARGET_MS} ms at ${settings.precheckout.backgroundRate} other updates/s (all answered ok, rate held)`,
         steadfast: preCheckout.result.latency.p99,
         peer: undefined,
         met: preCheckoutMet(preCheckout.result)
@@ -922,7 +1023,15 @@ const main = async () => {
     say("== targets")
     say(table(
       ["scenario", "target", "peer", "steadfast", "met"],
-      verdicts.map((c) => [c.scenario, c.target, fmt(c.peer, 1), fmt(c.steadfast, c.scenario === "telemetry" ? 3 : 1), c.met === undefined ? "-" : c.met ? "yes" : "NO"]),
+      verdicts.map((
+        c
+      ) => [
+        c.scenario,
+        c.target,
+        fmt(c.peer, 1),
+        fmt(c.steadfast, c.scenario === "telemetry" ? 3 : 1),
+        c.met === undefined ? "-" : c.met ? "yes" : "NO"
+      ]),
       2
     ))
 
@@ -938,7 +1047,12 @@ const main = async () => {
         metrics: metrics.map((metric) => {
           const p = combine(metric, results.filter((r) => r.scenario === scenario.name && r.contender === "peer"))
           const s = combine(metric, results.filter((r) => r.scenario === scenario.name && r.contender === "steadfast"))
-          return { metric: metric.label, peer: p ?? null, steadfast: s ?? null, ratio: p !== undefined && s !== undefined && p !== 0 ? s / p : null }
+          return {
+            metric: metric.label,
+            peer: p ?? null,
+            steadfast: s ?? null,
+            ratio: p !== undefined && s !== undefined && p !== 0 ? s / p : null
+          }
         })
       })),
       targets: verdicts,

@@ -111,7 +111,10 @@ const record = (chatId: number, text: string, at: number) => {
 const answer = (method: string, params: Record<string, unknown>, at: number): { status: number; body: unknown } => {
   switch (method) {
     case "getMe":
-      return { status: 200, body: { ok: true, result: { ...bot, can_join_groups: true, can_read_all_group_messages: false, supports_inline_queries: false } } }
+      return {
+        status: 200,
+        body: { ok: true, result: { ...bot, can_join_groups: true, can_read_all_group_messages: false, supports_inline_queries: false } }
+      }
     case "sendMessage": {
       const chatId = toInteger(params["chat_id"])
       const text = params["text"]
@@ -140,7 +143,9 @@ const answer = (method: string, params: Record<string, unknown>, at: number): { 
       const currency = params["currency"]
       const prices = typeof params["prices"] === "string" ? parseJson(params["prices"]) : params["prices"]
       const amounts = Array.isArray(prices)
-        ? prices.map((price: unknown) => typeof price === "object" && price !== null && "amount" in price ? toInteger(price.amount) : undefined)
+        ? prices.map((price: unknown) =>
+          typeof price === "object" && price !== null && "amount" in price ? toInteger(price.amount) : undefined
+        )
         : []
       if (
         chatId === undefined || typeof payload !== "string" || typeof currency !== "string" || amounts.length === 0 ||

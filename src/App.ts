@@ -33,10 +33,11 @@ const TelegramLayer = Layer.unwrap(Effect.gen(function*() {
   if (config.mode._tag !== "sandbox") {
     return BotApi.layer({ token: config.mode.token, apiRoot: config.telegramApiRoot })
   }
-  return Layer.unwrap(Effect.map(BotApiStandIn, (standIn) =>
-    BotApi.layer({ token: Redacted.make("1000000001:sandbox"), apiRoot: standIn.url }))).pipe(
-      Layer.provide(BotApiStandIn.layer({ logMessages: true }))
-    )
+  return Layer.unwrap(
+    Effect.map(BotApiStandIn, (standIn) => BotApi.layer({ token: Redacted.make("1000000001:sandbox"), apiRoot: standIn.url }))
+  ).pipe(
+    Layer.provide(BotApiStandIn.layer({ logMessages: true }))
+  )
 }))
 
 /**
@@ -96,8 +97,9 @@ const IngressLayer = Layer.unwrap(Effect.map(AppConfig, (config): Layer.Layer<
  * authenticates it (no secret is required there), so it does not exist: a forged update posted
  * to the port is a 404, never a stored update the bot would act on.
  */
-const Routes = Layer.unwrap(Effect.map(AppConfig, (config) =>
-  config.mode._tag === "polling" ? HealthRoutes : Layer.mergeAll(WebhookRoute, HealthRoutes)))
+const Routes = Layer.unwrap(
+  Effect.map(AppConfig, (config) => config.mode._tag === "polling" ? HealthRoutes : Layer.mergeAll(WebhookRoute, HealthRoutes))
+)
 
 /** In sandbox mode: one line a newcomer can paste to see the bot answer. */
 const SandboxBanner = Layer.effectDiscard(Effect.gen(function*() {
@@ -122,24 +124,24 @@ const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer)
  * The whole service. `bot` replaces the handler set (tests use it for failing handlers).
  * Shutdown runs in reverse: HTTP and workers drain first, then the pool, the Bot API, config.
  */
-export const makeAppLayer = (options: { readonly bot?: ReturnType<typeof Bot.layerWith> } = {}) => Layer.mergeAll(
-  HttpRouter.serve(Routes, { disableLogger: true, middleware: requestDuration }).pipe(
-    Layer.provide(HttpTracing)
-  ),
-  SandboxBanner
-).pipe(
-  Layer.provideMerge(ServerLayer),
-  Layer.merge(Dispatcher.layer.pipe(Layer.provide(options.bot ?? MyBot.layer))),
-  Layer.merge(Sender.layer),
-  Layer.merge(Retention.layerConfig),
-  Layer.merge(Samplers.layer),
-  Layer.merge(Prometheus.layer),
-  Layer.merge(IngressLayer),
-  Layer.provideMerge(CoreLayer),
-  Layer.provideMerge(WebhookStatus.layer),
-  Layer.provideMerge(FiberDump.layer),
-  Layer.provide(TelegramLayer),
-  Layer.provide(Lifecycle.layer),
-  Layer.provide(AppConfig.layer)
-)
-
+export const makeAppLayer = (options: { readonly bot?: ReturnType<typeof Bot.layerWith> } = {}) =>
+  Layer.mergeAll(
+    HttpRouter.serve(Routes, { disableLogger: true, middleware: requestDuration }).pipe(
+      Layer.provide(HttpTracing)
+    ),
+    SandboxBanner
+  ).pipe(
+    Layer.provideMerge(ServerLayer),
+    Layer.merge(Dispatcher.layer.pipe(Layer.provide(options.bot ?? MyBot.layer))),
+    Layer.merge(Sender.layer),
+    Layer.merge(Retention.layerConfig),
+    Layer.merge(Samplers.layer),
+    Layer.merge(Prometheus.layer),
+    Layer.merge(IngressLayer),
+    Layer.provideMerge(CoreLayer),
+    Layer.provideMerge(WebhookStatus.layer),
+    Layer.provideMerge(FiberDump.layer),
+    Layer.provide(TelegramLayer),
+    Layer.provide(Lifecycle.layer),
+    Layer.provide(AppConfig.layer)
+  )

@@ -72,7 +72,11 @@ const ensure = <A>(name: string, check: (value: A) => boolean, reason: string) =
   Option.isSome(value) && !check(value.value) ? Effect.fail(new InvalidConfig({ variable: name, reason })) : Effect.succeed(value)
 
 const integer = (name: string, fallback: number, min: number, max: number) =>
-  variable(name, Config.schema(Schema.Int.check(Schema.isBetween({ minimum: min, maximum: max })), name), `must be an integer from ${min} to ${max}`)
+  variable(
+    name,
+    Config.schema(Schema.Int.check(Schema.isBetween({ minimum: min, maximum: max })), name),
+    `must be an integer from ${min} to ${max}`
+  )
     .pipe(Effect.map(Option.getOrElse(() => fallback)))
 
 const secret = (name: string, pattern: RegExp, expected: string) =>
@@ -88,7 +92,12 @@ const httpUrl = (name: string) => {
 }
 
 /** A listening port; 0 picks a free one (tests). */
-const port = (name: string) => variable(name, Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 })), name), "must be an integer from 0 to 65535")
+const port = (name: string) =>
+  variable(
+    name,
+    Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 })), name),
+    "must be an integer from 0 to 65535"
+  )
 
 /** `DATABASE_URL`: a postgres URL, `embedded` for the embedded PostgreSQL, or unset. */
 export const databaseTarget: Effect.Effect<Option.Option<DatabaseTarget>, InvalidConfig> = variable(
@@ -107,7 +116,11 @@ export const databaseTarget: Effect.Effect<Option.Option<DatabaseTarget>, Invali
 const botMode = Effect.gen(function*() {
   const token = yield* secret("BOT_TOKEN", TOKEN_PATTERN, "is not a bot token (expected <digits>:<characters>)")
   const webhookSecret = yield* secret("WEBHOOK_SECRET", SECRET_PATTERN, "must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
-  const chosen = yield* variable("BOT_MODE", Config.Literals(["webhook", "polling", "sandbox"], "BOT_MODE"), "must be webhook, polling or sandbox")
+  const chosen = yield* variable(
+    "BOT_MODE",
+    Config.Literals(["webhook", "polling", "sandbox"], "BOT_MODE"),
+    "must be webhook, polling or sandbox"
+  )
   const tag = Option.getOrElse(chosen, () => Option.isSome(token) ? "webhook" as const : "sandbox" as const)
   const mode = (): Effect.Effect<BotMode, InvalidConfig> => {
     if (tag === "sandbox") return Effect.succeed({ _tag: tag })
@@ -151,7 +164,8 @@ const load = Effect.gen(function*() {
   if (workerConcurrency > workerBudget) {
     return yield* new InvalidConfig({
       variable: "WORKER_CONCURRENCY",
-      reason: `must be at most DB_POOL_MAX - ${RESERVED_CONNECTIONS} = ${workerBudget}, so workers cannot starve the webhook and health checks`
+      reason:
+        `must be at most DB_POOL_MAX - ${RESERVED_CONNECTIONS} = ${workerBudget}, so workers cannot starve the webhook and health checks`
     })
   }
   const updateTimeoutMs = yield* integer("UPDATE_TIMEOUT_MS", 10_000, 100, 600_000)
@@ -231,10 +245,12 @@ export const inboxRetention: Effect.Effect<Option.Option<Duration.Duration>, Inv
     )
   }
   return Duration.isLessThan(period.value, Duration.days(1))
-    ? Effect.fail(new InvalidConfig({
-      variable: "INBOX_RETENTION",
-      reason: "must be at least 1d: Telegram redelivers an update for up to 24 hours, and one whose row is gone would be handled again"
-    }))
+    ? Effect.fail(
+      new InvalidConfig({
+        variable: "INBOX_RETENTION",
+        reason: "must be at least 1d: Telegram redelivers an update for up to 24 hours, and one whose row is gone would be handled again"
+      })
+    )
     : Effect.succeed(period)
 }))
 
@@ -259,7 +275,11 @@ export interface LogSettings {
 /** LOG_LEVEL (debug…fatal, any case; default info) and LOG_FORMAT (json or pretty). */
 export const logSettings: Effect.Effect<LogSettings, InvalidConfig> = Effect.gen(function*() {
   const levelExpected = "must be one of trace, debug, info, warn, error, fatal"
-  const level = yield* variable("LOG_LEVEL", Config.String("LOG_LEVEL").pipe(Config.map((text) => text.trim().toLowerCase())), levelExpected)
+  const level = yield* variable(
+    "LOG_LEVEL",
+    Config.String("LOG_LEVEL").pipe(Config.map((text) => text.trim().toLowerCase())),
+    levelExpected
+  )
     .pipe(Effect.flatMap(ensure("LOG_LEVEL", (text: string) => text in LOG_LEVELS, levelExpected)))
   const format = yield* variable("LOG_FORMAT", Config.Literals(["json", "pretty"], "LOG_FORMAT"), "must be json or pretty")
   return { level: Option.match(level, { onNone: () => "Info", onSome: (text) => LOG_LEVELS[text] ?? "Info" }), format }

@@ -13,8 +13,7 @@ const read = (file: string) => fs.readFileSync(`${root}${file}`, "utf8")
 
 type Dict = Record<string, unknown>
 
-const isDict = (value: unknown): value is Dict =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
+const isDict = (value: unknown): value is Dict => typeof value === "object" && value !== null && !Array.isArray(value)
 
 const dict = (value: unknown, where: string): Dict => {
   if (!isDict(value)) throw new Error(`${where} must be a mapping`)
@@ -209,9 +208,12 @@ describe("installs", () => {
   const lock = () => dict(dict(JSON.parse(read("package-lock.json")), "package-lock.json")["packages"], "packages")
 
   it("CI and the Dockerfile install with npm ci, never npm install", () => {
-    const commands = [...read(".ci/run").split(/\r?\n/).filter((line) => !line.trim().startsWith("#")), ...dockerfile().stages.flatMap(
-      (stage) => stage.body.filter((i) => i.keyword === "RUN").map((i) => i.args)
-    )]
+    const commands = [
+      ...read(".ci/run").split(/\r?\n/).filter((line) => !line.trim().startsWith("#")),
+      ...dockerfile().stages.flatMap(
+        (stage) => stage.body.filter((i) => i.keyword === "RUN").map((i) => i.args)
+      )
+    ]
     assert.isTrue(commands.some((line) => /\bnpm ci\b/.test(line)), "npm ci")
     for (const line of commands) assert.notMatch(line, /\bnpm (install|i)\b/, line)
   })

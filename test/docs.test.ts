@@ -24,12 +24,16 @@ describe("README", () => {
 
   it("every file it names and every relative link exists", () => {
     const text = read("README.md")
-    const named = [...text.matchAll(/`((?:src|test|bench|\.ci)\/[A-Za-z0-9_./-]+|[A-Za-z0-9_-]+\.(?:yaml|json|md|example))`/g)].map((m) => m[1]!)
+    const named = [...text.matchAll(/`((?:src|test|bench|\.ci)\/[A-Za-z0-9_./-]+|[A-Za-z0-9_-]+\.(?:yaml|json|md|example))`/g)].map((m) =>
+      m[1]!
+    )
     const linked = [...text.matchAll(/\]\((?!https?:)([^)#]+)/g)].map((m) => m[1]!)
     assert.isAbove(named.length, 10)
     // Written by runs, not part of the repository.
     const outputs = new Set(["bench/results/"])
-    for (const path of [...named, ...linked].filter((p) => !outputs.has(p))) assert.isTrue(fs.existsSync(`${root}${path}`), `${path} does not exist`)
+    for (const path of [...named, ...linked].filter((p) => !outputs.has(p))) {
+      assert.isTrue(fs.existsSync(`${root}${path}`), `${path} does not exist`)
+    }
   })
 
   it("documents every variable the configuration reads", () => {

@@ -62,85 +62,94 @@ export class Bot extends Context.Service<Bot, {
   readonly me: Effect.Effect<UserFromGetMe, HandlerFailure>
 }>()("steadfast/bot/Bot") {
   static readonly layerWith = (definition: BotDefinition) =>
-    Layer.effect(Bot, Effect.gen(function*() {
-      const sql = yield* SqlClient
-      const botApi = yield* BotApi
-      const config = yield* AppConfig
-      const entries = definition.map((entry, index) =>
-        isHandler(entry)
-          ? entry
-          : { name: `grammy#${index}`, middleware: (entry.middleware() as unknown as MiddlewareFn<SteadfastContext>) })
+    Layer.effect(
+      Bot,
+      Effect.gen(function*() {
+        const sql = yield* SqlClient
+        const botApi = yield* BotApi
+        const config = yield* AppConfig
+        const entries = definition.map((entry, index) =>
+          isHandler(entry)
+            ? entry
+            : { name: `grammy#${index}`, middleware: entry.middleware() as unknown as MiddlewareFn<SteadfastContext> }
+        )
 
-      // One getMe at a time: updates arriving while it is asked wait for that answer instead of
-      // asking again; a failure is not kept, so the next update asks anew.
-      const cachedMe = yield* Ref.make(Option.none<UserFromGetMe>())
-      const fetching = yield* Semaphore.make(1)
-      const fetchMe = Effect.flatMap(Ref.get(cachedMe), Option.match({
-        onSome: Effect.succeed,
-        onNone: () =>
-          botApi.call("getMe").pipe(
-            Effect.tap((user) => Ref.set(cachedMe, Option.some(user))),
-            Effect.mapError((error) => new HandlerFailure({ reason: `getMe: ${error.message}` }))
-          )
-      }))
-      const me = Effect.flatMap(Ref.get(cachedMe), Option.match({ onSome: Effect.succeed, onNone: () => fetching.withPermit(fetchMe) }))
-      // Commands addressed to another bot are told apart by our username: ask for it once, now.
-      yield* Effect.forkScoped(me.pipe(Effect.catchCause((cause) => Effect.logWarning("getMe failed at start; asked again on the first update", cause))))
+        // One getMe at a time: updates arriving while it is asked wait for that answer instead of
+        // asking again; a failure is not kept, so the next update asks anew.
+        const cachedMe = yield* Ref.make(Option.none<UserFromGetMe>())
+        const fetching = yield* Semaphore.make(1)
+        const fetchMe = Effect.flatMap(
+          Ref.get(cachedMe),
+          Option.match({
+            onSome: Effect.succeed,
+            onNone: () =>
+              botApi.call("getMe").pipe(
+                Effect.tap((user) => Ref.set(cachedMe, Option.some(user))),
+                Effect.mapError((error) => new HandlerFailure({ reason: `getMe: ${error.message}` }))
+              )
+          })
+        )
+        const me = Effect.flatMap(Ref.get(cachedMe), Option.match({ onSome: Effect.succeed, onNone: () => fetching.withPermit(fetchMe) }))
+        // Commands addressed to another bot are told apart by our username: ask for it once, now.
+        yield* Effect.forkScoped(
+          me.pipe(Effect.catchCause((cause) => Effect.logWarning("getMe failed at start; asked again on the first update", cause)))
+        )
 
-      const handle = Effect.fnUntraced(function*(updateId: number, kind: string, payload: unknown) {
-        if (!isUpdateKind(kind)) return SKIPPED
-        const reason = invalidReason(kind, payload)
-        if (reason !== undefined) return yield* new InvalidUpdate({ reason: `update ${updateId}: ${reason}` })
-        // Checked above for what the pipeline needs; handlers get everything Telegram sent.
-        const update = payload as Update
-        const bot = yield* me
-        const chatKey = chatKeyOf(payload, kind)
-        const chatId = chatIdOf(update)
-        // The update's unit of work provides its own client (statements in its transaction); the
-        // layer's one is the same pool, for a caller that provides none.
-        const unitSql = Option.getOrElse(yield* Effect.serviceOption(SqlClient), () => sql)
+        const handle = Effect.fnUntraced(function*(updateId: number, kind: string, payload: unknown) {
+          if (!isUpdateKind(kind)) return SKIPPED
+          const reason = invalidReason(kind, payload)
+          if (reason !== undefined) return yield* new InvalidUpdate({ reason: `update ${updateId}: ${reason}` })
+          // Checked above for what the pipeline needs; handlers get everything Telegram sent.
+          const update = payload as Update
+          const bot = yield* me
+          const chatKey = chatKeyOf(payload, kind)
+          const chatId = chatIdOf(update)
+          // The update's unit of work provides its own client (statements in its transaction); the
+          // layer's one is the same pool, for a caller that provides none.
+          const unitSql = Option.getOrElse(yield* Effect.serviceOption(SqlClient), () => sql)
 
-        // Buffered, then written by the same statement that finishes the update (one round trip).
-        const calls: Array<OutgoingCall> = []
-        const queue = (method: string, callPayload: object, key?: string) =>
-          Effect.map(currentTraceparent, (traceparent) =>
-            void calls.push({
-              chatKey: key ?? chatIdKey(callPayload) ?? chatKey,
-              method,
-              payload: safePayload(method, callPayload),
-              traceparent
-            }))
-        const context: HandlerContext = {
-          update,
-          me: bot,
-          chatKey,
-          chatId,
-          call: (method, callPayload, key) => queue(method, callPayload, key),
-          reply: (text, other) =>
-            chatId === undefined
-              ? Effect.die(new Error(`update ${updateId} has no chat to reply to`))
-              : queue("sendMessage", { ...other, chat_id: chatId, text })
-        }
-
-        for (const entry of entries) {
-          if ("handle" in entry) {
-            if (!entry.matches(update, bot)) continue
-            yield* entry.handle(context).pipe(
-              Effect.provideService(SqlClient, unitSql),
-              Effect.provideService(BotApi, botApi),
-              Effect.provideService(AppConfig, config)
-            )
-            return { status: "done", handler: entry.name, calls } satisfies HandleResult
+          // Buffered, then written by the same statement that finishes the update (one round trip).
+          const calls: Array<OutgoingCall> = []
+          const queue = (method: string, callPayload: object, key?: string) =>
+            Effect.map(currentTraceparent, (traceparent) =>
+              void calls.push({
+                chatKey: key ?? chatIdKey(callPayload) ?? chatKey,
+                method,
+                payload: safePayload(method, callPayload),
+                traceparent
+              }))
+          const context: HandlerContext = {
+            update,
+            me: bot,
+            chatKey,
+            chatId,
+            call: (method, callPayload, key) => queue(method, callPayload, key),
+            reply: (text, other) =>
+              chatId === undefined
+                ? Effect.die(new Error(`update ${updateId} has no chat to reply to`))
+                : queue("sendMessage", { ...other, chat_id: chatId, text })
           }
-          const handled = yield* runGrammy(entry.middleware, { update, me: bot, queue }).pipe(
-            Effect.provideService(SqlClient, unitSql),
-            Effect.provideService(BotApi, botApi)
-          )
-          if (handled) return { status: "done", handler: entry.name, calls } satisfies HandleResult
-        }
-        // Nothing took it; calls queued by middleware that then passed it on are still sent.
-        return calls.length === 0 ? SKIPPED : { status: "done", handler: undefined, calls } satisfies HandleResult
+
+          for (const entry of entries) {
+            if ("handle" in entry) {
+              if (!entry.matches(update, bot)) continue
+              yield* entry.handle(context).pipe(
+                Effect.provideService(SqlClient, unitSql),
+                Effect.provideService(BotApi, botApi),
+                Effect.provideService(AppConfig, config)
+              )
+              return { status: "done", handler: entry.name, calls } satisfies HandleResult
+            }
+            const handled = yield* runGrammy(entry.middleware, { update, me: bot, queue }).pipe(
+              Effect.provideService(SqlClient, unitSql),
+              Effect.provideService(BotApi, botApi)
+            )
+            if (handled) return { status: "done", handler: entry.name, calls } satisfies HandleResult
+          }
+          // Nothing took it; calls queued by middleware that then passed it on are still sent.
+          return calls.length === 0 ? SKIPPED : { status: "done", handler: undefined, calls } satisfies HandleResult
+        })
+        return Bot.of({ handle, me })
       })
-      return Bot.of({ handle, me })
-    }))
+    )
 }

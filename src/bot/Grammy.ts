@@ -136,9 +136,11 @@ export const runGrammy = Effect.fnUntraced(function*(middleware: MiddlewareFn<St
           return Promise.resolve()
         }))),
     catch: (error) =>
-      error instanceof SqlError && isInfrastructureError(error) ? error
-      : error instanceof GrammyError && error.error_code === 503 && unreachable !== undefined ? unreachable
-      : new HandlerFailure({ reason: error instanceof Error ? `${error.name}: ${error.message}` : String(error) })
+      error instanceof SqlError && isInfrastructureError(error) ?
+        error
+        : error instanceof GrammyError && error.error_code === 503 && unreachable !== undefined ?
+        unreachable
+        : new HandlerFailure({ reason: error instanceof Error ? `${error.name}: ${error.message}` : String(error) })
   })
   return !fellThrough
 })

@@ -101,5 +101,4 @@ export const isForAnotherBot = (update: Update, me: UserFromGetMe): boolean => {
   return to !== undefined && to !== me.username.toLowerCase()
 }
 
-export const commandArgument = (update: Update): string =>
-  (update.message?.text ?? "").trimStart().replace(/^\S+\s*/, "").trim()
+export const commandArgument = (update: Update): string => (update.message?.text ?? "").trimStart().replace(/^\S+\s*/, "").trim()

@@ -73,7 +73,6 @@ export interface PoolStats {
   readonly timeouts: number
 }
 
-
 /**
  * The PostgreSQL pool and its admission gate. `@effect/sql-pg` keeps its pool private and
  * lets callers wait forever, so every use of a connection passes a semaphore sized to the pool:
@@ -154,14 +153,20 @@ export class Database extends Context.Service<Database, {
     })
     // The share's permit goes back if the wait for the pool's is interrupted (timed out).
     const take = (share: Semaphore.Semaphore | undefined) =>
-      share === undefined ? takePool : Effect.uninterruptibleMask((restore) =>
-        Effect.andThen(restore(share.take(1)), restore(takePool).pipe(Effect.onInterrupt(() => share.release(1)))))
+      share === undefined ?
+        takePool :
+        Effect.uninterruptibleMask((restore) =>
+          Effect.andThen(restore(share.take(1)), restore(takePool).pipe(Effect.onInterrupt(() => share.release(1))))
+        )
 
     // Free permits are taken at once: no timer, no race, on the common path.
     const takeIfFree = (share: Semaphore.Semaphore | undefined) =>
-      share === undefined ? gate.takeIfAvailable(1) : Effect.flatMap(share.takeIfAvailable(1), (shared) =>
-        !shared ? Effect.succeed(false) : Effect.flatMap(gate.takeIfAvailable(1), (pooled) =>
-          pooled ? Effect.succeed(true) : Effect.as(share.release(1), false)))
+      share === undefined ?
+        gate.takeIfAvailable(1) :
+        Effect.flatMap(share.takeIfAvailable(1), (shared) =>
+          !shared ?
+            Effect.succeed(false) :
+            Effect.flatMap(gate.takeIfAvailable(1), (pooled) => pooled ? Effect.succeed(true) : Effect.as(share.release(1), false)))
 
     // Interruptible while waiting; once a permit is taken the release is guaranteed.
     const acquire = (wait: Duration.Input | undefined, workload: Workload) =>
@@ -171,24 +176,26 @@ export class Database extends Context.Service<Database, {
         const share = shares[workload]
         return Effect.flatMap(takeIfFree(share), (taken): Effect.Effect<Option.Option<unknown>> =>
           taken ? Effect.succeedSome(undefined) : Effect.timeoutOption(take(share), waitMs)).pipe(
-          Effect.flatMap(Option.match({
-            onNone: () =>
-              Effect.suspend(() => {
-                timeouts++
-                return Effect.andThen(
-                  Metric.update(Metrics.connectionTimeouts, 1),
-                  Effect.fail(new PoolTimeout({ waitedMs: waitMs }))
-                )
-              }),
-            onSome: () =>
-              Effect.suspend(() => {
-                used++
-                const acquiredAt = performance.now()
-                return Effect.as(Metric.update(Metrics.connectionWaitTime, (acquiredAt - startedAt) / 1000), acquiredAt)
-              })
-          })),
-          Effect.onExit(() => publish)
-        )
+            Effect.flatMap(Option.match({
+              onNone: () =>
+                Effect.suspend(() => {
+                  timeouts++
+                  return Effect.andThen(
+                    Metric.update(Metrics.connectionTimeouts, 1),
+                    Effect.fail(new PoolTimeout({ waitedMs: waitMs }))
+                  )
+                }),
+              onSome: () =>
+                Effect.suspend(() => {
+                  used++
+                  const acquiredAt = performance.now()
+                  return Effect.as(Metric.update(Metrics.connectionWaitTime, (acquiredAt - startedAt) / 1000), acquiredAt)
+                })
+            })),
+            Effect.onExit(() =>
+              publish
+            )
+          )
       })
     const release = (acquiredAt: number, workload: Workload) =>
       Effect.andThen(
@@ -207,7 +214,9 @@ export class Database extends Context.Service<Database, {
       sql,
       withConnection: (effect, wait, workload = "background") => withSlot(withLimit(effect, workload), wait, workload),
       transaction: (effect, wait) => withSlot(sql.withTransaction(effect), wait, "handler"),
-      holdConnection: Effect.asVoid(Effect.acquireRelease(acquire(undefined, "background"), (acquiredAt) => release(acquiredAt, "background"))),
+      holdConnection: Effect.asVoid(
+        Effect.acquireRelease(acquire(undefined, "background"), (acquiredAt) => release(acquiredAt, "background"))
+      ),
       stats: Effect.sync(() => ({ max, used, idle: max - used, pending, timeouts }))
     })
   })
@@ -216,7 +225,11 @@ export class Database extends Context.Service<Database, {
    * Pool on `url` with migrations applied. `statementTimeout` is every session's default
    * `statement_timeout` (set at connect, so it costs no round trip).
    */
-  static readonly layerUrl = (url: Redacted.Redacted<string>, max: number, options: { readonly statementTimeout?: Duration.Input } = {}) => {
+  static readonly layerUrl = (
+    url: Redacted.Redacted<string>,
+    max: number,
+    options: { readonly statementTimeout?: Duration.Input } = {}
+  ) => {
     const parsed = new URL(Redacted.value(url))
     const sessionLimitMs = options.statementTimeout === undefined
       ? undefined
@@ -261,6 +274,7 @@ export class Database extends Context.Service<Database, {
    * The pool on the configured database. Sessions default to the handlers' statement limit;
    * workloads with a shorter one set theirs per transaction.
    */
-  static readonly layer = Layer.unwrap(Effect.map(AppConfig, (config) =>
-    Database.layerTarget(config.database, config.dbPoolMax, { statementTimeout: config.updateTimeout })))
+  static readonly layer = Layer.unwrap(
+    Effect.map(AppConfig, (config) => Database.layerTarget(config.database, config.dbPoolMax, { statementTimeout: config.updateTimeout }))
+  )
 }

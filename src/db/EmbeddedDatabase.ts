@@ -71,40 +71,46 @@ export class EmbeddedDatabase extends Context.Service<EmbeddedDatabase, {
 }>()("steadfast/db/EmbeddedDatabase") {
   /** Starts the server on a free port with its data kept in `dataDir`; the layer's finalizer stops it. */
   static readonly layer = (dataDir = EMBEDDED_DATA_DIR) =>
-    Layer.effect(EmbeddedDatabase, Effect.gen(function*() {
-      const EmbeddedPostgres = yield* loadEmbeddedPostgres
-      const databaseDir = resolve(dataDir)
-      yield* checkReachableAsPostgres(databaseDir)
-      const port = yield* freePort
-      const postgres = new EmbeddedPostgres({
-        databaseDir,
-        port,
-        user: "steadfast",
-        password: "steadfast",
-        persistent: true,
-        createPostgresUser: process.getuid?.() === 0,
-        onLog: () => {},
-        onError: () => {}
-      })
-      if (!existsSync(join(databaseDir, "PG_VERSION"))) {
-        yield* Effect.tryPromise({
-          try: () => postgres.initialise(),
-          catch: (cause) => new EmbeddedDatabaseError({ reason: `initdb failed in ${databaseDir}: ${String(cause).split("\n")[0]}` })
+    Layer.effect(
+      EmbeddedDatabase,
+      Effect.gen(function*() {
+        const EmbeddedPostgres = yield* loadEmbeddedPostgres
+        const databaseDir = resolve(dataDir)
+        yield* checkReachableAsPostgres(databaseDir)
+        const port = yield* freePort
+        const postgres = new EmbeddedPostgres({
+          databaseDir,
+          port,
+          user: "steadfast",
+          password: "steadfast",
+          persistent: true,
+          createPostgresUser: process.getuid?.() === 0,
+          onLog: () => {},
+          onError: () => {}
         })
-      }
-      yield* Effect.acquireRelease(
-        Effect.tryPromise({
-          try: () => postgres.start(),
-          catch: (cause) =>
-            new EmbeddedDatabaseError({
-              reason: `could not start embedded PostgreSQL in ${databaseDir} (is another instance using it?): ${String(cause).split("\n")[0]}`
-            })
-        }),
-        () => Effect.promise(() => postgres.stop()).pipe(Effect.ignoreCause, Effect.andThen(Effect.logInfo("embedded PostgreSQL stopped")))
-      )
-      yield* Effect.logInfo(`embedded PostgreSQL running on 127.0.0.1:${port} with data in ${dataDir}`)
-      return EmbeddedDatabase.of({ url: Redacted.make(`postgres://steadfast:steadfast@127.0.0.1:${port}/postgres`) })
-    }))
+        if (!existsSync(join(databaseDir, "PG_VERSION"))) {
+          yield* Effect.tryPromise({
+            try: () => postgres.initialise(),
+            catch: (cause) => new EmbeddedDatabaseError({ reason: `initdb failed in ${databaseDir}: ${String(cause).split("\n")[0]}` })
+          })
+        }
+        yield* Effect.acquireRelease(
+          Effect.tryPromise({
+            try: () => postgres.start(),
+            catch: (cause) =>
+              new EmbeddedDatabaseError({
+                reason: `could not start embedded PostgreSQL in ${databaseDir} (is another instance using it?): ${
+                  String(cause).split("\n")[0]
+                }`
+              })
+          }),
+          () =>
+            Effect.promise(() => postgres.stop()).pipe(Effect.ignoreCause, Effect.andThen(Effect.logInfo("embedded PostgreSQL stopped")))
+        )
+        yield* Effect.logInfo(`embedded PostgreSQL running on 127.0.0.1:${port} with data in ${dataDir}`)
+        return EmbeddedDatabase.of({ url: Redacted.make(`postgres://steadfast:steadfast@127.0.0.1:${port}/postgres`) })
+      })
+    )
 }
 
 const freePort = Effect.callback<number, EmbeddedDatabaseError>((resume) => {

@@ -3,7 +3,8 @@ import type { SqlError } from "effect/sql/SqlError"
 // JSON that PostgreSQL's jsonb refuses although JavaScript accepts it: the escape `\u0000`
 // and escaped surrogates that do not form a pair. (Raw lone surrogates cannot arrive in a UTF-8
 // body, but JSON.stringify escapes them, so they reach the database in this form too.)
-const SUSPECT_ESCAPE = /\\u0000|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}/
+const SUSPECT_ESCAPE =
+  /\\u0000|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}/
 
 // NUL, and a surrogate half with no partner next to it.
 // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is one of the characters jsonb refuses
@@ -27,8 +28,7 @@ const storableValue = (value: unknown): unknown => {
  * JSON text that jsonb accepts, for text JSON.parse accepts: unchanged (and not re-parsed) in the
  * usual case, otherwise re-serialised with NUL and unpaired surrogates replaced by U+FFFD.
  */
-export const storableJson = (json: string): string =>
-  SUSPECT_ESCAPE.test(json) ? JSON.stringify(storableValue(JSON.parse(json))) : json
+export const storableJson = (json: string): string => SUSPECT_ESCAPE.test(json) ? JSON.stringify(storableValue(JSON.parse(json))) : json
 
 /** A value to be stored as jsonb, with what jsonb cannot hold replaced by U+FFFD. */
 export const storableJsonValue = <A>(value: A): A => storableValue(value) as A

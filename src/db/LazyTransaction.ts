@@ -35,7 +35,8 @@ export const lazyTransaction = <A, E, R>(
         connection !== undefined ? Effect.succeed(connection) : Effect.map(Scope.provide(sql.reserve, scope), (reserved) => {
           connection = reserved
           return reserved
-        }))
+        })
+      )
       const begin: Effect.Effect<Connection, SqlError> = Effect.suspend(() =>
         began || autocommit
           ? reserve
@@ -43,7 +44,8 @@ export const lazyTransaction = <A, E, R>(
             Effect.map(reserved.executeUnprepared("BEGIN", [], undefined), () => {
               began = true
               return reserved
-            })))
+            }))
+      )
 
       const lazy: Connection = {
         execute: (statement, params, transform) => Effect.flatMap(begin, (c) => c.execute(statement, params, transform)),
@@ -91,4 +93,5 @@ export const lazyTransaction = <A, E, R>(
         }),
         Effect.onExit((exit) => Scope.close(scope, exit))
       )
-    }))
+    })
+  )

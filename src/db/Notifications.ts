@@ -23,30 +23,33 @@ export class Notifications extends Context.Service<Notifications, {
   readonly inbox: Wakeup
   readonly outbox: Wakeup
 }>()("steadfast/db/Notifications") {
-  static readonly layer = Layer.effect(Notifications, Effect.gen(function*() {
-    const db = yield* Database
-    const pg = yield* PgClient.PgClient
-    const inbox = yield* makeWakeup
-    const outbox = yield* makeWakeup
+  static readonly layer = Layer.effect(
+    Notifications,
+    Effect.gen(function*() {
+      const db = yield* Database
+      const pg = yield* PgClient.PgClient
+      const inbox = yield* makeWakeup
+      const outbox = yield* makeWakeup
 
-    const listen = Effect.scoped(Effect.gen(function*() {
-      yield* db.holdConnection
-      const queue = yield* pg.listen(NOTIFY_CHANNEL)
-      // Work may have arrived while we were not listening.
-      yield* inbox.signal
-      yield* outbox.signal
-      while (true) {
-        const notification = yield* Queue.take(queue)
-        yield* notification.payload === "outbox" ? outbox.signal : inbox.signal
-      }
-    }))
-    yield* listen.pipe(
-      Effect.tapCause((cause) => Effect.logWarning("LISTEN connection lost; polling until it is back", cause)),
-      Effect.retry(Schedule.min([Schedule.exponential("200 millis"), Schedule.spaced("5 seconds")])),
-      Effect.forkScoped
-    )
-    return Notifications.of({ inbox, outbox })
-  }))
+      const listen = Effect.scoped(Effect.gen(function*() {
+        yield* db.holdConnection
+        const queue = yield* pg.listen(NOTIFY_CHANNEL)
+        // Work may have arrived while we were not listening.
+        yield* inbox.signal
+        yield* outbox.signal
+        while (true) {
+          const notification = yield* Queue.take(queue)
+          yield* notification.payload === "outbox" ? outbox.signal : inbox.signal
+        }
+      }))
+      yield* listen.pipe(
+        Effect.tapCause((cause) => Effect.logWarning("LISTEN connection lost; polling until it is back", cause)),
+        Effect.retry(Schedule.min([Schedule.exponential("200 millis"), Schedule.spaced("5 seconds")])),
+        Effect.forkScoped
+      )
+      return Notifications.of({ inbox, outbox })
+    })
+  )
 }
 
 export const pollInterval = Duration.seconds(1)

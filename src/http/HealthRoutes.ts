@@ -27,8 +27,7 @@ const PROBE_TTL = Duration.seconds(1)
 /** A webhook delivery error newer than this makes the telegram:webhook check warn. */
 const RECENT_WEBHOOK_ERROR_SECONDS = 600
 
-const worst = (statuses: ReadonlyArray<Status>): Status =>
-  statuses.includes("fail") ? "fail" : statuses.includes("warn") ? "warn" : "pass"
+const worst = (statuses: ReadonlyArray<Status>): Status => statuses.includes("fail") ? "fail" : statuses.includes("warn") ? "warn" : "pass"
 
 const health = (
   body: { readonly status: Status; readonly checks: Record<string, ReadonlyArray<Check>> },
@@ -77,52 +76,61 @@ export const HealthRoutes = HttpRouter.use(Effect.fn(function*(router) {
     PROBE_TTL
   )
 
-  yield* router.add("GET", "/health", Effect.gen(function*() {
-    if (lifecycle.isDraining()) return health({ status: "fail", checks: {} }, { connection: "close" })
-    const nowMillis = yield* Clock.currentTimeMillis
-    const time = DateTime.formatIso(DateTime.makeUnsafe(nowMillis))
+  yield* router.add(
+    "GET",
+    "/health",
+    Effect.gen(function*() {
+      if (lifecycle.isDraining()) return health({ status: "fail", checks: {} }, { connection: "close" })
+      const nowMillis = yield* Clock.currentTimeMillis
+      const time = DateTime.formatIso(DateTime.makeUnsafe(nowMillis))
 
-    const probed = yield* probe
-    const probedAt = DateTime.formatIso(DateTime.makeUnsafe(probed.at))
-    const pool = yield* db.stats
-    const report = yield* webhook.report
+      const probed = yield* probe
+      const probedAt = DateTime.formatIso(DateTime.makeUnsafe(probed.at))
+      const pool = yield* db.stats
+      const report = yield* webhook.report
 
-    const checks: Record<string, ReadonlyArray<Check>> = {
-      "postgres:responseTime": [Option.match(probed.backlog, {
-        onNone: () => ({ status: "fail" as const, time: probedAt, output: "PostgreSQL did not answer in time" }),
-        onSome: ([elapsed]) => ({ observedValue: Duration.toMillis(elapsed), observedUnit: "ms", status: "pass" as const, time: probedAt })
-      })],
-      "postgres:connections": [{
-        observedValue: { used: pool.used, idle: pool.idle, max: pool.max, pending: pool.pending },
-        status: pool.pending > 0 ? "warn" : "pass",
-        time
-      }],
-      ...Option.match(probed.backlog, {
-        onNone: () => ({
-          "inbox:backlog": [{ status: "fail" as const, time: probedAt, output: "inbox not readable in time" }],
-          "inbox:dead": [{ status: "fail" as const, time: probedAt, output: "inbox not readable in time" }]
+      const checks: Record<string, ReadonlyArray<Check>> = {
+        "postgres:responseTime": [Option.match(probed.backlog, {
+          onNone: () => ({ status: "fail" as const, time: probedAt, output: "PostgreSQL did not answer in time" }),
+          onSome: ([elapsed]) => ({
+            observedValue: Duration.toMillis(elapsed),
+            observedUnit: "ms",
+            status: "pass" as const,
+            time: probedAt
+          })
+        })],
+        "postgres:connections": [{
+          observedValue: { used: pool.used, idle: pool.idle, max: pool.max, pending: pool.pending },
+          status: pool.pending > 0 ? "warn" : "pass",
+          time
+        }],
+        ...Option.match(probed.backlog, {
+          onNone: () => ({
+            "inbox:backlog": [{ status: "fail" as const, time: probedAt, output: "inbox not readable in time" }],
+            "inbox:dead": [{ status: "fail" as const, time: probedAt, output: "inbox not readable in time" }]
+          }),
+          onSome: ([, b]) => ({
+            "inbox:backlog": [{
+              observedValue: { pending: b.pending, oldestSeconds: Math.round(b.oldestSeconds), outboxPending: b.outbox },
+              status: b.oldestSeconds > backlogWarnSeconds ? "warn" as const : "pass" as const,
+              time: probedAt,
+              ...(b.oldestSeconds > backlogWarnSeconds ? { output: `oldest pending update is over ${backlogWarnSeconds} s old` } : {})
+            }],
+            "inbox:dead": [{
+              observedValue: b.dead,
+              status: b.dead > 0 ? "warn" as const : "pass" as const,
+              time: probedAt,
+              ...(b.dead > 0 ? { output: "dead-lettered updates need attention (npm run ops -- stats)" } : {})
+            }]
+          })
         }),
-        onSome: ([, b]) => ({
-          "inbox:backlog": [{
-            observedValue: { pending: b.pending, oldestSeconds: Math.round(b.oldestSeconds), outboxPending: b.outbox },
-            status: b.oldestSeconds > backlogWarnSeconds ? "warn" as const : "pass" as const,
-            time: probedAt,
-            ...(b.oldestSeconds > backlogWarnSeconds ? { output: `oldest pending update is over ${backlogWarnSeconds} s old` } : {})
-          }],
-          "inbox:dead": [{
-            observedValue: b.dead,
-            status: b.dead > 0 ? "warn" as const : "pass" as const,
-            time: probedAt,
-            ...(b.dead > 0 ? { output: "dead-lettered updates need attention (npm run ops -- stats)" } : {})
-          }]
-        })
-      }),
-      ...(webhook.applicable ? { "telegram:webhook": [webhookCheck(report, nowMillis, time)] } : {}),
-      "process:uptime": [{ observedValue: Math.round(process.uptime()), observedUnit: "s", status: "pass", time }],
-      "process:memory": [{ observedValue: process.memoryUsage().rss, observedUnit: "bytes", status: "pass", time }]
-    }
-    return health({ status: worst(Object.values(checks).flatMap((list) => list.map((check) => check.status))), checks })
-  }))
+        ...(webhook.applicable ? { "telegram:webhook": [webhookCheck(report, nowMillis, time)] } : {}),
+        "process:uptime": [{ observedValue: Math.round(process.uptime()), observedUnit: "s", status: "pass", time }],
+        "process:memory": [{ observedValue: process.memoryUsage().rss, observedUnit: "bytes", status: "pass", time }]
+      }
+      return health({ status: worst(Object.values(checks).flatMap((list) => list.map((check) => check.status))), checks })
+    })
+  )
 }))
 
 const webhookCheck = (report: Option.Option<WebhookReport>, nowMillis: number, time: string): Check =>

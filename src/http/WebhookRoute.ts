@@ -22,8 +22,7 @@ const decodeEnvelope = Schema.decodeUnknownEffect(UpdateEnvelope)
 const answer = (status: number, description: string, headers: Record<string, string> = {}) =>
   HttpServerResponse.jsonUnsafe({ ok: status === 200, description }, { status, headers })
 
-const unavailable = (description: string) =>
-  answer(503, description, { "retry-after": String(RETRY_AFTER_SECONDS) })
+const unavailable = (description: string) => answer(503, description, { "retry-after": String(RETRY_AFTER_SECONDS) })
 
 /** Compares secrets in time independent of where they differ (hashing first also hides the length). */
 const sameSecret = (given: string, expected: string) =>
@@ -40,60 +39,69 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
   const lifecycle = yield* Lifecycle
   const secret = Option.map(config.webhookSecret, Redacted.value)
 
-  yield* router.add("POST", "/webhook", Effect.gen(function*() {
-    // `connection: close` so a keep-alive client does not hold the draining server open.
-    if (lifecycle.isDraining()) return answer(503, "shutting down", { "retry-after": String(RETRY_AFTER_SECONDS), connection: "close" })
-    const request = yield* HttpServerRequest.HttpServerRequest
-    if (Option.isSome(secret)) {
-      const given = request.headers["x-telegram-bot-api-secret-token"]
-      if (given === undefined || !sameSecret(given, secret.value)) return answer(401, "missing or wrong secret token")
-    }
-    const contentType = (request.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase()
-    if (contentType !== "application/json") return answer(415, "content type must be application/json")
-    const declaredLength = Number(request.headers["content-length"] ?? "0")
-    if (declaredLength > MAX_BODY_BYTES) return answer(413, `body larger than ${MAX_BODY_BYTES} bytes`)
+  yield* router.add(
+    "POST",
+    "/webhook",
+    Effect.gen(function*() {
+      // `connection: close` so a keep-alive client does not hold the draining server open.
+      if (lifecycle.isDraining()) return answer(503, "shutting down", { "retry-after": String(RETRY_AFTER_SECONDS), connection: "close" })
+      const request = yield* HttpServerRequest.HttpServerRequest
+      if (Option.isSome(secret)) {
+        const given = request.headers["x-telegram-bot-api-secret-token"]
+        if (given === undefined || !sameSecret(given, secret.value)) return answer(401, "missing or wrong secret token")
+      }
+      const contentType = (request.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase()
+      if (contentType !== "application/json") return answer(415, "content type must be application/json")
+      const declaredLength = Number(request.headers["content-length"] ?? "0")
+      if (declaredLength > MAX_BODY_BYTES) return answer(413, `body larger than ${MAX_BODY_BYTES} bytes`)
 
-    const body = yield* request.text.pipe(
-      Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(MAX_BODY_BYTES)),
-      Effect.map((text) => ({ text })),
-      Effect.catchTag("HttpServerError", (error) =>
-        Effect.succeed(
-          error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
-            ? answer(413, `body larger than ${MAX_BODY_BYTES} bytes`)
-            : answer(400, "could not read the body")
-        ))
-    )
-    if (!("text" in body)) return body
-    const envelope = yield* Effect.option(decodeEnvelope(body.text))
-    if (Option.isNone(envelope)) return answer(400, "body must be a JSON object with an integer update_id")
+      const body = yield* request.text.pipe(
+        Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(MAX_BODY_BYTES)),
+        Effect.map((text) => ({ text })),
+        Effect.catchTag("HttpServerError", (error) =>
+          Effect.succeed(
+            error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
+              ? answer(413, `body larger than ${MAX_BODY_BYTES} bytes`)
+              : answer(400, "could not read the body")
+          ))
+      )
+      if (!("text" in body)) return body
+      const envelope = yield* Effect.option(decodeEnvelope(body.text))
+      if (Option.isNone(envelope)) return answer(400, "body must be a JSON object with an integer update_id")
 
-    const update = envelope.value
-    const updateId = update.update_id
-    const kind = kindOf(update)
-    const json = storableJson(body.text)
-    const stored = yield* inbox.store({
-      updateId,
-      chatKey: chatKeyOf(update, kind),
-      kind,
-      json,
-      // What a handler run from memory gets: exactly what is stored.
-      payload: json === body.text ? update : JSON.parse(json),
-      skipped: kind === "unknown",
-      traceparent: yield* currentTraceparent
-    }).pipe(
-      Effect.tap((inserted) => inserted ? Metric.update(receivedByKind({ "telegram.update.kind": kind }), 1) : Effect.void),
-      Effect.timeoutOption(STORE_TIMEOUT),
-      Effect.map(Option.match({ onNone: () => "timeout" as const, onSome: () => "stored" as const })),
-      // Refused for its own data, it can never be stored: answering 503 would make Telegram
-      // redeliver it for a day, holding up its chat. Everything else may pass: 503.
-      Effect.catchTag("SqlError", (error) =>
-        isDataError(error)
-          ? Effect.as(Effect.logError(`update ${updateId} refused by PostgreSQL for its content (${refusalReason(error)}); answered 400`), "refused" as const)
-          : Effect.fail(error)),
-      Effect.catchCause((cause) => Effect.as(Effect.logWarning(`could not store update ${updateId}; answered 503`, cause), "failed" as const))
-    )
-    if (stored === "refused") return answer(400, "the update cannot be stored")
-    if (stored !== "stored") return unavailable("cannot store the update now; retry later")
-    return answer(200, "stored")
-  }))
+      const update = envelope.value
+      const updateId = update.update_id
+      const kind = kindOf(update)
+      const json = storableJson(body.text)
+      const stored = yield* inbox.store({
+        updateId,
+        chatKey: chatKeyOf(update, kind),
+        kind,
+        json,
+        // What a handler run from memory gets: exactly what is stored.
+        payload: json === body.text ? update : JSON.parse(json),
+        skipped: kind === "unknown",
+        traceparent: yield* currentTraceparent
+      }).pipe(
+        Effect.tap((inserted) => inserted ? Metric.update(receivedByKind({ "telegram.update.kind": kind }), 1) : Effect.void),
+        Effect.timeoutOption(STORE_TIMEOUT),
+        Effect.map(Option.match({ onNone: () => "timeout" as const, onSome: () => "stored" as const })),
+        // Refused for its own data, it can never be stored: answering 503 would make Telegram
+        // redeliver it for a day, holding up its chat. Everything else may pass: 503.
+        Effect.catchTag("SqlError", (error) =>
+          isDataError(error)
+            ? Effect.as(
+              Effect.logError(`update ${updateId} refused by PostgreSQL for its content (${refusalReason(error)}); answered 400`),
+              "refused" as const
+            )
+            : Effect.fail(error)),
+        Effect.catchCause((cause) =>
+          Effect.as(Effect.logWarning(`could not store update ${updateId}; answered 503`, cause), "failed" as const)
+        )
+      )
+      if (stored === "refused") return answer(400, "the update cannot be stored")
+      if (stored !== "stored") return unavailable("cannot store the update now; retry later")
+      return answer(200, "stored")
+    })
+  )
 }))

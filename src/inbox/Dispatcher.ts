@@ -26,12 +26,14 @@ export const retryBackoff = (base: Duration.Duration, attempt: number): Duration
 }
 
 /** A run that failed for lack of infrastructure is retried without counting toward MAX_ATTEMPTS. */
-const isInfrastructureFailure = (cause: Cause.Cause<unknown>): boolean =>
-  Option.exists(Cause.findErrorOption(cause), isInfrastructureError)
+const isInfrastructureFailure = (cause: Cause.Cause<unknown>): boolean => Option.exists(Cause.findErrorOption(cause), isInfrastructureError)
 
 /** The update cannot be handled whatever happens (it lacks what its kind requires): dead at once. */
 const isInvalidUpdate = (cause: Cause.Cause<unknown>): boolean =>
-  Option.exists(Cause.findErrorOption(cause), (error) => typeof error === "object" && error !== null && "_tag" in error && error._tag === "InvalidUpdate")
+  Option.exists(
+    Cause.findErrorOption(cause),
+    (error) => typeof error === "object" && error !== null && "_tag" in error && error._tag === "InvalidUpdate"
+  )
 
 const processedBy = Metrics.tagged(Metrics.updatesProcessed)
 
@@ -59,270 +61,277 @@ const stopped: Outcome = { _tag: "Stopped" }
  * so another instance (or the next start) takes it over.
  */
 export const Dispatcher = {
-  layer:
-    Layer.effectDiscard(Effect.gen(function*() {
-      const config = yield* AppConfig
-      const db = yield* Database
-      const inbox = yield* Inbox
-      const outbox = yield* Outbox
-      const bot = yield* Bot
-      const lifecycle = yield* Lifecycle
-      const instance = yield* Instance
-      const { inbox: wakeup } = yield* Notifications
-      const fiberDump = yield* FiberDump
-      const slots = yield* Semaphore.make(config.workerConcurrency)
+  layer: Layer.effectDiscard(Effect.gen(function*() {
+    const config = yield* AppConfig
+    const db = yield* Database
+    const inbox = yield* Inbox
+    const outbox = yield* Outbox
+    const bot = yield* Bot
+    const lifecycle = yield* Lifecycle
+    const instance = yield* Instance
+    const { inbox: wakeup } = yield* Notifications
+    const fiberDump = yield* FiberDump
+    const slots = yield* Semaphore.make(config.workerConcurrency)
 
-      // Chats running here, each with the updates leased to us that wait behind its running one, in
-      // update_id order. One fiber runs a chat's updates one after the other, in one slot.
-      const chats = new Map<string, Array<Claimed>>()
-      // Gives an update back to the table: at shutdown once (its lease expires if that fails), while
-      // running until it is done (see persistently).
-      const giveBack = (update: Claimed) => inbox.release(update).pipe(Effect.ignoreCause, Effect.ensuring(inbox.leases.release(update)))
-      const release = (update: Claimed) =>
-        persistently(inbox.release(update)).pipe(Effect.ignoreCause, Effect.ensuring(inbox.leases.release(update)))
-      // Runs after the workers are gone (finalizers run in reverse): what waited behind them goes back.
-      yield* Effect.addFinalizer(() =>
-        Effect.forEach([...chats.values()].flat(), giveBack, { discard: true }).pipe(Effect.ensuring(Effect.sync(() => chats.clear()))))
+    // Chats running here, each with the updates leased to us that wait behind its running one, in
+    // update_id order. One fiber runs a chat's updates one after the other, in one slot.
+    const chats = new Map<string, Array<Claimed>>()
+    // Gives an update back to the table: at shutdown once (its lease expires if that fails), while
+    // running until it is done (see persistently).
+    const giveBack = (update: Claimed) => inbox.release(update).pipe(Effect.ignoreCause, Effect.ensuring(inbox.leases.release(update)))
+    const release = (update: Claimed) =>
+      persistently(inbox.release(update)).pipe(Effect.ignoreCause, Effect.ensuring(inbox.leases.release(update)))
+    // Runs after the workers are gone (finalizers run in reverse): what waited behind them goes back.
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach([...chats.values()].flat(), giveBack, { discard: true }).pipe(Effect.ensuring(Effect.sync(() => chats.clear())))
+    )
 
-      const workers = yield* FiberSet.make<void>()
-      yield* Effect.addFinalizer(() =>
-        FiberSet.size(workers).pipe(
-          Effect.flatMap((running) =>
-            running === 0 ? Effect.void : Effect.logInfo(`waiting up to ${Duration.format(config.shutdownGrace)} for ${running} running update(s)`)
-          ),
-          Effect.andThen(Effect.timeoutOption(FiberSet.awaitEmpty(workers), config.shutdownGrace)),
-          Effect.flatMap(Option.match({
-            onSome: () => Effect.void,
-            onNone: () => Effect.logWarning("shutdown grace period over; interrupting running updates")
-          }))
+    const workers = yield* FiberSet.make<void>()
+    yield* Effect.addFinalizer(() =>
+      FiberSet.size(workers).pipe(
+        Effect.flatMap((running) =>
+          running === 0
+            ? Effect.void
+            : Effect.logInfo(`waiting up to ${Duration.format(config.shutdownGrace)} for ${running} running update(s)`)
+        ),
+        Effect.andThen(Effect.timeoutOption(FiberSet.awaitEmpty(workers), config.shutdownGrace)),
+        Effect.flatMap(Option.match({
+          onSome: () => Effect.void,
+          onNone: () => Effect.logWarning("shutdown grace period over; interrupting running updates")
+        }))
+      )
+    )
+
+    // The handler's writes, the update's `done` mark and its calls commit together. The finish is
+    // fenced by the lease: if another instance took the update over, it matches no row, this
+    // transaction rolls back, and the handler's writes never happened.
+    // The transaction begins with the handler's first statement: a handler that runs none costs
+    // one round trip, the finishing statement, in autocommit.
+    const runHandler = (update: Claimed) =>
+      lazyTransaction(db.sql, (transaction) =>
+        Effect.gen(function*() {
+          const result = yield* bot.handle(update.updateId, update.kind, update.payload)
+          // Lease the chat's next waiting update to us only when nothing of the chat queues here already.
+          const chain = !lifecycle.isDraining() && (chats.get(update.chatKey)?.length ?? 0) === 0
+          const finished = yield* transaction.last(inbox.finish(update, result.status, result.calls, yield* currentTraceId, chain))
+          if (Option.isNone(finished)) return yield* new LeaseLost()
+          return { result, finished: finished.value }
+        })).pipe((unit) => db.withConnection(unit, undefined, "handler"))
+
+    /** Runs one update. */
+    const process = (update: Claimed): Effect.Effect<Outcome> => {
+      // What a failed run left behind, set once it is recorded (the failure itself goes on to the span).
+      let failed: Outcome = stopped
+      return Effect.gen(function*() {
+        // The handler runs in a child fiber so that, on timeout, we can say what it was doing
+        // before interrupting it (interruption rolls its transaction back).
+        const handler = yield* Effect.forkChild(
+          runHandler(update).pipe(fiberDump.track(`handler of update ${update.updateId} (${update.kind})`)),
+          { startImmediately: true }
+        )
+        const outcome = yield* Fiber.await(handler).pipe(
+          Effect.timeoutOption(config.updateTimeout),
+          // On shutdown, roll the handler back before its lease is released. Outside the timeout,
+          // so a timed-out handler is still running when described.
+          Effect.onInterrupt(() => Fiber.interrupt(handler)),
+          Effect.trackDuration(Metrics.processingDuration, (duration) => Duration.toSeconds(duration))
+        )
+        if (Option.isNone(outcome)) {
+          const message = `timed out after ${Duration.format(config.updateTimeout)}`
+          yield* Effect.logError(
+            `update ${update.updateId} (${update.kind}) ${message} on attempt ${update.attempts}; it was doing:\n${describeFiber(handler)}`
+          )
+          yield* Fiber.interrupt(handler)
+          failed = yield* recordFailure(update, message)
+          return yield* Effect.fail(new Cause.TimeoutError(message))
+        }
+        const exit = outcome.value
+        if (Exit.isSuccess(exit)) return yield* recordOutcome(exit.value.result, exit.value.finished)
+        if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
+        if (Option.exists(Cause.findErrorOption(exit.cause), Predicate.isTagged("LeaseLost"))) {
+          yield* Effect.logWarning(`update ${update.updateId}: lease taken over by another instance; left to it`)
+          return stopped
+        }
+        yield* Effect.logError(`update ${update.updateId} (${update.kind}) failed on attempt ${update.attempts}`, exit.cause)
+        failed = yield* recordFailure(update, Cause.pretty(exit.cause), exit.cause)
+        return yield* Effect.failCause(exit.cause)
+      }).pipe(
+        // Only shutdown interrupts a worker: give the update back without counting the attempt.
+        Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),
+        Effect.ensuring(inbox.leases.release(update)),
+        withTraceLogs,
+        Effect.annotateLogs({ update_id: update.updateId }),
+        fiberDump.track(`update ${update.updateId} (${update.kind}) attempt ${update.attempts}`),
+        // One trace per processing attempt, linked to the webhook request that stored the update.
+        Effect.withSpan("process inbox", {
+          kind: "consumer",
+          root: true,
+          links: Option.match(spanFromTraceparent(update.traceparent), {
+            onNone: () => [],
+            onSome: (span) => [{ span, attributes: { "steadfast.link": "webhook request" } }]
+          }),
+          attributes: {
+            "messaging.system": "postgresql",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": "inbox",
+            "messaging.message.id": String(update.updateId),
+            "telegram.update_id": update.updateId,
+            "telegram.update.kind": update.kind,
+            "steadfast.attempt": update.attempts
+          }
+        }),
+        // Already logged and recorded: the failure only had to reach the span.
+        Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.sync(() => failed))
+      )
+    }
+
+    // Records the failed run. If the outcome cannot be recorded, the lease expires and the run is redone.
+    const recordFailure = (update: Claimed, error: string, cause: Cause.Cause<unknown> = Cause.empty) =>
+      Effect.gen(function*() {
+        const infrastructure = isInfrastructureFailure(cause)
+        // The database went away mid-run: whether the finish committed is unknown, and with it
+        // what the finish leased to us. Forget it all (see Instance).
+        if (infrastructure) yield* instance.forget
+        const backoff = retryBackoff(RETRY_BASE, update.attempts)
+        const outcome = yield* persistently(inbox.fail(update, error, {
+          maxAttempts: isInvalidUpdate(cause) ? 0 : config.maxAttempts,
+          backoff: infrastructure ? Duration.min(backoff, INFRASTRUCTURE_RETRY_CAP) : backoff,
+          traceId: yield* currentTraceId,
+          counted: !infrastructure
+        }))
+        if (outcome === undefined) return stopped
+        const label = outcome === "dead" ? "dead" : "retried"
+        yield* Effect.annotateCurrentSpan({ "steadfast.outcome": label })
+        yield* Metric.update(processedBy({ outcome: label }), 1)
+        if (outcome === "retry") return stopped
+        yield* Effect.logError(`update ${update.updateId} dead-lettered after ${update.attempts} attempt(s)`)
+        return dead
+      }).pipe(
+        Effect.catchCause((recording) =>
+          Cause.hasInterruptsOnly(recording)
+            ? Effect.failCause(recording)
+            : Effect.as(
+              Effect.andThen(
+                Effect.logError(
+                  `could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`,
+                  recording
+                ),
+                instance.forget
+              ),
+              stopped
+            )
         )
       )
 
-      // The handler's writes, the update's `done` mark and its calls commit together. The finish is
-      // fenced by the lease: if another instance took the update over, it matches no row, this
-      // transaction rolls back, and the handler's writes never happened.
-      // The transaction begins with the handler's first statement: a handler that runs none costs
-      // one round trip, the finishing statement, in autocommit.
-      const runHandler = (update: Claimed) =>
-        lazyTransaction(db.sql, (transaction) =>
-          Effect.gen(function*() {
-            const result = yield* bot.handle(update.updateId, update.kind, update.payload)
-            // Lease the chat's next waiting update to us only when nothing of the chat queues here already.
-            const chain = !lifecycle.isDraining() && (chats.get(update.chatKey)?.length ?? 0) === 0
-            const finished = yield* transaction.last(inbox.finish(update, result.status, result.calls, yield* currentTraceId, chain))
-            if (Option.isNone(finished)) return yield* new LeaseLost()
-            return { result, finished: finished.value }
-          })).pipe((unit) => db.withConnection(unit, undefined, "handler"))
-
-      /** Runs one update. */
-      const process = (update: Claimed): Effect.Effect<Outcome> => {
-        // What a failed run left behind, set once it is recorded (the failure itself goes on to the span).
-        let failed: Outcome = stopped
-        return Effect.gen(function*() {
-          // The handler runs in a child fiber so that, on timeout, we can say what it was doing
-          // before interrupting it (interruption rolls its transaction back).
-          const handler = yield* Effect.forkChild(
-            runHandler(update).pipe(fiberDump.track(`handler of update ${update.updateId} (${update.kind})`)),
-            { startImmediately: true }
-          )
-          const outcome = yield* Fiber.await(handler).pipe(
-            Effect.timeoutOption(config.updateTimeout),
-            // On shutdown, roll the handler back before its lease is released. Outside the timeout,
-            // so a timed-out handler is still running when described.
-            Effect.onInterrupt(() => Fiber.interrupt(handler)),
-            Effect.trackDuration(Metrics.processingDuration, (duration) => Duration.toSeconds(duration))
-          )
-          if (Option.isNone(outcome)) {
-            const message = `timed out after ${Duration.format(config.updateTimeout)}`
-            yield* Effect.logError(`update ${update.updateId} (${update.kind}) ${message} on attempt ${update.attempts}; it was doing:\n${describeFiber(handler)}`)
-            yield* Fiber.interrupt(handler)
-            failed = yield* recordFailure(update, message)
-            return yield* Effect.fail(new Cause.TimeoutError(message))
-          }
-          const exit = outcome.value
-          if (Exit.isSuccess(exit)) return yield* recordOutcome(update, exit.value.result, exit.value.finished)
-          if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
-          if (Option.exists(Cause.findErrorOption(exit.cause), Predicate.isTagged("LeaseLost"))) {
-            yield* Effect.logWarning(`update ${update.updateId}: lease taken over by another instance; left to it`)
-            return stopped
-          }
-          yield* Effect.logError(`update ${update.updateId} (${update.kind}) failed on attempt ${update.attempts}`, exit.cause)
-          failed = yield* recordFailure(update, Cause.pretty(exit.cause), exit.cause)
-          return yield* Effect.failCause(exit.cause)
-        }).pipe(
-          // Only shutdown interrupts a worker: give the update back without counting the attempt.
-          Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),
-          Effect.ensuring(inbox.leases.release(update)),
-          withTraceLogs,
-          Effect.annotateLogs({ update_id: update.updateId }),
-          fiberDump.track(`update ${update.updateId} (${update.kind}) attempt ${update.attempts}`),
-          // One trace per processing attempt, linked to the webhook request that stored the update.
-          Effect.withSpan("process inbox", {
-            kind: "consumer",
-            root: true,
-            links: Option.match(spanFromTraceparent(update.traceparent), {
-              onNone: () => [],
-              onSome: (span) => [{ span, attributes: { "steadfast.link": "webhook request" } }]
-            }),
-            attributes: {
-              "messaging.system": "postgresql",
-              "messaging.operation.type": "process",
-              "messaging.operation.name": "process",
-              "messaging.destination.name": "inbox",
-              "messaging.message.id": String(update.updateId),
-              "telegram.update_id": update.updateId,
-              "telegram.update.kind": update.kind,
-              "steadfast.attempt": update.attempts
-            }
-          }),
-          // Already logged and recorded: the failure only had to reach the span.
-          Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.sync(() => failed))
-        )
-      }
-
-      // Records the failed run. If the outcome cannot be recorded, the lease expires and the run is redone.
-      const recordFailure = (update: Claimed, error: string, cause: Cause.Cause<unknown> = Cause.empty) =>
-        Effect.gen(function*() {
-          const infrastructure = isInfrastructureFailure(cause)
-          // The database went away mid-run: whether the finish committed is unknown, and with it
-          // what the finish leased to us. Forget it all (see Instance).
-          if (infrastructure) yield* instance.forget
-          const backoff = retryBackoff(RETRY_BASE, update.attempts)
-          const outcome = yield* persistently(inbox.fail(update, error, {
-            maxAttempts: isInvalidUpdate(cause) ? 0 : config.maxAttempts,
-            backoff: infrastructure ? Duration.min(backoff, INFRASTRUCTURE_RETRY_CAP) : backoff,
-            traceId: yield* currentTraceId,
-            counted: !infrastructure
-          }))
-          if (outcome === undefined) return stopped
-          const label = outcome === "dead" ? "dead" : "retried"
-          yield* Effect.annotateCurrentSpan({ "steadfast.outcome": label })
-          yield* Metric.update(processedBy({ outcome: label }), 1)
-          if (outcome === "retry") return stopped
-          yield* Effect.logError(`update ${update.updateId} dead-lettered after ${update.attempts} attempt(s)`)
-          return dead
-        }).pipe(
-          Effect.catchCause((recording) =>
-            Cause.hasInterruptsOnly(recording)
-              ? Effect.failCause(recording)
-              : Effect.as(
-                Effect.andThen(
-                  Effect.logError(`could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`, recording),
-                  instance.forget
-                ),
-                stopped
-              )
-          )
-        )
-
-      const recordOutcome = (update: Claimed, result: HandleResult, finished: Finished) =>
-        Effect.gen(function*() {
-          yield* outbox.handOff(finished.calls)
-          yield* Effect.annotateCurrentSpan({
-            "steadfast.outcome": result.status,
-            ...(result.handler === undefined ? {} : { "steadfast.handler": result.handler })
-          })
-          yield* Metric.update(processedBy({ outcome: result.status }), 1)
-          return { _tag: "Finished", next: finished.next } satisfies Outcome
+    const recordOutcome = (result: HandleResult, finished: Finished) =>
+      Effect.gen(function*() {
+        yield* outbox.handOff(finished.calls)
+        yield* Effect.annotateCurrentSpan({
+          "steadfast.outcome": result.status,
+          ...(result.handler === undefined ? {} : { "steadfast.handler": result.handler })
         })
+        yield* Metric.update(processedBy({ outcome: result.status }), 1)
+        return { _tag: "Finished", next: finished.next } satisfies Outcome
+      })
 
-      const enqueue = (update: Claimed) => {
-        const queue = chats.get(update.chatKey) ?? []
-        const at = queue.findIndex((waiting) => waiting.updateId > update.updateId)
-        queue.splice(at === -1 ? queue.length : at, 0, update)
-        chats.set(update.chatKey, queue)
-      }
+    const enqueue = (update: Claimed) => {
+      const queue = chats.get(update.chatKey) ?? []
+      const at = queue.findIndex((waiting) => waiting.updateId > update.updateId)
+      queue.splice(at === -1 ? queue.length : at, 0, update)
+      chats.set(update.chatKey, queue)
+    }
 
-      /** Runs `update`, then the updates of its chat that queue here, one after the other. */
-      const runChat = (update: Claimed): Effect.Effect<void> =>
-        Effect.flatMap(process(update), (outcome) =>
-          Effect.suspend(() => {
-            const queue = chats.get(update.chatKey) ?? []
-            if (outcome._tag === "Finished") Option.map(outcome.next, enqueue)
-            const next = outcome._tag === "Finished" || outcome._tag === "Dead" ? queue.shift() : undefined
-            if (next !== undefined) return runChat(next)
-            const done = Effect.sync(() => chats.delete(update.chatKey))
-            switch (outcome._tag) {
-              // What waited behind goes back to the table, to be claimed in order later (what is
-              // handed over meanwhile joins the queue, so the queue is read when it is emptied).
-              case "Stopped": {
-                const drain: Effect.Effect<void> = Effect.suspend(() => {
-                  const waiting = queue.splice(0)
-                  if (waiting.length === 0) return done
-                  return Effect.andThen(Effect.forEach(waiting, release, { discard: true }), drain)
-                })
-                return drain
-              }
-              // Dead: its chat may go on, from the table if nothing of it queues here.
-              case "Dead":
-                return Effect.andThen(done, wakeup.signal)
-              case "Finished":
-                return done
+    /** Runs `update`, then the updates of its chat that queue here, one after the other. */
+    const runChat = (update: Claimed): Effect.Effect<void> =>
+      Effect.flatMap(process(update), (outcome) =>
+        Effect.suspend(() => {
+          const queue = chats.get(update.chatKey) ?? []
+          if (outcome._tag === "Finished") Option.map(outcome.next, enqueue)
+          const next = outcome._tag === "Finished" || outcome._tag === "Dead" ? queue.shift() : undefined
+          if (next !== undefined) return runChat(next)
+          const done = Effect.sync(() => chats.delete(update.chatKey))
+          switch (outcome._tag) {
+            // What waited behind goes back to the table, to be claimed in order later (what is
+            // handed over meanwhile joins the queue, so the queue is read when it is emptied).
+            case "Stopped": {
+              const drain: Effect.Effect<void> = Effect.suspend(() => {
+                const waiting = queue.splice(0)
+                if (waiting.length === 0) return done
+                return Effect.andThen(Effect.forEach(waiting, release, { discard: true }), drain)
+              })
+              return drain
             }
-          }))
-
-      // The claim loop is woken by a freed slot only if it last found none: waking it after every
-      // run would cost a claim query per update, which the hand-off exists to avoid.
-      let starved = false
-      const slotFreed = Effect.suspend(() => starved ? wakeup.signal : Effect.void)
-      const startInSlot = (update: Claimed) =>
-        FiberSet.run(workers, runChat(update).pipe(Effect.ensuring(Effect.andThen(slots.release(1), slotFreed))), {
-          startImmediately: true
-        })
-
-      // Updates leased when they were stored: no claim, no re-read, urgent kinds first. One whose
-      // chat runs here queues behind it; any other starts in a slot, taken before the update is, so
-      // the next free slot goes to the most urgent update waiting. Taking and starting or queueing
-      // cannot be split by shutdown: a leased update is always running, queued here or waiting in
-      // the inbox, and each of those gives it back when interrupted.
-      const handOffLoop = Effect.forever(Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          yield* restore(slots.take(1))
-          while (true) {
-            const update = yield* inbox.pollHandedOff
-            if (update === undefined) {
-              yield* slots.release(1)
-              return yield* restore(inbox.awaitHandedOff)
-            }
-            if (chats.has(update.chatKey)) enqueue(update)
-            // Leased before the instance forgot: an earlier update of its chat may be lost in the table.
-            else if (update.owner !== instance.owner()) yield* giveBack(update)
-            else {
-              chats.set(update.chatKey, [])
-              return yield* startInSlot(update)
-            }
+            // Dead: its chat may go on, from the table if nothing of it queues here.
+            case "Dead":
+              return Effect.andThen(done, wakeup.signal)
+            case "Finished":
+              return done
           }
-        })
-      ))
-
-      // Everything else. Free slots are taken before claiming, so what is claimed can always start;
-      // claiming and starting are not interrupted in between, for the same reason as above.
-      const claimLoop = Effect.forever(Effect.gen(function*() {
-        let free = 0
-        while (free < config.workerConcurrency && (yield* slots.takeIfAvailable(1))) free++
-        starved = free === 0
-        const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
-          const claimed = yield* inbox.claim(free).pipe(
-            Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming updates failed; retrying", cause), []))
-          )
-          let started = 0
-          for (const update of claimed) {
-            if (chats.has(update.chatKey)) {
-              enqueue(update)
-              continue
-            }
-            chats.set(update.chatKey, [])
-            yield* startInSlot(update)
-            started++
-          }
-          yield* slots.release(free - started)
-          return claimed.length
         }))
-        // A full batch means more may be waiting: claim again at once.
-        if (free > 0 && claimed === free) return
-        yield* wakeup.wait(pollInterval)
+
+    // The claim loop is woken by a freed slot only if it last found none: waking it after every
+    // run would cost a claim query per update, which the hand-off exists to avoid.
+    let starved = false
+    const slotFreed = Effect.suspend(() => starved ? wakeup.signal : Effect.void)
+    const startInSlot = (update: Claimed) =>
+      FiberSet.run(workers, runChat(update).pipe(Effect.ensuring(Effect.andThen(slots.release(1), slotFreed))), {
+        startImmediately: true
+      })
+
+    // Updates leased when they were stored: no claim, no re-read, urgent kinds first. One whose
+    // chat runs here queues behind it; any other starts in a slot, taken before the update is, so
+    // the next free slot goes to the most urgent update waiting. Taking and starting or queueing
+    // cannot be split by shutdown: a leased update is always running, queued here or waiting in
+    // the inbox, and each of those gives it back when interrupted.
+    const handOffLoop = Effect.forever(Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        yield* restore(slots.take(1))
+        while (true) {
+          const update = yield* inbox.pollHandedOff
+          if (update === undefined) {
+            yield* slots.release(1)
+            return yield* restore(inbox.awaitHandedOff)
+          }
+          if (chats.has(update.chatKey)) enqueue(update)
+          // Leased before the instance forgot: an earlier update of its chat may be lost in the table.
+          else if (update.owner !== instance.owner()) yield* giveBack(update)
+          else {
+            chats.set(update.chatKey, [])
+            return yield* startInSlot(update)
+          }
+        }
+      })
+    ))
+
+    // Everything else. Free slots are taken before claiming, so what is claimed can always start;
+    // claiming and starting are not interrupted in between, for the same reason as above.
+    const claimLoop = Effect.forever(Effect.gen(function*() {
+      let free = 0
+      while (free < config.workerConcurrency && (yield* slots.takeIfAvailable(1))) free++
+      starved = free === 0
+      const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
+        const claimed = yield* inbox.claim(free).pipe(
+          Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming updates failed; retrying", cause), []))
+        )
+        let started = 0
+        for (const update of claimed) {
+          if (chats.has(update.chatKey)) {
+            enqueue(update)
+            continue
+          }
+          chats.set(update.chatKey, [])
+          yield* startInSlot(update)
+          started++
+        }
+        yield* slots.release(free - started)
+        return claimed.length
       }))
-      yield* Effect.forkScoped(handOffLoop)
-      yield* Effect.forkScoped(claimLoop)
+      // A full batch means more may be waiting: claim again at once.
+      if (free > 0 && claimed === free) return
+      yield* wakeup.wait(pollInterval)
     }))
+    yield* Effect.forkScoped(handOffLoop)
+    yield* Effect.forkScoped(claimLoop)
+  }))
 }

@@ -172,135 +172,156 @@ export class Inbox extends Context.Service<Inbox, {
   /** Renews the leases of updates this instance holds. */
   readonly leases: LeaseRenewal
 }>()("steadfast/inbox/Inbox") {
-  static readonly layer = Layer.effect(Inbox, Effect.gen(function*() {
-    const db = yield* Database
-    const sql = db.sql
-    const instance = yield* Instance
-    const leaseMs = Duration.toMillis(LEASE)
+  static readonly layer = Layer.effect(
+    Inbox,
+    Effect.gen(function*() {
+      const db = yield* Database
+      const sql = db.sql
+      const instance = yield* Instance
+      const leaseMs = Duration.toMillis(LEASE)
 
-    const releaseUpdate = (update: Claimed) =>
-      db.withConnection(sql`
+      const releaseUpdate = (update: Claimed) =>
+        db.withConnection(
+          sql`
         UPDATE inbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL, owner = NULL
-        WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid`, undefined, "handler").pipe(Effect.asVoid)
+        WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid`,
+          undefined,
+          "handler"
+        ).pipe(Effect.asVoid)
 
-    const leases = yield* makeLeaseRenewal((held) =>
-      db.withConnection(sql`
+      const leases = yield* makeLeaseRenewal((held) =>
+        db.withConnection(sql`
         UPDATE inbox SET locked_until = now() + ${leaseMs} * interval '1 millisecond'
         FROM unnest(${held.map((lease) => lease.id)}::bigint[], ${held.map((lease) => lease.leaseId)}::uuid[]) AS h(id, lease_id)
         WHERE inbox.update_id = h.id AND inbox.lease_id = h.lease_id
-          AND inbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`))
+          AND inbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`)
+      )
 
-    // Leased at store time and waiting for the dispatcher: urgent kinds first (Telegram cancels a
-    // payment whose pre-checkout query waits 10 s), then in order of arrival. `inMemory` holds them
-    // until they finish (queued here or at the dispatcher). Room is reserved before the insert
-    // decides how many rows it may lease, so what is leased to us always fits.
-    const waitingUrgent: Array<Claimed> = []
-    const waitingOther: Array<Claimed> = []
-    const arrived = yield* Queue.sliding<void>(1)
-    const inMemory = new Set<string>()
-    let reserved = 0
-    // Leased but never started (shutdown): back to pending, uncounted, for whoever runs next.
-    yield* Effect.addFinalizer(() =>
-      Effect.forEach([...waitingUrgent.splice(0), ...waitingOther.splice(0)], (update) =>
-        releaseUpdate(update).pipe(Effect.ignoreCause), { discard: true }))
-    const handOff = (update: Claimed) =>
-      Effect.andThen(leases.hold(update), Effect.suspend(() => {
-        inMemory.add(update.leaseId)
-        ;(URGENT_KINDS.has(update.kind) ? waitingUrgent : waitingOther).push(update)
-        return Queue.offer(arrived, undefined)
-      }))
+      // Leased at store time and waiting for the dispatcher: urgent kinds first (Telegram cancels a
+      // payment whose pre-checkout query waits 10 s), then in order of arrival. `inMemory` holds them
+      // until they finish (queued here or at the dispatcher). Room is reserved before the insert
+      // decides how many rows it may lease, so what is leased to us always fits.
+      const waitingUrgent: Array<Claimed> = []
+      const waitingOther: Array<Claimed> = []
+      const arrived = yield* Queue.sliding<void>(1)
+      const inMemory = new Set<string>()
+      let reserved = 0
+      // Leased but never started (shutdown): back to pending, uncounted, for whoever runs next.
+      yield* Effect.addFinalizer(() =>
+        Effect.forEach(
+          [...waitingUrgent.splice(0), ...waitingOther.splice(0)],
+          (update) => releaseUpdate(update).pipe(Effect.ignoreCause),
+          { discard: true }
+        )
+      )
+      const handOff = (update: Claimed) =>
+        Effect.andThen(
+          leases.hold(update),
+          Effect.suspend(() => {
+            inMemory.add(update.leaseId)
+            ;(URGENT_KINDS.has(update.kind) ? waitingUrgent : waitingOther).push(update)
+            return Queue.offer(arrived, undefined)
+          })
+        )
 
-    // (The driver cannot encode null array elements: an absent traceparent travels as "".)
-    // Concurrent webhook requests are stored together: one call per batch, on one connection,
-    // instead of one transaction per request competing for the pool.
-    const insertBatch = (batch: ReadonlyArray<StoreRequest>) =>
-      Effect.acquireUseRelease(
-        Effect.sync(() => {
-          const slots = Math.max(0, Math.min(batch.length, HANDOFF_CAPACITY - inMemory.size - reserved))
-          reserved += slots
-          return slots
-        }),
-        (slots) => {
-          const me = instance.owner()
-          return db.withConnection(sql<{ update_id: string; status: string; lease_id: string | null }>`
+      // (The driver cannot encode null array elements: an absent traceparent travels as "".)
+      // Concurrent webhook requests are stored together: one call per batch, on one connection,
+      // instead of one transaction per request competing for the pool.
+      const insertBatch = (batch: ReadonlyArray<StoreRequest>) =>
+        Effect.acquireUseRelease(
+          Effect.sync(() => {
+            const slots = Math.max(0, Math.min(batch.length, HANDOFF_CAPACITY - inMemory.size - reserved))
+            reserved += slots
+            return slots
+          }),
+          (slots) => {
+            const me = instance.owner()
+            return db.withConnection(
+              sql<{ update_id: string; status: string; lease_id: string | null }>`
             SELECT update_id::text AS update_id, status, lease_id::text AS lease_id FROM steadfast_store(
               ${batch.map((r) => r.update.updateId)}::bigint[], ${batch.map((r) => r.update.chatKey)}::text[],
               ${batch.map((r) => r.update.kind)}::text[], ${batch.map((r) => r.update.json)}::text[],
               ${batch.map((r) => r.update.skipped)}::boolean[], ${batch.map((r) => priorityOf(r.update.kind))}::smallint[],
-              ${batch.map((r) => r.update.traceparent ?? "")}::text[], ${slots}, ${leaseMs}, ${me}::uuid)`, undefined, "ingress").pipe(
-            Effect.tap((rows) =>
-              Effect.forEach(rows, (row) => {
-                if (row.lease_id === null) return Effect.void
-                const request = batch.find((r) => String(r.update.updateId) === row.update_id)!
-                const { update } = request
-                return handOff({
-                  owner: me,
-                  id: row.update_id,
-                  updateId: update.updateId,
-                  chatKey: update.chatKey,
-                  kind: update.kind,
-                  payload: update.payload,
-                  attempts: 1,
-                  leaseId: row.lease_id,
-                  traceparent: update.traceparent
-                })
-              }, { discard: true })
-            ),
-            Effect.map((rows) => {
-              const inserted = new Set(rows.map((row) => row.update_id))
-              // Of two requests for one update_id in a batch, only the first counts as new.
-              return batch.map((request, index) =>
-                inserted.has(String(request.update.updateId)) &&
-                batch.findIndex((other) => other.update.updateId === request.update.updateId) === index
-              )
+              ${batch.map((r) => r.update.traceparent ?? "")}::text[], ${slots}, ${leaseMs}, ${me}::uuid)`,
+              undefined,
+              "ingress"
+            ).pipe(
+              Effect.tap((rows) =>
+                Effect.forEach(rows, (row) => {
+                  if (row.lease_id === null) return Effect.void
+                  const request = batch.find((r) => String(r.update.updateId) === row.update_id)!
+                  const { update } = request
+                  return handOff({
+                    owner: me,
+                    id: row.update_id,
+                    updateId: update.updateId,
+                    chatKey: update.chatKey,
+                    kind: update.kind,
+                    payload: update.payload,
+                    attempts: 1,
+                    leaseId: row.lease_id,
+                    traceparent: update.traceparent
+                  })
+                }, { discard: true })
+              ),
+              Effect.map((rows) => {
+                const inserted = new Set(rows.map((row) => row.update_id))
+                // Of two requests for one update_id in a batch, only the first counts as new.
+                return batch.map((request, index) =>
+                  inserted.has(String(request.update.updateId)) &&
+                  batch.findIndex((other) => other.update.updateId === request.update.updateId) === index
+                )
+              })
+            )
+          },
+          (slots) => Effect.sync(() => void (reserved -= slots))
+        ).pipe(
+          // Traced under the first request's span and linked from the others'.
+          (insert) => {
+            const spans = batch.flatMap((request) => Option.toArray(request.span))
+            return Effect.withSpan(insert, "Inbox.insert", {
+              ...(spans[0] === undefined ? { root: true } : { parent: spans[0] }),
+              links: spans.slice(1).map((span) => ({ span, attributes: {} })),
+              attributes: { "steadfast.batch_size": batch.length }
             })
-          )
-        },
-        (slots) => Effect.sync(() => void (reserved -= slots))
-      ).pipe(
-        // Traced under the first request's span and linked from the others'.
-        (insert) => {
-          const spans = batch.flatMap((request) => Option.toArray(request.span))
-          return Effect.withSpan(insert, "Inbox.insert", {
-            ...(spans[0] === undefined ? { root: true } : { parent: spans[0] }),
-            links: spans.slice(1).map((span) => ({ span, attributes: {} })),
-            attributes: { "steadfast.batch_size": batch.length }
-          })
-        }
-      )
-    const storeBatched = yield* makeBatcher({
-      run: insertBatch,
-      max: 200,
-      writers: 2,
-      isItemError: isSqlDataError,
-      capacity: INGRESS_CAPACITY,
-      full: new IngressFull()
-    })
+          }
+        )
+      const storeBatched = yield* makeBatcher({
+        run: insertBatch,
+        max: 200,
+        writers: 2,
+        isItemError: isSqlDataError,
+        capacity: INGRESS_CAPACITY,
+        full: new IngressFull()
+      })
 
-    // The claim queries need current statistics: without them PostgreSQL plans a scan of every open
-    // row, and autovacuum wakes only once a minute, far too late for a burst. Cheap when idle.
-    yield* db.withConnection(Effect.gen(function*() {
-      const stale = yield* sql<{ relname: string }>`
+      // The claim queries need current statistics: without them PostgreSQL plans a scan of every open
+      // row, and autovacuum wakes only once a minute, far too late for a burst. Cheap when idle.
+      yield* db.withConnection(
+        Effect.gen(function*() {
+          const stale = yield* sql<{ relname: string }>`
         SELECT relname FROM pg_stat_user_tables
         WHERE relname IN ('inbox', 'outbox') AND n_mod_since_analyze > greatest(500, n_live_tup / 5)`
-      for (const { relname } of stale) yield* sql.unsafe(`ANALYZE ${relname === "inbox" ? "inbox" : "outbox"}`)
-    }), "1 second").pipe(
-      Effect.catchCause((cause) => Effect.logDebug("refreshing queue statistics failed", cause)),
-      Effect.repeat(Schedule.spaced("5 seconds")),
-      Effect.forkScoped
-    )
+          for (const { relname } of stale) yield* sql.unsafe(`ANALYZE ${relname === "inbox" ? "inbox" : "outbox"}`)
+        }),
+        "1 second"
+      ).pipe(
+        Effect.catchCause((cause) => Effect.logDebug("refreshing queue statistics failed", cause)),
+        Effect.repeat(Schedule.spaced("5 seconds")),
+        Effect.forkScoped
+      )
 
-    return Inbox.of({
-      store: Effect.fn("Inbox.store")(function*(update) {
-        return yield* storeBatched({ update, span: yield* Effect.option(Effect.currentSpan) })
-      }),
+      return Inbox.of({
+        store: Effect.fn("Inbox.store")(function*(update) {
+          return yield* storeBatched({ update, span: yield* Effect.option(Effect.currentSpan) })
+        }),
 
-      pollHandedOff: Effect.sync(() => waitingUrgent.shift() ?? waitingOther.shift()),
-      awaitHandedOff: Effect.asVoid(Queue.take(arrived)),
+        pollHandedOff: Effect.sync(() => waitingUrgent.shift() ?? waitingOther.shift()),
+        awaitHandedOff: Effect.asVoid(Queue.take(arrived)),
 
-      claim: Effect.fn("Inbox.claim")(function*(limit) {
-        const me = instance.owner()
-        const rows = yield* db.withConnection(sql`
+        claim: Effect.fn("Inbox.claim")(function*(limit) {
+          const me = instance.owner()
+          const rows = yield* db.withConnection(sql`
           WITH next AS (
             SELECT i.update_id FROM inbox i
             WHERE i.status IN ('pending', 'processing')
@@ -328,20 +349,20 @@ export class Inbox extends Context.Service<Inbox, {
             owner = ${me}::uuid
           FROM next WHERE inbox.update_id = next.update_id
           RETURNING inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id, inbox.traceparent`)
-        const decoded = yield* decodeClaimed(rows).pipe(Effect.orDie)
-        const claimed = decoded.map(toClaimed(me)).sort((a, b) => a.updateId - b.updateId)
-        yield* Effect.forEach(claimed, leases.hold, { discard: true })
-        return claimed
-      }),
+          const decoded = yield* decodeClaimed(rows).pipe(Effect.orDie)
+          const claimed = decoded.map(toClaimed(me)).sort((a, b) => a.updateId - b.updateId)
+          yield* Effect.forEach(claimed, leases.hold, { discard: true })
+          return claimed
+        }),
 
-      // One statement, one round trip: finish the row (only under our lease), lease the chat's
-      // next waiting update to us, write the calls in order (those to the update's own chat leased
-      // to our sender when every open call of that chat is ours already: they queue behind them in
-      // its memory), and wake the senders on commit for the others. Calls to other chats always take
-      // the claim path, so two updates of different chats never hand off calls of one chat at once.
-      finish: (update, status, calls, traceId, chain) => {
-        const me = instance.owner()
-        return sql`
+        // One statement, one round trip: finish the row (only under our lease), lease the chat's
+        // next waiting update to us, write the calls in order (those to the update's own chat leased
+        // to our sender when every open call of that chat is ours already: they queue behind them in
+        // its memory), and wake the senders on commit for the others. Calls to other chats always take
+        // the claim path, so two updates of different chats never hand off calls of one chat at once.
+        finish: (update, status, calls, traceId, chain) => {
+          const me = instance.owner()
+          return sql`
           WITH finished AS (
             UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL,
                              owner = NULL, last_error = NULL, trace_id = ${traceId}
@@ -390,32 +411,35 @@ export class Inbox extends Context.Service<Inbox, {
                  (SELECT json_agg(json_build_object('id', q.id::text, 'chat_key', q.chat_key, 'lease_id', q.lease_id) ORDER BY q.id)
                   FROM queued q WHERE q.lease_id IS NOT NULL) AS calls,
                  (SELECT count(*) FROM notified) AS notified`.pipe(
-          Effect.flatMap((rows) => Effect.orDie(decodeFinished(rows))),
-          Effect.flatMap((rows) => Effect.gen(function*() {
-            const row = rows[0]
-            if (row === undefined || row.finished !== 1) return Option.none<Finished>()
-            const next = Option.map(Option.fromNullishOr(row.next?.[0]), toClaimed(me))
-            // Leased calls come back in id order, which is the order of the calls to their chat.
-            const leasedChats = new Set((row.calls ?? []).map((call) => call.chat_key))
-            const leasedCalls = calls.filter((call) => leasedChats.has(call.chatKey))
-            const handed = (row.calls ?? []).map((leased, index): ClaimedCall => ({
-              owner: me,
-              id: String(leased.id),
-              chatKey: leased.chat_key,
-              method: leasedCalls[index]!.method,
-              payload: leasedCalls[index]!.payload,
-              attempts: 1,
-              leaseId: leased.lease_id,
-              traceparent: leasedCalls[index]!.traceparent
-            }))
-            if (Option.isSome(next)) yield* leases.hold(next.value)
-            return Option.some({ next, calls: handed })
-          }))
-        )
-      },
+            Effect.flatMap((rows) => Effect.orDie(decodeFinished(rows))),
+            Effect.flatMap((rows) =>
+              Effect.gen(function*() {
+                const row = rows[0]
+                if (row === undefined || row.finished !== 1) return Option.none<Finished>()
+                const next = Option.map(Option.fromNullishOr(row.next?.[0]), toClaimed(me))
+                // Leased calls come back in id order, which is the order of the calls to their chat.
+                const leasedChats = new Set((row.calls ?? []).map((call) => call.chat_key))
+                const leasedCalls = calls.filter((call) => leasedChats.has(call.chatKey))
+                const handed = (row.calls ?? []).map((leased, index): ClaimedCall => ({
+                  owner: me,
+                  id: String(leased.id),
+                  chatKey: leased.chat_key,
+                  method: leasedCalls[index]!.method,
+                  payload: leasedCalls[index]!.payload,
+                  attempts: 1,
+                  leaseId: leased.lease_id,
+                  traceparent: leasedCalls[index]!.traceparent
+                }))
+                if (Option.isSome(next)) yield* leases.hold(next.value)
+                return Option.some({ next, calls: handed })
+              })
+            )
+          )
+        },
 
-      fail: Effect.fn("Inbox.fail")(function*(update, error, { backoff, counted, maxAttempts, traceId }) {
-        const rows = yield* db.withConnection(sql<{ status: string }>`
+        fail: Effect.fn("Inbox.fail")(function*(update, error, { backoff, counted, maxAttempts, traceId }) {
+          const rows = yield* db.withConnection(
+            sql<{ status: string }>`
           UPDATE inbox SET
             status = CASE WHEN ${counted} AND attempts >= ${maxAttempts} THEN 'dead' ELSE 'pending' END,
             finished_at = CASE WHEN ${counted} AND attempts >= ${maxAttempts} THEN now() END,
@@ -427,27 +451,31 @@ export class Inbox extends Context.Service<Inbox, {
             lease_id = NULL,
             owner = NULL
           WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid
-          RETURNING status`, undefined, "handler")
-        const status = rows[0]?.status
-        return status === undefined ? undefined : status === "dead" ? "dead" : "retry"
-      }),
-      backlog: (wait) =>
-        db.withConnection(
-          sql.unsafe<{ pending: number; oldest: number | null; dead: number; outbox: number }>(BACKLOG_QUERY),
-          wait,
-          "health"
-        ).pipe(Effect.map((rows) => ({
-          pending: rows[0]?.pending ?? 0,
-          oldestSeconds: rows[0]?.oldest ?? 0,
-          dead: rows[0]?.dead ?? 0,
-          outbox: rows[0]?.outbox ?? 0
-        }))),
+          RETURNING status`,
+            undefined,
+            "handler"
+          )
+          const status = rows[0]?.status
+          return status === undefined ? undefined : status === "dead" ? "dead" : "retry"
+        }),
+        backlog: (wait) =>
+          db.withConnection(
+            sql.unsafe<{ pending: number; oldest: number | null; dead: number; outbox: number }>(BACKLOG_QUERY),
+            wait,
+            "health"
+          ).pipe(Effect.map((rows) => ({
+            pending: rows[0]?.pending ?? 0,
+            oldestSeconds: rows[0]?.oldest ?? 0,
+            dead: rows[0]?.dead ?? 0,
+            outbox: rows[0]?.outbox ?? 0
+          }))),
 
-      release: releaseUpdate,
-      leases: {
-        hold: leases.hold,
-        release: (lease) => Effect.andThen(leases.release(lease), Effect.sync(() => void inMemory.delete(lease.leaseId)))
-      }
+        release: releaseUpdate,
+        leases: {
+          hold: leases.hold,
+          release: (lease) => Effect.andThen(leases.release(lease), Effect.sync(() => void inMemory.delete(lease.leaseId)))
+        }
+      })
     })
-  }))
+  )
 }

@@ -130,10 +130,13 @@ const layer = (options: RetentionOptions = {}) =>
   }))
 
 /** `layer` with the period from INBOX_RETENTION (default 7d). */
-const layerConfig = Layer.unwrap(Effect.map(inboxRetention, Option.match({
-  onNone: () => layer(),
-  onSome: (retention) => layer({ retention })
-})))
+const layerConfig = Layer.unwrap(Effect.map(
+  inboxRetention,
+  Option.match({
+    onNone: () => layer(),
+    onSome: (retention) => layer({ retention })
+  })
+))
 
 /** Removal of finished inbox and outbox rows once they are older than the retention period. */
 export const Retention = {

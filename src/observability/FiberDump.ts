@@ -27,30 +27,34 @@ export class FiberDump extends Context.Service<FiberDump, {
   readonly track: (label: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   readonly dump: Effect.Effect<string>
 }>()("steadfast/observability/FiberDump") {
-  static readonly layer = Layer.effect(FiberDump, Effect.gen(function*() {
-    const running = new Map<Fiber.Fiber<unknown, unknown>, { readonly label: string; readonly since: number }>()
+  static readonly layer = Layer.effect(
+    FiberDump,
+    Effect.gen(function*() {
+      const running = new Map<Fiber.Fiber<unknown, unknown>, { readonly label: string; readonly since: number }>()
 
-    const dump = Effect.sync(() => {
-      const now = Date.now()
-      const entries = [...running.entries()].map(([fiber, { label, since }]) =>
-        `fiber #${fiber.id} ${label}, running for ${now - since} ms\n${describeFiber(fiber)}`)
-      return `fiber dump: ${entries.length} tracked fiber(s)\n${entries.join("\n")}`
+      const dump = Effect.sync(() => {
+        const now = Date.now()
+        const entries = [...running.entries()].map(([fiber, { label, since }]) =>
+          `fiber #${fiber.id} ${label}, running for ${now - since} ms\n${describeFiber(fiber)}`
+        )
+        return `fiber dump: ${entries.length} tracked fiber(s)\n${entries.join("\n")}`
+      })
+
+      const context = yield* Effect.context<never>()
+      const onSignal = () => Effect.runForkWith(context)(Effect.flatMap(dump, (text) => Effect.logInfo(text)))
+      yield* Effect.acquireRelease(
+        Effect.sync(() => process.on("SIGUSR2", onSignal)),
+        () => Effect.sync(() => process.off("SIGUSR2", onSignal))
+      )
+
+      return FiberDump.of({
+        track: (label) => (effect) =>
+          Effect.withFiber((fiber) => {
+            running.set(fiber, { label, since: Date.now() })
+            return Effect.ensuring(effect, Effect.sync(() => running.delete(fiber)))
+          }),
+        dump
+      })
     })
-
-    const context = yield* Effect.context<never>()
-    const onSignal = () => Effect.runForkWith(context)(Effect.flatMap(dump, (text) => Effect.logInfo(text)))
-    yield* Effect.acquireRelease(
-      Effect.sync(() => process.on("SIGUSR2", onSignal)),
-      () => Effect.sync(() => process.off("SIGUSR2", onSignal))
-    )
-
-    return FiberDump.of({
-      track: (label) => (effect) =>
-        Effect.withFiber((fiber) => {
-          running.set(fiber, { label, since: Date.now() })
-          return Effect.ensuring(effect, Effect.sync(() => running.delete(fiber)))
-        }),
-      dump
-    })
-  }))
+  )
 }

@@ -43,7 +43,9 @@ export const Telemetry = {
           })
         }
         : {}),
-      ...(settings.logs ? { logRecordProcessor: new BatchLogRecordProcessor({ ...settings.logBatching, exporter: new OTLPLogExporter() }) } : {}),
+      ...(settings.logs
+        ? { logRecordProcessor: new BatchLogRecordProcessor({ ...settings.logBatching, exporter: new OTLPLogExporter() }) }
+        : {}),
       shutdownTimeout: "5 seconds"
     }))
   }))

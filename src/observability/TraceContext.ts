@@ -16,5 +16,7 @@ export const spanFromTraceparent = (traceparent: string | null): Option.Option<T
 
 /** Adds the current span's ids to every log line of `effect`, so logs and traces meet. */
 export const withTraceLogs = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.flatMap(Effect.option(Effect.currentSpan), (span) =>
-    Option.isNone(span) ? effect : Effect.annotateLogs(effect, { trace_id: span.value.traceId, span_id: span.value.spanId }))
+  Effect.flatMap(
+    Effect.option(Effect.currentSpan),
+    (span) => Option.isNone(span) ? effect : Effect.annotateLogs(effect, { trace_id: span.value.traceId, span_id: span.value.spanId })
+  )

@@ -98,57 +98,59 @@ export class Operations extends Context.Service<Operations, {
   readonly retryAllDead: Effect.Effect<ReadonlyArray<string>, SqlError | PoolTimeout>
   readonly purge: (options: SweepOptions) => Effect.Effect<SweepResult, SqlError | PoolTimeout>
 }>()("steadfast/ops/Operations") {
-  static readonly layerNoDeps = Layer.effect(Operations, Effect.gen(function*() {
-    const db = yield* Database
-    const sql = db.sql
-    const iso = sql.literal(ISO)
+  static readonly layerNoDeps = Layer.effect(
+    Operations,
+    Effect.gen(function*() {
+      const db = yield* Database
+      const sql = db.sql
+      const iso = sql.literal(ISO)
 
-    // A requeued update starts over: no attempts used, runnable now. last_error is kept so the
-    // reason it died stays visible until it is next finished (Inbox.finish clears it) or fails again.
-    // While it was dead, later updates of its chat went ahead; one of them may be running now, and
-    // the claim query only waits for *earlier* updates of a chat. So the requeued update becomes
-    // runnable only when that lease ends, keeping one update at a time per chat.
-    const requeue = (where: Fragment) =>
-      db.transaction(Effect.gen(function*() {
-        const ids = yield* sql`
+      // A requeued update starts over: no attempts used, runnable now. last_error is kept so the
+      // reason it died stays visible until it is next finished (Inbox.finish clears it) or fails again.
+      // While it was dead, later updates of its chat went ahead; one of them may be running now, and
+      // the claim query only waits for *earlier* updates of a chat. So the requeued update becomes
+      // runnable only when that lease ends, keeping one update at a time per chat.
+      const requeue = (where: Fragment) =>
+        db.transaction(Effect.gen(function*() {
+          const ids = yield* sql`
           UPDATE inbox SET status = 'pending', attempts = 0, finished_at = NULL, locked_until = NULL, lease_id = NULL,
             available_at = greatest(now(), (
               SELECT max(running.locked_until) FROM inbox running
               WHERE running.chat_key = inbox.chat_key AND running.status = 'processing'))
           WHERE status = 'dead' AND ${where}
           RETURNING update_id::text AS update_id`.pipe(Effect.flatMap(rowsOf(decodeIds)))
-        // Delivered at commit: a running dispatcher claims the rows at once instead of at its next poll.
-        if (ids.length > 0) yield* sql`SELECT pg_notify(${NOTIFY_CHANNEL}, 'inbox')`
-        return ids.map((row) => row.update_id).sort(byNumericId)
-      }))
+          // Delivered at commit: a running dispatcher claims the rows at once instead of at its next poll.
+          if (ids.length > 0) yield* sql`SELECT pg_notify(${NOTIFY_CHANNEL}, 'inbox')`
+          return ids.map((row) => row.update_id).sort(byNumericId)
+        }))
 
-    return Operations.of({
-      stats: Effect.gen(function*() {
-        const inbox = yield* db.withConnection(sql`
+      return Operations.of({
+        stats: Effect.gen(function*() {
+          const inbox = yield* db.withConnection(sql`
           SELECT status, count(*)::int AS n,
             (count(*) FILTER (WHERE status = 'pending' AND available_at > now()))::int AS backoff,
             (count(*) FILTER (WHERE status = 'processing' AND locked_until < now()))::int AS expired
           FROM inbox GROUP BY status`).pipe(Effect.flatMap(rowsOf(decodeCounts)))
-        const oldest = yield* db.withConnection(sql`
+          const oldest = yield* db.withConnection(sql`
           SELECT update_id::text AS update_id, (extract(epoch FROM now() - received_at) * 1000)::float8 AS age_ms
           FROM inbox WHERE status = 'pending' ORDER BY received_at, update_id LIMIT 1`).pipe(
-          Effect.flatMap(rowsOf(decodeOldest))
-        )
-        const outbox = yield* db.withConnection(sql`
+            Effect.flatMap(rowsOf(decodeOldest))
+          )
+          const outbox = yield* db.withConnection(sql`
           SELECT status, count(*)::int AS n, 0 AS backoff, 0 AS expired FROM outbox GROUP BY status`).pipe(
-          Effect.flatMap(rowsOf(decodeCounts))
-        )
-        return {
-          inbox: Object.fromEntries(inbox.map((row) => [row.status, row.n])),
-          inboxBackoff: inbox.reduce((sum, row) => sum + row.backoff, 0),
-          inboxExpired: inbox.reduce((sum, row) => sum + row.expired, 0),
-          oldestPending: Option.map(Option.fromNullishOr(oldest[0]), (row) => ({ updateId: row.update_id, ageMs: row.age_ms })),
-          outbox: Object.fromEntries(outbox.map((row) => [row.status, row.n]))
-        }
-      }).pipe(Effect.withSpan("Operations.stats")),
+            Effect.flatMap(rowsOf(decodeCounts))
+          )
+          return {
+            inbox: Object.fromEntries(inbox.map((row) => [row.status, row.n])),
+            inboxBackoff: inbox.reduce((sum, row) => sum + row.backoff, 0),
+            inboxExpired: inbox.reduce((sum, row) => sum + row.expired, 0),
+            oldestPending: Option.map(Option.fromNullishOr(oldest[0]), (row) => ({ updateId: row.update_id, ageMs: row.age_ms })),
+            outbox: Object.fromEntries(outbox.map((row) => [row.status, row.n]))
+          }
+        }).pipe(Effect.withSpan("Operations.stats")),
 
-      show: Effect.fn("Operations.show")(function*(updateId) {
-        const rows = yield* db.withConnection(sql`
+        show: Effect.fn("Operations.show")(function*(updateId) {
+          const rows = yield* db.withConnection(sql`
           SELECT update_id::text AS update_id, status, kind, chat_key, attempts, last_error, trace_id, payload,
             to_char(received_at AT TIME ZONE 'UTC', ${iso}) AS received_at,
             (extract(epoch FROM now() - received_at) * 1000)::float8 AS received_ago_ms,
@@ -156,28 +158,29 @@ export class Operations extends Context.Service<Operations, {
             (extract(epoch FROM available_at - now()) * 1000)::float8 AS available_in_ms,
             to_char(finished_at AT TIME ZONE 'UTC', ${iso}) AS finished_at
           FROM inbox WHERE update_id = ${updateId}`).pipe(Effect.flatMap(rowsOf(decodeUpdate)))
-        const row = rows[0]
-        if (row === undefined) return yield* new UpdateNotFound({ updateId })
-        const calls = yield* db.withConnection(sql`
+          const row = rows[0]
+          if (row === undefined) return yield* new UpdateNotFound({ updateId })
+          const calls = yield* db.withConnection(sql`
           SELECT id::text AS id, method, status, attempts, last_error FROM outbox
           WHERE update_id = ${updateId} ORDER BY id`).pipe(Effect.flatMap(rowsOf(decodeOutbox)))
-        return { ...row, calls }
-      }),
+          return { ...row, calls }
+        }),
 
-      retry: Effect.fn("Operations.retry")(function*(updateId) {
-        const ids = yield* requeue(sql`update_id = ${updateId}`)
-        const id = ids[0]
-        if (id !== undefined) return id
-        const rows = yield* db.withConnection(sql`SELECT status FROM inbox WHERE update_id = ${updateId}`).pipe(
-          Effect.flatMap(rowsOf(decodeStatus))
-        )
-        const row = rows[0]
-        return yield* row === undefined ? new UpdateNotFound({ updateId }) : new NotDead({ updateId, status: row.status })
-      }),
+        retry: Effect.fn("Operations.retry")(function*(updateId) {
+          const ids = yield* requeue(sql`update_id = ${updateId}`)
+          const id = ids[0]
+          if (id !== undefined) return id
+          const rows = yield* db.withConnection(sql`SELECT status FROM inbox WHERE update_id = ${updateId}`).pipe(
+            Effect.flatMap(rowsOf(decodeStatus))
+          )
+          const row = rows[0]
+          return yield* row === undefined ? new UpdateNotFound({ updateId }) : new NotDead({ updateId, status: row.status })
+        }),
 
-      retryAllDead: requeue(sql.literal("true")).pipe(Effect.withSpan("Operations.retryAllDead")),
+        retryAllDead: requeue(sql.literal("true")).pipe(Effect.withSpan("Operations.retryAllDead")),
 
-      purge: (options) => Retention.sweep(options).pipe(Effect.provideService(Database, db))
+        purge: (options) => Retention.sweep(options).pipe(Effect.provideService(Database, db))
+      })
     })
-  }))
+  )
 }

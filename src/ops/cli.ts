@@ -168,9 +168,11 @@ const purge = Command.make("purge", {
     // The inbox row is what makes a redelivered update_id a no-op.
     Command.validate(({ force, olderThan }) =>
       !force && Duration.isLessThan(olderThan.period, Duration.days(1))
-        ? Effect.fail(new CliError.ValidationError({
-          message: "--older-than below 1d needs --force: a redelivered update whose row is gone would be handled again"
-        }))
+        ? Effect.fail(
+          new CliError.ValidationError({
+            message: "--older-than below 1d needs --force: a redelivered update whose row is gone would be handled again"
+          })
+        )
         : Effect.void
     ),
     Command.provide(OperationsLayer)
@@ -216,9 +218,15 @@ const program = Command.run(root, { version: "0.1.0" }).pipe(
       case "NotDead":
         return Effect.as(Console.error(`ops: ${error.message}`), 2)
       case "SqlError":
-        return Effect.as(Console.error(redact(`ops: database error (${error.reason._tag}): ${error.message}${causeText(error.reason.cause)}`)), 1)
+        return Effect.as(
+          Console.error(redact(`ops: database error (${error.reason._tag}): ${error.message}${causeText(error.reason.cause)}`)),
+          1
+        )
       case "MigrationError":
-        return Effect.as(Console.error(redact(`ops: database migration failed (${error.kind}): ${error.message}${causeText(error.cause)}`)), 1)
+        return Effect.as(
+          Console.error(redact(`ops: database migration failed (${error.kind}): ${error.message}${causeText(error.cause)}`)),
+          1
+        )
       case "PoolTimeout":
       case "InvalidConfig":
         return Effect.as(Console.error(redact(`ops: ${error.message}`)), 1)
@@ -242,6 +250,8 @@ NodeRuntime.runMain(program, {
     onExit(
       Exit.isSuccess(exit)
         ? (typeof exit.value === "number" ? exit.value : 0)
-        : Cause.hasInterruptsOnly(exit.cause) ? 130 : 1
+        : Cause.hasInterruptsOnly(exit.cause)
+        ? 130
+        : 1
     )
 })

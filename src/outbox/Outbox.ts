@@ -62,37 +62,47 @@ export class Outbox extends Context.Service<Outbox, {
   /** Marks a call sent; the chat's next call when this leased it to us. */
   readonly markSent: (call: ClaimedCall) => Effect.Effect<Option.Option<ClaimedCall>, SqlError | PoolTimeout>
   /** Records a failed delivery: retried after `retryAfter`, or failed for good when it is undefined. */
-  readonly fail: (call: ClaimedCall, error: string, retryAfter: Duration.Duration | undefined) => Effect.Effect<void, SqlError | PoolTimeout>
+  readonly fail: (
+    call: ClaimedCall,
+    error: string,
+    retryAfter: Duration.Duration | undefined
+  ) => Effect.Effect<void, SqlError | PoolTimeout>
   readonly release: (call: ClaimedCall) => Effect.Effect<void, SqlError | PoolTimeout>
   readonly leases: LeaseRenewal
 }>()("steadfast/outbox/Outbox") {
-  static readonly layer = Layer.effect(Outbox, Effect.gen(function*() {
-    const db = yield* Database
-    const sql = db.sql
-    const instance = yield* Instance
-    const leaseMs = Duration.toMillis(LEASE)
-    const releaseCall = (call: ClaimedCall) =>
-      db.withConnection(sql`
+  static readonly layer = Layer.effect(
+    Outbox,
+    Effect.gen(function*() {
+      const db = yield* Database
+      const sql = db.sql
+      const instance = yield* Instance
+      const leaseMs = Duration.toMillis(LEASE)
+      const releaseCall = (call: ClaimedCall) =>
+        db.withConnection(sql`
         UPDATE outbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL, owner = NULL
         WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid)
-    const leases = yield* makeLeaseRenewal((held) =>
-      db.withConnection(sql`
+      const leases = yield* makeLeaseRenewal((held) =>
+        db.withConnection(sql`
         UPDATE outbox SET locked_until = now() + ${leaseMs} * interval '1 millisecond'
         FROM unnest(${held.map((lease) => lease.id)}::bigint[], ${held.map((lease) => lease.leaseId)}::uuid[]) AS h(id, lease_id)
         WHERE outbox.id = h.id AND outbox.lease_id = h.lease_id
-          AND outbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`))
-    // Unbounded, but only ever fed by the dispatcher's workers, which are bounded.
-    const handedOff = yield* Queue.unbounded<ReadonlyArray<ClaimedCall>>()
-    // Handed over but never started (shutdown): back to pending, uncounted, for whoever sends next.
-    yield* Effect.addFinalizer(() =>
-      Effect.flatMap(Queue.clear(handedOff), (batches) =>
-        Effect.forEach(batches.flat(), (call) => releaseCall(call).pipe(Effect.ignoreCause), { discard: true })))
-    // Deliveries finish concurrently; their "sent" marks share one statement per batch, which also
-    // leases to us each chat's next call if it is waiting (the call marked sent was in its way).
-    const markSentBatched = yield* makeBatcher({
-      run: (calls: ReadonlyArray<ClaimedCall>) => {
-        const me = instance.owner()
-        return db.withConnection(sql`
+          AND outbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`)
+      )
+      // Unbounded, but only ever fed by the dispatcher's workers, which are bounded.
+      const handedOff = yield* Queue.unbounded<ReadonlyArray<ClaimedCall>>()
+      // Handed over but never started (shutdown): back to pending, uncounted, for whoever sends next.
+      yield* Effect.addFinalizer(() =>
+        Effect.flatMap(
+          Queue.clear(handedOff),
+          (batches) => Effect.forEach(batches.flat(), (call) => releaseCall(call).pipe(Effect.ignoreCause), { discard: true })
+        )
+      )
+      // Deliveries finish concurrently; their "sent" marks share one statement per batch, which also
+      // leases to us each chat's next call if it is waiting (the call marked sent was in its way).
+      const markSentBatched = yield* makeBatcher({
+        run: (calls: ReadonlyArray<ClaimedCall>) => {
+          const me = instance.owner()
+          return db.withConnection(sql`
           WITH sent AS (
             UPDATE outbox SET status = 'sent', sent_at = now(), locked_until = NULL, lease_id = NULL, owner = NULL, last_error = NULL
             FROM unnest(${calls.map((call) => call.id)}::bigint[], ${calls.map((call) => call.leaseId)}::uuid[]) AS s(id, lease_id)
@@ -111,23 +121,23 @@ export class Outbox extends Context.Service<Outbox, {
           FROM successor WHERE outbox.id = successor.id
           RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts,
                     outbox.lease_id::text AS lease_id, outbox.traceparent`).pipe(
-          Effect.flatMap((rows) => Effect.orDie(decodeClaimed(rows))),
-          Effect.flatMap((rows) => Effect.forEach(rows.map(toClaimedCall(me)), (next) => Effect.as(leases.hold(next), next))),
-          Effect.map((next) => calls.map((call) => Option.fromNullishOr(next.find((candidate) => candidate.chatKey === call.chatKey))))
-        )
-      },
-      max: 200,
-      writers: 2
-    })
-    return Outbox.of({
-      handOff: (calls) =>
-        calls.length === 0
-          ? Effect.void
-          : Effect.andThen(Effect.forEach(calls, leases.hold, { discard: true }), Queue.offer(handedOff, calls)),
-      takeHandedOff: Queue.take(handedOff),
-      claim: Effect.fn("Outbox.claim")(function*(limit) {
-        const me = instance.owner()
-        const rows = yield* db.withConnection(sql`
+            Effect.flatMap((rows) => Effect.orDie(decodeClaimed(rows))),
+            Effect.flatMap((rows) => Effect.forEach(rows.map(toClaimedCall(me)), (next) => Effect.as(leases.hold(next), next))),
+            Effect.map((next) => calls.map((call) => Option.fromNullishOr(next.find((candidate) => candidate.chatKey === call.chatKey))))
+          )
+        },
+        max: 200,
+        writers: 2
+      })
+      return Outbox.of({
+        handOff: (calls) =>
+          calls.length === 0
+            ? Effect.void
+            : Effect.andThen(Effect.forEach(calls, leases.hold, { discard: true }), Queue.offer(handedOff, calls)),
+        takeHandedOff: Queue.take(handedOff),
+        claim: Effect.fn("Outbox.claim")(function*(limit) {
+          const me = instance.owner()
+          const rows = yield* db.withConnection(sql`
           WITH next AS (
             SELECT o.id FROM outbox o
             WHERE o.status IN ('pending', 'sending')
@@ -147,15 +157,15 @@ export class Outbox extends Context.Service<Outbox, {
             owner = ${me}::uuid
           FROM next WHERE outbox.id = next.id
           RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts, outbox.lease_id::text AS lease_id, outbox.traceparent`)
-        const claimed = (yield* decodeClaimed(rows).pipe(Effect.orDie)).map(toClaimedCall(me))
-        yield* Effect.forEach(claimed, leases.hold, { discard: true })
-        return claimed
-      }),
+          const claimed = (yield* decodeClaimed(rows).pipe(Effect.orDie)).map(toClaimedCall(me))
+          yield* Effect.forEach(claimed, leases.hold, { discard: true })
+          return claimed
+        }),
 
-      markSent: markSentBatched,
+        markSent: markSentBatched,
 
-      fail: (call, error, retryAfter) =>
-        db.withConnection(sql`
+        fail: (call, error, retryAfter) =>
+          db.withConnection(sql`
           UPDATE outbox SET
             status = ${retryAfter === undefined ? "failed" : "pending"},
             available_at = now() + ${retryAfter === undefined ? 0 : Duration.toMillis(retryAfter)} * interval '1 millisecond',
@@ -165,9 +175,10 @@ export class Outbox extends Context.Service<Outbox, {
             owner = NULL
           WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid),
 
-      release: releaseCall,
+        release: releaseCall,
 
-      leases
+        leases
+      })
     })
-  }))
+  )
 }

@@ -13,7 +13,9 @@ import { type ClaimedCall, Outbox } from "./Outbox.ts"
 const MAX_DELIVERY_ATTEMPTS = 8
 
 /** How a delivery ended: sent (with the chat's next call if it was leased to us), failed for good, or to be retried later. */
-type Delivery = { readonly _tag: "Sent"; readonly next: Option.Option<ClaimedCall> } | { readonly _tag: "Failed" } | { readonly _tag: "Later" }
+type Delivery = { readonly _tag: "Sent"; readonly next: Option.Option<ClaimedCall> } | { readonly _tag: "Failed" } | {
+  readonly _tag: "Later"
+}
 const failed: Delivery = { _tag: "Failed" }
 const later: Delivery = { _tag: "Later" }
 
@@ -26,128 +28,132 @@ const later: Delivery = { _tag: "Later" }
  * holding no lease and no fiber meanwhile.
  */
 export const Sender = {
-  layer:
-    Layer.effectDiscard(Effect.gen(function*() {
-      const config = yield* AppConfig
-      const outbox = yield* Outbox
-      const botApi = yield* BotApi
-      const { outbox: wakeup } = yield* Notifications
-      const limiter = yield* RateLimiter.RateLimiter
-      const fiberDump = yield* FiberDump
-      const instance = yield* Instance
-      const slots = yield* Semaphore.make(config.senderConcurrency)
+  layer: Layer.effectDiscard(Effect.gen(function*() {
+    const config = yield* AppConfig
+    const outbox = yield* Outbox
+    const botApi = yield* BotApi
+    const { outbox: wakeup } = yield* Notifications
+    const limiter = yield* RateLimiter.RateLimiter
+    const fiberDump = yield* FiberDump
+    const instance = yield* Instance
+    const slots = yield* Semaphore.make(config.senderConcurrency)
 
-      // Chats delivering here, each with the calls leased to us that wait behind the one in flight,
-      // in id order. One fiber delivers a chat's calls one after the other, in one slot.
-      const chats = new Map<string, Array<ClaimedCall>>()
-      // Gives a call back to the table: at shutdown once (its lease expires if that fails), while
-      // running until it is done.
-      const giveBack = (call: ClaimedCall) =>
-        outbox.release(call).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call)))
-      const returnToTable = (call: ClaimedCall) =>
-        persistently(outbox.release(call)).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call)))
-      const enqueue = (call: ClaimedCall) => {
-        const queue = chats.get(call.chatKey) ?? []
-        const at = queue.findIndex((waiting) => Number(waiting.id) > Number(call.id))
-        queue.splice(at === -1 ? queue.length : at, 0, call)
-        chats.set(call.chatKey, queue)
-      }
-      // Runs after the senders are gone (finalizers run in reverse): what waited behind them goes back.
-      yield* Effect.addFinalizer(() =>
-        Effect.forEach([...chats.values()].flat(), giveBack, { discard: true }).pipe(Effect.ensuring(Effect.sync(() => chats.clear()))))
+    // Chats delivering here, each with the calls leased to us that wait behind the one in flight,
+    // in id order. One fiber delivers a chat's calls one after the other, in one slot.
+    const chats = new Map<string, Array<ClaimedCall>>()
+    // Gives a call back to the table: at shutdown once (its lease expires if that fails), while
+    // running until it is done.
+    const giveBack = (call: ClaimedCall) => outbox.release(call).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call)))
+    const returnToTable = (call: ClaimedCall) =>
+      persistently(outbox.release(call)).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call)))
+    const enqueue = (call: ClaimedCall) => {
+      const queue = chats.get(call.chatKey) ?? []
+      const at = queue.findIndex((waiting) => Number(waiting.id) > Number(call.id))
+      queue.splice(at === -1 ? queue.length : at, 0, call)
+      chats.set(call.chatKey, queue)
+    }
+    // Runs after the senders are gone (finalizers run in reverse): what waited behind them goes back.
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach([...chats.values()].flat(), giveBack, { discard: true }).pipe(Effect.ensuring(Effect.sync(() => chats.clear())))
+    )
 
-      const senders = yield* FiberSet.make<void>()
-      yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(senders), config.shutdownGrace))
+    const senders = yield* FiberSet.make<void>()
+    yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(senders), config.shutdownGrace))
 
-      // Once the call is made its outcome is known; if the database is briefly away, keep trying
-      // to record it (the lease is renewed meanwhile). The updates are guarded by the lease id, so
-      // repeating them is harmless.
-      const recordOutcome = <A, E>(effect: Effect.Effect<A, E>) =>
-        Effect.retry(effect, { schedule: Schedule.spaced("500 millis"), times: 120 })
+    // Once the call is made its outcome is known; if the database is briefly away, keep trying
+    // to record it (the lease is renewed meanwhile). The updates are guarded by the lease id, so
+    // repeating them is harmless.
+    const recordOutcome = <A, E>(effect: Effect.Effect<A, E>) =>
+      Effect.retry(effect, { schedule: Schedule.spaced("500 millis"), times: 120 })
 
-      const deliver = (call: ClaimedCall): Effect.Effect<Delivery> =>
-        RateLimiter.sleep(limiter, {
-          key: "bot-api",
-          limit: config.sendRatePerSecond,
-          window: "1 second",
-          algorithm: "token-bucket"
-        }).pipe(
-          Effect.andThen(botApi.callRaw(call.method, call.payload)),
-          Effect.andThen(recordOutcome(outbox.markSent(call))),
-          Effect.map((next): Delivery => ({ _tag: "Sent", next })),
-          Effect.catchTags({
-            ChatBlocked: (error) => failForGood(call, error.message),
-            BotApiRejected: (error) => failForGood(call, error.message),
-            BotApiUnavailable: (error) => {
-              if (call.attempts >= MAX_DELIVERY_ATTEMPTS) return failForGood(call, error.message)
-              // Telegram's flood wait when it named one, else exponential backoff.
-              const delay = error.retryAfterSeconds !== undefined
-                ? Duration.seconds(error.retryAfterSeconds)
-                : Duration.seconds(Math.min(60, 2 ** call.attempts))
-              return Effect.as(recordOutcome(outbox.fail(call, error.message, delay)), later)
-            }
-          }),
-          Effect.onInterrupt(() => outbox.release(call).pipe(Effect.ignoreCause)),
-          Effect.ensuring(outbox.leases.release(call)),
-          // Its outcome is not recorded: the call stays leased in the table till its lease expires.
-          Effect.catchCause((cause) =>
-            Effect.as(Effect.andThen(Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause), instance.forget), later)),
-          withTraceLogs,
-          fiberDump.track(`deliver ${call.method} (outbox ${call.id})`),
-          // Delivery continues the trace of the processing that queued the call.
-          Effect.withSpan("Sender.deliver", {
-            kind: "producer",
-            ...Option.match(spanFromTraceparent(call.traceparent), { onNone: () => ({ root: true }), onSome: (parent) => ({ parent }) }),
-            attributes: { "telegram.method": call.method, "steadfast.outbox_id": call.id, "steadfast.attempt": call.attempts }
-          })
-        )
-
-      const failForGood = (call: ClaimedCall, description: string) =>
-        Effect.as(
-          Effect.andThen(
-            Effect.logWarning(`Bot API refused ${call.method} to ${call.chatKey} for good: ${description}`).pipe(
-              Effect.annotateLogs({ method: call.method, chat: call.chatKey })
-            ),
-            recordOutcome(outbox.fail(call, description, undefined))
-          ),
-          failed
-        )
-
-      // Then the chat's next call: queued here, or leased to us by marking this one sent. If one has
-      // to wait, the rest go back to the table, to be claimed after it in id order; if one failed for
-      // good, the chat goes on.
-      const deliverChat = (call: ClaimedCall): Effect.Effect<void> =>
-        Effect.flatMap(deliver(call), (delivery) =>
-          Effect.suspend(() => {
-            const queue = chats.get(call.chatKey) ?? []
-            if (delivery._tag === "Sent") Option.map(delivery.next, enqueue)
-            const next = delivery._tag === "Later" ? undefined : queue.shift()
-            if (next !== undefined) return deliverChat(next)
-            if (delivery._tag !== "Later") {
-              chats.delete(call.chatKey)
-              return delivery._tag === "Failed" ? wakeup.signal : Effect.void
-            }
-            // The chat stays held here until all that queued behind (also meanwhile) is back.
-            const drain: Effect.Effect<void> = Effect.suspend(() => {
-              const waiting = queue.splice(0)
-              if (waiting.length === 0) return Effect.sync(() => void chats.delete(call.chatKey))
-              return Effect.andThen(Effect.forEach(waiting, returnToTable, { discard: true }), drain)
-            })
-            return drain
-          }))
-
-      // The claim loop is woken by a freed slot only if it last found none: waking it after every
-      // delivery would cost a claim query per call, which the hand-off exists to avoid.
-      let starved = false
-      const slotFreed = Effect.suspend(() => starved ? wakeup.signal : Effect.void)
-      const startInSlot = (call: ClaimedCall) =>
-        FiberSet.run(senders, deliverChat(call).pipe(Effect.ensuring(Effect.andThen(slots.release(1), slotFreed))), {
-          startImmediately: true
+    const deliver = (call: ClaimedCall): Effect.Effect<Delivery> =>
+      RateLimiter.sleep(limiter, {
+        key: "bot-api",
+        limit: config.sendRatePerSecond,
+        window: "1 second",
+        algorithm: "token-bucket"
+      }).pipe(
+        Effect.andThen(botApi.callRaw(call.method, call.payload)),
+        Effect.andThen(recordOutcome(outbox.markSent(call))),
+        Effect.map((next): Delivery => ({ _tag: "Sent", next })),
+        Effect.catchTags({
+          ChatBlocked: (error) => failForGood(call, error.message),
+          BotApiRejected: (error) => failForGood(call, error.message),
+          BotApiUnavailable: (error) => {
+            if (call.attempts >= MAX_DELIVERY_ATTEMPTS) return failForGood(call, error.message)
+            // Telegram's flood wait when it named one, else exponential backoff.
+            const delay = error.retryAfterSeconds !== undefined
+              ? Duration.seconds(error.retryAfterSeconds)
+              : Duration.seconds(Math.min(60, 2 ** call.attempts))
+            return Effect.as(recordOutcome(outbox.fail(call, error.message, delay)), later)
+          }
+        }),
+        Effect.onInterrupt(() => outbox.release(call).pipe(Effect.ignoreCause)),
+        Effect.ensuring(outbox.leases.release(call)),
+        // Its outcome is not recorded: the call stays leased in the table till its lease expires.
+        Effect.catchCause((cause) =>
+          Effect.as(
+            Effect.andThen(Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause), instance.forget),
+            later
+          )
+        ),
+        withTraceLogs,
+        fiberDump.track(`deliver ${call.method} (outbox ${call.id})`),
+        // Delivery continues the trace of the processing that queued the call.
+        Effect.withSpan("Sender.deliver", {
+          kind: "producer",
+          ...Option.match(spanFromTraceparent(call.traceparent), { onNone: () => ({ root: true }), onSome: (parent) => ({ parent }) }),
+          attributes: { "telegram.method": call.method, "steadfast.outbox_id": call.id, "steadfast.attempt": call.attempts }
         })
+      )
 
-      // As in the dispatcher: a leased call is always delivering, queued here, or in the outbox's
-      // queue, and each of those gives it back when interrupted.
-      const handOffLoop = Effect.forever(Effect.uninterruptibleMask((restore) =>
+    const failForGood = (call: ClaimedCall, description: string) =>
+      Effect.as(
+        Effect.andThen(
+          Effect.logWarning(`Bot API refused ${call.method} to ${call.chatKey} for good: ${description}`).pipe(
+            Effect.annotateLogs({ method: call.method, chat: call.chatKey })
+          ),
+          recordOutcome(outbox.fail(call, description, undefined))
+        ),
+        failed
+      )
+
+    // Then the chat's next call: queued here, or leased to us by marking this one sent. If one has
+    // to wait, the rest go back to the table, to be claimed after it in id order; if one failed for
+    // good, the chat goes on.
+    const deliverChat = (call: ClaimedCall): Effect.Effect<void> =>
+      Effect.flatMap(deliver(call), (delivery) =>
+        Effect.suspend(() => {
+          const queue = chats.get(call.chatKey) ?? []
+          if (delivery._tag === "Sent") Option.map(delivery.next, enqueue)
+          const next = delivery._tag === "Later" ? undefined : queue.shift()
+          if (next !== undefined) return deliverChat(next)
+          if (delivery._tag !== "Later") {
+            chats.delete(call.chatKey)
+            return delivery._tag === "Failed" ? wakeup.signal : Effect.void
+          }
+          // The chat stays held here until all that queued behind (also meanwhile) is back.
+          const drain: Effect.Effect<void> = Effect.suspend(() => {
+            const waiting = queue.splice(0)
+            if (waiting.length === 0) return Effect.sync(() => void chats.delete(call.chatKey))
+            return Effect.andThen(Effect.forEach(waiting, returnToTable, { discard: true }), drain)
+          })
+          return drain
+        }))
+
+    // The claim loop is woken by a freed slot only if it last found none: waking it after every
+    // delivery would cost a claim query per call, which the hand-off exists to avoid.
+    let starved = false
+    const slotFreed = Effect.suspend(() => starved ? wakeup.signal : Effect.void)
+    const startInSlot = (call: ClaimedCall) =>
+      FiberSet.run(senders, deliverChat(call).pipe(Effect.ensuring(Effect.andThen(slots.release(1), slotFreed))), {
+        startImmediately: true
+      })
+
+    // As in the dispatcher: a leased call is always delivering, queued here, or in the outbox's
+    // queue, and each of those gives it back when interrupted.
+    const handOffLoop = Effect.forever(
+      Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(restore(outbox.takeHandedOff), (calls) =>
           Effect.forEach(calls, (call, index) => {
             if (chats.has(call.chatKey)) return Effect.sync(() => enqueue(call))
@@ -159,37 +165,39 @@ export const Sender = {
                 Effect.andThen(
                   Effect.forEach(calls.slice(index), giveBack, { discard: true }),
                   Effect.sync(() => chats.delete(call.chatKey))
-                )),
+                )
+              ),
               Effect.andThen(startInSlot(call))
             )
           }, { discard: true }))
-      ))
+      )
+    )
 
-      const claimLoop = Effect.forever(Effect.gen(function*() {
-        let free = 0
-        while (free < config.senderConcurrency && (yield* slots.takeIfAvailable(1))) free++
-        starved = free === 0
-        const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
-          const claimed = yield* outbox.claim(free).pipe(
-            Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming outbox calls failed; retrying", cause), []))
-          )
-          let started = 0
-          for (const call of claimed) {
-            if (chats.has(call.chatKey)) {
-              enqueue(call)
-              continue
-            }
-            chats.set(call.chatKey, [])
-            yield* startInSlot(call)
-            started++
+    const claimLoop = Effect.forever(Effect.gen(function*() {
+      let free = 0
+      while (free < config.senderConcurrency && (yield* slots.takeIfAvailable(1))) free++
+      starved = free === 0
+      const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
+        const claimed = yield* outbox.claim(free).pipe(
+          Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming outbox calls failed; retrying", cause), []))
+        )
+        let started = 0
+        for (const call of claimed) {
+          if (chats.has(call.chatKey)) {
+            enqueue(call)
+            continue
           }
-          yield* slots.release(free - started)
-          return claimed.length
-        }))
-        if (free > 0 && claimed === free) return
-        yield* wakeup.wait(pollInterval)
+          chats.set(call.chatKey, [])
+          yield* startInSlot(call)
+          started++
+        }
+        yield* slots.release(free - started)
+        return claimed.length
       }))
-      yield* Effect.forkScoped(handOffLoop)
-      yield* Effect.forkScoped(claimLoop)
-    })).pipe(Layer.provide(RateLimiter.layer), Layer.provide(RateLimiter.layerStoreMemory))
+      if (free > 0 && claimed === free) return
+      yield* wakeup.wait(pollInterval)
+    }))
+    yield* Effect.forkScoped(handOffLoop)
+    yield* Effect.forkScoped(claimLoop)
+  })).pipe(Layer.provide(RateLimiter.layer), Layer.provide(RateLimiter.layerStoreMemory))
 }

@@ -17,15 +17,7 @@ import { truncate } from "../bot/SafeText.ts"
 import { BotApi } from "../telegram/BotApi.ts"
 import { PreCheckoutQuery, RefundedPayment, SuccessfulPayment } from "../telegram/Update.ts"
 import { BUY_CALLBACK_PREFIX, describeProduct, findProduct, PRODUCTS, type Product } from "./Catalogue.ts"
-import {
-  balanceOf,
-  checkPreCheckout,
-  createOrder,
-  recentPayments,
-  recordRefund,
-  recordSuccessfulPayment,
-  refund
-} from "./Payments.ts"
+import { balanceOf, checkPreCheckout, createOrder, recentPayments, recordRefund, recordSuccessfulPayment, refund } from "./Payments.ts"
 
 export const TERMS_TEXT = [
   "Terms of purchase",
@@ -81,7 +73,9 @@ const issueInvoice = (
 const paymentContent = <A>(schema: Schema.Decoder<A>, value: unknown, update: Update, what: string) =>
   Schema.decodeUnknownEffect(schema)(value).pipe(
     Effect.mapError((error) =>
-      new InvalidUpdate({ reason: `update ${update.update_id}: ${what} the payments handler cannot use: ${error.message.replace(/\s+/g, " ")}` })
+      new InvalidUpdate({
+        reason: `update ${update.update_id}: ${what} the payments handler cannot use: ${error.message.replace(/\s+/g, " ")}`
+      })
     )
   )
 
@@ -217,36 +211,42 @@ const balance = privateCommand("balance", "/balance - your credits", (context, u
 
 // `/refund` (the last refundable payment) or `/refund <charge id>`. Telegram refunds first, by a
 // direct call; the refund is recorded only if it succeeded (see Payments.refund).
-const refundCommand = privateCommand("refund", "/refund - get the Stars of your last payment back", ({ update, reply }, userId) =>
-  Effect.gen(function*() {
-    const argument = commandArgument(update)
-    // Telegram unreachable (BotApiUnavailable): rolled back and retried; nothing was recorded.
-    const outcome = yield* refund(userId, argument === "" ? undefined : argument)
-    switch (outcome._tag) {
-      case "Refunded": {
-        const { payment } = outcome
-        return yield* reply([
-          `Refunded ${payment.total_amount} ⭐ (charge ${payment.telegram_payment_charge_id}).`,
-          payment.credits > 0 ? `${payment.credits} credits were removed. Your balance: ${outcome.balance} credits.` : `Your balance: ${outcome.balance} credits.`
-        ].join("\n"))
+const refundCommand = privateCommand(
+  "refund",
+  "/refund - get the Stars of your last payment back",
+  ({ update, reply }, userId) =>
+    Effect.gen(function*() {
+      const argument = commandArgument(update)
+      // Telegram unreachable (BotApiUnavailable): rolled back and retried; nothing was recorded.
+      const outcome = yield* refund(userId, argument === "" ? undefined : argument)
+      switch (outcome._tag) {
+        case "Refunded": {
+          const { payment } = outcome
+          return yield* reply([
+            `Refunded ${payment.total_amount} ⭐ (charge ${payment.telegram_payment_charge_id}).`,
+            payment.credits > 0
+              ? `${payment.credits} credits were removed. Your balance: ${outcome.balance} credits.`
+              : `Your balance: ${outcome.balance} credits.`
+          ].join("\n"))
+        }
+        case "NothingToRefund":
+          return yield* reply("You have no payment that can be refunded.")
+        case "NotFound":
+          return yield* reply(`I found no payment of yours with charge id ${quoteChargeId(outcome.chargeId)}.`)
+        case "AlreadyRefunded":
+          return yield* reply(`The payment ${quoteChargeId(outcome.chargeId)} has already been refunded.`)
+        case "CreditsUsed":
+          return yield* reply(
+            `This payment added ${outcome.payment.credits} credits but your balance is ${outcome.balance}: ` +
+              "credits already used cannot be refunded. Send /paysupport if you need help."
+          )
+        case "Refused":
+          return yield* reply(
+            `Telegram did not refund this payment (${outcome.description}). Nothing was changed; send /paysupport if you need help.`
+          )
       }
-      case "NothingToRefund":
-        return yield* reply("You have no payment that can be refunded.")
-      case "NotFound":
-        return yield* reply(`I found no payment of yours with charge id ${quoteChargeId(outcome.chargeId)}.`)
-      case "AlreadyRefunded":
-        return yield* reply(`The payment ${quoteChargeId(outcome.chargeId)} has already been refunded.`)
-      case "CreditsUsed":
-        return yield* reply(
-          `This payment added ${outcome.payment.credits} credits but your balance is ${outcome.balance}: ` +
-            "credits already used cannot be refunded. Send /paysupport if you need help."
-        )
-      case "Refused":
-        return yield* reply(
-          `Telegram did not refund this payment (${outcome.description}). Nothing was changed; send /paysupport if you need help.`
-        )
-    }
-  }).pipe(Effect.withSpan("Handler.refund")))
+    }).pipe(Effect.withSpan("Handler.refund"))
+)
 
 const STATUS_TEXT: Record<string, string> = {
   credited: "credited",
@@ -267,7 +267,9 @@ const paysupport = privateCommand("paysupport", "/paysupport - help with a payme
       lines.push("", "Your recent payments:")
       for (const payment of payments) {
         lines.push(
-          `• ${payment.total_amount} ⭐ ${payment.product ?? "(no order)"}: ${STATUS_TEXT[payment.status] ?? payment.status}, charge ${payment.telegram_payment_charge_id}`
+          `• ${payment.total_amount} ⭐ ${payment.product ?? "(no order)"}: ${
+            STATUS_TEXT[payment.status] ?? payment.status
+          }, charge ${payment.telegram_payment_charge_id}`
         )
       }
     }

@@ -247,8 +247,9 @@ const credit = Effect.fnUntraced(function*(userId: bigint, delta: number, kind: 
         INSERT INTO balances (user_id, credits) VALUES (${userId}, ${delta})
         ON CONFLICT (user_id) DO UPDATE SET credits = balances.credits + excluded.credits, updated_at = now()
         RETURNING credits`
-    : sql`UPDATE balances SET credits = credits + ${delta}, updated_at = now() WHERE user_id = ${userId} RETURNING credits`
-  ).pipe(Effect.flatMap(decodeCredits))
+    : sql`UPDATE balances SET credits = credits + ${delta}, updated_at = now() WHERE user_id = ${userId} RETURNING credits`).pipe(
+      Effect.flatMap(decodeCredits)
+    )
   const balance = rows[0]
   if (balance === undefined) return yield* Effect.die(new Error(`debit of ${-delta} for user ${userId}, who has no balance`))
   return balance.credits
@@ -327,7 +328,9 @@ export const refund = Effect.fn("Payments.refund")(function*(userId: bigint, cha
     return (chargeId === undefined ? { _tag: "NothingToRefund" } : { _tag: "NotFound", chargeId }) satisfies RefundOutcome
   }
   yield* Effect.annotateCurrentSpan({ "telegram.payment_charge_id": payment.telegram_payment_charge_id })
-  if (payment.status === "refunded") return { _tag: "AlreadyRefunded", chargeId: payment.telegram_payment_charge_id } satisfies RefundOutcome
+  if (payment.status === "refunded") {
+    return { _tag: "AlreadyRefunded", chargeId: payment.telegram_payment_charge_id } satisfies RefundOutcome
+  }
 
   const balanceRows = yield* sql`SELECT credits FROM balances WHERE user_id = ${userId} FOR UPDATE`.pipe(Effect.flatMap(decodeCredits))
   const balance = balanceRows[0]?.credits ?? 0n

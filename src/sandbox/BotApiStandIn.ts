@@ -267,21 +267,23 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
     const answer = Effect.fnUntraced(function*(botId: number, method: string, params: Record<string, unknown>) {
       switch (method) {
         case "getMe":
-          return ok({
-            id: botId,
-            is_bot: true,
-            first_name: "Steadfast Sandbox",
-            username: "steadfast_sandbox_bot",
-            can_join_groups: true,
-            can_read_all_group_messages: false,
-            supports_inline_queries: false,
-            can_connect_to_business: false,
-            has_main_web_app: false,
-            has_topics_enabled: false,
-            allows_users_to_create_topics: false,
-            can_manage_bots: false,
-            supports_join_request_queries: false
-          } satisfies UserFromGetMe)
+          return ok(
+            {
+              id: botId,
+              is_bot: true,
+              first_name: "Steadfast Sandbox",
+              username: "steadfast_sandbox_bot",
+              can_join_groups: true,
+              can_read_all_group_messages: false,
+              supports_inline_queries: false,
+              can_connect_to_business: false,
+              has_main_web_app: false,
+              has_topics_enabled: false,
+              allows_users_to_create_topics: false,
+              can_manage_bots: false,
+              supports_join_request_queries: false
+            } satisfies UserFromGetMe
+          )
         case "sendMessage": {
           const chatId = text(params.chat_id)
           const body = text(params.text)
@@ -321,8 +323,11 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
           }
           const prices = jsonField(params.prices)
           if (!Array.isArray(prices) || prices.length === 0) return badRequest("parameter \"prices\" is required")
-          const total = prices.reduce<number>((sum, price: unknown) =>
-            sum + (typeof price === "object" && price !== null && "amount" in price ? integer(price.amount) ?? 0 : 0), 0)
+          const total = prices.reduce<number>(
+            (sum, price: unknown) =>
+              sum + (typeof price === "object" && price !== null && "amount" in price ? integer(price.amount) ?? 0 : 0),
+            0
+          )
           const invoice = {
             title: text(params.title) ?? "",
             description: text(params.description) ?? "",
@@ -376,8 +381,13 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
           const media = jsonField(params.media)
           if (!Array.isArray(media) || media.length === 0) return badRequest("parameter \"media\" is required")
           const group = `sandbox-group-${yield* Ref.get(lastMessageId)}`
-          return ok(yield* Effect.forEach(media, (item: unknown) =>
-            Effect.map(nextMessage(botId, chatId), (message) => ({ ...message, media_group_id: group, ...mediaOf(item) }))))
+          return ok(
+            yield* Effect.forEach(
+              media,
+              (item: unknown) =>
+                Effect.map(nextMessage(botId, chatId), (message) => ({ ...message, media_group_id: group, ...mediaOf(item) }))
+            )
+          )
         }
         case "copyMessage": {
           const chatId = text(params.chat_id)
@@ -408,7 +418,11 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
             if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
             const caption = text(params.caption)
             if (logMessages) yield* Effect.log(`bot → chat ${chatId}: ${method}${caption === undefined ? "" : ` “${caption}”`}`)
-            return ok({ ...(yield* nextMessage(botId, chatId)), ...sentContent(method, params), ...(caption === undefined ? {} : { caption }) })
+            return ok({
+              ...(yield* nextMessage(botId, chatId)),
+              ...sentContent(method, params),
+              ...(caption === undefined ? {} : { caption })
+            })
           }
           if (method.startsWith("editMessage")) {
             if (text(params.inline_message_id) !== undefined) return ok(true)
@@ -417,7 +431,12 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
             if (messageId === undefined) return badRequest("message identifier is not specified")
             const now = yield* Clock.currentTimeMillis
             const caption = text(params.caption)
-            return ok({ ...(yield* nextMessage(botId, chatId)), message_id: messageId, edit_date: Math.floor(now / 1000), ...(caption === undefined ? {} : { caption }) })
+            return ok({
+              ...(yield* nextMessage(botId, chatId)),
+              message_id: messageId,
+              edit_date: Math.floor(now / 1000),
+              ...(caption === undefined ? {} : { caption })
+            })
           }
           // Any other method (pin, set…, answer…, ban…): the stand-in keeps no model of it.
           yield* (logMessages ? Effect.log : Effect.logDebug)(`Bot API stand-in: ${method} answered with a generic success`)
@@ -476,13 +495,15 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
       Effect.callback<ReturnType<typeof createServer>, StandInListenError>((resume) => {
         // keepAliveTimeout is short so an idle grammY socket never delays shutdown.
         const server = createServer({ keepAliveTimeout: 500 }, (req, res) => {
-          run(handle(req, res).pipe(
-            Effect.catchCause((cause) =>
-              Effect.logError("Bot API stand-in failed to answer", cause).pipe(
-                Effect.andThen(Effect.sync(() => send(res, telegramError(500))))
+          run(
+            handle(req, res).pipe(
+              Effect.catchCause((cause) =>
+                Effect.logError("Bot API stand-in failed to answer", cause).pipe(
+                  Effect.andThen(Effect.sync(() => send(res, telegramError(500))))
+                )
               )
             )
-          ))
+          )
         })
         const onError = (error: Error) => resume(Effect.fail(new StandInListenError({ port: options.port ?? 0, reason: error.message })))
         server.once("error", onError)
@@ -533,8 +554,7 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
       clear: SubscriptionRef.set(recorded, { calls: [], aborted: [] }),
       awaitCalls: (predicate, timeout = "5 seconds") => awaitState((r) => r.calls, predicate, timeout),
       awaitAborted: (predicate, timeout = "5 seconds") => awaitState((r) => r.aborted, predicate, timeout),
-      script: (method, responses) =>
-        Ref.update(scripts, (map) => new Map(map).set(method, [...(map.get(method) ?? []), ...responses])),
+      script: (method, responses) => Ref.update(scripts, (map) => new Map(map).set(method, [...(map.get(method) ?? []), ...responses])),
       setDelay: (ms) => Ref.set(delayMs, ms),
       setWebhookInfo: (patch) => Ref.update(webhookOverrides, (current) => ({ ...current, ...patch }))
     })

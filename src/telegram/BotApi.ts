@@ -110,15 +110,17 @@ const outcomeOf = (exit: Exit.Exit<unknown, ChatBlocked | BotApiRejected | Trans
   const error = Cause.findErrorOption(exit.cause)
   if (Option.isNone(error)) return Cause.hasInterruptsOnly(exit.cause) ? "interrupted" : "defect"
   const failure = error.value
-  return failure._tag === "ChatBlocked" ? "blocked"
-    : failure._tag === "BotApiRejected" ? "rejected"
-    : failure.reason.startsWith("429") ? "rate_limited"
+  return failure._tag === "ChatBlocked" ?
+    "blocked"
+    : failure._tag === "BotApiRejected" ?
+    "rejected"
+    : failure.reason.startsWith("429") ?
+    "rate_limited"
     : "unavailable"
 }
 
 /** Records each attempt's duration by method and outcome, and counts 429 answers. */
-const measured = (method: string) =>
-<A, R>(attempt: Effect.Effect<A, ChatBlocked | BotApiRejected | Transient, R>) =>
+const measured = (method: string) => <A, R>(attempt: Effect.Effect<A, ChatBlocked | BotApiRejected | Transient, R>) =>
   Effect.suspend(() => {
     const startedAt = performance.now()
     return Effect.onExit(attempt, (exit) => {
@@ -225,11 +227,13 @@ export class BotApi extends Context.Service<BotApi, {
               (error.retryAfter === undefined || Duration.isLessThanOrEqualTo(error.retryAfter, MAX_IN_PLACE_FLOOD_WAIT))
           }),
           Effect.catchTag("BotApiTransient", (error) =>
-            Effect.fail(new BotApiUnavailable({
-              method,
-              reason: error.reason,
-              ...(error.retryAfter === undefined ? {} : { retryAfterSeconds: Duration.toSeconds(error.retryAfter) })
-            })))
+            Effect.fail(
+              new BotApiUnavailable({
+                method,
+                reason: error.reason,
+                ...(error.retryAfter === undefined ? {} : { retryAfterSeconds: Duration.toSeconds(error.retryAfter) })
+              })
+            ))
         )
       }
 
@@ -240,8 +244,7 @@ export class BotApi extends Context.Service<BotApi, {
       return BotApi.of({
         call,
         callRaw: invoke,
-        sendMessage: (chatId, text, other) =>
-          call("sendMessage", { ...other, chat_id: toChatId(chatId), text }),
+        sendMessage: (chatId, text, other) => call("sendMessage", { ...other, chat_id: toChatId(chatId), text }),
         getWebhookInfo: () => call("getWebhookInfo"),
         setWebhook: (url, other) => call("setWebhook", { ...other, url })
       })

@@ -14,50 +14,51 @@ const LONG_POLL_SECONDS = 25
  * and the inbox drops the duplicates.
  */
 export const Poller = {
-  layer: (token: Redacted.Redacted<string>) => Layer.effectDiscard(Effect.gen(function*() {
-    const config = yield* AppConfig
-    const inbox = yield* Inbox
-    const botApi = yield* BotApi.make({
-      token,
-      apiRoot: config.telegramApiRoot,
-      callTimeout: Duration.seconds(LONG_POLL_SECONDS + 15)
-    })
-    // getUpdates is refused while a webhook is set.
-    yield* botApi.call("deleteWebhook", { drop_pending_updates: false })
-
-    let offset: number | undefined
-    const poll = Effect.gen(function*() {
-      const updates = yield* botApi.call("getUpdates", {
-        timeout: LONG_POLL_SECONDS,
-        allowed_updates: [...ALLOWED_UPDATES],
-        ...(offset === undefined ? {} : { offset })
+  layer: (token: Redacted.Redacted<string>) =>
+    Layer.effectDiscard(Effect.gen(function*() {
+      const config = yield* AppConfig
+      const inbox = yield* Inbox
+      const botApi = yield* BotApi.make({
+        token,
+        apiRoot: config.telegramApiRoot,
+        callTimeout: Duration.seconds(LONG_POLL_SECONDS + 15)
       })
-      for (const update of updates) {
-        const body: Record<string, unknown> = { ...update }
-        const kind = kindOf(body)
-        yield* inbox.store({
-          updateId: update.update_id,
-          chatKey: chatKeyOf(body, kind),
-          kind,
-          json: storableJson(JSON.stringify(update)),
-          payload: storableJsonValue(update),
-          skipped: kind === "unknown",
-          traceparent: null
-        }).pipe(
-          // As on the webhook: an update refused for its own content can never be stored, and
-          // retrying it would stop polling for good. Anything else leaves the offset where it is.
-          Effect.catchTag("SqlError", (error) =>
-            isDataError(error)
-              ? Effect.logError(`update ${update.update_id} refused by PostgreSQL for its content (${refusalReason(error)}); dropped`)
-              : Effect.fail(error))
-        )
-        offset = update.update_id + 1
-      }
-    })
-    yield* poll.pipe(
-      Effect.catchCause((cause) => Effect.andThen(Effect.logWarning("getUpdates failed; retrying", cause), Effect.sleep("2 seconds"))),
-      Effect.repeat(Schedule.forever),
-      Effect.forkScoped
-    )
-  }))
+      // getUpdates is refused while a webhook is set.
+      yield* botApi.call("deleteWebhook", { drop_pending_updates: false })
+
+      let offset: number | undefined
+      const poll = Effect.gen(function*() {
+        const updates = yield* botApi.call("getUpdates", {
+          timeout: LONG_POLL_SECONDS,
+          allowed_updates: [...ALLOWED_UPDATES],
+          ...(offset === undefined ? {} : { offset })
+        })
+        for (const update of updates) {
+          const body: Record<string, unknown> = { ...update }
+          const kind = kindOf(body)
+          yield* inbox.store({
+            updateId: update.update_id,
+            chatKey: chatKeyOf(body, kind),
+            kind,
+            json: storableJson(JSON.stringify(update)),
+            payload: storableJsonValue(update),
+            skipped: kind === "unknown",
+            traceparent: null
+          }).pipe(
+            // As on the webhook: an update refused for its own content can never be stored, and
+            // retrying it would stop polling for good. Anything else leaves the offset where it is.
+            Effect.catchTag("SqlError", (error) =>
+              isDataError(error)
+                ? Effect.logError(`update ${update.update_id} refused by PostgreSQL for its content (${refusalReason(error)}); dropped`)
+                : Effect.fail(error))
+          )
+          offset = update.update_id + 1
+        }
+      })
+      yield* poll.pipe(
+        Effect.catchCause((cause) => Effect.andThen(Effect.logWarning("getUpdates failed; retrying", cause), Effect.sleep("2 seconds"))),
+        Effect.repeat(Schedule.forever),
+        Effect.forkScoped
+      )
+    }))
 }

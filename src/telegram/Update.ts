@@ -2,16 +2,40 @@ import { Option, Result, Schema } from "effect"
 
 /** Update kinds the Bot API documents; anything else is stored and skipped. */
 export const UPDATE_KINDS = [
-  "message", "edited_message", "channel_post", "edited_channel_post", "business_connection",
-  "business_message", "edited_business_message", "deleted_business_messages", "message_reaction",
-  "message_reaction_count", "inline_query", "chosen_inline_result", "callback_query", "shipping_query",
-  "pre_checkout_query", "purchased_paid_media", "poll", "poll_answer", "my_chat_member", "chat_member",
-  "chat_join_request", "chat_boost", "removed_chat_boost"
+  "message",
+  "edited_message",
+  "channel_post",
+  "edited_channel_post",
+  "business_connection",
+  "business_message",
+  "edited_business_message",
+  "deleted_business_messages",
+  "message_reaction",
+  "message_reaction_count",
+  "inline_query",
+  "chosen_inline_result",
+  "callback_query",
+  "shipping_query",
+  "pre_checkout_query",
+  "purchased_paid_media",
+  "poll",
+  "poll_answer",
+  "my_chat_member",
+  "chat_member",
+  "chat_join_request",
+  "chat_boost",
+  "removed_chat_boost"
 ] as const
 
 /** The kinds we ask Telegram to deliver (its default leaves out member and reaction updates). */
 export const ALLOWED_UPDATES = [
-  "message", "edited_message", "callback_query", "inline_query", "shipping_query", "pre_checkout_query", "my_chat_member"
+  "message",
+  "edited_message",
+  "callback_query",
+  "inline_query",
+  "shipping_query",
+  "pre_checkout_query",
+  "my_chat_member"
 ] as const
 
 export type UpdateKind = typeof UPDATE_KINDS[number]
@@ -88,7 +112,9 @@ export const invalidReason = (kind: UpdateKind, payload: unknown): string | unde
   const check = checkers.get(kind)
   if (check === undefined) return undefined
   const result = check(payload)
-  return Result.isSuccess(result) ? undefined : `a ${kind} update without what the pipeline needs: ${result.failure.message.replace(/\s+/g, " ")}`
+  return Result.isSuccess(result)
+    ? undefined
+    : `a ${kind} update without what the pipeline needs: ${result.failure.message.replace(/\s+/g, " ")}`
 }
 
 export const isUpdateKind = (kind: string): kind is UpdateKind => (UPDATE_KINDS as ReadonlyArray<string>).includes(kind)
@@ -99,8 +125,7 @@ export const UpdateEnvelope = Schema.fromJsonString(Schema.StructWithRest(
   [Schema.Record(Schema.String, Schema.Unknown)]
 ))
 
-export const kindOf = (body: Record<string, unknown>): UpdateKind | "unknown" =>
-  UPDATE_KINDS.find((kind) => kind in body) ?? "unknown"
+export const kindOf = (body: Record<string, unknown>): UpdateKind | "unknown" => UPDATE_KINDS.find((kind) => kind in body) ?? "unknown"
 
 const idOf = (value: unknown, path: ReadonlyArray<string>): Option.Option<string> => {
   let current = value

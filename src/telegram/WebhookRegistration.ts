@@ -17,7 +17,8 @@ export const WebhookRegistration = {
     const db = yield* Database
     const sql = db.sql
     if (Option.isNone(config.publicUrl)) return
-    const url = new URL("webhook", config.publicUrl.value.href.endsWith("/") ? config.publicUrl.value : `${config.publicUrl.value.href}/`).href
+    const url =
+      new URL("webhook", config.publicUrl.value.href.endsWith("/") ? config.publicUrl.value : `${config.publicUrl.value.href}/`).href
     const secret = Option.map(config.webhookSecret, Redacted.value)
     const fingerprint = createHash("sha256")
       .update(JSON.stringify([url, Option.getOrElse(secret, () => ""), ALLOWED_UPDATES]))

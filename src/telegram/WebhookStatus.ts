@@ -24,41 +24,44 @@ export class WebhookStatus extends Context.Service<WebhookStatus, {
   readonly applicable: boolean
   readonly report: Effect.Effect<Option.Option<WebhookReport>>
 }>()("steadfast/telegram/WebhookStatus") {
-  static readonly layer = Layer.effect(WebhookStatus, Effect.gen(function*() {
-    const config = yield* AppConfig
-    if (config.mode._tag !== "webhook") return WebhookStatus.of({ applicable: false, report: Effect.succeedNone })
-    const botApi = yield* BotApi
-    const expectedUrl = Option.map(config.publicUrl, (base) => new URL("webhook", base.href.endsWith("/") ? base : `${base.href}/`).href)
-    let latest: Option.Option<WebhookReport> = Option.none()
+  static readonly layer = Layer.effect(
+    WebhookStatus,
+    Effect.gen(function*() {
+      const config = yield* AppConfig
+      if (config.mode._tag !== "webhook") return WebhookStatus.of({ applicable: false, report: Effect.succeedNone })
+      const botApi = yield* BotApi
+      const expectedUrl = Option.map(config.publicUrl, (base) => new URL("webhook", base.href.endsWith("/") ? base : `${base.href}/`).href)
+      let latest: Option.Option<WebhookReport> = Option.none()
 
-    const refresh = Effect.gen(function*() {
-      const checkedAt = yield* Clock.currentTimeMillis
-      const info = yield* Effect.result(botApi.getWebhookInfo())
-      if (info._tag === "Failure") {
+      const refresh = Effect.gen(function*() {
+        const checkedAt = yield* Clock.currentTimeMillis
+        const info = yield* Effect.result(botApi.getWebhookInfo())
+        if (info._tag === "Failure") {
+          latest = Option.some({
+            ...Option.getOrElse(latest, () => ({
+              urlIsOurs: null,
+              registered: false,
+              pendingUpdateCount: 0,
+              lastErrorDate: undefined,
+              lastErrorMessage: undefined
+            })),
+            checkedAt,
+            refreshError: info.failure.message
+          })
+          return
+        }
         latest = Option.some({
-          ...Option.getOrElse(latest, () => ({
-            urlIsOurs: null,
-            registered: false,
-            pendingUpdateCount: 0,
-            lastErrorDate: undefined,
-            lastErrorMessage: undefined
-          })),
           checkedAt,
-          refreshError: info.failure.message
+          urlIsOurs: Option.match(expectedUrl, { onNone: () => null, onSome: (url) => info.success.url === url }),
+          registered: info.success.url !== "",
+          pendingUpdateCount: info.success.pending_update_count,
+          lastErrorDate: info.success.last_error_date,
+          lastErrorMessage: info.success.last_error_message,
+          refreshError: undefined
         })
-        return
-      }
-      latest = Option.some({
-        checkedAt,
-        urlIsOurs: Option.match(expectedUrl, { onNone: () => null, onSome: (url) => info.success.url === url }),
-        registered: info.success.url !== "",
-        pendingUpdateCount: info.success.pending_update_count,
-        lastErrorDate: info.success.last_error_date,
-        lastErrorMessage: info.success.last_error_message,
-        refreshError: undefined
       })
+      yield* refresh.pipe(Effect.repeat(Schedule.spaced(REFRESH_EVERY)), Effect.forkScoped)
+      return WebhookStatus.of({ applicable: true, report: Effect.sync(() => latest) })
     })
-    yield* refresh.pipe(Effect.repeat(Schedule.spaced(REFRESH_EVERY)), Effect.forkScoped)
-    return WebhookStatus.of({ applicable: true, report: Effect.sync(() => latest) })
-  }))
+  )
 }

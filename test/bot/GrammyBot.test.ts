@@ -49,12 +49,16 @@ const testBot = (seen: Seen): BotDefinition => {
   })
   // Changes the counter's session and writes a row, queues a reply, then throws: all rolled back.
   const boom = new Composer<CounterContext>()
-  boom.command("boom", session({ initial: (): CounterSession => ({ count: 0 }), storage: sqlSessionStorage<CounterSession>() }), async (ctx) => {
-    ctx.session.count += 100
-    await ctx.sql`INSERT INTO users (telegram_id, first_name) VALUES (${ctx.from!.id}, 'boom')`
-    await ctx.reply("never sent")
-    throw new Error(`boom in update ${ctx.update.update_id}`)
-  })
+  boom.command(
+    "boom",
+    session({ initial: (): CounterSession => ({ count: 0 }), storage: sqlSessionStorage<CounterSession>() }),
+    async (ctx) => {
+      ctx.session.count += 100
+      await ctx.sql`INSERT INTO users (telegram_id, first_name) VALUES (${ctx.from!.id}, 'boom')`
+      await ctx.reply("never sent")
+      throw new Error(`boom in update ${ctx.update.update_id}`)
+    }
+  )
   return [bot, boom, counter, fallback]
 }
 
@@ -69,7 +73,9 @@ const makeSeen = Effect.gen(function*() {
 })
 
 const texts = (calls: ReadonlyArray<RecordedCall>, chatId: number) =>
-  calls.filter((call) => call.method === "sendMessage" && Number(call.params["chat_id"]) === chatId).map((call) => String(call.params["text"]))
+  calls.filter((call) => call.method === "sendMessage" && Number(call.params["chat_id"]) === chatId).map((call) =>
+    String(call.params["text"])
+  )
 
 let lastId = 30_000
 const nextId = () => ++lastId
@@ -146,11 +152,16 @@ describe("a grammY Composer bot in the pipeline", () => {
         for (const _ of [1, 2]) yield* post(app.base, callbackUpdate(chatId, 77, "count:+1"))
         const edits = (calls: ReadonlyArray<RecordedCall>) => calls.filter((call) => call.method === "editMessageText")
         const afterTaps = yield* app.standIn.awaitCalls((calls) => edits(calls).length === 2, "20 seconds")
-        assert.deepStrictEqual(edits(afterTaps).map((call) => [call.params["message_id"], call.params["text"]]), [[77, "Count: 1"], [77, "Count: 2"]])
+        assert.deepStrictEqual(edits(afterTaps).map((call) => [call.params["message_id"], call.params["text"]]), [[77, "Count: 1"], [
+          77,
+          "Count: 2"
+        ]])
         const answers = afterTaps.filter((call) => call.method === "answerCallbackQuery").map((call) => call.params["text"])
         assert.deepStrictEqual(answers, ["Now 1", "Now 2"])
         // Each answer precedes its edit: the order the handler queued them in.
-        const order = afterTaps.filter((call) => call.method === "answerCallbackQuery" || call.method === "editMessageText").map((call) => call.method)
+        const order = afterTaps.filter((call) => call.method === "answerCallbackQuery" || call.method === "editMessageText").map((call) =>
+          call.method
+        )
         assert.deepStrictEqual(order, ["answerCallbackQuery", "editMessageText", "answerCallbackQuery", "editMessageText"])
 
         // Restart: a new instance on the same database still has the session.

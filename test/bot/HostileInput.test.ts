@@ -80,7 +80,9 @@ describe("hostile input", () => {
         const { chargeId } = yield* buyAndPay(shopper, "credits_100")
 
         const groupId = -1_000_000_000_000 - shopper.userId % 1_000_000
-        for (const text of ["/balance", "/paysupport", "/refund", `/refund ${chargeId}`]) yield* post(groupUpdate(shopper.userId, groupId, text))
+        for (const text of ["/balance", "/paysupport", "/refund", `/refund ${chargeId}`]) {
+          yield* post(groupUpdate(shopper.userId, groupId, text))
+        }
         const calls = yield* standIn.awaitCalls((calls) => messagesTo(calls, groupId).length === 4, "20 seconds")
         assert.deepStrictEqual(messagesTo(calls, groupId), [PRIVATE_ONLY, PRIVATE_ONLY, PRIVATE_ONLY, PRIVATE_ONLY])
         assert.isFalse(calls.some((call) => call.method === "refundStarPayment"))
@@ -91,12 +93,19 @@ describe("hostile input", () => {
       Effect.gen(function*() {
         const shopper = yield* newShopper
         const noChat = nextUpdateId()
-        yield* post({ update_id: noChat, message: { message_id: 1, date: 1767225600, from: { id: shopper.userId, is_bot: false, first_name: "G" }, text: "hi" } })
+        yield* post({
+          update_id: noChat,
+          message: { message_id: 1, date: 1767225600, from: { id: shopper.userId, is_bot: false, first_name: "G" }, text: "hi" }
+        })
         const badPayment = nextUpdateId()
         const payment = sampleUpdate({ updateId: badPayment, chatId: shopper.userId, text: "" })
         yield* post({
           ...payment,
-          message: { ...payment.message, text: undefined, successful_payment: { currency: "XTR", total_amount: "lots", invoice_payload: "x" } }
+          message: {
+            ...payment.message,
+            text: undefined,
+            successful_payment: { currency: "XTR", total_amount: "lots", invoice_payload: "x" }
+          }
         })
         for (const id of [noChat, badPayment]) {
           const row = yield* awaitDead(id)
@@ -112,7 +121,8 @@ describe("hostile input", () => {
         // Where the fallback cuts the quote: its reply must fit 4096 UTF-16 code units.
         const room = 4096 - fallbackReply("").length - 1
         const texts = ["😀", "👨‍👩‍👧", "🇫🇷"].flatMap((emoji) =>
-          Array.from({ length: emoji.length + 2 }, (_, k) => `${"a".repeat(room - k)}${emoji}${"b".repeat(50)}`))
+          Array.from({ length: emoji.length + 2 }, (_, k) => `${"a".repeat(room - k)}${emoji}${"b".repeat(50)}`)
+        )
         for (const text of texts) yield* shopper.post(commandUpdate(shopper.userId, text))
         const replies = yield* shopper.awaitMessages(texts.length, "60 seconds")
         assert.lengthOf(replies, texts.length)
@@ -120,7 +130,7 @@ describe("hostile input", () => {
           assert.isAtMost(reply.length, 4096)
           assert.notMatch(reply, LONE, `reply ${i}`)
           assert.strictEqual(reply, fallbackReply(texts[i]!))
-          const quoted = reply.slice(fallbackReply("").indexOf("”") , -"…”. Try /help".length)
+          const quoted = reply.slice(fallbackReply("").indexOf("”"), -"…”. Try /help".length)
           assert.isTrue(texts[i]!.startsWith(quoted), `reply ${i} quotes a prefix of the text`)
         }
       }))
@@ -130,7 +140,9 @@ describe("hostile input", () => {
         const shopper = yield* newShopper
         assert.strictEqual(yield* shopper.say("/careless"), "half \uFFFD and nul \uFFFD end")
         const db = yield* PaymentDb
-        const rows = yield* db.query(Schema.Struct({ status: Schema.String }), "SELECT status FROM inbox WHERE chat_key = $1", [`chat:${shopper.userId}`])
+        const rows = yield* db.query(Schema.Struct({ status: Schema.String }), "SELECT status FROM inbox WHERE chat_key = $1", [
+          `chat:${shopper.userId}`
+        ])
         assert.deepStrictEqual(rows, [{ status: "done" }])
       }))
   })

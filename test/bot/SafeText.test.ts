@@ -50,8 +50,14 @@ describe("safe text", () => {
     const text = String(payload["text"])
     assert.isAtMost(text.length, LIMITS.messageText)
     assert.notMatch(text, LONE)
-    assert.strictEqual(String(safePayload("sendPhoto", { chat_id: 1, photo: "id", caption: "é".repeat(2000) })["caption"]).length, LIMITS.caption)
-    assert.strictEqual(String(safePayload("answerCallbackQuery", { callback_query_id: "q", text: "y".repeat(500) })["text"]).length, LIMITS.callbackAnswer)
+    assert.strictEqual(
+      String(safePayload("sendPhoto", { chat_id: 1, photo: "id", caption: "é".repeat(2000) })["caption"]).length,
+      LIMITS.caption
+    )
+    assert.strictEqual(
+      String(safePayload("answerCallbackQuery", { callback_query_id: "q", text: "y".repeat(500) })["text"]).length,
+      LIMITS.callbackAnswer
+    )
     // JSON that PostgreSQL's jsonb accepts: no \u0000 and no lone surrogate escapes.
     assert.notMatch(JSON.stringify(payload), /\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])/i)
   })

@@ -108,7 +108,9 @@ describe("no connection leak", () => {
     () =>
       Effect.gen(function*() {
         const appScope = yield* Scope.make()
-        const app = yield* Scope.provide(appScope)(startFaultyApp("leak_shutdown", { UPDATE_TIMEOUT_MS: "30000", SHUTDOWN_GRACE_MS: "200" }))
+        const app = yield* Scope.provide(appScope)(
+          startFaultyApp("leak_shutdown", { UPDATE_TIMEOUT_MS: "30000", SHUTDOWN_GRACE_MS: "200" })
+        )
         const pg = yield* pgProbe(app.databaseUrl)
         for (const [i, updateId] of [110_001, 110_002, 110_003].entries()) {
           const response = yield* postUpdate(app.base, sampleUpdate({ updateId, chatId: 995_000 + i, text: "/hang" }))
@@ -134,7 +136,11 @@ describe("no connection leak", () => {
     "with every pool slot held, acquiring fails with a typed PoolTimeout, the webhook answers 503 within seconds, and both recover once the slots are free",
     () =>
       Effect.gen(function*() {
-        const app = yield* startFaultyApp("leak_pool_timeout", { DB_POOL_MAX: "5", SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" })
+        const app = yield* startFaultyApp("leak_pool_timeout", {
+          DB_POOL_MAX: "5",
+          SEND_RATE_PER_SECOND: "10000",
+          SHUTDOWN_GRACE_MS: "200"
+        })
         const idle = yield* awaitIdlePool(app.db)
         const holders = yield* Effect.forEach(
           Array.from({ length: idle.idle }),
@@ -145,7 +151,9 @@ describe("no connection leak", () => {
 
         const started = Date.now()
         const exit = yield* Effect.exit(app.db.withConnection(app.db.sql`SELECT 1`, "300 millis"))
-        assert.isTrue(Exit.isFailure(exit) && exit.cause.reasons.some((reason) => reason._tag === "Fail" && reason.error._tag === "PoolTimeout"))
+        assert.isTrue(
+          Exit.isFailure(exit) && exit.cause.reasons.some((reason) => reason._tag === "Fail" && reason.error._tag === "PoolTimeout")
+        )
         assert.isBelow(Date.now() - started, 3_000)
 
         const postedAt = Date.now()

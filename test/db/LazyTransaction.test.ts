@@ -6,13 +6,16 @@ import { lazyTransaction } from "../../src/db/LazyTransaction.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 
 const Client = Layer.effectDiscard(Effect.flatMap(SqlClient, (sql) => sql`CREATE TABLE notes (note text)`)).pipe(
-  Layer.provideMerge(Layer.unwrap(Effect.map(Effect.promise(() => freshDatabase("lazy_transaction")), (url) =>
-    PgClient.layer({ url: Redacted.make(url), maxConnections: 4, applicationName: "lazy-test" }))))
+  Layer.provideMerge(
+    Layer.unwrap(Effect.map(
+      Effect.promise(() => freshDatabase("lazy_transaction")),
+      (url) => PgClient.layer({ url: Redacted.make(url), maxConnections: 4, applicationName: "lazy-test" })
+    ))
+  )
 )
 
 /** True when the statement runs outside a transaction block (autocommit): SAVEPOINT is refused there. */
-const startsItsTransaction = Effect.flatMap(SqlClient, (sql) =>
-  Effect.map(Effect.exit(sql.unsafe("SAVEPOINT probe")), Exit.isFailure))
+const startsItsTransaction = Effect.flatMap(SqlClient, (sql) => Effect.map(Effect.exit(sql.unsafe("SAVEPOINT probe")), Exit.isFailure))
 
 const count = (sql: SqlClient, note: string) =>
   Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM notes WHERE note = ${note}`, (rows) => rows[0]?.n ?? 0)
@@ -41,8 +44,9 @@ layer(Client, { excludeTestServices: true })("a transaction that begins with its
   it.effect("a failure after a statement rolls it back", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient
-      const exit = yield* Effect.exit(lazyTransaction(sql, () =>
-        Effect.andThen(sql`INSERT INTO notes VALUES ('rolled back')`, Effect.fail("handler failed"))))
+      const exit = yield* Effect.exit(
+        lazyTransaction(sql, () => Effect.andThen(sql`INSERT INTO notes VALUES ('rolled back')`, Effect.fail("handler failed")))
+      )
       assert.isTrue(Exit.isFailure(exit))
       assert.strictEqual(yield* count(sql, "rolled back"), 0)
     }))
@@ -68,7 +72,9 @@ layer(Client, { excludeTestServices: true })("a transaction that begins with its
         Effect.gen(function*() {
           const inner = yield* SqlClient
           yield* inner`INSERT INTO notes VALUES ('outer')`
-          const failed = yield* Effect.exit(inner.withTransaction(Effect.andThen(inner`INSERT INTO notes VALUES ('inner')`, Effect.fail("inner failed"))))
+          const failed = yield* Effect.exit(
+            inner.withTransaction(Effect.andThen(inner`INSERT INTO notes VALUES ('inner')`, Effect.fail("inner failed")))
+          )
           assert.isTrue(Exit.isFailure(failed) && !Cause.hasInterruptsOnly(failed.cause))
           yield* inner.withTransaction(inner`INSERT INTO notes VALUES ('inner kept')`)
         }))

@@ -20,8 +20,11 @@ describe("PostgreSQL stopped and started under load", () => {
     "while PostgreSQL is down the webhook answers 503 and nothing is lost; once it is back the same process answers every update, in per-chat order",
     () =>
       Effect.gen(function*() {
-        const cluster = yield* Effect.acquireRelease(Effect.promise(() => startCluster()), (cluster) => Effect.promise(() => cluster.dispose()))
-        const databaseUrl = yield* Effect.promise(() => createDatabase(cluster.url("postgres"), "restart"))
+        const cluster = yield* Effect.acquireRelease(Effect.promise(() => startCluster()), (cluster) =>
+          Effect.promise(() => cluster.dispose()))
+        const databaseUrl = yield* Effect.promise(() =>
+          createDatabase(cluster.url("postgres"), "restart")
+        )
         // In-process (a child process adds seconds of start-up on a busy machine): the same
         // layer must recover, so "without a restart" is the app never being rebuilt.
         const app = yield* Layer.build(testAppLayer({
@@ -45,7 +48,9 @@ describe("PostgreSQL stopped and started under load", () => {
         // During: the next third is posted while PostgreSQL stops under it; posters retry.
         const during = yield* Effect.forkChild(postPlan(base, slice(plan, 10, 20), stats))
         yield* Effect.promise(() => cluster.stop())
-        yield* waitFor("503 answers while PostgreSQL is down", Effect.sync(() => stats.statuses.get(503) ?? 0), (n) => n >= 5, { timeout: "30 seconds" })
+        yield* waitFor("503 answers while PostgreSQL is down", Effect.sync(() => stats.statuses.get(503) ?? 0), (n) => n >= 5, {
+          timeout: "30 seconds"
+        })
         const health = yield* Effect.promise(() => fetch(`${serviceUrl}/health`).then((response) => response.status))
         assert.strictEqual(health, 503, "readiness fails while the database is down")
         const live = yield* Effect.promise(() => fetch(`${serviceUrl}/health/live`).then((response) => response.status))

@@ -32,70 +32,89 @@ const explainBacklog = (url: string) =>
       // A node's buffer counts include those of the nodes below it.
       buffers: root["Shared Hit Blocks"] + root["Shared Read Blocks"],
       seqScans: nodes.filter((node) => node["Node Type"] === "Seq Scan").map((node) => node["Relation Name"] ?? "?"),
-      scans: nodes.filter((node) => node["Node Type"].includes("Scan")).map((node) => `${node["Node Type"]} ${node["Index Name"] ?? node["Relation Name"] ?? ""}`)
+      scans: nodes.filter((node) => node["Node Type"].includes("Scan")).map((node) =>
+        `${node["Node Type"]} ${node["Index Name"] ?? node["Relation Name"] ?? ""}`
+      )
     }
   })
 
 /** Finished rows up to update_id `upTo`, inserted by the server itself. */
 const fillDone = (url: string, from: number, upTo: number) =>
   Effect.andThen(
-    execute(url, `
+    execute(
+      url,
+      `
       INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, finished_at)
-      SELECT g, 'chat:' || (g % 5000), 'message', '{}', 'done', 1, now() FROM generate_series($1::bigint, $2::bigint) g`, [from, upTo]),
+      SELECT g, 'chat:' || (g % 5000), 'message', '{}', 'done', 1, now() FROM generate_series($1::bigint, $2::bigint) g`,
+      [from, upTo]
+    ),
     execute(url, "ANALYZE inbox")
   )
 
 const backlogCalls = (url: string) =>
   Effect.map(
-    queryRows(url, Schema.Struct({ calls: Schema.Number }), `
+    queryRows(
+      url,
+      Schema.Struct({ calls: Schema.Number }),
+      `
       SELECT coalesce(sum(calls), 0)::int AS calls FROM pg_stat_statements
       WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND query LIKE '%AS dead%' AND query LIKE '%AS outbox%' AND query NOT LIKE 'EXPLAIN%'`),
+        AND query LIKE '%AS dead%' AND query LIKE '%AS outbox%' AND query NOT LIKE 'EXPLAIN%'`
+    ),
     (rows) => rows[0]?.calls ?? 0
   )
 
 describe("/health cost", () => {
-  it.live("the backlog query touches as many buffers with 1,000,000 finished inbox rows as with 10,000, scans no table whole, and a burst of /health requests costs one query per second", () =>
-    Effect.gen(function*() {
-      // A server of our own: pg_stat_statements must be preloaded to count the queries.
-      const cluster = yield* Effect.acquireRelease(
-        Effect.promise(() => startCluster(["-c", "shared_preload_libraries=pg_stat_statements"])),
-        (cluster) => Effect.promise(() => cluster.dispose())
-      )
-      const url = yield* Effect.promise(() => createDatabase(cluster.url("postgres"), "health_cost"))
-      yield* execute(url, "CREATE EXTENSION pg_stat_statements")
+  it.live(
+    "the backlog query touches as many buffers with 1,000,000 finished inbox rows as with 10,000, scans no table whole, and a burst of /health requests costs one query per second",
+    () =>
+      Effect.gen(function*() {
+        // A server of our own: pg_stat_statements must be preloaded to count the queries.
+        const cluster = yield* Effect.acquireRelease(
+          Effect.promise(() => startCluster(["-c", "shared_preload_libraries=pg_stat_statements"])),
+          (cluster) => Effect.promise(() => cluster.dispose())
+        )
+        const url = yield* Effect.promise(() => createDatabase(cluster.url("postgres"), "health_cost"))
+        yield* execute(url, "CREATE EXTENSION pg_stat_statements")
 
-      yield* Effect.gen(function*() {
-        // A few dead letters and open rows (not due for a day, so the app leaves them alone) keep every index non-empty.
-        yield* execute(url, `
+        yield* Effect.gen(function*() {
+          // A few dead letters and open rows (not due for a day, so the app leaves them alone) keep every index non-empty.
+          yield* execute(
+            url,
+            `
           INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, finished_at, available_at)
           SELECT g, 'chat:open' || g, 'message', '{}', CASE WHEN g % 2 = 0 THEN 'dead' ELSE 'pending' END, 1,
                  CASE WHEN g % 2 = 0 THEN now() END, now() + interval '1 day'
-          FROM generate_series(2000001, 2000010) g`)
-        yield* fillDone(url, 1, 10_000)
-        const small = yield* explainBacklog(url)
-        yield* fillDone(url, 10_001, 1_000_000)
-        const large = yield* explainBacklog(url)
-        yield* Effect.log(`backlog query buffers: ${small.buffers} with 10k finished rows, ${large.buffers} with 1M (${large.scans.join(", ")})`)
-        assert.deepStrictEqual(large.seqScans, [], "no table is scanned whole")
-        assert.isAtMost(large.buffers, small.buffers, `buffers with 1M rows (${large.buffers}) vs 10k (${small.buffers})`)
+          FROM generate_series(2000001, 2000010) g`
+          )
+          yield* fillDone(url, 1, 10_000)
+          const small = yield* explainBacklog(url)
+          yield* fillDone(url, 10_001, 1_000_000)
+          const large = yield* explainBacklog(url)
+          yield* Effect.log(
+            `backlog query buffers: ${small.buffers} with 10k finished rows, ${large.buffers} with 1M (${large.scans.join(", ")})`
+          )
+          assert.deepStrictEqual(large.seqScans, [], "no table is scanned whole")
+          assert.isAtMost(large.buffers, small.buffers, `buffers with 1M rows (${large.buffers}) vs 10k (${small.buffers})`)
 
-        const base = yield* baseUrl
-        yield* execute(url, "SELECT pg_stat_statements_reset()")
-        const started = yield* Clock.currentTimeMillis
-        const answers = yield* Effect.forEach(
-          Array.from({ length: 50 }),
-          () => Effect.promise(() => fetch(`${base}/health`).then((response) => response.status)),
-          { concurrency: "unbounded" }
-        )
-        const elapsedMs = (yield* Clock.currentTimeMillis) - started
-        assert.isTrue(answers.every((status) => status === 200 || status === 503), answers.join(","))
-        const calls = yield* backlogCalls(url)
-        // The metrics sampler asks for the backlog too, every 5 s.
-        const allowed = 1 + Math.floor(elapsedMs / 1_000) + 1 + Math.floor(elapsedMs / 5_000)
-        yield* Effect.log(`50 concurrent /health requests over ${elapsedMs} ms: ${calls} backlog queries`)
-        assert.isAtLeast(calls, 1)
-        assert.isAtMost(calls, allowed)
-      }).pipe(Effect.provide(testAppLayer({ databaseUrl: url })))
-    }), 60_000)
+          const base = yield* baseUrl
+          yield* execute(url, "SELECT pg_stat_statements_reset()")
+          const started = yield* Clock.currentTimeMillis
+          const answers = yield* Effect.forEach(
+            Array.from({ length: 50 }),
+            () => Effect.promise(() => fetch(`${base}/health`).then((response) => response.status)),
+            { concurrency: "unbounded" }
+          )
+          const elapsedMs = (yield* Clock.currentTimeMillis) - started
+          assert.isTrue(answers.every((status) => status === 200 || status === 503), answers.join(","))
+          const calls = yield* backlogCalls(url)
+          // The metrics sampler asks for the backlog too, every 5 s.
+          const allowed = 1 + Math.floor(elapsedMs / 1_000) + 1 + Math.floor(elapsedMs / 5_000)
+          yield* Effect.log(`50 concurrent /health requests over ${elapsedMs} ms: ${calls} backlog queries`)
+          assert.isAtLeast(calls, 1)
+          assert.isAtMost(calls, allowed)
+        }).pipe(Effect.provide(testAppLayer({ databaseUrl: url })))
+      }),
+    60_000
+  )
 })

@@ -15,10 +15,13 @@ const DB_PASSWORD = "pw-Hq8vDistinctive"
 const databaseWithOwnPassword = (adminUrl: string, name: string) =>
   Effect.gen(function*() {
     const url = yield* Effect.promise(() => createDatabase(adminUrl, name))
-    yield* execute(adminUrl, `DO $$ BEGIN
+    yield* execute(
+      adminUrl,
+      `DO $$ BEGIN
       IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '${DB_USER}') THEN
         CREATE ROLE ${DB_USER} LOGIN PASSWORD '${DB_PASSWORD}';
-      END IF; END $$`)
+      END IF; END $$`
+    )
     yield* execute(adminUrl, `ALTER DATABASE "${name}" OWNER TO ${DB_USER}`)
     const appUrl = new URL(url)
     appUrl.username = DB_USER
@@ -91,8 +94,11 @@ layer(appLayer, { excludeTestServices: true })("GET /health", (it) => {
     Effect.gen(function*() {
       const { url } = yield* AppDatabase
       yield* Effect.acquireRelease(
-        execute(url, `INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, last_error, finished_at)
-                      VALUES (9001, 'chat:9001', 'message', '{"update_id":9001}', 'dead', 5, 'boom', now())`),
+        execute(
+          url,
+          `INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, last_error, finished_at)
+                      VALUES (9001, 'chat:9001', 'message', '{"update_id":9001}', 'dead', 5, 'boom', now())`
+        ),
         () => execute(url, "DELETE FROM inbox WHERE update_id = 9001")
       )
       // Answers are shared for a second, so the dead letter shows up on a later one.
@@ -116,7 +122,10 @@ layer(appLayer, { excludeTestServices: true })("GET /health", (it) => {
 describe("GET /health without its database", () => {
   it.live("with PostgreSQL stopped /health answers 503 fail within 1 s while /health/live stays 200", () =>
     Effect.gen(function*() {
-      const cluster = yield* Effect.acquireRelease(Effect.promise(() => startCluster()), (cluster) => Effect.promise(() => cluster.dispose()))
+      const cluster = yield* Effect.acquireRelease(
+        Effect.promise(() => startCluster()),
+        (cluster) => Effect.promise(() => cluster.dispose())
+      )
       const databaseUrl = yield* databaseWithOwnPassword(cluster.url("postgres"), "health_outage")
       yield* Effect.gen(function*() {
         assert.strictEqual((yield* settledHealth).body.status, "pass")

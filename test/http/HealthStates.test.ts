@@ -48,7 +48,11 @@ const get = (base: string, path: string): Effect.Effect<Health> =>
 const healthUntil = (base: string, what: string, until: (health: Health) => boolean, timeout: Duration.Input = "20 seconds") => {
   let last: Health | undefined
   return get(base, "/health").pipe(
-    Effect.tap((health) => Effect.sync(() => { last = health })),
+    Effect.tap((health) =>
+      Effect.sync(() => {
+        last = health
+      })
+    ),
     Effect.repeat({ schedule: Schedule.spaced("100 millis"), until }),
     Effect.timeoutOrElse({
       duration: timeout,
@@ -71,15 +75,19 @@ const assertNoSecrets = (text: string) => {
 }
 
 /** The app against a stand-in the test built (and may have configured) before the app starts. */
-const appAgainst = (env: Record<string, unknown>) => makeAppLayer().pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(env))))
+const appAgainst = (env: Record<string, unknown>) =>
+  makeAppLayer().pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(env))))
 
 describe("/health states", () => {
   it.live(
     "/health goes pass, warn on a dead-lettered update, 503 fail within 1 s with PostgreSQL stopped, and recovers without a restart; liveness stays 200",
     () =>
       Effect.gen(function*() {
-        const cluster = yield* Effect.acquireRelease(Effect.promise(() => startCluster()), (cluster) => Effect.promise(() => cluster.dispose()))
-        const databaseUrl = yield* Effect.promise(() => createDatabase(cluster.url("postgres"), "health_states"))
+        const cluster = yield* Effect.acquireRelease(Effect.promise(() => startCluster()), (cluster) =>
+          Effect.promise(() => cluster.dispose()))
+        const databaseUrl = yield* Effect.promise(() =>
+          createDatabase(cluster.url("postgres"), "health_states")
+        )
         // Built once: "without a restart" is this layer never being rebuilt.
         const app = yield* Layer.build(testAppLayer({ databaseUrl, env: { SHUTDOWN_GRACE_MS: "500" } }))
         const base = yield* Effect.provideContext(baseUrl, app)
@@ -88,8 +96,11 @@ describe("/health states", () => {
         assert.strictEqual(passing.status, 200)
         yield* assertLive(base, "while passing")
 
-        yield* execute(databaseUrl, `INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, last_error, finished_at)
-                                     VALUES (9101, 'chat:9101', 'message', '{"update_id":9101}', 'dead', 5, 'boom', now())`)
+        yield* execute(
+          databaseUrl,
+          `INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, last_error, finished_at)
+                                     VALUES (9101, 'chat:9101', 'message', '{"update_id":9101}', 'dead', 5, 'boom', now())`
+        )
         const warning = yield* healthUntil(base, "warn", (h) => h.body.status === "warn")
         assert.strictEqual(warning.status, 200)
         assert.strictEqual(check(warning, "inbox:dead")?.status, "warn", warning.text)
@@ -163,34 +174,38 @@ describe("/health states", () => {
     60_000
   )
 
-  it.live("in webhook mode, a recent delivery error reported by getWebhookInfo turns telegram:webhook to warn, without secrets", () =>
-    Effect.gen(function*() {
-      const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
-      const message = "Wrong response from the webhook: 502 Bad Gateway"
-      const nowSeconds = Math.floor((yield* Clock.currentTimeMillis) / 1000)
-      // Set before the app exists: the first refresh runs at start, the next only 60 s later.
-      yield* standIn.setWebhookInfo({ last_error_date: nowSeconds, last_error_message: message, pending_update_count: 3 })
-      const databaseUrl = yield* Effect.promise(() => freshDatabase("health_webhook"))
-      const app = yield* Layer.build(appAgainst(testEnv(databaseUrl, standIn.url, { PUBLIC_URL: "https://bot.example.test" })))
-      const base = yield* Effect.provideContext(baseUrl, app)
+  it.live(
+    "in webhook mode, a recent delivery error reported by getWebhookInfo turns telegram:webhook to warn, without secrets",
+    () =>
+      Effect.gen(function*() {
+        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const message = "Wrong response from the webhook: 502 Bad Gateway"
+        const nowSeconds = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+        // Set before the app exists: the first refresh runs at start, the next only 60 s later.
+        yield* standIn.setWebhookInfo({ last_error_date: nowSeconds, last_error_message: message, pending_update_count: 3 })
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("health_webhook"))
+        const app = yield* Layer.build(appAgainst(testEnv(databaseUrl, standIn.url, { PUBLIC_URL: "https://bot.example.test" })))
+        const base = yield* Effect.provideContext(baseUrl, app)
 
-      const health = yield* healthUntil(
-        base,
-        "with a refreshed telegram:webhook check",
-        (h) => h.body.status !== "fail" && check(h, "telegram:webhook")?.observedValue !== undefined
-      )
-      const webhook = check(health, "telegram:webhook")
-      assert.strictEqual(webhook?.status, "warn", health.text)
-      const observed = yield* Schema.decodeUnknownEffect(WebhookObserved)(webhook?.observedValue).pipe(Effect.orDie)
-      assert.strictEqual(observed.pendingUpdateCount, 3)
-      assert.strictEqual(observed.lastErrorMessage, message)
-      assert.strictEqual(observed.lastErrorDate, nowSeconds)
-      assert.include(webhook?.output ?? "", message)
-      assert.strictEqual(health.status, 200)
-      assert.strictEqual(health.body.status, "warn", health.text)
-      assertNoSecrets(health.text)
-      assert.isAtLeast((yield* standIn.calls).filter((call) => call.method === "getWebhookInfo").length, 1)
-    }), 60_000)
+        const health = yield* healthUntil(
+          base,
+          "with a refreshed telegram:webhook check",
+          (h) => h.body.status !== "fail" && check(h, "telegram:webhook")?.observedValue !== undefined
+        )
+        const webhook = check(health, "telegram:webhook")
+        assert.strictEqual(webhook?.status, "warn", health.text)
+        const observed = yield* Schema.decodeUnknownEffect(WebhookObserved)(webhook?.observedValue).pipe(Effect.orDie)
+        assert.strictEqual(observed.pendingUpdateCount, 3)
+        assert.strictEqual(observed.lastErrorMessage, message)
+        assert.strictEqual(observed.lastErrorDate, nowSeconds)
+        assert.include(webhook?.output ?? "", message)
+        assert.strictEqual(health.status, 200)
+        assert.strictEqual(health.body.status, "warn", health.text)
+        assertNoSecrets(health.text)
+        assert.isAtLeast((yield* standIn.calls).filter((call) => call.method === "getWebhookInfo").length, 1)
+      }),
+    60_000
+  )
 
   it.live("in sandbox mode /health has no telegram:webhook check", () =>
     Effect.gen(function*() {

@@ -8,8 +8,12 @@ import { queryRows } from "../support/TestHttp.ts"
 
 class AppDatabase extends Context.Service<AppDatabase, { readonly url: string }>()("test/PoisonDatabase") {}
 
-const appOnFreshDatabase = Layer.unwrap(Effect.map(Effect.promise(() => freshDatabase("poison_input")), (url) =>
-  Layer.merge(testAppLayer({ databaseUrl: url }), Layer.succeed(AppDatabase, AppDatabase.of({ url })))))
+const appOnFreshDatabase = Layer.unwrap(
+  Effect.map(
+    Effect.promise(() => freshDatabase("poison_input")),
+    (url) => Layer.merge(testAppLayer({ databaseUrl: url }), Layer.succeed(AppDatabase, AppDatabase.of({ url })))
+  )
+)
 
 /** An update whose JSON text carries `escaped` (JSON escape sequences) inside the message text. */
 const poisoned = (updateId: number, escaped: string) =>
@@ -19,8 +23,12 @@ const poisoned = (updateId: number, escaped: string) =>
 const tooDeep = (updateId: number) => `{"update_id":${updateId},"message":{"deep":${"[".repeat(200_000)}${"]".repeat(200_000)}}}`
 
 const storedStatuses = (url: string, from: number, to: number) =>
-  queryRows(url, Schema.Struct({ update_id: Schema.String, status: Schema.String }),
-    "SELECT update_id::text, status FROM inbox WHERE update_id BETWEEN $1 AND $2 ORDER BY update_id", [from, to])
+  queryRows(
+    url,
+    Schema.Struct({ update_id: Schema.String, status: Schema.String }),
+    "SELECT update_id::text, status FROM inbox WHERE update_id BETWEEN $1 AND $2 ORDER BY update_id",
+    [from, to]
+  )
 
 // JSON that Node parses but PostgreSQL's jsonb refuses must never be answered 503 (Telegram would
 // redeliver it for a day, holding up its chat), nor fail the other updates stored in the same batch.
@@ -32,11 +40,21 @@ layer(appOnFreshDatabase, { excludeTestServices: true })("input PostgreSQL refus
       const cases = ["\\u0000", "\\ud800", "\\udfff", "\\ud83d", "x\\ude00"]
       const statuses = yield* Effect.forEach(cases, (escaped, index) =>
         Effect.map(postUpdate(base, poisoned(3000 + index, escaped)), (response) => response.status))
-      assert.deepStrictEqual(statuses, cases.map(() => 200))
+      assert.deepStrictEqual(
+        statuses,
+        cases.map(() =>
+          200
+        )
+      )
       // Each is processed: the fallback quotes the text back, with U+FFFD where jsonb could not hold it.
-      const calls = yield* standIn.awaitCalls((calls) =>
-        cases.every((_, index) => calls.some((call) => call.method === "sendMessage" && call.params["chat_id"] === 3000 + index)), "20 seconds")
-      const quoted = calls.filter((call) => call.method === "sendMessage" && call.params["chat_id"] === 3000).map((call) => String(call.params["text"]))
+      const calls = yield* standIn.awaitCalls(
+        (calls) =>
+          cases.every((_, index) => calls.some((call) => call.method === "sendMessage" && call.params["chat_id"] === 3000 + index)),
+        "20 seconds"
+      )
+      const quoted = calls.filter((call) => call.method === "sendMessage" && call.params["chat_id"] === 3000).map((call) =>
+        String(call.params["text"])
+      )
       assert.include(quoted[0] ?? "", "before\uFFFDafter")
     }))
 

@@ -13,7 +13,10 @@ describe("polling mode", () => {
       const url = yield* Effect.promise(() => freshDatabase("polling_webhook"))
       const standIn = yield* BotApiStandIn
       // Every long poll stays open: the only way in would be the forged request.
-      yield* standIn.script("getUpdates", Array.from({ length: 4 }, () => ({ status: 200, body: { ok: true, result: [] }, delayMs: 120_000 })))
+      yield* standIn.script(
+        "getUpdates",
+        Array.from({ length: 4 }, () => ({ status: 200, body: { ok: true, result: [] }, delayMs: 120_000 }))
+      )
       // No WEBHOOK_SECRET: polling mode does not require one, which is what made the route a door.
       const env: Record<string, string> = { ...testEnv(url, standIn.url, { BOT_MODE: "polling" }) }
       delete env["WEBHOOK_SECRET"]

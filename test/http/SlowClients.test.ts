@@ -41,35 +41,43 @@ const slowSocket = (port: number, partial: string) =>
   })
 
 describe("slow HTTP clients", () => {
-  it.live(`${SLOW_SOCKETS} sockets dribbling an unfinished request neither block /health/live nor POST /webhook, and the server closes them within its headers timeout`, () =>
-    Effect.gen(function*() {
-      const databaseUrl = yield* Effect.promise(() => freshDatabase("slow_clients"))
-      yield* Effect.gen(function*() {
-        const base = yield* baseUrl
-        const port = Number(new URL(base).port)
-        const startedAt = yield* Clock.currentTimeMillis
+  it.live(
+    `${SLOW_SOCKETS} sockets dribbling an unfinished request neither block /health/live nor POST /webhook, and the server closes them within its headers timeout`,
+    () =>
+      Effect.gen(function*() {
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("slow_clients"))
+        yield* Effect.gen(function*() {
+          const base = yield* baseUrl
+          const port = Number(new URL(base).port)
+          const startedAt = yield* Clock.currentTimeMillis
 
-        // Half stop inside the request line, half inside the headers of a webhook request.
-        const sockets = yield* Effect.forEach(
-          Array.from({ length: SLOW_SOCKETS }, (_, i) => i),
-          (i) => slowSocket(port, i % 2 === 0 ? "POST /webhoo" : "POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Slow: "),
-          { concurrency: 20 }
-        )
+          // Half stop inside the request line, half inside the headers of a webhook request.
+          const sockets = yield* Effect.forEach(
+            Array.from({ length: SLOW_SOCKETS }, (_, i) => i),
+            (i) =>
+              slowSocket(
+                port,
+                i % 2 === 0 ? "POST /webhoo" : "POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Slow: "
+              ),
+            { concurrency: 20 }
+          )
 
-        // While every one of them hangs, the service answers.
-        const live = yield* rawRequest({ url: `${base}/health/live`, method: "GET" })
-        assert.strictEqual(live.status, 200)
-        const update = sampleUpdate({ updateId: 880_001, chatId: 880_001, text: "through the crowd" })
-        const stored = yield* postUpdate(base, update)
-        assert.strictEqual(stored.status, 200, stored.body)
-        assert.strictEqual((yield* inboxRow(databaseUrl, 880_001))?.update_id, "880001")
-        assert.isTrue(sockets.every(({ socket }) => !socket.destroyed), "the slow sockets were still open while the service answered")
+          // While every one of them hangs, the service answers.
+          const live = yield* rawRequest({ url: `${base}/health/live`, method: "GET" })
+          assert.strictEqual(live.status, 200)
+          const update = sampleUpdate({ updateId: 880_001, chatId: 880_001, text: "through the crowd" })
+          const stored = yield* postUpdate(base, update)
+          assert.strictEqual(stored.status, 200, stored.body)
+          assert.strictEqual((yield* inboxRow(databaseUrl, 880_001))?.update_id, "880001")
+          assert.isTrue(sockets.every(({ socket }) => !socket.destroyed), "the slow sockets were still open while the service answered")
 
-        // Each socket is closed by the server: the headers timeout plus the connection sweep's period, with margin.
-        const deadline = HTTP_LIMITS.headersTimeoutMs + 10_000
-        yield* Effect.forEach(sockets, ({ closed }) => Deferred.await(closed), { discard: true }).pipe(Effect.timeout(deadline))
-        const elapsed = (yield* Clock.currentTimeMillis) - startedAt
-        assert.isAtLeast(elapsed, HTTP_LIMITS.headersTimeoutMs - 1_000, "not closed before the timeout")
-      }).pipe(Effect.scoped, Effect.provide(testAppLayer({ databaseUrl })))
-    }), 60_000)
+          // Each socket is closed by the server: the headers timeout plus the connection sweep's period, with margin.
+          const deadline = HTTP_LIMITS.headersTimeoutMs + 10_000
+          yield* Effect.forEach(sockets, ({ closed }) => Deferred.await(closed), { discard: true }).pipe(Effect.timeout(deadline))
+          const elapsed = (yield* Clock.currentTimeMillis) - startedAt
+          assert.isAtLeast(elapsed, HTTP_LIMITS.headersTimeoutMs - 1_000, "not closed before the timeout")
+        }).pipe(Effect.scoped, Effect.provide(testAppLayer({ databaseUrl })))
+      }),
+    60_000
+  )
 })

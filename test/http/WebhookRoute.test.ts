@@ -12,8 +12,12 @@ import { inboxRow, queryRows, rawRequest } from "../support/TestHttp.ts"
 class AppDatabase extends Context.Service<AppDatabase, { readonly url: string }>()("test/AppDatabase") {}
 
 const appOnFreshDatabase = (label: string) =>
-  Layer.unwrap(Effect.map(Effect.promise(() => freshDatabase(label)), (url) =>
-    Layer.merge(testAppLayer({ databaseUrl: url }), Layer.succeed(AppDatabase, AppDatabase.of({ url })))))
+  Layer.unwrap(
+    Effect.map(
+      Effect.promise(() => freshDatabase(label)),
+      (url) => Layer.merge(testAppLayer({ databaseUrl: url }), Layer.succeed(AppDatabase, AppDatabase.of({ url })))
+    )
+  )
 
 /** The fallback handler's answer to a plain text message. */
 const replyTo = (text: string) => `I don't understand “${text}”. Try /help`
@@ -52,7 +56,11 @@ layer(appOnFreshDatabase("webhook_route"), { excludeTestServices: true })("POST 
       const base = yield* baseUrl
       const { url } = yield* AppDatabase
       const update = sampleUpdate({ updateId: 1001, chatId: 1001, text: "no secret" })
-      const missing = yield* rawRequest({ url: `${base}/webhook`, headers: { "content-type": "application/json" }, chunks: [JSON.stringify(update)] })
+      const missing = yield* rawRequest({
+        url: `${base}/webhook`,
+        headers: { "content-type": "application/json" },
+        chunks: [JSON.stringify(update)]
+      })
       const wrong = yield* postUpdate(base, update, { "x-telegram-bot-api-secret-token": `${TEST_SECRET}x` })
       const empty = yield* postUpdate(base, update, { "x-telegram-bot-api-secret-token": "" })
       assert.deepStrictEqual([missing.status, wrong.status, empty.status], [401, 401, 401])
@@ -66,7 +74,11 @@ layer(appOnFreshDatabase("webhook_route"), { excludeTestServices: true })("POST 
       const body = JSON.stringify(sampleUpdate({ updateId: 1101, chatId: 1101 }))
       const plain = yield* postUpdate(base, body, { "content-type": "text/plain" })
       const form = yield* postUpdate(base, body, { "content-type": "application/x-www-form-urlencoded" })
-      const none = yield* rawRequest({ url: `${base}/webhook`, headers: { "x-telegram-bot-api-secret-token": TEST_SECRET }, chunks: [body] })
+      const none = yield* rawRequest({
+        url: `${base}/webhook`,
+        headers: { "x-telegram-bot-api-secret-token": TEST_SECRET },
+        chunks: [body]
+      })
       assert.deepStrictEqual([plain.status, form.status, none.status], [415, 415, 415])
       // A charset parameter is still JSON.
       const withCharset = yield* postUpdate(base, body, { "content-type": "Application/JSON; charset=utf-8" })
@@ -135,7 +147,11 @@ layer(appOnFreshDatabase("webhook_route"), { excludeTestServices: true })("POST 
       ]
       const statuses = yield* Effect.forEach(bodies, (body) => Effect.map(postUpdate(base, body), (r) => r.status))
       assert.deepStrictEqual(statuses, bodies.map(() => 400))
-      const stored = yield* queryRows(url, Schema.Struct({ n: Schema.Number }), "SELECT count(*)::int AS n FROM inbox WHERE update_id BETWEEN 1500 AND 1599")
+      const stored = yield* queryRows(
+        url,
+        Schema.Struct({ n: Schema.Number }),
+        "SELECT count(*)::int AS n FROM inbox WHERE update_id BETWEEN 1500 AND 1599"
+      )
       assert.strictEqual(stored[0]?.n, 0)
     }))
 
@@ -171,7 +187,11 @@ layer(appOnFreshDatabase("webhook_route"), { excludeTestServices: true })("POST 
       // Skipped at the door: no worker ever claimed it (a claim counts an attempt).
       assert.strictEqual(row?.attempts, 0)
       assert.deepStrictEqual(row?.payload, update)
-      const outbox = yield* queryRows(url, Schema.Struct({ n: Schema.Number }), "SELECT count(*)::int AS n FROM outbox WHERE update_id = 1701")
+      const outbox = yield* queryRows(
+        url,
+        Schema.Struct({ n: Schema.Number }),
+        "SELECT count(*)::int AS n FROM outbox WHERE update_id = 1701"
+      )
       assert.strictEqual(outbox[0]?.n, 0)
       // A later message to the same chat id is answered, and it is the only reply that chat gets.
       yield* postUpdate(base, sampleUpdate({ updateId: 1702, chatId: 1701, text: "after the unknown one" }))
@@ -214,7 +234,10 @@ layer(appOnFreshDatabase("webhook_route"), { excludeTestServices: true })("POST 
 describe("POST /webhook without its database", () => {
   it.live("answers 503 with Retry-After fast while PostgreSQL is down, and stores and answers the redelivery once it is back", () =>
     Effect.gen(function*() {
-      const cluster = yield* Effect.acquireRelease(Effect.promise(() => startCluster()), (cluster) => Effect.promise(() => cluster.dispose()))
+      const cluster = yield* Effect.acquireRelease(
+        Effect.promise(() => startCluster()),
+        (cluster) => Effect.promise(() => cluster.dispose())
+      )
       const databaseUrl = yield* Effect.promise(() => createDatabase(cluster.url("postgres"), "webhook_outage"))
       yield* Effect.gen(function*() {
         const base = yield* baseUrl

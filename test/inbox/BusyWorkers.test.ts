@@ -32,7 +32,8 @@ const startBusyApp = (label: string) =>
     })
     const post = (update: unknown, what: string) =>
       Effect.map(postUpdate(app.base, update), (response) => assert.strictEqual(response.status, 200, `${what}: ${response.body}`))
-    const postText = (updateId: number, text: string) => post(sampleUpdate({ updateId, chatId: chatOf(updateId), text }), `update ${updateId}`)
+    const postText = (updateId: number, text: string) =>
+      post(sampleUpdate({ updateId, chatId: chatOf(updateId), text }), `update ${updateId}`)
     return { app, post, postText }
   })
 
@@ -69,6 +70,10 @@ describe("busy workers", () => {
       // Only the update that was running when the query arrived may finish before it.
       const answeredAt = calls.findIndex(isAnswer(query.id))
       const firstQueued = calls.findIndex(isReplyTo(backlog))
-      assert.isBelow(answeredAt, firstQueued, `the pre-checkout answer came before every update queued ahead of it: ${JSON.stringify(calls.map((call) => call.method))}`)
+      assert.isBelow(
+        answeredAt,
+        firstQueued,
+        `the pre-checkout answer came before every update queued ahead of it: ${JSON.stringify(calls.map((call) => call.method))}`
+      )
     }), 90_000)
 })

@@ -29,8 +29,11 @@ describe("kill -9 and restart", () => {
         // transaction: those updates are certainly mid-processing when the process dies.
         const blocker = new pg.Client({ connectionString: databaseUrl, application_name: "steadfast-test-blocker" })
         blocker.on("error", () => undefined)
-        yield* Effect.acquireRelease(Effect.promise(() => blocker.connect()), () => Effect.promise(() => blocker.end().catch(() => undefined)))
-        const blockedUsers = BLOCKED_CHATS.map((i) => FIRST_CHAT_ID + i)
+        yield* Effect.acquireRelease(Effect.promise(() => blocker.connect()), () =>
+          Effect.promise(() => blocker.end().catch(() => undefined)))
+        const blockedUsers = BLOCKED_CHATS.map((i) =>
+          FIRST_CHAT_ID + i
+        )
         yield* Effect.promise(() => blocker.query("BEGIN"))
         yield* Effect.promise(() => blocker.query(`INSERT INTO users (telegram_id) SELECT unnest($1::bigint[])`, [blockedUsers]))
 
@@ -53,7 +56,10 @@ describe("kill -9 and restart", () => {
         yield* waitFor(
           "a blocked /start update in processing and some replies delivered",
           Effect.all([
-            probe.query<{ n: number }>(`SELECT count(*)::int AS n FROM inbox WHERE status = 'processing' AND update_id = ANY($1::bigint[])`, [startIds]),
+            probe.query<{ n: number }>(
+              `SELECT count(*)::int AS n FROM inbox WHERE status = 'processing' AND update_id = ANY($1::bigint[])`,
+              [startIds]
+            ),
             standIn.calls
           ]),
           ([rows, calls]) => (rows[0]?.n ?? 0) >= 1 && answeredCount(plan, calls) >= 50,
@@ -68,7 +74,9 @@ describe("kill -9 and restart", () => {
         // Let the users rows go: the dead process's waiting statements finish on the server,
         // find their client gone and roll back. Wait until none of its sessions remain.
         yield* Effect.promise(() => blocker.query("ROLLBACK"))
-        yield* waitFor("the killed process's sessions to end", probe.appSessions, (sessions) => sessions.length === 0, { timeout: "20 seconds" })
+        yield* waitFor("the killed process's sessions to end", probe.appSessions, (sessions) => sessions.length === 0, {
+          timeout: "20 seconds"
+        })
 
         const leftOver = yield* probe.query<{ update_id: string; locked_until: Date }>(
           `SELECT update_id, locked_until FROM inbox WHERE status = 'processing'`
@@ -103,7 +111,9 @@ describe("kill -9 and restart", () => {
           `SELECT count(DISTINCT update_id)::int AS updates, count(*)::int AS rows, count(*) FILTER (WHERE status = 'sent')::int AS sent FROM outbox`
         )
         assert.deepStrictEqual(outbox[0], { updates: TOTAL, rows: TOTAL, sent: TOTAL })
-        const users = yield* probe.query<{ n: number }>(`SELECT count(*)::int AS n FROM users WHERE telegram_id = ANY($1::bigint[])`, [blockedUsers])
+        const users = yield* probe.query<{ n: number }>(`SELECT count(*)::int AS n FROM users WHERE telegram_id = ANY($1::bigint[])`, [
+          blockedUsers
+        ])
         assert.strictEqual(users[0]?.n, blockedUsers.length, "the blocked /start handlers committed once the lock was gone")
 
         // Replies keep per-chat order across the crash; a delivery cut off by the kill may be

@@ -14,7 +14,11 @@ describe("lease fencing", () => {
     () =>
       Effect.gen(function*() {
         // A long timeout: only the takeover may end this handler's claim on the update.
-        const app = yield* startFaultyApp("lease_fencing", { UPDATE_TIMEOUT_MS: "60000", SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" })
+        const app = yield* startFaultyApp("lease_fencing", {
+          UPDATE_TIMEOUT_MS: "60000",
+          SEND_RATE_PER_SECOND: "10000",
+          SHUTDOWN_GRACE_MS: "200"
+        })
         const posted = yield* postUpdate(app.base, sampleUpdate({ updateId: UPDATE_ID, chatId: CHAT_ID, text: "/latch" }))
         assert.strictEqual(posted.status, 200)
         // The handler has written its mark and queued its reply, and waits on the latch.

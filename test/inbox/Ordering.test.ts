@@ -60,7 +60,11 @@ describe("per-chat order under concurrency", () => {
     "a chat's next update waits, stored and ready, for as long as the previous one runs, while other chats go on",
     () =>
       Effect.gen(function*() {
-        const app = yield* startFaultyApp("ordering_slow", { UPDATE_TIMEOUT_MS: "60000", SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" })
+        const app = yield* startFaultyApp("ordering_slow", {
+          UPDATE_TIMEOUT_MS: "60000",
+          SEND_RATE_PER_SECOND: "10000",
+          SHUTDOWN_GRACE_MS: "200"
+        })
         const post = (updateId: number, chatId: number, text: string) =>
           Effect.map(postUpdate(app.base, sampleUpdate({ updateId, chatId, text })), (response) => assert.strictEqual(response.status, 200))
         const chatId = 881_000

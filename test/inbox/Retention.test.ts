@@ -123,8 +123,14 @@ describe("Retention", () => {
       )
       yield* waitUntil(ids(db, "outbox"), (rows) => rows.length === KEPT_OUTBOX.length)
       assert.deepStrictEqual(yield* ids(db, "inbox"), KEPT_INBOX)
-      const line = yield* waitUntil(Effect.sync(() => logs.find((line) => line.includes("retention: removed"))), (line) => line !== undefined)
-      assert.match(line ?? "", /^Info: retention: removed 10 inbox rows \(done 7, skipped 3\) and 6 outbox rows \(sent 4, failed 2\) older than 7d in 10 batches/)
+      const line = yield* waitUntil(
+        Effect.sync(() => logs.find((line) => line.includes("retention: removed"))),
+        (line) => line !== undefined
+      )
+      assert.match(
+        line ?? "",
+        /^Info: retention: removed 10 inbox rows \(done 7, skipped 3\) and 6 outbox rows \(sent 4, failed 2\) older than 7d in 10 batches/
+      )
     }))
 
   it.live("a failed sweep is logged and the loop carries on at the next interval", () =>

@@ -14,12 +14,18 @@ const postText = (app: FaultyApp, updateId: number, chatId: number, text: string
 
 const repliedTo = (app: FaultyApp, chatId: number, text: string) =>
   app.standIn.awaitCalls(
-    (calls) => calls.some((call) => call.method === "sendMessage" && call.params["chat_id"] === chatId && String(call.params["text"]).includes(text)),
+    (calls) =>
+      calls.some((call) =>
+        call.method === "sendMessage" && call.params["chat_id"] === chatId && String(call.params["text"]).includes(text)
+      ),
     "30 seconds"
   )
 
 const marksOf = (app: FaultyApp, updateId: number) =>
-  Effect.map(app.pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM test_marks WHERE update_id = $1`, [updateId]), (rows) => rows[0]?.n)
+  Effect.map(
+    app.pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM test_marks WHERE update_id = $1`, [updateId]),
+    (rows) => rows[0]?.n
+  )
 
 const outboxRowsOf = (app: FaultyApp, updateId: number) =>
   Effect.map(app.pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE update_id = $1`, [updateId]), (rows) => rows[0]?.n)
@@ -50,9 +56,14 @@ describe("failures, retries and dead letters", () => {
         assert.strictEqual(yield* outboxRowsOf(app, 5_001), 0)
         const calls = yield* app.standIn.calls
         assert.isFalse(calls.some((call) => String(call.params["text"]).includes("about to fail")), "no reply of a failed attempt was sent")
-        assert.strictEqual(calls.filter((call) => call.params["chat_id"] === chatId).length, 1, "the chat got exactly the next update's reply")
+        assert.strictEqual(
+          calls.filter((call) => call.params["chat_id"] === chatId).length,
+          1,
+          "the chat got exactly the next update's reply"
+        )
 
-        yield* app.logs.await("the dead letter", (log) => log.level === "Error" && log.message.includes("update 5001 dead-lettered after 3 attempt(s)"))
+        yield* app.logs.await("the dead letter", (log) =>
+          log.level === "Error" && log.message.includes("update 5001 dead-lettered after 3 attempt(s)"))
       }),
     60_000
   )
@@ -64,7 +75,8 @@ describe("failures, retries and dead letters", () => {
         const app = yield* startFaultyApp("retries_defect", env)
         yield* postText(app, 6_001, 820_001, "/die")
         yield* postText(app, 6_002, 820_002, "/throw")
-        yield* awaitProbe(app.probe, (entries) => entries.some((e) => e.marker === "die") && entries.some((e) => e.marker === "throw"), "20 seconds")
+        yield* awaitProbe(app.probe, (entries) =>
+          entries.some((e) => e.marker === "die") && entries.some((e) => e.marker === "throw"), "20 seconds")
 
         // While both are failing and being retried, other chats are answered.
         for (const [i, chatId] of [820_003, 820_004, 820_005].entries()) {

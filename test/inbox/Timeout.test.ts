@@ -37,7 +37,10 @@ const idleInTransaction = (pg: PgProbe) =>
   Effect.map(pg.appSessions, (sessions) => sessions.filter((session) => session.state?.startsWith("idle in transaction")).length)
 
 const marksOf = (app: FaultyApp, updateId: number) =>
-  Effect.map(app.pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM test_marks WHERE update_id = $1`, [updateId]), (rows) => rows[0]?.n)
+  Effect.map(
+    app.pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM test_marks WHERE update_id = $1`, [updateId]),
+    (rows) => rows[0]?.n
+  )
 
 describe("handler timeout", () => {
   it.live(
@@ -60,18 +63,24 @@ describe("handler timeout", () => {
         const row = yield* awaitStatus(app.pg, 7_001, "dead")
         assert.strictEqual(row.attempts, MAX_ATTEMPTS)
         assert.include(row.last_error ?? "", "timed out after 1s")
-        const attempts = (yield* awaitProbe(app.probe, (entries) => entries.length >= MAX_ATTEMPTS, "5 seconds"))
+        const attempts = yield* awaitProbe(app.probe, (entries) => entries.length >= MAX_ATTEMPTS, "5 seconds")
         assert.strictEqual(attempts.filter((e) => e.updateId === 7_001).length, MAX_ATTEMPTS, "both attempts ran the handler")
         assert.strictEqual(yield* marksOf(app, 7_001), 0, "the mark written before hanging was rolled back")
 
         yield* app.standIn.awaitCalls((calls) => calls.some((call) => String(call.params["text"]).includes("u7002")), "20 seconds")
         yield* awaitIdlePool(app.db)
         yield* sessions.stop
-        assert.isAtLeast(sessions.seen.get("idle in transaction: other") ?? 0, 1, "the sampler saw the hanging transaction while it existed")
+        assert.isAtLeast(
+          sessions.seen.get("idle in transaction: other") ?? 0,
+          1,
+          "the sampler saw the hanging transaction while it existed"
+        )
         assert.strictEqual(yield* idleInTransaction(app.pg), 0, "no session is left idle in transaction")
 
-        const logged = yield* app.logs.await("the timeout", (log) =>
-          log.level === "Error" && log.message.includes("update 7001 (message) timed out after 1s on attempt 1"))
+        const logged = yield* app.logs.await(
+          "the timeout",
+          (log) => log.level === "Error" && log.message.includes("update 7001 (message) timed out after 1s on attempt 1")
+        )
         // What it was doing: the handler's own span is named as open, innermost first.
         assert.match(logged.message, /it was doing:\n\s*spans: Handler\.test-hang( <|$)/m, logged.message)
       }),

@@ -4,7 +4,15 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer, Ref } from "effect"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
-import { answeredCount, interleavedPlan, makePostStats, postUntilStored, repliesByChat, toUpdate, withoutImmediateRepeats } from "../support/Load.ts"
+import {
+  answeredCount,
+  interleavedPlan,
+  makePostStats,
+  postUntilStored,
+  repliesByChat,
+  toUpdate,
+  withoutImmediateRepeats
+} from "../support/Load.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { testEnv } from "../support/TestApp.ts"
@@ -15,55 +23,63 @@ const PER_CHAT = 25
 const TOTAL = CHATS * PER_CHAT
 
 describe("rolling restart", () => {
-  it.live("two instances restarted one after the other through npm start under load: every update answered once, in order, none late", () =>
-    Effect.gen(function*() {
-      const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
-      // Calls take a moment, so deliveries are in flight when a signal comes.
-      yield* standIn.setDelay(20)
-      const databaseUrl = yield* Effect.promise(() => freshDatabase("rolling_restart"))
-      const env = testEnv(databaseUrl, standIn.url, { SEND_RATE_PER_SECOND: "10000" })
-      const start = spawnService(env, { command: ["npm", "start"], startTimeout: "60 seconds" })
-      const [first, second] = yield* Effect.all([start, start], { concurrency: 2 })
-      const bases = [yield* Ref.make(first.baseUrl), yield* Ref.make(second.baseUrl)] as const
+  it.live(
+    "two instances restarted one after the other through npm start under load: every update answered once, in order, none late",
+    () =>
+      Effect.gen(function*() {
+        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        // Calls take a moment, so deliveries are in flight when a signal comes.
+        yield* standIn.setDelay(20)
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("rolling_restart"))
+        const env = testEnv(databaseUrl, standIn.url, { SEND_RATE_PER_SECOND: "10000" })
+        const start = spawnService(env, { command: ["npm", "start"], startTimeout: "60 seconds" })
+        const [first, second] = yield* Effect.all([start, start], { concurrency: 2 })
+        const bases = [yield* Ref.make(first.baseUrl), yield* Ref.make(second.baseUrl)] as const
 
-      // Chats concurrently; a chat's updates one after another, alternating between the instances.
-      const plan = interleavedPlan({ chats: CHATS, perChat: PER_CHAT, firstUpdateId: 90_000, firstChatId: 990_000, seed: 5 })
-      const stats = makePostStats()
-      const posting = yield* Effect.forkChild(Effect.forEach(plan, (chat) =>
-        Effect.forEach(chat, (planned, i) => postUntilStored(Ref.get(bases[i % 2]!), toUpdate(planned), stats), { discard: true }), {
-        concurrency: "unbounded",
-        discard: true
-      }))
+        // Chats concurrently; a chat's updates one after another, alternating between the instances.
+        const plan = interleavedPlan({ chats: CHATS, perChat: PER_CHAT, firstUpdateId: 90_000, firstChatId: 990_000, seed: 5 })
+        const stats = makePostStats()
+        const posting = yield* Effect.forkChild(Effect.forEach(plan, (chat) =>
+          Effect.forEach(chat, (planned, i) =>
+            postUntilStored(Ref.get(bases[i % 2]!), toUpdate(planned), stats), { discard: true }), {
+          concurrency: "unbounded",
+          discard: true
+        }))
 
-      const restart = (index: 0 | 1, service: typeof first) =>
-        Effect.gen(function*() {
-          yield* service.kill("SIGTERM")
-          assert.deepStrictEqual(yield* service.exited, { code: 0, signal: null }, yield* service.output)
-          const next = yield* start
-          yield* Ref.set(bases[index], next.baseUrl)
-        })
-      yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) >= TOTAL / 5, "60 seconds")
-      yield* restart(0, first)
-      yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) >= (2 * TOTAL) / 5, "60 seconds")
-      yield* restart(1, second)
-      yield* Fiber.join(posting)
+        const restart = (index: 0 | 1, service: typeof first) =>
+          Effect.gen(function*() {
+            yield* service.kill("SIGTERM")
+            assert.deepStrictEqual(yield* service.exited, { code: 0, signal: null }, yield* service.output)
+            const next = yield* start
+            yield* Ref.set(bases[index], next.baseUrl)
+          })
+        yield* standIn.awaitCalls((calls) =>
+          answeredCount(plan, calls) >= TOTAL / 5, "60 seconds")
+        yield* restart(0, first)
+        yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) >= (2 * TOTAL) / 5, "60 seconds")
+        yield* restart(1, second)
+        yield* Fiber.join(posting)
 
-      // Shutdown returns what it held, so nothing waits for a lease to expire.
-      yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === TOTAL, "15 seconds")
-      const pg = yield* pgProbe(databaseUrl)
-      yield* waitFor(
-        "an empty outbox queue",
-        pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE status IN ('pending', 'sending')`),
-        (rows) => rows[0]?.n === 0,
-        { timeout: "15 seconds" }
-      )
-      assert.deepStrictEqual(yield* pg.inboxStatuses, { done: TOTAL })
-      const outbox = yield* pg.query<{ updates: number; rows: number }>(`SELECT count(DISTINCT update_id)::int AS updates, count(*)::int AS rows FROM outbox`)
-      assert.deepStrictEqual(outbox[0], { updates: TOTAL, rows: TOTAL }, "each update was handled once")
-      const replies = repliesByChat(yield* standIn.calls)
-      for (const chat of plan) {
-        // A delivery cut off by a shutdown's end of grace may be repeated, right after itself.
-        assert.deepStrictEqual(withoutImmediateRepeats(replies.get(chat[0]!.chatId) ?? []), chat.map((planned) => planned.text))
-      }
-    }), 180_000)
+        // Shutdown returns what it held, so nothing waits for a lease to expire.
+        yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === TOTAL, "15 seconds")
+        const pg = yield* pgProbe(databaseUrl)
+        yield* waitFor(
+          "an empty outbox queue",
+          pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE status IN ('pending', 'sending')`),
+          (rows) => rows[0]?.n === 0,
+          { timeout: "15 seconds" }
+        )
+        assert.deepStrictEqual(yield* pg.inboxStatuses, { done: TOTAL })
+        const outbox = yield* pg.query<{ updates: number; rows: number }>(
+          `SELECT count(DISTINCT update_id)::int AS updates, count(*)::int AS rows FROM outbox`
+        )
+        assert.deepStrictEqual(outbox[0], { updates: TOTAL, rows: TOTAL }, "each update was handled once")
+        const replies = repliesByChat(yield* standIn.calls)
+        for (const chat of plan) {
+          // A delivery cut off by a shutdown's end of grace may be repeated, right after itself.
+          assert.deepStrictEqual(withoutImmediateRepeats(replies.get(chat[0]!.chatId) ?? []), chat.map((planned) => planned.text))
+        }
+      }),
+    180_000
+  )
 })

@@ -39,9 +39,14 @@ const holdInboxRow = (url: string, updateId: number) =>
 
 /** Waits until `count` of the service's statements (those like `statement`) wait on a lock: a row the test holds. */
 const awaitLockedStatements = (url: string, count: number, statement = "%") =>
-  queryRows(url, Schema.Struct({ n: Schema.Number }), `
+  queryRows(
+    url,
+    Schema.Struct({ n: Schema.Number }),
+    `
     SELECT count(*)::int AS n FROM pg_stat_activity
-    WHERE application_name = 'steadfast' AND datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE $1`, [statement]).pipe(
+    WHERE application_name = 'steadfast' AND datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE $1`,
+    [statement]
+  ).pipe(
     Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => (rows[0]?.n ?? 0) >= count }),
     Effect.timeout("30 seconds")
   )
@@ -97,7 +102,8 @@ describe("shutdown", () => {
 
       // Three chats with two updates each: a chat's second reply waits for its first.
       const updates = [1, 2, 3].flatMap((chat) =>
-        [1, 2].map((n) => sampleUpdate({ updateId: 100 + chat * 10 + n, chatId: 3000 + chat, text: `chat ${chat} message ${n}` })))
+        [1, 2].map((n) => sampleUpdate({ updateId: 100 + chat * 10 + n, chatId: 3000 + chat, text: `chat ${chat} message ${n}` }))
+      )
       for (const update of updates) {
         const answer = yield* rawRequest({ url: webhook, headers: webhookHeaders, chunks: [JSON.stringify(update)] })
         assert.strictEqual(answer.status, 200)
@@ -112,7 +118,12 @@ describe("shutdown", () => {
 
       const answered = yield* Fiber.join(inFlight)
       assert.strictEqual(answered.status, 200, answered.body)
-      const refused = yield* rawRequest({ url: webhook, headers: webhookHeaders, chunks: [JSON.stringify(sampleUpdate({ updateId: 1000, chatId: 3999 }))], agent })
+      const refused = yield* rawRequest({
+        url: webhook,
+        headers: webhookHeaders,
+        chunks: [JSON.stringify(sampleUpdate({ updateId: 1000, chatId: 3999 }))],
+        agent
+      })
       assert.strictEqual(refused.status, 503, refused.body)
       assert.match(String(refused.headers["retry-after"]), /^[1-9]\d*$/)
       // Our idle socket would otherwise hold the server's close until its keep-alive timeout.
@@ -128,12 +139,20 @@ describe("shutdown", () => {
       assert.notProperty(inbox, "processing", JSON.stringify(inbox))
       assert.notProperty(outbox, "sending", JSON.stringify(outbox))
       assert.deepStrictEqual((yield* inboxRow(url, 999))?.payload, inFlightUpdate, "the in-flight update is stored")
-      const unreplied = yield* queryRows(url, Schema.Struct({ update_id: Schema.String }), `
+      const unreplied = yield* queryRows(
+        url,
+        Schema.Struct({ update_id: Schema.String }),
+        `
         SELECT i.update_id::text FROM inbox i
-        WHERE i.status = 'done' AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.update_id = i.update_id AND o.status IN ('sent', 'pending'))`)
+        WHERE i.status = 'done' AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.update_id = i.update_id AND o.status IN ('sent', 'pending'))`
+      )
       assert.deepStrictEqual(unreplied, [])
-      const sent = yield* queryRows(url, Schema.Struct({ chat_id: Schema.String, text: Schema.String }), `
-        SELECT payload->>'chat_id' AS chat_id, payload->>'text' AS text FROM outbox WHERE status = 'sent'`)
+      const sent = yield* queryRows(
+        url,
+        Schema.Struct({ chat_id: Schema.String, text: Schema.String }),
+        `
+        SELECT payload->>'chat_id' AS chat_id, payload->>'text' AS text FROM outbox WHERE status = 'sent'`
+      )
       const delivered = sentMessages(yield* standIn.calls)
       for (const row of sent) assert.include(delivered, `${row.chat_id}:${row.text}`)
       // The delivery in flight at the signal was finished and recorded, not cut off.
@@ -172,63 +191,85 @@ describe("shutdown", () => {
 })
 
 describe("shutdown with handlers running", () => {
-  it.live("SIGTERM while handlers run: the one that finishes within SHUTDOWN_GRACE_MS commits, the one past it is rolled back and its update returned, and the next process does it once", () =>
-    Effect.gen(function*() {
-      const url = yield* Effect.promise(() => freshDatabase("shutdown_drain"))
-      const standIn = yield* BotApiStandIn
-      const grace = 4_000
-      const env = testEnv(url, standIn.url, { SHUTDOWN_GRACE_MS: String(grace), UPDATE_TIMEOUT_MS: "60000", SEND_RATE_PER_SECOND: "10000" })
-      const service = yield* spawnService(env, { startTimeout: "50 seconds" })
+  it.live(
+    "SIGTERM while handlers run: the one that finishes within SHUTDOWN_GRACE_MS commits, the one past it is rolled back and its update returned, and the next process does it once",
+    () =>
+      Effect.gen(function*() {
+        const url = yield* Effect.promise(() => freshDatabase("shutdown_drain"))
+        const standIn = yield* BotApiStandIn
+        const grace = 4_000
+        const env = testEnv(url, standIn.url, {
+          SHUTDOWN_GRACE_MS: String(grace),
+          UPDATE_TIMEOUT_MS: "60000",
+          SEND_RATE_PER_SECOND: "10000"
+        })
+        const service = yield* spawnService(env, { startTimeout: "50 seconds" })
 
-      // Uncommitted users rows of ours make each `/start` wait inside its transaction until let go.
-      const [quick, slow] = [5_101, 5_102] as const
-      const quickLock = yield* holdTransaction(url)
-      const slowLock = yield* holdTransaction(url)
-      yield* quickLock.query("INSERT INTO users (telegram_id) VALUES ($1)", [quick])
-      yield* slowLock.query("INSERT INTO users (telegram_id) VALUES ($1)", [slow])
-      for (const id of [quick, slow]) {
-        const answer = yield* rawRequest({ url: `${service.baseUrl}/webhook`, headers: webhookHeaders, chunks: [JSON.stringify(sampleUpdate({ updateId: id, chatId: id, text: "/start" }))] })
-        assert.strictEqual(answer.status, 200)
-      }
-      yield* awaitLockedStatements(url, 2)
+        // Uncommitted users rows of ours make each `/start` wait inside its transaction until let go.
+        const [quick, slow] = [5_101, 5_102] as const
+        const quickLock = yield* holdTransaction(url)
+        const slowLock = yield* holdTransaction(url)
+        yield* quickLock.query("INSERT INTO users (telegram_id) VALUES ($1)", [quick])
+        yield* slowLock.query("INSERT INTO users (telegram_id) VALUES ($1)", [slow])
+        for (const id of [quick, slow]) {
+          const answer = yield* rawRequest({
+            url: `${service.baseUrl}/webhook`,
+            headers: webhookHeaders,
+            chunks: [JSON.stringify(sampleUpdate({ updateId: id, chatId: id, text: "/start" }))]
+          })
+          assert.strictEqual(answer.status, 200)
+        }
+        yield* awaitLockedStatements(url, 2)
 
-      const signalled = yield* Clock.currentTimeMillis
-      yield* service.kill("SIGTERM")
-      yield* awaitClosedPort(Number(new URL(service.baseUrl).port))
-      // Shutting down now: one handler is let go within the grace period, the other never is.
-      yield* quickLock.rollback
-      const exit = yield* Effect.timeout(service.exited, "40 seconds")
-      const exitedAfter = (yield* Clock.currentTimeMillis) - signalled
-      const output = yield* service.output
-      assert.deepStrictEqual(exit, { code: 0, signal: null }, output)
-      assert.isAtLeast(exitedAfter, grace, "the slow handler was given the whole grace period")
+        const signalled = yield* Clock.currentTimeMillis
+        yield* service.kill("SIGTERM")
+        yield* awaitClosedPort(Number(new URL(service.baseUrl).port))
+        // Shutting down now: one handler is let go within the grace period, the other never is.
+        yield* quickLock.rollback
+        const exit = yield* Effect.timeout(service.exited, "40 seconds")
+        const exitedAfter = (yield* Clock.currentTimeMillis) - signalled
+        const output = yield* service.output
+        assert.deepStrictEqual(exit, { code: 0, signal: null }, output)
+        assert.isAtLeast(exitedAfter, grace, "the slow handler was given the whole grace period")
 
-      const InboxState = Schema.Struct({ update_id: Schema.String, status: Schema.String, lease_id: Schema.NullOr(Schema.String) })
-      const states = yield* queryRows(url, InboxState, `SELECT update_id::text, status, lease_id::text FROM inbox ORDER BY update_id`)
-      assert.deepStrictEqual(states, [
-        { update_id: String(quick), status: "done", lease_id: null },
-        { update_id: String(slow), status: "pending", lease_id: null }
-      ], "the handler that finished in time committed; the one past it was returned")
-      const users = (ids: ReadonlyArray<number>) =>
-        Effect.map(
-          queryRows(url, Schema.Struct({ telegram_id: Schema.String }), `SELECT telegram_id::text FROM users WHERE telegram_id = ANY($1::bigint[]) ORDER BY 1`, [ids]),
-          (rows) => rows.map((row) => Number(row.telegram_id))
+        const InboxState = Schema.Struct({ update_id: Schema.String, status: Schema.String, lease_id: Schema.NullOr(Schema.String) })
+        const states = yield* queryRows(url, InboxState, `SELECT update_id::text, status, lease_id::text FROM inbox ORDER BY update_id`)
+        assert.deepStrictEqual(states, [
+          { update_id: String(quick), status: "done", lease_id: null },
+          { update_id: String(slow), status: "pending", lease_id: null }
+        ], "the handler that finished in time committed; the one past it was returned")
+        const users = (ids: ReadonlyArray<number>) =>
+          Effect.map(
+            queryRows(
+              url,
+              Schema.Struct({ telegram_id: Schema.String }),
+              `SELECT telegram_id::text FROM users WHERE telegram_id = ANY($1::bigint[]) ORDER BY 1`,
+              [ids]
+            ),
+            (rows) => rows.map((row) => Number(row.telegram_id))
+          )
+        assert.deepStrictEqual(yield* users([quick, slow]), [quick], "the interrupted handler's write was rolled back")
+
+        // The next process does the returned update, once.
+        yield* slowLock.rollback
+        yield* spawnService(testEnv(url, standIn.url, { SEND_RATE_PER_SECOND: "10000" }), { startTimeout: "50 seconds" })
+        const greeted = (calls: ReadonlyArray<RecordedCall>, chatId: number) =>
+          sentMessages(calls).filter((message) => message.startsWith(`${chatId}:Hello`)).length
+        yield* standIn.awaitCalls((calls) => greeted(calls, quick) >= 1 && greeted(calls, slow) >= 1, "30 seconds")
+        const finished = yield* queryRows(
+          url,
+          InboxState,
+          `SELECT update_id::text, status, lease_id::text FROM inbox WHERE update_id = $1`,
+          [slow]
         )
-      assert.deepStrictEqual(yield* users([quick, slow]), [quick], "the interrupted handler's write was rolled back")
-
-      // The next process does the returned update, once.
-      yield* slowLock.rollback
-      yield* spawnService(testEnv(url, standIn.url, { SEND_RATE_PER_SECOND: "10000" }), { startTimeout: "50 seconds" })
-      const greeted = (calls: ReadonlyArray<RecordedCall>, chatId: number) =>
-        sentMessages(calls).filter((message) => message.startsWith(`${chatId}:Hello`)).length
-      yield* standIn.awaitCalls((calls) => greeted(calls, quick) >= 1 && greeted(calls, slow) >= 1, "30 seconds")
-      const finished = yield* queryRows(url, InboxState, `SELECT update_id::text, status, lease_id::text FROM inbox WHERE update_id = $1`, [slow])
-      assert.strictEqual(finished[0]?.status, "done")
-      assert.deepStrictEqual(yield* users([quick, slow]), [quick, slow])
-      yield* waitForEmptyOutbox(url)
-      const calls = yield* standIn.calls
-      assert.deepStrictEqual([greeted(calls, quick), greeted(calls, slow)], [1, 1], "each update answered once across both processes")
-    }).pipe(Effect.provide(BotApiStandIn.layer())), 120_000)
+        assert.strictEqual(finished[0]?.status, "done")
+        assert.deepStrictEqual(yield* users([quick, slow]), [quick, slow])
+        yield* waitForEmptyOutbox(url)
+        const calls = yield* standIn.calls
+        assert.deepStrictEqual([greeted(calls, quick), greeted(calls, slow)], [1, 1], "each update answered once across both processes")
+      }).pipe(Effect.provide(BotApiStandIn.layer())),
+    120_000
+  )
 })
 
 describe("sandbox mode", () => {
@@ -246,7 +287,8 @@ describe("sandbox mode", () => {
       })))(body!).pipe(Effect.orDie)
 
       const answer = yield* Effect.promise(() =>
-        fetch(target!, { method: "POST", headers: { "content-type": "application/json" }, body: body! }).then((r) => r.status))
+        fetch(target!, { method: "POST", headers: { "content-type": "application/json" }, body: body! }).then((r) => r.status)
+      )
       assert.strictEqual(answer, 200)
       const reply = yield* service.waitForOutput(new RegExp(`bot → chat ${sent.message.chat.id}: .*`))
       assert.include(reply, sent.message.text)

@@ -52,6 +52,7 @@ const runTest = (mutation: Mutation) => {
     env: { ...process.env, CI: "1", PATH: `${dirname(process.execPath)}:${process.env["PATH"] ?? ""}` },
     maxBuffer: 256 * 1024 * 1024
   })
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: strips the ANSI colours of vitest's output
   const output = `${result.stdout}${result.stderr}`.replace(/\x1b\[[0-9;]*m/g, "")
   return { passed: result.status === 0, output, seconds: Math.round((performance.now() - started) / 1000) }
 }
@@ -117,6 +118,7 @@ for (const mutation of selected) {
 }
 
 const rows = results.map(({ mutation, outcome, seconds }) =>
-  `| ${mutation.name} | ${mutation.breaks} | \`${mutation.file}\` | ${target(mutation)} | ${outcome} | ${seconds} s |`)
+  `| ${mutation.name} | ${mutation.breaks} | \`${mutation.file}\` | ${target(mutation)} | ${outcome} | ${seconds} s |`
+)
 console.log(["", "| mutation | breaks | file | test | result | time |", "|---|---|---|---|---|---|", ...rows].join("\n"))
 process.exitCode = results.every((result) => result.outcome === "killed") ? 0 : 1

@@ -30,8 +30,11 @@ describe("SIGUSR2 fiber dump", () => {
         // transaction, so its worker fiber is certainly running when the signal arrives.
         const blocker = new pg.Client({ connectionString: databaseUrl, application_name: "steadfast-test-blocker" })
         blocker.on("error", () => undefined)
-        yield* Effect.acquireRelease(Effect.promise(() => blocker.connect()), () => Effect.promise(() => blocker.end().catch(() => undefined)))
-        yield* Effect.promise(() => blocker.query("BEGIN"))
+        yield* Effect.acquireRelease(Effect.promise(() => blocker.connect()), () =>
+          Effect.promise(() => blocker.end().catch(() => undefined)))
+        yield* Effect.promise(() =>
+          blocker.query("BEGIN")
+        )
         yield* Effect.promise(() => blocker.query("INSERT INTO users (telegram_id) VALUES ($1)", [USER_ID]))
 
         const posted = yield* postUpdate(service.baseUrl, sampleUpdate({ updateId: UPDATE_ID, chatId: USER_ID, text: "/start" }))
@@ -58,7 +61,11 @@ describe("SIGUSR2 fiber dump", () => {
         yield* service.waitForOutput(new RegExp(`update ${UPDATE_ID} \\(message\\)`))
         const dump = (yield* service.output).slice((yield* service.output).indexOf("fiber dump:"))
         // The stuck handler's entry names what it is inside, innermost first: its own span.
-        assert.match(dump, new RegExp(`handler of update ${UPDATE_ID} \\(message\\), running for \\d+ ms\\n\\s*spans: Handler\\.start( <|$)`, "m"), dump)
+        assert.match(
+          dump,
+          new RegExp(`handler of update ${UPDATE_ID} \\(message\\), running for \\d+ ms\\n\\s*spans: Handler\\.start( <|$)`, "m"),
+          dump
+        )
         assert.strictEqual(service.child.exitCode, null, "the process is still running")
         assert.strictEqual(service.child.signalCode, null, "the process is still running")
         const live = yield* Effect.promise(() => fetch(`${service.baseUrl}/health/live`).then((response) => response.status))
@@ -86,7 +93,9 @@ describe("SIGUSR2 fiber dump", () => {
 })
 
 describe("errors that escape every Effect boundary", () => {
-  for (const [kind, logged] of [["exception", "uncaught exception; exiting"], ["rejection", "unhandled promise rejection; exiting"]] as const) {
+  for (
+    const [kind, logged] of [["exception", "uncaught exception; exiting"], ["rejection", "unhandled promise rejection; exiting"]] as const
+  ) {
     it.live(`an unhandled ${kind} is logged as "${logged}" and the process exits with code 1`, () =>
       Effect.gen(function*() {
         const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)

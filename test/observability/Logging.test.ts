@@ -102,7 +102,10 @@ describe("the running service's log", () => {
         assert.strictEqual(yield* postWebhook(service.baseUrl, `{"update_id":7001,"message":{"message_id":1,"text":"/start"}}`), 200)
         yield* service.waitForOutput(/update 7001 dead-lettered/)
 
-        yield* standIn.script("sendMessage", [{ status: 403, body: { ok: false, error_code: 403, description: "Forbidden: bot was blocked by the user" } }])
+        yield* standIn.script("sendMessage", [{
+          status: 403,
+          body: { ok: false, error_code: 403, description: "Forbidden: bot was blocked by the user" }
+        }])
         const update = JSON.stringify(sampleUpdate({ updateId: 7002, chatId: 5550701, text: "/start" }))
         assert.strictEqual(yield* postWebhook(service.baseUrl, update), 200)
         yield* service.waitForOutput(/refused sendMessage .*for good/)

@@ -50,7 +50,10 @@ describe("Prometheus", () => {
 
       // Wait for the update's outcome to be counted, then read everything from that scrape.
       const scrape = yield* fetchText(metricsUrl).pipe(
-        Effect.repeat({ schedule: Schedule.spaced("100 millis"), until: (r) => /steadfast_updates_processed\{[^}]*outcome="done"/.test(r.body) }),
+        Effect.repeat({
+          schedule: Schedule.spaced("100 millis"),
+          until: (r) => /steadfast_updates_processed\{[^}]*outcome="done"/.test(r.body)
+        }),
         Effect.timeout("30 seconds")
       )
       assert.strictEqual(scrape.status, 200)

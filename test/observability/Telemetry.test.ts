@@ -92,7 +92,8 @@ const processSpanOf = (spans: ReadonlyArray<FlatSpan>, updateId: number) =>
 /** The webhook request that stored the update, found through the process span's link. */
 const webhookSpanOf = (spans: ReadonlyArray<FlatSpan>, process: FlatSpan) =>
   spansNamed(spans, "POST /webhook").find((span) =>
-    process.links.some((link) => link.traceId === span.traceId && link.spanId === span.spanId))
+    process.links.some((link) => link.traceId === span.traceId && link.spanId === span.spanId)
+  )
 
 const sqlSpans = (spans: ReadonlyArray<FlatSpan>) => spans.filter((span) => typeof span.attributes["db.query.text"] === "string")
 const queryText = (span: FlatSpan) => String(span.attributes["db.query.text"])
@@ -113,23 +114,26 @@ class Exporting extends Context.Service<Exporting, {
   readonly service: ServiceProcess
   readonly db: Probe
 }>()("test/observability/Exporting") {
-  static readonly layer = Layer.effect(Exporting, Effect.gen(function*() {
-    const receiver = yield* makeOtlpReceiver()
-    const standIn = yield* BotApiStandIn
-    const db = yield* databaseWithOwnRole("otel")
-    const service = yield* spawnService(testEnv(db.url, standIn.url, {
-      ...fastExport,
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-      // The exporters' gzip path: the receiver must decode it like a collector does.
-      OTEL_EXPORTER_OTLP_COMPRESSION: "gzip",
-      OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name=test",
-      // A failed attempt is final, so a failing update ends as `dead` without waiting for a retry.
-      MAX_ATTEMPTS: "1",
-      DB_POOL_MAX: String(POOL_MAX),
-      SEND_RATE_PER_SECOND: "100000"
-    }))
-    return Exporting.of({ receiver, standIn, service, db })
-  })).pipe(Layer.provide(BotApiStandIn.layer()))
+  static readonly layer = Layer.effect(
+    Exporting,
+    Effect.gen(function*() {
+      const receiver = yield* makeOtlpReceiver()
+      const standIn = yield* BotApiStandIn
+      const db = yield* databaseWithOwnRole("otel")
+      const service = yield* spawnService(testEnv(db.url, standIn.url, {
+        ...fastExport,
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        // The exporters' gzip path: the receiver must decode it like a collector does.
+        OTEL_EXPORTER_OTLP_COMPRESSION: "gzip",
+        OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name=test",
+        // A failed attempt is final, so a failing update ends as `dead` without waiting for a retry.
+        MAX_ATTEMPTS: "1",
+        DB_POOL_MAX: String(POOL_MAX),
+        SEND_RATE_PER_SECOND: "100000"
+      }))
+      return Exporting.of({ receiver, standIn, service, db })
+    })
+  ).pipe(Layer.provide(BotApiStandIn.layer()))
 }
 
 const InboxRow = Schema.Struct({ status: Schema.String, trace_id: Schema.NullOr(Schema.String), traceparent: Schema.NullOr(Schema.String) })
@@ -301,14 +305,20 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       ]
       const { metrics } = yield* receiver.waitFor((received) =>
         expected.every(([name]) => received.metrics.some((metric) => metric.name === name)) ? received : undefined
-      ).pipe(Effect.catchTag("ReceiverTimeout", (error) =>
-        Effect.flatMap(receiver.snapshot, (received) =>
-          Effect.die(new Error(`${error.message}; metric names seen: ${[...new Set(received.metrics.map((m) => m.name))].sort().join(", ")}`)))))
+      ).pipe(
+        Effect.catchTag("ReceiverTimeout", (error) =>
+          Effect.flatMap(receiver.snapshot, (received) =>
+            Effect.die(
+              new Error(`${error.message}; metric names seen: ${[...new Set(received.metrics.map((m) => m.name))].sort().join(", ")}`)
+            )))
+      )
       for (const [name, unit, type] of expected) {
         const metric = metrics.find((candidate) => candidate.name === name)!
         assert.strictEqual(metric.unit, unit, name)
         assert.strictEqual(metric.type, type, name)
-        for (const point of metric.dataPoints) assert.strictEqual(point.attributes["db.client.connection.pool.name"], APPLICATION_NAME, name)
+        for (const point of metric.dataPoints) {
+          assert.strictEqual(point.attributes["db.client.connection.pool.name"], APPLICATION_NAME, name)
+        }
       }
       // At least the warm connections were created, each one timed.
       assert.isAtLeast(Number(pointsOf(metrics, "db.client.connection.create_time").at(-1)?.count ?? 0), 2)
@@ -337,7 +347,8 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
         )
         assert.isTrue(statuses.every((code) => code === 200), `statuses: ${[...new Set(statuses)].join(", ")}`)
         yield* standIn.awaitCalls(
-          (calls) => calls.filter((call) => call.method === "sendMessage" && Number(call.params["chat_id"]) >= 6_000_000 + first).length >= 200,
+          (calls) =>
+            calls.filter((call) => call.method === "sendMessage" && Number(call.params["chat_id"]) >= 6_000_000 + first).length >= 200,
           "30 seconds"
         )
         yield* Fiber.interrupt(sampler)
@@ -376,7 +387,11 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
 
       // HTTP and the service's own metrics.
       const serviceMetrics: ReadonlyArray<readonly [string, string, Record<string, string>]> = [
-        ["http.server.request.duration", "s", { "http.request.method": "POST", "http.route": "/webhook", "http.response.status_code": "200" }],
+        ["http.server.request.duration", "s", {
+          "http.request.method": "POST",
+          "http.route": "/webhook",
+          "http.response.status_code": "200"
+        }],
         ["steadfast.updates.received", "{update}", { "telegram.update.kind": "message" }],
         ["steadfast.updates.processed", "{update}", { outcome: "done" }],
         ["steadfast.inbox.backlog", "{update}", {}],
@@ -410,7 +425,9 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
 
       const other = yield* makeOtlpReceiver()
       const databaseUrl = yield* Effect.promise(() => freshDatabase("otel_instance"))
-      const second = yield* spawnService(testEnv(databaseUrl, "http://127.0.0.1:9", { ...fastExport, OTEL_EXPORTER_OTLP_ENDPOINT: other.url }))
+      const second = yield* spawnService(
+        testEnv(databaseUrl, "http://127.0.0.1:9", { ...fastExport, OTEL_EXPORTER_OTLP_ENDPOINT: other.url })
+      )
       const { metrics } = yield* other.waitFor((r) => r.metrics.length > 0 ? r : undefined)
       assert.isString(metrics[0]?.resource["service.instance.id"])
       assert.notStrictEqual(metrics[0]?.resource["service.instance.id"], instanceId)

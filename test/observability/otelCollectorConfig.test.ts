@@ -14,8 +14,7 @@ const readmePath = `${root}README.md`
 
 type Dict = Record<string, unknown>
 
-const isDict = (value: unknown): value is Dict =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
+const isDict = (value: unknown): value is Dict => typeof value === "object" && value !== null && !Array.isArray(value)
 
 const dict = (value: unknown, where: string): Dict => {
   if (!isDict(value)) throw new Error(`${where} must be a mapping`)

@@ -170,7 +170,10 @@ describe("ops CLI", { timeout: SLOW }, () => {
       assert.match(head ?? "", /\n {2}finished {4}\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\n/)
       assert.include(head ?? "", "\n  last error  Error: boom\n                  at handler (bot.ts:1)\n")
       assert.include(head ?? "", "\n  trace id    4bf92f3577b34da6a3ce929d0e0e4736\n")
-      assert.match(head ?? "", /\nbot api calls\n {2}#\d+ sendMessage failed, 0 attempts, last error: Bot API 403: Forbidden: bot was blocked by the user\n$/)
+      assert.match(
+        head ?? "",
+        /\nbot api calls\n {2}#\d+ sendMessage failed, 0 attempts, last error: Bot API 403: Forbidden: bot was blocked by the user\n$/
+      )
       assert.deepStrictEqual(JSON.parse(raw ?? ""), sampleUpdate({ updateId: 31, chatId: 4242, text: "/start" }))
     }))
 
@@ -315,9 +318,17 @@ describe("ops CLI", { timeout: SLOW }, () => {
   const badArguments: ReadonlyArray<readonly [ReadonlyArray<string>, string, string]> = [
     [["bogus"], `ops: Unknown subcommand "bogus" for "ops"`, "usage: ops <subcommand> [flags]"],
     [["show"], "ops: Missing required argument: update_id", "usage: ops show [flags] <update_id>"],
-    [["retry", "abc"], `ops: Invalid value for argument <update_id>: "abc". Expected: an update_id (a whole number)`, "usage: ops retry [flags] [<update_id>]"],
+    [
+      ["retry", "abc"],
+      `ops: Invalid value for argument <update_id>: "abc". Expected: an update_id (a whole number)`,
+      "usage: ops retry [flags] [<update_id>]"
+    ],
     [["retry", "5", "--all-dead"], "ops: give either an update_id or --all-dead", "usage: ops retry [flags] [<update_id>]"],
-    [["purge", "--older-than", "7x"], `ops: Invalid value for flag --older-than: "7x". Expected: a duration such as 7d, 12h or 30m`, "usage: ops purge [flags]"],
+    [
+      ["purge", "--older-than", "7x"],
+      `ops: Invalid value for flag --older-than: "7x". Expected: a duration such as 7d, 12h or 30m`,
+      "usage: ops purge [flags]"
+    ],
     [
       ["purge", "--older-than", "12h"],
       "ops: --older-than below 1d needs --force: a redelivered update whose row is gone would be handled again",

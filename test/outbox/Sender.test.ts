@@ -21,8 +21,9 @@ describe("Sender", () => {
       const base = yield* baseUrl
       const standIn = yield* BotApiStandIn
       const chats = Array.from({ length: 15 }, (_, i) => 9100 + i)
-      yield* Effect.forEach(chats, (chatId, i) =>
-        postUpdate(base, sampleUpdate({ updateId: 91_000 + i, chatId, text: `rate ${i}` })), { concurrency: 15 })
+      yield* Effect.forEach(chats, (chatId, i) => postUpdate(base, sampleUpdate({ updateId: 91_000 + i, chatId, text: `rate ${i}` })), {
+        concurrency: 15
+      })
       const calls = sent(new Set(chats))(yield* standIn.awaitCalls((calls) => sent(new Set(chats))(calls).length === 15, "20 seconds"))
       // A bucket of 5 per second: after the first 5, ten more need at least two seconds.
       const times = calls.map((call) => call.at).sort((a, b) => a - b)
@@ -42,8 +43,10 @@ describe("Sender", () => {
       }])
       assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 92_001, chatId: 9200, text: "first" }))).status, 200)
       assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 92_002, chatId: 9200, text: "second" }))).status, 200)
-      const calls = yield* standIn.awaitCalls((calls) =>
-        calls.some((call) => call.method === "sendMessage" && String(call.params["text"]).includes("second")), "15 seconds")
+      const calls = yield* standIn.awaitCalls(
+        (calls) => calls.some((call) => call.method === "sendMessage" && String(call.params["text"]).includes("second")),
+        "15 seconds"
+      )
       const texts = sent(new Set([9200]))(calls).map((call) => String(call.params["text"]))
       // The refused reply was attempted once, not retried; the next one went out after it.
       assert.strictEqual(texts.filter((text) => text.includes("first")).length, 1)

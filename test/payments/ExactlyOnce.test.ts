@@ -82,10 +82,17 @@ describe("exactly-once crediting", () => {
         const row = yield* awaitFinished(updateId)
         // The run that died with its connection is not counted against MAX_ATTEMPTS, but it ran.
         assert.strictEqual(row?.attempts, 1, "a lost connection is not the update's fault")
-        const runs = yield* Effect.flatMap(PaymentDb, (db) =>
-          db.query(Schema.Struct({ n: Schema.Number }), `SELECT last_value::int AS n FROM fault_${orderId}`))
+        const runs = yield* Effect.flatMap(
+          PaymentDb,
+          (db) => db.query(Schema.Struct({ n: Schema.Number }), `SELECT last_value::int AS n FROM fault_${orderId}`)
+        )
         assert.strictEqual(runs[0]?.n, 2, "the crediting ran twice: once cut off, once to the end")
-        assert.deepInclude(yield* paymentState(chargeId), { status: "credited", credits: 500, order_status: "paid", order_charge: chargeId })
+        assert.deepInclude(yield* paymentState(chargeId), {
+          status: "credited",
+          credits: 500,
+          order_status: "paid",
+          order_charge: chargeId
+        })
         assert.deepStrictEqual(yield* moneyOf(shopper.userId), { balance: 500, ledger_sum: 500, ledger_entries: 1, payments: 1 })
         yield* shopper.awaitMessages(1)
         assert.strictEqual(yield* shopper.say("/balance"), "Your balance: 500 credits.")
@@ -123,112 +130,122 @@ describe("exactly-once crediting", () => {
       yield* assertMoneyInvariants.pipe(Effect.provideService(PaymentDb, db))
     }), 60_000)
 
-  it.live("two different charges for one order, processed at the same time by two instances: one is credited, the other flagged for support", () =>
-    Effect.gen(function*() {
-      const { a, b, db, both } = yield* twoInstances("payments_two_charges")
-      const userId = nextUserId()
-      const invoice = yield* makeShopper(a.base, both, db, userId).buy("credits_100")
-      const charges = [nextChargeId(), nextChargeId()] as const
-      // The second charge comes from another chat (a group), so per-chat order does not serialize
-      // the two: only the order's row lock can.
-      const fromPrivateChat = successfulPaymentUpdate(userId, { ...termsOf(invoice), chargeId: charges[0] })
-      const fromGroup = successfulPaymentUpdate(userId, { ...termsOf(invoice), chargeId: charges[1] })
-      const group = { id: -1_000_000_000_000 - userId % 1_000_000, type: "group" as const, title: "Payers" }
-      const inGroup = fromGroup.message === undefined ? assert.fail("not a message") : { ...fromGroup, message: { ...fromGroup.message, chat: group } }
+  it.live(
+    "two different charges for one order, processed at the same time by two instances: one is credited, the other flagged for support",
+    () =>
+      Effect.gen(function*() {
+        const { a, b, db, both } = yield* twoInstances("payments_two_charges")
+        const userId = nextUserId()
+        const invoice = yield* makeShopper(a.base, both, db, userId).buy("credits_100")
+        const charges = [nextChargeId(), nextChargeId()] as const
+        // The second charge comes from another chat (a group), so per-chat order does not serialize
+        // the two: only the order's row lock can.
+        const fromPrivateChat = successfulPaymentUpdate(userId, { ...termsOf(invoice), chargeId: charges[0] })
+        const fromGroup = successfulPaymentUpdate(userId, { ...termsOf(invoice), chargeId: charges[1] })
+        const group = { id: -1_000_000_000_000 - userId % 1_000_000, type: "group" as const, title: "Payers" }
+        const inGroup = fromGroup.message === undefined
+          ? assert.fail("not a message")
+          : { ...fromGroup, message: { ...fromGroup.message, chat: group } }
 
-      // An uncommitted balances row of ours makes each crediting transaction wait before its
-      // commit, so both are in flight together; each waits on a lock, whichever it is.
-      const blocker = yield* holdTransaction(db.url)
-      yield* blocker.query("INSERT INTO balances (user_id, credits) VALUES ($1, 0)", [userId])
-      yield* makeShopper(a.base, both, db, userId).post(fromPrivateChat)
-      yield* awaitLockWaiters(db, 1)
-      yield* makeShopper(b.base, both, db, userId).post(inGroup)
-      yield* awaitLockWaiters(db, 2)
-      yield* blocker.rollback
+        // An uncommitted balances row of ours makes each crediting transaction wait before its
+        // commit, so both are in flight together; each waits on a lock, whichever it is.
+        const blocker = yield* holdTransaction(db.url)
+        yield* blocker.query("INSERT INTO balances (user_id, credits) VALUES ($1, 0)", [userId])
+        yield* makeShopper(a.base, both, db, userId).post(fromPrivateChat)
+        yield* awaitLockWaiters(db, 1)
+        yield* makeShopper(b.base, both, db, userId).post(inGroup)
+        yield* awaitLockWaiters(db, 2)
+        yield* blocker.rollback
 
-      yield* Effect.gen(function*() {
-        for (const update of [fromPrivateChat, inGroup]) yield* awaitFinished(update.update_id)
-        const states = yield* Effect.forEach(charges, paymentState)
-        assert.deepStrictEqual(states.map((state) => state?.status), ["credited", "needs_support"])
-        assert.include(states[1]?.support_reason ?? "", "already paid")
-        assert.deepStrictEqual(yield* moneyOf(userId), { balance: 100, ledger_sum: 100, ledger_entries: 1, payments: 2 })
-        yield* assertMoneyInvariants
-      }).pipe(Effect.provideService(PaymentDb, db))
-    }), 60_000)
+        yield* Effect.gen(function*() {
+          for (const update of [fromPrivateChat, inGroup]) yield* awaitFinished(update.update_id)
+          const states = yield* Effect.forEach(charges, paymentState)
+          assert.deepStrictEqual(states.map((state) => state?.status), ["credited", "needs_support"])
+          assert.include(states[1]?.support_reason ?? "", "already paid")
+          assert.deepStrictEqual(yield* moneyOf(userId), { balance: 100, ledger_sum: 100, ledger_entries: 1, payments: 2 })
+          yield* assertMoneyInvariants
+        }).pipe(Effect.provideService(PaymentDb, db))
+      }),
+    60_000
+  )
 
-  it.live("two transactions recording the same charge at the same moment: the second waits for the first, then credits nothing", () =>
-    Effect.gen(function*() {
-      const url = yield* Effect.promise(() => freshDatabase("payments_race"))
-      const app = yield* Layer.build(paymentAppOn(url))
-      const sql = Context.get(app, SqlClient)
-      const db = Context.get(app, PaymentDb)
-      const config = yield* Layer.build(AppConfig.layer.pipe(
-        Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(testEnv(url, "http://127.0.0.1:9"))))
-      ))
-      const inTransaction = <A, E>(effect: Effect.Effect<A, E, SqlClient | AppConfig>) =>
-        sql.withTransaction(effect).pipe(Effect.provideService(SqlClient, sql), Effect.provideContext(config))
+  it.live(
+    "two transactions recording the same charge at the same moment: the second waits for the first, then credits nothing",
+    () =>
+      Effect.gen(function*() {
+        const url = yield* Effect.promise(() => freshDatabase("payments_race"))
+        const app = yield* Layer.build(paymentAppOn(url))
+        const sql = Context.get(app, SqlClient)
+        const db = Context.get(app, PaymentDb)
+        const config = yield* Layer.build(AppConfig.layer.pipe(
+          Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(testEnv(url, "http://127.0.0.1:9"))))
+        ))
+        const inTransaction = <A, E>(effect: Effect.Effect<A, E, SqlClient | AppConfig>) =>
+          sql.withTransaction(effect).pipe(Effect.provideService(SqlClient, sql), Effect.provideContext(config))
 
-      /**
-       * Runs the first recording up to (not including) its commit, starts the second, waits until
-       * the second is blocked on the first's locks, then lets the first commit — or fail.
-       */
-      const race = (payload: (issued: IssuedOrder) => string, firstFails: boolean) =>
-        Effect.gen(function*() {
-          const userId = BigInt(nextUserId())
-          const product = findProduct("credits_100")!
-          const order = yield* inTransaction(createOrder({ userId, chatId: userId, product, updateId: 0 }))
-          const payment = {
-            currency: "XTR",
-            total_amount: 50,
-            invoice_payload: payload(order),
-            telegram_payment_charge_id: nextChargeId()
-          }
-          const input = (updateId: number) => ({ userId, chatId: userId, updateId, paidAt: undefined, payment })
-          const recorded = yield* Deferred.make<PaymentOutcome>()
-          const proceed = yield* Deferred.make<void>()
-          const first = yield* Effect.forkChild(inTransaction(Effect.gen(function*() {
-            const outcome = yield* recordSuccessfulPayment(input(nextUpdateId()))
-            yield* Deferred.succeed(recorded, outcome)
-            yield* Deferred.await(proceed)
-            if (firstFails) return yield* Effect.fail("the first instance's transaction failed before commit")
-            return outcome
-          })))
-          const firstOutcome = yield* Deferred.await(recorded)
-          const second = yield* Effect.forkChild(inTransaction(recordSuccessfulPayment(input(nextUpdateId()))))
-          yield* awaitLockWaiters(db, 1)
-          yield* Deferred.succeed(proceed, undefined)
-          const firstExit = yield* Fiber.await(first)
-          const secondOutcome = yield* Fiber.join(second)
-          const money = yield* moneyOf(Number(userId)).pipe(Effect.provideService(PaymentDb, db))
-          return { first: firstOutcome._tag, committed: firstExit._tag === "Success", second: secondOutcome._tag, money }
+        /**
+         * Runs the first recording up to (not including) its commit, starts the second, waits until
+         * the second is blocked on the first's locks, then lets the first commit — or fail.
+         */
+        const race = (payload: (issued: IssuedOrder) => string, firstFails: boolean) =>
+          Effect.gen(function*() {
+            const userId = BigInt(nextUserId())
+            const product = findProduct("credits_100")!
+            const order = yield* inTransaction(createOrder({ userId, chatId: userId, product, updateId: 0 }))
+            const payment = {
+              currency: "XTR",
+              total_amount: 50,
+              invoice_payload: payload(order),
+              telegram_payment_charge_id: nextChargeId()
+            }
+            const input = (updateId: number) => ({ userId, chatId: userId, updateId, paidAt: undefined, payment })
+            const recorded = yield* Deferred.make<PaymentOutcome>()
+            const proceed = yield* Deferred.make<void>()
+            const first = yield* Effect.forkChild(inTransaction(Effect.gen(function*() {
+              const outcome = yield* recordSuccessfulPayment(input(nextUpdateId()))
+              yield* Deferred.succeed(recorded, outcome)
+              yield* Deferred.await(proceed)
+              if (firstFails) return yield* Effect.fail("the first instance's transaction failed before commit")
+              return outcome
+            })))
+            const firstOutcome = yield* Deferred.await(recorded)
+            const second = yield* Effect.forkChild(inTransaction(recordSuccessfulPayment(input(nextUpdateId()))))
+            yield* awaitLockWaiters(db, 1)
+            yield* Deferred.succeed(proceed, undefined)
+            const firstExit = yield* Fiber.await(first)
+            const secondOutcome = yield* Fiber.join(second)
+            const money = yield* moneyOf(Number(userId)).pipe(Effect.provideService(PaymentDb, db))
+            return { first: firstOutcome._tag, committed: firstExit._tag === "Success", second: secondOutcome._tag, money }
+          })
+
+        // A matching payment: the second transaction waits on the order's row lock.
+        const matched = yield* race(signedPayload, false)
+        assert.deepStrictEqual(matched, {
+          first: "Credited",
+          committed: true,
+          second: "Duplicate",
+          money: { balance: 100, ledger_sum: 100, ledger_entries: 1, payments: 1 }
         })
-
-      // A matching payment: the second transaction waits on the order's row lock.
-      const matched = yield* race(signedPayload, false)
-      assert.deepStrictEqual(matched, {
-        first: "Credited",
-        committed: true,
-        second: "Duplicate",
-        money: { balance: 100, ledger_sum: 100, ledger_entries: 1, payments: 1 }
-      })
-      // A payment for no order: the second waits on the charge id's unique index entry.
-      const unmatched = yield* race(() => "o999999.AAAAAAAAAAAAAAAAAAAAAA", false)
-      assert.deepStrictEqual(unmatched, {
-        first: "Flagged",
-        committed: true,
-        second: "Duplicate",
-        money: { balance: 0, ledger_sum: 0, ledger_entries: 0, payments: 1 }
-      })
-      // The first transaction dies before committing: the waiting one takes over and credits, once.
-      const takeover = yield* race(signedPayload, true)
-      assert.deepStrictEqual(takeover, {
-        first: "Credited",
-        committed: false,
-        second: "Credited",
-        money: { balance: 100, ledger_sum: 100, ledger_entries: 1, payments: 1 }
-      })
-      yield* assertMoneyInvariants.pipe(Effect.provideService(PaymentDb, db))
-    }), 60_000)
+        // A payment for no order: the second waits on the charge id's unique index entry.
+        const unmatched = yield* race(() => "o999999.AAAAAAAAAAAAAAAAAAAAAA", false)
+        assert.deepStrictEqual(unmatched, {
+          first: "Flagged",
+          committed: true,
+          second: "Duplicate",
+          money: { balance: 0, ledger_sum: 0, ledger_entries: 0, payments: 1 }
+        })
+        // The first transaction dies before committing: the waiting one takes over and credits, once.
+        const takeover = yield* race(signedPayload, true)
+        assert.deepStrictEqual(takeover, {
+          first: "Credited",
+          committed: false,
+          second: "Credited",
+          money: { balance: 100, ledger_sum: 100, ledger_entries: 1, payments: 1 }
+        })
+        yield* assertMoneyInvariants.pipe(Effect.provideService(PaymentDb, db))
+      }),
+    60_000
+  )
 })
 
 const signedPayload = (issued: IssuedOrder) => String(issued.invoice["payload"])

@@ -175,7 +175,10 @@ describe("payments end to end", () => {
         // Nothing else is queued, so the scripted 403 goes to this receipt.
         yield* eventually(
           "an idle outbox",
-          db.query(Schema.Struct({ open: Schema.Number }), "SELECT count(*)::int AS open FROM outbox WHERE status IN ('pending', 'sending')"),
+          db.query(
+            Schema.Struct({ open: Schema.Number }),
+            "SELECT count(*)::int AS open FROM outbox WHERE status IN ('pending', 'sending')"
+          ),
           (rows) => rows[0]?.open === 0
         )
         yield* standIn.script("sendMessage", [{

@@ -24,7 +24,13 @@ export const nextChargeId = () => `stxTEST${process.pid}x${++lastCharge}${Math.r
 const nextQueryId = () => `${process.pid}${String(++lastQuery).padStart(8, "0")}`
 
 const BOT = { id: 123456789, is_bot: true as const, first_name: "Steadfast Sandbox", username: "steadfast_sandbox_bot" }
-const person = (userId: number) => ({ id: userId, is_bot: false as const, first_name: "Grace", username: `grace${userId}`, language_code: "en" })
+const person = (userId: number) => ({
+  id: userId,
+  is_bot: false as const,
+  first_name: "Grace",
+  username: `grace${userId}`,
+  language_code: "en"
+})
 const privateChat = (userId: number) => ({ id: userId, type: "private" as const, first_name: "Grace", username: `grace${userId}` })
 const now = () => Math.floor(Date.now() / 1000)
 
@@ -87,7 +93,11 @@ export const successfulPaymentUpdate = (
   }
 })
 
-export const refundedPaymentUpdate = (userId: number, terms: InvoiceTerms & { readonly chargeId: string }, updateId = nextUpdateId()): Update => ({
+export const refundedPaymentUpdate = (
+  userId: number,
+  terms: InvoiceTerms & { readonly chargeId: string },
+  updateId = nextUpdateId()
+): Update => ({
   update_id: updateId,
   message: {
     message_id: updateId,
@@ -112,22 +122,25 @@ export class PaymentDb extends Context.Service<PaymentDb, {
   readonly query: <A>(schema: Schema.Decoder<A>, text: string, params?: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<A>>
 }>()("test/payments/PaymentDb") {
   static readonly layer = (url: string) =>
-    Layer.effect(PaymentDb, Effect.gen(function*() {
-      const pool = yield* Effect.acquireRelease(
-        Effect.sync(() => new pg.Pool({ connectionString: url, max: 4 })),
-        (pool) => Effect.promise(() => pool.end())
-      )
-      // A stopped server makes the pool emit errors for its idle clients; they are not ours to handle.
-      pool.on("error", () => {})
-      return PaymentDb.of({
-        url,
-        query: (schema, text, params = []) =>
-          Effect.promise(() => pool.query<Record<string, unknown>>(text, [...params])).pipe(
-            Effect.flatMap((result) => Schema.decodeUnknownEffect(Schema.Array(schema))(result.rows)),
-            Effect.orDie
-          )
+    Layer.effect(
+      PaymentDb,
+      Effect.gen(function*() {
+        const pool = yield* Effect.acquireRelease(
+          Effect.sync(() => new pg.Pool({ connectionString: url, max: 4 })),
+          (pool) => Effect.promise(() => pool.end())
+        )
+        // A stopped server makes the pool emit errors for its idle clients; they are not ours to handle.
+        pool.on("error", () => {})
+        return PaymentDb.of({
+          url,
+          query: (schema, text, params = []) =>
+            Effect.promise(() => pool.query<Record<string, unknown>>(text, [...params])).pipe(
+              Effect.flatMap((result) => Schema.decodeUnknownEffect(Schema.Array(schema))(result.rows)),
+              Effect.orDie
+            )
+        })
       })
-    }))
+    )
 }
 
 export const execute = (text: string, params: ReadonlyArray<unknown> = []) =>
@@ -144,7 +157,15 @@ export const eventually = <A, R>(
     Effect.repeat({ schedule: Schedule.spaced("25 millis"), until: done }),
     Effect.timeoutOrElse({
       duration: timeout,
-      orElse: () => Effect.flatMap(read, (last) => Effect.die(new Error(`${what}: not reached within ${Duration.format(Duration.fromInputUnsafe(timeout))}; last ${JSON.stringify(last, (_, v) => typeof v === "bigint" ? String(v) : v)}`)))
+      orElse: () =>
+        Effect.flatMap(read, (last) =>
+          Effect.die(
+            new Error(
+              `${what}: not reached within ${Duration.format(Duration.fromInputUnsafe(timeout))}; last ${
+                JSON.stringify(last, (_, v) => typeof v === "bigint" ? String(v) : v)
+              }`
+            )
+          ))
     })
   )
 
@@ -273,8 +294,10 @@ export const assertMoneyInvariants = Effect.gen(function*() {
 // The app under test
 
 /** The app on a fresh database (plus a pool of ours on it); sending is not rate limited. */
-export const paymentAppLayer = (label: string, options: { readonly env?: Record<string, string>; readonly handlers?: BotDefinition } = {}) =>
-  Layer.unwrap(Effect.map(Effect.promise(() => freshDatabase(label)), (url) => paymentAppOn(url, options)))
+export const paymentAppLayer = (
+  label: string,
+  options: { readonly env?: Record<string, string>; readonly handlers?: BotDefinition } = {}
+) => Layer.unwrap(Effect.map(Effect.promise(() => freshDatabase(label)), (url) => paymentAppOn(url, options)))
 
 export const paymentAppOn = (url: string, options: { readonly env?: Record<string, string>; readonly handlers?: BotDefinition } = {}) =>
   Layer.merge(
@@ -344,8 +367,10 @@ export const allCalls = (standIns: ReadonlyArray<BotApiStandIn["Service"]>): Cal
 
 export const makeShopper = (base: string, standIn: CallSource, db: PaymentDb["Service"], userId = nextUserId()): Shopper => {
   const post = (update: Update) =>
-    Effect.flatMap(postUpdate(base, update), (response) =>
-      Effect.sync(() => assert.strictEqual(response.status, 200, `update ${update.update_id}: ${response.body}`)))
+    Effect.flatMap(
+      postUpdate(base, update),
+      (response) => Effect.sync(() => assert.strictEqual(response.status, 200, `update ${update.update_id}: ${response.body}`))
+    )
   const messageCount = Effect.map(standIn.calls, (calls) => messagesTo(calls, userId).length)
   const awaitMessages = (count: number, timeout: Duration.Input = "15 seconds") =>
     Effect.map(

@@ -93,7 +93,10 @@ describe("BotApiStandIn", () => {
         assert.isTrue(yield* result("setMessageReaction", { chat_id: 42, message_id: 7 }))
         assert.deepInclude(yield* result("getFile", { file_id: "AgACphoto" }), { file_id: "AgACphoto", file_path: "files/AgACphoto" })
         assert.isNumber((yield* result("copyMessage", { chat_id: 42, from_chat_id: 42, message_id: 7 }))["message_id"])
-        const group = yield* result("sendMediaGroup", { chat_id: 42, media: [{ type: "photo", media: "p1" }, { type: "photo", media: "p2" }] })
+        const group = yield* result("sendMediaGroup", {
+          chat_id: 42,
+          media: [{ type: "photo", media: "p1" }, { type: "photo", media: "p2" }]
+        })
         assert.lengthOf(group as unknown as ReadonlyArray<unknown>, 2)
         const me = yield* result("getMe", {})
         assert.strictEqual(me["username"], "steadfast_sandbox_bot")
@@ -109,7 +112,10 @@ describe("BotApiStandIn", () => {
     withStandIn((standIn) =>
       Effect.gen(function*() {
         yield* standIn.script("sendMessage", [
-          { status: 429, body: { ok: false, error_code: 429, description: "Too Many Requests: retry after 3", parameters: { retry_after: 3 } } },
+          {
+            status: 429,
+            body: { ok: false, error_code: 429, description: "Too Many Requests: retry after 3", parameters: { retry_after: 3 } }
+          },
           { status: 500 },
           { status: 403, body: { ok: false, error_code: 403, description: "Forbidden: bot was blocked by the user" } }
         ])

@@ -73,7 +73,9 @@ export const startFaultyApp = (
     const handlers = faultyThenShipped(probe, "app", latch)
     const logs = makeLogCapture()
     const app = yield* Layer.build(
-      testAppLayer({ databaseUrl, env, handlers }).pipe(Layer.provide(Logger.layer([logs.logger], { mergeWithExisting: options.quiet !== true })))
+      testAppLayer({ databaseUrl, env, handlers }).pipe(
+        Layer.provide(Logger.layer([logs.logger], { mergeWithExisting: options.quiet !== true }))
+      )
     )
     return {
       databaseUrl,
@@ -113,4 +115,6 @@ export const awaitStatus = (pg: PgProbe, updateId: number, status: string, timeo
  * holds for the app's lifetime. A leaked slot keeps `used` above 1 for good.
  */
 export const awaitIdlePool = (db: Database["Service"], timeout: `${number} seconds` = "10 seconds") =>
-  waitFor("an idle pool (only the LISTEN connection's slot in use)", db.stats, (stats) => stats.used === 1 && stats.pending === 0, { timeout })
+  waitFor("an idle pool (only the LISTEN connection's slot in use)", db.stats, (stats) => stats.used === 1 && stats.pending === 0, {
+    timeout
+  })

@@ -61,8 +61,7 @@ export const interleavedPlan = (options: {
   return plan
 }
 
-export const toUpdate = (planned: Planned) =>
-  sampleUpdate({ updateId: planned.updateId, chatId: planned.chatId, text: planned.text })
+export const toUpdate = (planned: Planned) => sampleUpdate({ updateId: planned.updateId, chatId: planned.chatId, text: planned.text })
 
 export class PostFailed extends Data.TaggedError("PostFailed")<{ readonly reason: string }> {}
 
@@ -161,16 +160,21 @@ export const answeredCount = (plan: Plan, calls: ReadonlyArray<RecordedCall>): n
 }
 
 /** Drops immediate repeats: a reply delivered again after a crash lands right after itself. */
-export const withoutImmediateRepeats = <A>(items: ReadonlyArray<A>): Array<A> =>
-  items.filter((item, i) => i === 0 || items[i - 1] !== item)
+export const withoutImmediateRepeats = <A>(items: ReadonlyArray<A>): Array<A> => items.filter((item, i) => i === 0 || items[i - 1] !== item)
 
 /** Posts the plan: chats concurrently, within a chat one update after another, alternating between `bases`. */
 export const postAlternating = (plan: Plan, bases: ReadonlyArray<string>, stats: PostStats) =>
-  Effect.forEach(plan, (chat) =>
-    Effect.forEach(chat, (planned, i) => postUntilStored(Effect.succeed(bases[i % bases.length]!), toUpdate(planned), stats), { discard: true }), {
-    concurrency: "unbounded",
-    discard: true
-  })
+  Effect.forEach(
+    plan,
+    (chat) =>
+      Effect.forEach(chat, (planned, i) => postUntilStored(Effect.succeed(bases[i % bases.length]!), toUpdate(planned), stats), {
+        discard: true
+      }),
+    {
+      concurrency: "unbounded",
+      discard: true
+    }
+  )
 
 /** Waits until every planned update is answered and the outbox is drained; each chat's replies came in update_id order. */
 export const assertAnsweredInOrder = (plan: Plan, standIn: BotApiStandIn["Service"], pg: PgProbe) =>

@@ -171,10 +171,15 @@ export const anyValue = (value: unknown): AttributeValue => {
   if ("intValue" in value && (typeof value.intValue === "number" || typeof value.intValue === "string")) return Number(value.intValue)
   if ("doubleValue" in value && typeof value.doubleValue === "number") return value.doubleValue
   if ("bytesValue" in value && typeof value.bytesValue === "string") return value.bytesValue
-  if ("arrayValue" in value && Predicate.isObject(value.arrayValue) && "values" in value.arrayValue && Array.isArray(value.arrayValue.values)) {
+  if (
+    "arrayValue" in value && Predicate.isObject(value.arrayValue) && "values" in value.arrayValue && Array.isArray(value.arrayValue.values)
+  ) {
     return value.arrayValue.values.map(anyValue)
   }
-  if ("kvlistValue" in value && Predicate.isObject(value.kvlistValue) && "values" in value.kvlistValue && Array.isArray(value.kvlistValue.values)) {
+  if (
+    "kvlistValue" in value && Predicate.isObject(value.kvlistValue) && "values" in value.kvlistValue &&
+    Array.isArray(value.kvlistValue.values)
+  ) {
     const entries: Array<[string, AttributeValue]> = []
     for (const entry of value.kvlistValue.values) {
       if (Predicate.isObject(entry) && "key" in entry && typeof entry.key === "string") {
@@ -204,14 +209,19 @@ export const flattenSpans = (requests: ReadonlyArray<ReceivedRequest>): Readonly
               parentSpanId: span.parentSpanId ?? "",
               kind: span.kind ?? 0,
               attributes: attributesOf(span.attributes),
-              links: (span.links ?? []).map((link) => ({ traceId: link.traceId, spanId: link.spanId, attributes: attributesOf(link.attributes) })),
+              links: (span.links ?? []).map((link) => ({
+                traceId: link.traceId,
+                spanId: link.spanId,
+                attributes: attributesOf(link.attributes)
+              })),
               status: { code: span.status?.code ?? 0, message: span.status?.message ?? "" },
               events: (span.events ?? []).map((event) => ({ name: event.name, attributes: attributesOf(event.attributes) })),
               resource
             }))
           )
         })
-    }))
+    })
+  )
 
 export const flattenMetrics = (requests: ReadonlyArray<ReceivedRequest>): ReadonlyArray<FlatMetric> =>
   requests.filter((r) => r.signal === "metrics").flatMap((request) =>
@@ -222,10 +232,14 @@ export const flattenMetrics = (requests: ReadonlyArray<ReceivedRequest>): Readon
           const resource = attributesOf(rm.resource?.attributes)
           return (rm.scopeMetrics ?? []).flatMap((sm) =>
             (sm.metrics ?? []).map((metric): FlatMetric => {
-              const type = metric.sum !== undefined ? "sum"
-                : metric.gauge !== undefined ? "gauge"
-                : metric.histogram !== undefined ? "histogram"
-                : metric.exponentialHistogram !== undefined ? "exponentialHistogram"
+              const type = metric.sum !== undefined ?
+                "sum"
+                : metric.gauge !== undefined ?
+                "gauge"
+                : metric.histogram !== undefined ?
+                "histogram"
+                : metric.exponentialHistogram !== undefined ?
+                "exponentialHistogram"
                 : "unknown"
               const points = metric.sum ?? metric.gauge ?? metric.histogram ?? metric.exponentialHistogram
               return {
@@ -244,7 +258,8 @@ export const flattenMetrics = (requests: ReadonlyArray<ReceivedRequest>): Readon
             })
           )
         })
-    }))
+    })
+  )
 
 export const flattenLogs = (requests: ReadonlyArray<ReceivedRequest>): ReadonlyArray<FlatLogRecord> =>
   requests.filter((r) => r.signal === "logs").flatMap((request) =>
@@ -264,7 +279,8 @@ export const flattenLogs = (requests: ReadonlyArray<ReceivedRequest>): ReadonlyA
             }))
           )
         })
-    }))
+    })
+  )
 
 /** What has arrived so far, flattened once per check. */
 export interface Received {
@@ -321,79 +337,80 @@ const summarize = (requests: ReadonlyArray<ReceivedRequest>): string => {
 }
 
 /** Starts the receiver on 127.0.0.1 (an ephemeral port unless `port` is given); it stops when the scope closes. */
-export const makeOtlpReceiver = (options: { readonly port?: number } = {}) => Effect.gen(function*() {
-  const state = yield* SubscriptionRef.make<ReadonlyArray<ReceivedRequest>>([])
-  const run = yield* FiberSet.makeRuntime<never, void, never>()
+export const makeOtlpReceiver = (options: { readonly port?: number } = {}) =>
+  Effect.gen(function*() {
+    const state = yield* SubscriptionRef.make<ReadonlyArray<ReceivedRequest>>([])
+    const run = yield* FiberSet.makeRuntime<never, void, never>()
 
-  const reply = (res: ServerResponse, status: number, body: string) => {
-    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
-    res.end(body)
-  }
+    const reply = (res: ServerResponse, status: number, body: string) => {
+      res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+      res.end(body)
+    }
 
-  const handle = Effect.fnUntraced(function*(req: IncomingMessage, res: ServerResponse) {
-    const path = new URL(req.url ?? "/", "http://receiver").pathname
-    const contentEncoding = req.headers["content-encoding"]
-    const bytes = yield* readBody(req)
-    const text = (contentEncoding === "gzip" ? yield* gunzipped(bytes) : bytes).toString("utf8")
-    const contentType = req.headers["content-type"] ?? ""
-    const body = Option.getOrNull(decodeJson(text))
-    yield* SubscriptionRef.update(state, (all) => [
-      ...all,
-      { signal: signalOf(path), path, contentType, contentEncoding, raw: text, body }
-    ])
-    if (req.method !== "POST" || signalOf(path) === undefined) return reply(res, 404, "{}")
-    if (!contentType.startsWith("application/json")) return reply(res, 415, "{}")
-    // An empty JSON object is a full success: no partialSuccess.
-    reply(res, 200, "{}")
-  })
+    const handle = Effect.fnUntraced(function*(req: IncomingMessage, res: ServerResponse) {
+      const path = new URL(req.url ?? "/", "http://receiver").pathname
+      const contentEncoding = req.headers["content-encoding"]
+      const bytes = yield* readBody(req)
+      const text = (contentEncoding === "gzip" ? yield* gunzipped(bytes) : bytes).toString("utf8")
+      const contentType = req.headers["content-type"] ?? ""
+      const body = Option.getOrNull(decodeJson(text))
+      yield* SubscriptionRef.update(state, (all) => [
+        ...all,
+        { signal: signalOf(path), path, contentType, contentEncoding, raw: text, body }
+      ])
+      if (req.method !== "POST" || signalOf(path) === undefined) return reply(res, 404, "{}")
+      if (!contentType.startsWith("application/json")) return reply(res, 415, "{}")
+      // An empty JSON object is a full success: no partialSuccess.
+      reply(res, 200, "{}")
+    })
 
-  const server = yield* Effect.acquireRelease(
-    Effect.callback<ReturnType<typeof createServer>, ReceiverListenError>((resume) => {
-      const server = createServer({ keepAliveTimeout: 500 }, (req, res) => {
-        run(handle(req, res).pipe(Effect.catchCause(() => Effect.sync(() => reply(res, 400, "{}")))))
-      })
-      const onError = (error: Error) => resume(Effect.fail(new ReceiverListenError({ reason: error.message })))
-      server.once("error", onError)
-      server.listen(options.port ?? 0, "127.0.0.1", () => {
-        server.off("error", onError)
-        resume(Effect.succeed(server))
-      })
-    }),
-    (server) =>
-      Effect.callback<void>((resume) => {
-        server.close(() => resume(Effect.void))
-        server.closeAllConnections()
-      })
-  )
-  const address = server.address()
-  const url = `http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : options.port}`
-
-  const waitFor = <A>(check: (received: Received) => A | undefined, timeout: Duration.Input = "20 seconds") =>
-    SubscriptionRef.changes(state).pipe(
-      Stream.map((requests) => check(received(requests))),
-      Stream.filter((value): value is A => value !== undefined),
-      Stream.runHead,
-      // changes() never ends, so runHead returns only once a check succeeded.
-      Effect.flatMap(Option.match({
-        onNone: () => Effect.die(new Error("OTLP receiver: change stream ended")),
-        onSome: Effect.succeed
-      })),
-      Effect.timeoutOrElse({
-        duration: timeout,
-        orElse: () =>
-          Effect.flatMap(SubscriptionRef.get(state), (requests) =>
-            Effect.fail(new ReceiverTimeout({ timeout: Duration.format(Duration.fromInputUnsafe(timeout)), seen: summarize(requests) })))
-      })
+    const server = yield* Effect.acquireRelease(
+      Effect.callback<ReturnType<typeof createServer>, ReceiverListenError>((resume) => {
+        const server = createServer({ keepAliveTimeout: 500 }, (req, res) => {
+          run(handle(req, res).pipe(Effect.catchCause(() => Effect.sync(() => reply(res, 400, "{}")))))
+        })
+        const onError = (error: Error) => resume(Effect.fail(new ReceiverListenError({ reason: error.message })))
+        server.once("error", onError)
+        server.listen(options.port ?? 0, "127.0.0.1", () => {
+          server.off("error", onError)
+          resume(Effect.succeed(server))
+        })
+      }),
+      (server) =>
+        Effect.callback<void>((resume) => {
+          server.close(() => resume(Effect.void))
+          server.closeAllConnections()
+        })
     )
+    const address = server.address()
+    const url = `http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : options.port}`
 
-  return {
-    url,
-    requests: SubscriptionRef.get(state),
-    snapshot: Effect.map(SubscriptionRef.get(state), received),
-    waitFor,
-    clear: SubscriptionRef.set(state, [])
-  } satisfies OtlpReceiver
-})
+    const waitFor = <A>(check: (received: Received) => A | undefined, timeout: Duration.Input = "20 seconds") =>
+      SubscriptionRef.changes(state).pipe(
+        Stream.map((requests) => check(received(requests))),
+        Stream.filter((value): value is A => value !== undefined),
+        Stream.runHead,
+        // changes() never ends, so runHead returns only once a check succeeded.
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.die(new Error("OTLP receiver: change stream ended")),
+          onSome: Effect.succeed
+        })),
+        Effect.timeoutOrElse({
+          duration: timeout,
+          orElse: () =>
+            Effect.flatMap(SubscriptionRef.get(state), (requests) =>
+              Effect.fail(new ReceiverTimeout({ timeout: Duration.format(Duration.fromInputUnsafe(timeout)), seen: summarize(requests) })))
+        })
+      )
+
+    return {
+      url,
+      requests: SubscriptionRef.get(state),
+      snapshot: Effect.map(SubscriptionRef.get(state), received),
+      waitFor,
+      clear: SubscriptionRef.set(state, [])
+    } satisfies OtlpReceiver
+  })
 
 // --- helpers over flattened data ---
 
@@ -431,4 +448,5 @@ export const metricsNamed = (metrics: ReadonlyArray<FlatMetric>, name: string) =
 /** Data points of `name` whose attributes include `match`, across every export so far (oldest first). */
 export const pointsOf = (metrics: ReadonlyArray<FlatMetric>, name: string, match: Attributes = {}): ReadonlyArray<FlatDataPoint> =>
   metricsNamed(metrics, name).flatMap((metric) =>
-    metric.dataPoints.filter((point) => Object.entries(match).every(([key, value]) => point.attributes[key] === value)))
+    metric.dataPoints.filter((point) => Object.entries(match).every(([key, value]) => point.attributes[key] === value))
+  )

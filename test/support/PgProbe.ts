@@ -69,7 +69,13 @@ export const waitFor = <A, E, R>(
       Effect.timeoutOrElse({
         duration: options.timeout,
         orElse: () =>
-          Effect.die(new Error(`timed out after ${Duration.format(Duration.fromInputUnsafe(options.timeout))} waiting for ${what}; last seen: ${JSON.stringify(last?.value)}`))
+          Effect.die(
+            new Error(
+              `timed out after ${Duration.format(Duration.fromInputUnsafe(options.timeout))} waiting for ${what}; last seen: ${
+                JSON.stringify(last?.value)
+              }`
+            )
+          )
       })
     )
   })

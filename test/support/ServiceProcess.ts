@@ -58,9 +58,10 @@ export const spawnService = (
           stdio: ["ignore", "pipe", "pipe"]
         })
       ),
-      (child) => Effect.sync(() => {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-      })
+      (child) =>
+        Effect.sync(() => {
+          if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+        })
     )
     const append = (chunk: Buffer) =>
       run(Effect.gen(function*() {
@@ -92,8 +93,10 @@ export const spawnService = (
         Effect.timeoutOrElse({
           duration: timeout,
           orElse: () =>
-            Effect.flatMap(Ref.get(output), (text) =>
-              Effect.fail(new ServiceProcessError({ reason: `timed out waiting for ${pattern}`, output: text })))
+            Effect.flatMap(
+              Ref.get(output),
+              (text) => Effect.fail(new ServiceProcessError({ reason: `timed out waiting for ${pattern}`, output: text }))
+            )
         })
       )
 

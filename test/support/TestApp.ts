@@ -29,14 +29,18 @@ export const testAppLayer = (options: {
   readonly env?: Record<string, string>
   readonly handlers?: BotDefinition
 }) =>
-  Layer.unwrap(Effect.map(BotApiStandIn, (standIn) =>
-    makeAppLayer(options.handlers === undefined ? {} : { bot: Bot.layerWith(options.handlers) }).pipe(
-      Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(testEnv(options.databaseUrl, standIn.url, options.env))))
-    ))).pipe(Layer.provideMerge(BotApiStandIn.layer()))
+  Layer.unwrap(
+    Effect.map(BotApiStandIn, (standIn) =>
+      makeAppLayer(options.handlers === undefined ? {} : { bot: Bot.layerWith(options.handlers) }).pipe(
+        Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(testEnv(options.databaseUrl, standIn.url, options.env))))
+      ))
+  ).pipe(Layer.provideMerge(BotApiStandIn.layer()))
 
 /** Base URL of the app's HTTP server. */
-export const baseUrl = Effect.map(HttpServer.HttpServer, (server) =>
-  server.address._tag === "UnixPathAddress" ? "" : `http://127.0.0.1:${server.address.port}`)
+export const baseUrl = Effect.map(
+  HttpServer.HttpServer,
+  (server) => server.address._tag === "UnixPathAddress" ? "" : `http://127.0.0.1:${server.address.port}`
+)
 
 /** POSTs an update to /webhook the way Telegram does. */
 export const postUpdate = (base: string, update: unknown, headers: Record<string, string> = {}) =>

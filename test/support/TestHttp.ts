@@ -42,7 +42,9 @@ export const InboxRow = Schema.Struct({
 /** The inbox row of `updateId`, if there is one. */
 export const inboxRow = (url: string, updateId: number) =>
   Effect.map(
-    queryRows(url, InboxRow, "SELECT update_id::text, chat_key, kind, status, attempts, payload FROM inbox WHERE update_id = $1", [updateId]),
+    queryRows(url, InboxRow, "SELECT update_id::text, chat_key, kind, status, attempts, payload FROM inbox WHERE update_id = $1", [
+      updateId
+    ]),
     (rows) => rows[0]
   )
 
@@ -78,7 +80,8 @@ export const rawRequest = (options: {
       res.on("data", (chunk: Buffer) => chunks.push(chunk))
       res.once("end", () =>
         resume(Effect.succeed({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") })))
-      res.once("error", (error) => resume(Effect.die(error)))
+      res.once("error", (error) =>
+        resume(Effect.die(error)))
     })
     // A server that answers before reading the whole body may reset the upload; the answer counts.
     req.on("error", (error) => resume(Effect.die(error)))

@@ -177,7 +177,11 @@ describe("BotApi", () => {
     withBotApi((botApi, standIn) =>
       Effect.gen(function*() {
         yield* botApi.setWebhook("https://example.org/telegram", { secret_token: "s3cret", allowed_updates: ["message"] })
-        yield* standIn.setWebhookInfo({ pending_update_count: 3, last_error_date: 1700000000, last_error_message: "Wrong response from the webhook: 503 Service Unavailable" })
+        yield* standIn.setWebhookInfo({
+          pending_update_count: 3,
+          last_error_date: 1700000000,
+          last_error_message: "Wrong response from the webhook: 503 Service Unavailable"
+        })
         const info = yield* botApi.getWebhookInfo()
         assert.deepStrictEqual(info, {
           url: "https://example.org/telegram",
@@ -202,6 +206,9 @@ describe("BotApi", () => {
       "request to http://127.0.0.1:1/bot<redacted>/getMe failed"
     )
     assert.strictEqual(redactToken(`token ${token} leaked`, token), "token <redacted> leaked")
-    assert.strictEqual(redactToken("https://api.telegram.org/bot999:other/sendMessage", token), "https://api.telegram.org/bot<redacted>/sendMessage")
+    assert.strictEqual(
+      redactToken("https://api.telegram.org/bot999:other/sendMessage", token),
+      "https://api.telegram.org/bot<redacted>/sendMessage"
+    )
   })
 })

@@ -47,42 +47,53 @@ describe("polling mode", () => {
       }).pipe(Effect.provide(pollingApp(url, standIn.url)))
     }).pipe(Effect.provide(BotApiStandIn.layer())))
 
-  it.live("an update fetched but not stored is not confirmed: the next getUpdates asks from it again, and it is answered", () =>
-    Effect.gen(function*() {
-      const url = yield* Effect.promise(() => freshDatabase("poller_store_fails"))
-      // The schema first, so the fault can be planted before the poller's first getUpdates.
-      yield* Effect.scoped(Layer.build(Database.layerUrl(Redacted.make(url), 2)))
-      const first = sampleUpdate({ updateId: 7101, chatId: 7101, text: "stored" })
-      const second = sampleUpdate({ updateId: 7102, chatId: 7102, text: "not stored at first" })
-      // Storing the second update fails once, between getUpdates and the store, as a transient
-      // fault would (a sequence is not rolled back with the failed insert).
-      yield* execute(url, `CREATE SEQUENCE store_fault`)
-      yield* execute(url, `
+  it.live(
+    "an update fetched but not stored is not confirmed: the next getUpdates asks from it again, and it is answered",
+    () =>
+      Effect.gen(function*() {
+        const url = yield* Effect.promise(() => freshDatabase("poller_store_fails"))
+        // The schema first, so the fault can be planted before the poller's first getUpdates.
+        yield* Effect.scoped(Layer.build(Database.layerUrl(Redacted.make(url), 2)))
+        const first = sampleUpdate({ updateId: 7101, chatId: 7101, text: "stored" })
+        const second = sampleUpdate({ updateId: 7102, chatId: 7102, text: "not stored at first" })
+        // Storing the second update fails once, between getUpdates and the store, as a transient
+        // fault would (a sequence is not rolled back with the failed insert).
+        yield* execute(url, `CREATE SEQUENCE store_fault`)
+        yield* execute(
+          url,
+          `
         CREATE FUNCTION store_fault() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
           IF NEW.update_id = ${second.update_id} AND nextval('store_fault') = 1 THEN
             RAISE EXCEPTION 'injected: storing update % fails', NEW.update_id USING ERRCODE = 'serialization_failure';
           END IF;
           RETURN NEW;
-        END $$`)
-      yield* execute(url, `CREATE TRIGGER store_fault BEFORE INSERT ON inbox FOR EACH ROW EXECUTE FUNCTION store_fault()`)
+        END $$`
+        )
+        yield* execute(url, `CREATE TRIGGER store_fault BEFORE INSERT ON inbox FOR EACH ROW EXECUTE FUNCTION store_fault()`)
 
-      const standIn = yield* BotApiStandIn
-      // Like Telegram: an update not confirmed by a later offset is returned again.
-      yield* standIn.script("getUpdates", [
-        { status: 200, body: { ok: true, result: [first, second] } },
-        { status: 200, body: { ok: true, result: [second] } },
-        { status: 200, body: { ok: true, result: [] }, delayMs: 120_000 }
-      ])
+        const standIn = yield* BotApiStandIn
+        // Like Telegram: an update not confirmed by a later offset is returned again.
+        yield* standIn.script("getUpdates", [
+          { status: 200, body: { ok: true, result: [first, second] } },
+          { status: 200, body: { ok: true, result: [second] } },
+          { status: 200, body: { ok: true, result: [] }, delayMs: 120_000 }
+        ])
 
-      yield* Effect.gen(function*() {
-        const calls = yield* standIn.awaitCalls((calls) => {
-          const sent = replies(calls)
-          return sent.includes(`7101:${replyTo("stored")}`) && sent.includes(`7102:${replyTo("not stored at first")}`) &&
-            calls.filter((call) => call.method === "getUpdates").length >= 3
-        }, "30 seconds")
-        const offsets = calls.filter((call) => call.method === "getUpdates").map((call) => call.params["offset"])
-        assert.deepStrictEqual(offsets, [undefined, first.update_id + 1, second.update_id + 1], "the offset moved past each update only once it was stored")
-      }).pipe(Effect.provide(pollingApp(url, standIn.url)))
-    }).pipe(Effect.provide(BotApiStandIn.layer())), 60_000)
+        yield* Effect.gen(function*() {
+          const calls = yield* standIn.awaitCalls((calls) => {
+            const sent = replies(calls)
+            return sent.includes(`7101:${replyTo("stored")}`) && sent.includes(`7102:${replyTo("not stored at first")}`) &&
+              calls.filter((call) => call.method === "getUpdates").length >= 3
+          }, "30 seconds")
+          const offsets = calls.filter((call) => call.method === "getUpdates").map((call) => call.params["offset"])
+          assert.deepStrictEqual(
+            offsets,
+            [undefined, first.update_id + 1, second.update_id + 1],
+            "the offset moved past each update only once it was stored"
+          )
+        }).pipe(Effect.provide(pollingApp(url, standIn.url)))
+      }).pipe(Effect.provide(BotApiStandIn.layer())),
+    60_000
+  )
 })

@@ -55,5 +55,7 @@ export const fallback = makeHandler({
 })
 
 /** The same fallback as grammY middleware (the benchmark compares the two styles on it). */
-export const grammyFallback = new Composer<SteadfastContext>().on("message:text", (ctx, next) =>
-  isForAnotherBot(ctx.update, ctx.me) ? next() : ctx.reply(fallbackReply(ctx.message.text)))
+export const grammyFallback = new Composer<SteadfastContext>().on(
+  "message:text",
+  (ctx, next) => isForAnotherBot(ctx.update, ctx.me) ? next() : ctx.reply(fallbackReply(ctx.message.text))
+)

@@ -6,6 +6,8 @@ import { SqlClient } from "effect/sql/SqlClient"
 export default Effect.gen(function*() {
   const sql = yield* SqlClient
   for (const table of ["inbox", "outbox"]) {
-    yield* sql.unsafe(`ALTER TABLE ${table} SET (autovacuum_analyze_scale_factor = 0.01, autovacuum_analyze_threshold = 200, autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 500)`)
+    yield* sql.unsafe(
+      `ALTER TABLE ${table} SET (autovacuum_analyze_scale_factor = 0.01, autovacuum_analyze_threshold = 200, autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 500)`
+    )
   }
 })

@@ -31,7 +31,12 @@ export const runMigrations = (sql: SqlClient) =>
       // take longer than the sessions' default statement_timeout.
       Effect.andThen(sql`SET LOCAL statement_timeout = 0`, sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`),
       migrate({
-        loader: Migrator.fromRecord({ "0001_inbox": inbox, "0002_users": users, "0003_outbox": outbox, "0004_settings": settings, "0005_outbox_trace": outboxTrace,
+        loader: Migrator.fromRecord({
+          "0001_inbox": inbox,
+          "0002_users": users,
+          "0003_outbox": outbox,
+          "0004_settings": settings,
+          "0005_outbox_trace": outboxTrace,
           "0006_inbox_priority": inboxPriority,
           "0007_payments": payments,
           "0008_autovacuum": autovacuum,

@@ -50,8 +50,10 @@ export const awaitProbe = (
   )
 
 const record = (probe: Probe, instance: string, marker: Marker, updateId: number) =>
-  Effect.flatMap(Clock.currentTimeMillis, (at) =>
-    SubscriptionRef.update(probe, (entries) => [...entries, { instance, marker, updateId, at }]))
+  Effect.flatMap(
+    Clock.currentTimeMillis,
+    (at) => SubscriptionRef.update(probe, (entries) => [...entries, { instance, marker, updateId, at }])
+  )
 
 const mark = (updateId: number, marker: Marker) =>
   Effect.gen(function*() {
