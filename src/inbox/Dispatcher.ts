@@ -5,7 +5,8 @@ import { Database } from "../db/Database.ts"
 import { isInfrastructureError, persistently } from "../db/Faults.ts"
 import { Instance } from "../db/Instance.ts"
 import { lazyTransaction } from "../db/LazyTransaction.ts"
-import { Notifications, pollInterval } from "../db/Notifications.ts"
+import { claimLoop } from "../db/ClaimLoop.ts"
+import { Notifications } from "../db/Notifications.ts"
 import { Lifecycle } from "../Lifecycle.ts"
 import { describeFiber, FiberDump } from "../observability/FiberDump.ts"
 import * as Metrics from "../observability/Metrics.ts"
@@ -304,34 +305,25 @@ export const Dispatcher = {
       })
     ))
 
-    // Everything else. Free slots are taken before claiming, so what is claimed can always start;
-    // claiming and starting are not interrupted in between, for the same reason as above.
-    const claimLoop = Effect.forever(Effect.gen(function*() {
-      let free = 0
-      while (free < config.workerConcurrency && (yield* slots.takeIfAvailable(1))) free++
-      starved = free === 0
-      const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
-        const claimed = yield* inbox.claim(free).pipe(
-          Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming updates failed; retrying", cause), []))
-        )
-        let started = 0
-        for (const update of claimed) {
+    // Everything else, from the table.
+    const recoveryLoop = claimLoop({
+      concurrency: config.workerConcurrency,
+      slots,
+      claim: (limit) =>
+        inbox.claim(limit).pipe(Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming updates failed; retrying", cause), []))),
+      place: (update) =>
+        Effect.suspend(() => {
           if (chats.has(update.chatKey)) {
             enqueue(update)
-            continue
+            return Effect.succeed(false)
           }
           chats.set(update.chatKey, [])
-          yield* startInSlot(update)
-          started++
-        }
-        yield* slots.release(free - started)
-        return claimed.length
-      }))
-      // A full batch means more may be waiting: claim again at once.
-      if (free > 0 && claimed === free) return
-      yield* wakeup.wait(pollInterval)
-    }))
+          return Effect.as(startInSlot(update), true)
+        }),
+      wakeup,
+      starved: (value) => void (starved = value)
+    })
     yield* Effect.forkScoped(handOffLoop)
-    yield* Effect.forkScoped(claimLoop)
+    yield* Effect.forkScoped(recoveryLoop)
   }))
 }

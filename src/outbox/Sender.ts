@@ -3,7 +3,8 @@ import * as RateLimiter from "effect/persistence/RateLimiter"
 import { AppConfig } from "../Config.ts"
 import { persistently } from "../db/Faults.ts"
 import { Instance } from "../db/Instance.ts"
-import { Notifications, pollInterval } from "../db/Notifications.ts"
+import { claimLoop } from "../db/ClaimLoop.ts"
+import { Notifications } from "../db/Notifications.ts"
 import { FiberDump } from "../observability/FiberDump.ts"
 import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
 import { BotApi } from "../telegram/BotApi.ts"
@@ -173,31 +174,26 @@ export const Sender = {
       )
     )
 
-    const claimLoop = Effect.forever(Effect.gen(function*() {
-      let free = 0
-      while (free < config.senderConcurrency && (yield* slots.takeIfAvailable(1))) free++
-      starved = free === 0
-      const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
-        const claimed = yield* outbox.claim(free).pipe(
+    const recoveryLoop = claimLoop({
+      concurrency: config.senderConcurrency,
+      slots,
+      claim: (limit) =>
+        outbox.claim(limit).pipe(
           Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming outbox calls failed; retrying", cause), []))
-        )
-        let started = 0
-        for (const call of claimed) {
+        ),
+      place: (call) =>
+        Effect.suspend(() => {
           if (chats.has(call.chatKey)) {
             enqueue(call)
-            continue
+            return Effect.succeed(false)
           }
           chats.set(call.chatKey, [])
-          yield* startInSlot(call)
-          started++
-        }
-        yield* slots.release(free - started)
-        return claimed.length
-      }))
-      if (free > 0 && claimed === free) return
-      yield* wakeup.wait(pollInterval)
-    }))
+          return Effect.as(startInSlot(call), true)
+        }),
+      wakeup,
+      starved: (value) => void (starved = value)
+    })
     yield* Effect.forkScoped(handOffLoop)
-    yield* Effect.forkScoped(claimLoop)
+    yield* Effect.forkScoped(recoveryLoop)
   })).pipe(Layer.provide(RateLimiter.layer), Layer.provide(RateLimiter.layerStoreMemory))
 }
