@@ -128,8 +128,8 @@ export const mutations: ReadonlyArray<Mutation> = [
     name: "timeout-log-says-nothing",
     breaks: "a timed-out handler is logged with what it was doing",
     file: "src/inbox/Dispatcher.ts",
-    search: "${describeFiber(handler)}`)",
-    replace: "`)",
+    search: "${describeFiber(handler)}`",
+    replace: "`",
     test: "test/inbox/Timeout.test.ts"
   },
   {
