@@ -118,9 +118,10 @@ export const URGENT_KINDS: ReadonlySet<string> = new Set(["pre_checkout_query", 
 const priorityOf = (kind: string) => (URGENT_KINDS.has(kind) ? 1 : 0)
 
 /**
- * The durable inbox. An update is stored already leased to this instance when its chat has nothing
- * open, and handed to the dispatcher from memory (`pollHandedOff`); finishing an update may lease the
- * chat's next one the same way. Everything else (a chat's backlog, retries, a dead instance's expired
+ * The durable inbox. An update is stored already leased to this instance when nothing else holds
+ * its chat (every open update of it is under this instance's live lease), and handed to the
+ * dispatcher from memory (`pollHandedOff`); finishing an update may lease the chat's next one the
+ * same way. Everything else (a chat's backlog, retries, a dead instance's expired
  * leases, restarts) is claimed: a chat's update is claimable only once every earlier update of that
  * chat is finished (done, skipped or dead), which gives strict per-chat order across any number of
  * instances sharing the table.
