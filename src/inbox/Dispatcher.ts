@@ -255,13 +255,20 @@ export const Dispatcher = {
           switch (outcome._tag) {
             // What waited behind goes back to the table, to be claimed in order later (what is
             // handed over meanwhile joins the queue, so the queue is read when it is emptied).
+            // That includes its updates handed over but not taken yet, and the chat is let go in the
+            // same synchronous step that finds nothing left of it.
             case "Stopped": {
               const drain: Effect.Effect<void> = Effect.suspend(() => {
-                const waiting = queue.splice(0)
-                if (waiting.length === 0) return done
+                const waiting = [...queue.splice(0), ...inbox.takeHandedOffOfChatUnsafe(update.chatKey)]
+                if (waiting.length === 0) {
+                  chats.delete(update.chatKey)
+                  return Effect.void
+                }
                 return Effect.andThen(Effect.forEach(waiting, release, { discard: true }), drain)
               })
-              return drain
+              // Forgetting makes every update of ours still on its way (stored under our lease just
+              // before the stop, and not yet here) count as stale, so it goes back too.
+              return Effect.andThen(instance.forget, drain)
             }
             // Dead: its chat may go on, from the table if nothing of it queues here.
             case "Dead":
@@ -289,18 +296,25 @@ export const Dispatcher = {
       Effect.gen(function*() {
         yield* restore(slots.take(1))
         while (true) {
-          const update = yield* inbox.pollHandedOff
-          if (update === undefined) {
+          // Taken and placed in one synchronous step: a chat that stops meanwhile cannot miss it.
+          const placed = yield* Effect.sync(() => {
+            const update = inbox.takeHandedOffUnsafe()
+            if (update === undefined) return undefined
+            if (chats.has(update.chatKey)) {
+              enqueue(update)
+              return { queued: update }
+            }
+            // Leased before the instance forgot: an earlier update of its chat may be lost in the table.
+            if (update.owner !== instance.owner()) return { stale: update }
+            chats.set(update.chatKey, [])
+            return { start: update }
+          })
+          if (placed === undefined) {
             yield* slots.release(1)
             return yield* restore(inbox.awaitHandedOff)
           }
-          if (chats.has(update.chatKey)) enqueue(update)
-          // Leased before the instance forgot: an earlier update of its chat may be lost in the table.
-          else if (update.owner !== instance.owner()) yield* giveBack(update)
-          else {
-            chats.set(update.chatKey, [])
-            return yield* startInSlot(update)
-          }
+          if ("stale" in placed) yield* giveBack(placed.stale)
+          if ("start" in placed) return yield* startInSlot(placed.start)
         }
       })
     ))

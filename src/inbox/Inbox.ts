@@ -120,7 +120,7 @@ const priorityOf = (kind: string) => (URGENT_KINDS.has(kind) ? 1 : 0)
 /**
  * The durable inbox. An update is stored already leased to this instance when nothing else holds
  * its chat (every open update of it is under this instance's live lease), and handed to the
- * dispatcher from memory (`pollHandedOff`); finishing an update may lease the chat's next one the
+ * dispatcher from memory (`takeHandedOffUnsafe`); finishing an update may lease the chat's next one the
  * same way. Everything else (a chat's backlog, retries, a dead instance's expired
  * leases, restarts) is claimed: a chat's update is claimable only once every earlier update of that
  * chat is finished (done, skipped or dead), which gives strict per-chat order across any number of
@@ -133,8 +133,13 @@ const priorityOf = (kind: string) => (URGENT_KINDS.has(kind) ? 1 : 0)
 export class Inbox extends Context.Service<Inbox, {
   /** Stores an update unless its update_id is already stored; true when it was new. */
   readonly store: (update: NewUpdate) => Effect.Effect<boolean, SqlError | PoolTimeout | IngressFull>
-  /** The next update leased to this instance when it was stored (urgent kinds first), if any. */
-  readonly pollHandedOff: Effect.Effect<Claimed | undefined>
+  /**
+   * Takes the next update leased to this instance when it was stored (urgent kinds first), if any.
+   * Synchronous, so that the dispatcher decides where it goes in the same step.
+   */
+  readonly takeHandedOffUnsafe: () => Claimed | undefined
+  /** Takes the updates of `chatKey` still waiting to be taken (synchronous, for the same reason). */
+  readonly takeHandedOffOfChatUnsafe: (chatKey: string) => ReadonlyArray<Claimed>
   /** Waits until an update may have been handed over since the last poll. */
   readonly awaitHandedOff: Effect.Effect<void>
   /** Claims up to `limit` runnable updates, at most one per chat. */
@@ -317,7 +322,14 @@ export class Inbox extends Context.Service<Inbox, {
           return yield* storeBatched({ update, span: yield* Effect.option(Effect.currentSpan) })
         }),
 
-        pollHandedOff: Effect.sync(() => waitingUrgent.shift() ?? waitingOther.shift()),
+        takeHandedOffUnsafe: () => waitingUrgent.shift() ?? waitingOther.shift(),
+        takeHandedOffOfChatUnsafe: (chatKey) => {
+          const taken: Array<Claimed> = []
+          for (const waiting of [waitingUrgent, waitingOther]) {
+            for (let i = waiting.length - 1; i >= 0; i--) if (waiting[i]!.chatKey === chatKey) taken.unshift(...waiting.splice(i, 1))
+          }
+          return taken
+        },
         awaitHandedOff: Effect.asVoid(Queue.take(arrived)),
 
         claim: Effect.fn("Inbox.claim")(function*(limit) {

@@ -139,7 +139,8 @@ export const Sender = {
             if (waiting.length === 0) return Effect.sync(() => void chats.delete(call.chatKey))
             return Effect.andThen(Effect.forEach(waiting, returnToTable, { discard: true }), drain)
           })
-          return drain
+          // Calls of ours still on their way (leased just before) count as stale: they go back too.
+          return Effect.andThen(instance.forget, drain)
         }))
 
     // The claim loop is woken by a freed slot only if it last found none: waking it after every
