@@ -3,7 +3,7 @@
 // grapheme boundaries: a `slice` in the middle of a surrogate pair or an emoji sequence would send
 // half a character, and a lone surrogate in a queued payload makes jsonb refuse the outbox row.
 
-import { storableText } from "../db/Jsonb.ts"
+import { storableStringify } from "../db/Jsonb.ts"
 
 /** Bot API length limits, in UTF-16 code units. */
 export const LIMITS = {
@@ -48,7 +48,7 @@ const textLimits: Record<string, Record<string, number> | undefined> = {
  */
 export const safePayload = (method: string, payload: object): Record<string, unknown> => {
   const limits = textLimits[method]
-  const json = JSON.stringify(payload, (_key, value: unknown) => typeof value === "string" ? storableText(value) : value)
+  const json = storableStringify(payload)
   const plain = JSON.parse(json ?? "{}") as Record<string, unknown>
   for (const [field, limit] of Object.entries({ caption: LIMITS.caption, ...limits })) {
     const value = plain[field]

@@ -2,7 +2,7 @@ import type { StorageAdapter } from "grammy"
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { updateScope } from "./Grammy.ts"
-import { storableText } from "../db/Jsonb.ts"
+import { storableStringify } from "../db/Jsonb.ts"
 
 const inTransaction = <A>(effect: Effect.Effect<A, unknown, SqlClient>): Promise<A> => {
   const scope = updateScope.getStore()
@@ -30,7 +30,7 @@ export const sqlSessionStorage = <T>(): StorageAdapter<T> => ({
   write: (key, value) =>
     inTransaction(Effect.gen(function*() {
       const sql = yield* SqlClient
-      const json = JSON.stringify(value, (_key, v: unknown) => typeof v === "string" ? storableText(v) : v)
+      const json = storableStringify(value)
       yield* sql`
         INSERT INTO sessions (key, value) VALUES (${key}, ${json}::jsonb)
         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()`

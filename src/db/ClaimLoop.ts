@@ -9,27 +9,38 @@ import { pollInterval, type Wakeup } from "./Notifications.ts"
  * the time shutdown can stop the loop. A full batch means more may be waiting: claim again at once;
  * otherwise wait for a wake-up or the poll interval.
  */
-export const claimLoop = <A>(options: {
+export const makeClaimLoop = <A, E>(options: {
+  /** What is claimed, for the log line when claiming fails. */
+  readonly what: string
   readonly concurrency: number
   readonly slots: Semaphore.Semaphore
-  readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<A>>
+  readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<A>, E>
   /** Starts `item` in one of the slots taken (true), or queues it behind its chat (false). */
   readonly place: (item: A) => Effect.Effect<boolean>
   readonly wakeup: Wakeup
-  /** Told whether the loop last found no free slot: only then should a freed slot wake it. */
-  readonly starved: (starved: boolean) => void
-}): Effect.Effect<never> =>
-  Effect.forever(Effect.gen(function*() {
-    let free = 0
-    while (free < options.concurrency && (yield* options.slots.takeIfAvailable(1))) free++
-    options.starved(free === 0)
-    const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
-      const claimed = yield* options.claim(free)
-      let started = 0
-      for (const item of claimed) if (yield* options.place(item)) started++
-      yield* options.slots.release(free - started)
-      return claimed.length
+}) => {
+  let starved = false
+  return {
+    /**
+     * Gives a slot back. The loop is woken only if it last found no free slot: waking it after
+     * every run would cost a claim query per item, which the hand-off exists to avoid.
+     */
+    freeSlot: Effect.andThen(options.slots.release(1), Effect.suspend(() => starved ? options.wakeup.signal : Effect.void)),
+    run: Effect.forever(Effect.gen(function*() {
+      let free = 0
+      while (free < options.concurrency && (yield* options.slots.takeIfAvailable(1))) free++
+      starved = free === 0
+      const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
+        const claimed = yield* options.claim(free).pipe(
+          Effect.catchCause((cause) => Effect.as(Effect.logWarning(`claiming ${options.what} failed; retrying`, cause), []))
+        )
+        let started = 0
+        for (const item of claimed) if (yield* options.place(item)) started++
+        yield* options.slots.release(free - started)
+        return claimed.length
+      }))
+      if (free > 0 && claimed === free) return
+      yield* options.wakeup.wait(pollInterval)
     }))
-    if (free > 0 && claimed === free) return
-    yield* options.wakeup.wait(pollInterval)
-  }))
+  }
+}

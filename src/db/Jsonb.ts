@@ -30,8 +30,18 @@ const storableValue = (value: unknown): unknown => {
  */
 export const storableJson = (json: string): string => SUSPECT_ESCAPE.test(json) ? JSON.stringify(storableValue(JSON.parse(json))) : json
 
-/** A value to be stored as jsonb, with what jsonb cannot hold replaced by U+FFFD. */
-export const storableJsonValue = <A>(value: A): A => storableValue(value) as A
+/**
+ * An update's JSON text made storable, and what a handler run from memory gets: exactly what is
+ * stored (the value already parsed, unless the text had to change).
+ */
+export const storableUpdate = (text: string, parsed: unknown): { readonly json: string; readonly payload: unknown } => {
+  const json = storableJson(text)
+  return { json, payload: json === text ? parsed : JSON.parse(json) }
+}
+
+/** JSON.stringify of `value` (its `toJSON`s honoured) with every string made storable. */
+export const storableStringify = (value: unknown): string | undefined =>
+  JSON.stringify(value, (_key, inner: unknown) => typeof inner === "string" ? storableText(inner) : inner)
 
 /**
  * True when PostgreSQL refused a statement because of the data it was given (SQLSTATE class 22,

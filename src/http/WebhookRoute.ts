@@ -2,7 +2,7 @@ import { ByteSize, Effect, Metric, Option, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { AppConfig } from "../Config.ts"
-import { isDataError, refusalReason, storableJson } from "../db/Jsonb.ts"
+import { isDataError, refusalReason, storableUpdate } from "../db/Jsonb.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import { Lifecycle } from "../Lifecycle.ts"
 import * as Metrics from "../observability/Metrics.ts"
@@ -72,14 +72,11 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
       const update = envelope.value
       const updateId = update.update_id
       const kind = kindOf(update)
-      const json = storableJson(body.text)
       const stored = yield* inbox.store({
         updateId,
         chatKey: chatKeyOf(update, kind),
         kind,
-        json,
-        // What a handler run from memory gets: exactly what is stored.
-        payload: json === body.text ? update : JSON.parse(json),
+        ...storableUpdate(body.text, update),
         skipped: kind === "unknown",
         traceparent: yield* currentTraceparent
       }).pipe(

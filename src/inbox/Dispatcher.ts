@@ -5,7 +5,7 @@ import { Database } from "../db/Database.ts"
 import { isInfrastructureError, persistently } from "../db/Faults.ts"
 import { Instance } from "../db/Instance.ts"
 import { lazyTransaction } from "../db/LazyTransaction.ts"
-import { claimLoop } from "../db/ClaimLoop.ts"
+import { makeClaimLoop } from "../db/ClaimLoop.ts"
 import { Notifications } from "../db/Notifications.ts"
 import { Lifecycle } from "../Lifecycle.ts"
 import { describeFiber, FiberDump } from "../observability/FiberDump.ts"
@@ -31,10 +31,7 @@ const isInfrastructureFailure = (cause: Cause.Cause<unknown>): boolean => Option
 
 /** The update cannot be handled whatever happens (it lacks what its kind requires): dead at once. */
 const isInvalidUpdate = (cause: Cause.Cause<unknown>): boolean =>
-  Option.exists(
-    Cause.findErrorOption(cause),
-    (error) => typeof error === "object" && error !== null && "_tag" in error && error._tag === "InvalidUpdate"
-  )
+  Option.exists(Cause.findErrorOption(cause), Predicate.isTagged("InvalidUpdate"))
 
 const processedBy = Metrics.tagged(Metrics.updatesProcessed)
 
@@ -191,9 +188,6 @@ export const Dispatcher = {
     const recordFailure = (update: Claimed, error: string, cause: Cause.Cause<unknown> = Cause.empty) =>
       Effect.gen(function*() {
         const infrastructure = isInfrastructureFailure(cause)
-        // The database went away mid-run: whether the finish committed is unknown, and with it
-        // what the finish leased to us. Forget it all (see Instance).
-        if (infrastructure) yield* instance.forget
         const backoff = retryBackoff(RETRY_BASE, update.attempts)
         const outcome = yield* persistently(inbox.fail(update, error, {
           maxAttempts: isInvalidUpdate(cause) ? 0 : config.maxAttempts,
@@ -213,12 +207,9 @@ export const Dispatcher = {
           Cause.hasInterruptsOnly(recording)
             ? Effect.failCause(recording)
             : Effect.as(
-              Effect.andThen(
-                Effect.logError(
-                  `could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`,
-                  recording
-                ),
-                instance.forget
+              Effect.logError(
+                `could not record the outcome of update ${update.updateId}; its lease will expire and it will be retried`,
+                recording
               ),
               stopped
             )
@@ -251,39 +242,31 @@ export const Dispatcher = {
           if (outcome._tag === "Finished") Option.map(outcome.next, enqueue)
           const next = outcome._tag === "Finished" || outcome._tag === "Dead" ? queue.shift() : undefined
           if (next !== undefined) return runChat(next)
-          const done = Effect.sync(() => chats.delete(update.chatKey))
-          switch (outcome._tag) {
-            // What waited behind goes back to the table, to be claimed in order later (what is
-            // handed over meanwhile joins the queue, so the queue is read when it is emptied).
-            // That includes its updates handed over but not taken yet, and the chat is let go in the
-            // same synchronous step that finds nothing left of it.
-            case "Stopped": {
-              const drain: Effect.Effect<void> = Effect.suspend(() => {
-                const waiting = [...queue.splice(0), ...inbox.takeHandedOffOfChatUnsafe(update.chatKey)]
-                if (waiting.length === 0) {
-                  chats.delete(update.chatKey)
-                  return Effect.void
-                }
-                return Effect.andThen(Effect.forEach(waiting, release, { discard: true }), drain)
-              })
-              // Forgetting makes every update of ours still on its way (stored under our lease just
-              // before the stop, and not yet here) count as stale, so it goes back too.
-              return Effect.andThen(instance.forget, drain)
-            }
+          // The chat is let go in the same synchronous step that finds nothing left of it here, so an
+          // update handed over meanwhile either joined the queue or finds the chat free.
+          if (outcome._tag !== "Stopped") {
+            chats.delete(update.chatKey)
             // Dead: its chat may go on, from the table if nothing of it queues here.
-            case "Dead":
-              return Effect.andThen(done, wakeup.signal)
-            case "Finished":
-              return done
+            return outcome._tag === "Dead" ? wakeup.signal : Effect.void
           }
+          // Stopped: what waited behind goes back to the table, to be claimed in order later: what
+          // queued here, what is handed over meanwhile, and its updates handed over but not taken yet.
+          const drain: Effect.Effect<void> = Effect.suspend(() => {
+            const waiting = [...queue.splice(0), ...inbox.takeHandedOffOfChatUnsafe(update.chatKey)]
+            if (waiting.length === 0) {
+              chats.delete(update.chatKey)
+              return Effect.void
+            }
+            return Effect.andThen(Effect.forEach(waiting, release, { discard: true }), drain)
+          })
+          // Forgetting makes every update of ours still on its way (stored under our lease just
+          // before the stop, and not yet here) count as stale, so it goes back too; and whatever a
+          // finish whose commit went unheard may have leased to us counts as another owner's.
+          return Effect.andThen(instance.forget, drain)
         }))
 
-    // The claim loop is woken by a freed slot only if it last found none: waking it after every
-    // run would cost a claim query per update, which the hand-off exists to avoid.
-    let starved = false
-    const slotFreed = Effect.suspend(() => starved ? wakeup.signal : Effect.void)
-    const startInSlot = (update: Claimed) =>
-      FiberSet.run(workers, runChat(update).pipe(Effect.ensuring(Effect.andThen(slots.release(1), slotFreed))), {
+    const startInSlot = (update: Claimed): Effect.Effect<unknown> =>
+      FiberSet.run(workers, runChat(update).pipe(Effect.ensuring(recovery.freeSlot)), {
         startImmediately: true
       })
 
@@ -310,7 +293,7 @@ export const Dispatcher = {
             return { start: update }
           })
           if (placed === undefined) {
-            yield* slots.release(1)
+            yield* recovery.freeSlot
             return yield* restore(inbox.awaitHandedOff)
           }
           if ("stale" in placed) yield* giveBack(placed.stale)
@@ -320,12 +303,12 @@ export const Dispatcher = {
     ))
 
     // Everything else, from the table.
-    const recoveryLoop = claimLoop({
+    const recovery = makeClaimLoop({
+      what: "updates",
       concurrency: config.workerConcurrency,
       slots,
-      claim: (limit) =>
-        inbox.claim(limit).pipe(Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming updates failed; retrying", cause), []))),
-      place: (update) =>
+      claim: (limit) => inbox.claim(limit),
+      place: (update): Effect.Effect<boolean> =>
         Effect.suspend(() => {
           if (chats.has(update.chatKey)) {
             enqueue(update)
@@ -334,10 +317,9 @@ export const Dispatcher = {
           chats.set(update.chatKey, [])
           return Effect.as(startInSlot(update), true)
         }),
-      wakeup,
-      starved: (value) => void (starved = value)
+      wakeup
     })
     yield* Effect.forkScoped(handOffLoop)
-    yield* Effect.forkScoped(recoveryLoop)
+    yield* Effect.forkScoped(recovery.run)
   }))
 }

@@ -242,6 +242,12 @@ export class Inbox extends Context.Service<Inbox, {
           }),
           (slots) => {
             const me = instance.owner()
+            // Each update_id's first request in the batch.
+            const firstOf = new Map<string, StoreRequest>()
+            for (const request of batch) {
+              const id = String(request.update.updateId)
+              if (!firstOf.has(id)) firstOf.set(id, request)
+            }
             return db.withConnection(
               sql<{ update_id: string; status: string; lease_id: string | null }>`
             SELECT update_id::text AS update_id, status, lease_id::text AS lease_id FROM steadfast_store(
@@ -255,8 +261,7 @@ export class Inbox extends Context.Service<Inbox, {
               Effect.tap((rows) =>
                 Effect.forEach(rows, (row) => {
                   if (row.lease_id === null) return Effect.void
-                  const request = batch.find((r) => String(r.update.updateId) === row.update_id)!
-                  const { update } = request
+                  const update = firstOf.get(row.update_id)!.update
                   return handOff({
                     owner: me,
                     id: row.update_id,
@@ -273,10 +278,10 @@ export class Inbox extends Context.Service<Inbox, {
               Effect.map((rows) => {
                 const inserted = new Set(rows.map((row) => row.update_id))
                 // Of two requests for one update_id in a batch, only the first counts as new.
-                return batch.map((request, index) =>
-                  inserted.has(String(request.update.updateId)) &&
-                  batch.findIndex((other) => other.update.updateId === request.update.updateId) === index
-                )
+                return batch.map((request) => {
+                  const id = String(request.update.updateId)
+                  return inserted.has(id) && firstOf.get(id) === request
+                })
               })
             )
           },

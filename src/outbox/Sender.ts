@@ -1,9 +1,9 @@
-import { Duration, Effect, FiberSet, Layer, Option, Schedule, Semaphore } from "effect"
+import { Duration, Effect, FiberSet, Layer, Option, Semaphore } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import { AppConfig } from "../Config.ts"
 import { persistently } from "../db/Faults.ts"
 import { Instance } from "../db/Instance.ts"
-import { claimLoop } from "../db/ClaimLoop.ts"
+import { makeClaimLoop } from "../db/ClaimLoop.ts"
 import { Notifications } from "../db/Notifications.ts"
 import { FiberDump } from "../observability/FiberDump.ts"
 import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
@@ -61,12 +61,6 @@ export const Sender = {
     const senders = yield* FiberSet.make<void>()
     yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(senders), config.shutdownGrace))
 
-    // Once the call is made its outcome is known; if the database is briefly away, keep trying
-    // to record it (the lease is renewed meanwhile). The updates are guarded by the lease id, so
-    // repeating them is harmless.
-    const recordOutcome = <A, E>(effect: Effect.Effect<A, E>) =>
-      Effect.retry(effect, { schedule: Schedule.spaced("500 millis"), times: 120 })
-
     const deliver = (call: ClaimedCall): Effect.Effect<Delivery> =>
       RateLimiter.sleep(limiter, {
         key: "bot-api",
@@ -75,7 +69,9 @@ export const Sender = {
         algorithm: "token-bucket"
       }).pipe(
         Effect.andThen(botApi.callRaw(call.method, call.payload)),
-        Effect.andThen(recordOutcome(outbox.markSent(call))),
+        // Once the call is made its outcome is known; if the database is away, recording it is
+        // retried (the lease is renewed meanwhile; the updates are fenced by the lease id).
+        Effect.andThen(persistently(outbox.markSent(call))),
         Effect.map((next): Delivery => ({ _tag: "Sent", next })),
         Effect.catchTags({
           ChatBlocked: (error) => failForGood(call, error.message),
@@ -86,18 +82,14 @@ export const Sender = {
             const delay = error.retryAfterSeconds !== undefined
               ? Duration.seconds(error.retryAfterSeconds)
               : Duration.seconds(Math.min(60, 2 ** call.attempts))
-            return Effect.as(recordOutcome(outbox.fail(call, error.message, delay)), later)
+            return Effect.as(persistently(outbox.fail(call, error.message, delay)), later)
           }
         }),
         Effect.onInterrupt(() => outbox.release(call).pipe(Effect.ignoreCause)),
         Effect.ensuring(outbox.leases.release(call)),
-        // Its outcome is not recorded: the call stays leased in the table till its lease expires.
-        Effect.catchCause((cause) =>
-          Effect.as(
-            Effect.andThen(Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause), instance.forget),
-            later
-          )
-        ),
+        // Its outcome is not recorded: the call stays leased in the table till its lease expires
+        // (deliverChat then forgets, so nothing of its chat overtakes it from memory).
+        Effect.catchCause((cause) => Effect.as(Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause), later)),
         withTraceLogs,
         fiberDump.track(`deliver ${call.method} (outbox ${call.id})`),
         // Delivery continues the trace of the processing that queued the call.
@@ -114,7 +106,7 @@ export const Sender = {
           Effect.logWarning(`Bot API refused ${call.method} to ${call.chatKey} for good: ${description}`).pipe(
             Effect.annotateLogs({ method: call.method, chat: call.chatKey })
           ),
-          recordOutcome(outbox.fail(call, description, undefined))
+          persistently(outbox.fail(call, description, undefined))
         ),
         failed
       )
@@ -136,19 +128,19 @@ export const Sender = {
           // The chat stays held here until all that queued behind (also meanwhile) is back.
           const drain: Effect.Effect<void> = Effect.suspend(() => {
             const waiting = queue.splice(0)
-            if (waiting.length === 0) return Effect.sync(() => void chats.delete(call.chatKey))
+            // Let go in the same synchronous step that finds nothing left of the chat.
+            if (waiting.length === 0) {
+              chats.delete(call.chatKey)
+              return Effect.void
+            }
             return Effect.andThen(Effect.forEach(waiting, returnToTable, { discard: true }), drain)
           })
           // Calls of ours still on their way (leased just before) count as stale: they go back too.
           return Effect.andThen(instance.forget, drain)
         }))
 
-    // The claim loop is woken by a freed slot only if it last found none: waking it after every
-    // delivery would cost a claim query per call, which the hand-off exists to avoid.
-    let starved = false
-    const slotFreed = Effect.suspend(() => starved ? wakeup.signal : Effect.void)
-    const startInSlot = (call: ClaimedCall) =>
-      FiberSet.run(senders, deliverChat(call).pipe(Effect.ensuring(Effect.andThen(slots.release(1), slotFreed))), {
+    const startInSlot = (call: ClaimedCall): Effect.Effect<unknown> =>
+      FiberSet.run(senders, deliverChat(call).pipe(Effect.ensuring(recovery.freeSlot)), {
         startImmediately: true
       })
 
@@ -175,14 +167,13 @@ export const Sender = {
       )
     )
 
-    const recoveryLoop = claimLoop({
+    // Everything else, from the table.
+    const recovery = makeClaimLoop({
+      what: "outbox calls",
       concurrency: config.senderConcurrency,
       slots,
-      claim: (limit) =>
-        outbox.claim(limit).pipe(
-          Effect.catchCause((cause) => Effect.as(Effect.logWarning("claiming outbox calls failed; retrying", cause), []))
-        ),
-      place: (call) =>
+      claim: (limit) => outbox.claim(limit),
+      place: (call): Effect.Effect<boolean> =>
         Effect.suspend(() => {
           if (chats.has(call.chatKey)) {
             enqueue(call)
@@ -191,10 +182,9 @@ export const Sender = {
           chats.set(call.chatKey, [])
           return Effect.as(startInSlot(call), true)
         }),
-      wakeup,
-      starved: (value) => void (starved = value)
+      wakeup
     })
     yield* Effect.forkScoped(handOffLoop)
-    yield* Effect.forkScoped(recoveryLoop)
+    yield* Effect.forkScoped(recovery.run)
   })).pipe(Layer.provide(RateLimiter.layer), Layer.provide(RateLimiter.layerStoreMemory))
 }

@@ -1,6 +1,6 @@
 import { Duration, Effect, Layer, type Redacted, Schedule } from "effect"
 import { AppConfig } from "../Config.ts"
-import { isDataError, refusalReason, storableJson, storableJsonValue } from "../db/Jsonb.ts"
+import { isDataError, refusalReason, storableUpdate } from "../db/Jsonb.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import { BotApi } from "./BotApi.ts"
 import { ALLOWED_UPDATES, chatKeyOf, kindOf } from "./Update.ts"
@@ -40,8 +40,7 @@ export const Poller = {
             updateId: update.update_id,
             chatKey: chatKeyOf(body, kind),
             kind,
-            json: storableJson(JSON.stringify(update)),
-            payload: storableJsonValue(update),
+            ...storableUpdate(JSON.stringify(update), update),
             skipped: kind === "unknown",
             traceparent: null
           }).pipe(
