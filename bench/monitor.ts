@@ -166,23 +166,31 @@ export interface StatementStat {
   readonly query: string
   readonly calls: number
   readonly totalMs: number
+  /** Planning time (pg_stat_statements.track_planning). */
+  readonly planMs: number
 }
 
 /** pg_stat_statements for one database, keyed by statement. */
 export const statementSnapshot = async (admin: pg.Client, database: string): Promise<Map<string, StatementStat>> => {
-  const { rows } = await admin.query<{ key: string; query: string; calls: string; total_ms: number }>(
-    `SELECT s.queryid::text || ':' || s.toplevel::text AS key, s.query, s.calls::text AS calls, s.total_exec_time AS total_ms
+  const { rows } = await admin.query<{ key: string; query: string; calls: string; total_ms: number; plan_ms: number }>(
+    `SELECT s.queryid::text || ':' || s.toplevel::text AS key, s.query, s.calls::text AS calls, s.total_exec_time AS total_ms,
+            s.total_plan_time AS plan_ms
      FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1`,
     [database]
   )
-  return new Map(rows.map((row) => [row.key, { query: row.query, calls: Number(row.calls), totalMs: row.total_ms }]))
+  return new Map(rows.map((row) => [row.key, { query: row.query, calls: Number(row.calls), totalMs: row.total_ms, planMs: row.plan_ms }]))
 }
 
 /** What ran between two snapshots, most calls first. */
 export const statementDelta = (before: Map<string, StatementStat>, after: Map<string, StatementStat>): Array<StatementStat> =>
   Array.from(after, ([key, stat]) => {
     const earlier = before.get(key)
-    return { query: stat.query, calls: stat.calls - (earlier?.calls ?? 0), totalMs: stat.totalMs - (earlier?.totalMs ?? 0) }
+    return {
+      query: stat.query,
+      calls: stat.calls - (earlier?.calls ?? 0),
+      totalMs: stat.totalMs - (earlier?.totalMs ?? 0),
+      planMs: stat.planMs - (earlier?.planMs ?? 0)
+    }
   })
     .filter((stat) => stat.calls > 0)
     .sort((a, b) => b.calls - a.calls || b.totalMs - a.totalMs)

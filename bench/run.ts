@@ -181,6 +181,7 @@ interface RunResult {
   readonly rssAfterWarmupKb: number
   readonly statementsPerUpdate: number | undefined
   readonly dbExecMsPerUpdate: number | undefined
+  readonly dbPlanMsPerUpdate: number | undefined
   /**
    * Committed + rolled-back transactions in the contender's database over its whole life (start-up,
    * warm-up, run), per update sent. Read after it exited, when its backends have flushed their counters.
@@ -325,6 +326,7 @@ const runOne = async (
     // The sampler's own queries run on the admin database, so everything here is the contender's.
     const totalCalls = delta.reduce((sum, s) => sum + s.calls, 0)
     const totalMs = delta.reduce((sum, s) => sum + s.totalMs, 0)
+    const planMs = delta.reduce((sum, s) => sum + s.planMs, 0)
     const exit = await child.stop(20_000)
     await standIn.stop(5_000)
     await new Promise((resolve) => setTimeout(resolve, 500))
@@ -347,6 +349,7 @@ const runOne = async (
       rssAfterWarmupKb,
       statementsPerUpdate: statements ? totalCalls / scenario.updates : undefined,
       dbExecMsPerUpdate: statements ? totalMs / scenario.updates : undefined,
+      dbPlanMsPerUpdate: statements ? planMs / scenario.updates : undefined,
       transactionsPerUpdate: Number.isNaN(transactions) ? undefined : transactions / (scenario.updates + settings.warmup),
       rowVersionsPerUpdate: rowsWritten / scenario.updates,
       statements: delta.map((s) => ({ ...s, query: s.query.replace(/\s+/g, " ").slice(0, 300) })),
@@ -576,7 +579,8 @@ const metrics: ReadonlyArray<Metric> = [
   { label: "SQL statements per update (excl. BEGIN/COMMIT)", get: (r) => r.statementsPerUpdate, digits: 1 },
   { label: "DB transactions per update", get: (r) => r.transactionsPerUpdate, digits: 1 },
   { label: "row versions written per update", get: (r) => r.rowVersionsPerUpdate, digits: 1 },
-  { label: "DB execution time per update (ms)", get: (r) => r.dbExecMsPerUpdate, digits: 2 }
+  { label: "DB execution time per update (ms)", get: (r) => r.dbExecMsPerUpdate, digits: 2 },
+  { label: "DB planning time per update (ms)", get: (r) => r.dbPlanMsPerUpdate, digits: 2 }
 ]
 
 /** Rows inserted, updated and deleted in `database` so far (PostgreSQL's cumulative statistics). */
@@ -892,6 +896,7 @@ const main = async () => {
       const setup = new pg.Client({ connectionString: cluster.url("postgres") })
       await setup.connect()
       await setup.query("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+      await setup.query("ALTER SYSTEM SET pg_stat_statements.track_planning = on")
       await setup.end()
       await cluster.stop()
       await cluster.start()

@@ -39,10 +39,11 @@ const MIN_CONNECTIONS = 2
  *   most `DB_POOL_MAX - RESERVED_CONNECTIONS` at once;
  * - `background`: the LISTEN connection, claim loops, senders' bookkeeping, retention, at most
  *   `BACKGROUND_CONNECTIONS` at once;
- * - `ingress` (the inbox insert) and `health`: any free connection, and so always the ones the
- *   other two can never take.
+ * - `ingress` (the inbox insert), `health` and `finish` (the batched finishing statement of
+ *   handlers that wrote nothing, which wait for it holding their `handler` share): any free
+ *   connection, and so always the ones the other two can never take.
  */
-export type Workload = "handler" | "background" | "ingress" | "health"
+export type Workload = "handler" | "background" | "ingress" | "health" | "finish"
 
 /** The LISTEN connection and one for every loop's short statements. */
 const BACKGROUND_CONNECTIONS = 2
@@ -121,7 +122,8 @@ export class Database extends Context.Service<Database, {
       handler: yield* Semaphore.make(Math.max(1, max - RESERVED_CONNECTIONS)),
       background: yield* Semaphore.make(Math.min(max, BACKGROUND_CONNECTIONS)),
       ingress: undefined,
-      health: undefined
+      health: undefined,
+      finish: undefined
     }
     const withLimit = <A, E, R>(effect: Effect.Effect<A, E, R>, workload: Workload) => {
       const limitMs = STATEMENT_LIMIT_MS[workload]

@@ -6,11 +6,15 @@ import type { SqlError } from "effect/sql/SqlError"
 /** What the body of a lazy transaction can ask of it. */
 export interface LazyTransaction {
   /**
-   * Runs `last`, the body's last statement. If no statement has begun the transaction, it runs
-   * alone in autocommit, which is as atomic as a transaction of one statement and costs no BEGIN
-   * and no COMMIT; otherwise it runs in the transaction like any other.
+   * Runs the body's last statement: `last` in the transaction if a statement has begun it;
+   * otherwise `alone` (by default `last`), in autocommit, which is as atomic as a transaction of
+   * one statement and costs no BEGIN and no COMMIT. `alone` need not use this transaction's
+   * connection, so it may share a statement with other work.
    */
-  readonly last: <A, E, R>(last: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  readonly last: <A, E, R, A2 extends A = A, E2 = E, R2 = R>(
+    last: Effect.Effect<A, E, R>,
+    alone?: Effect.Effect<A2, E2, R2>
+  ) => Effect.Effect<A, E | E2, R | R2>
 }
 
 /**
@@ -76,10 +80,10 @@ export const lazyTransaction = <A, E, R>(
       )
 
       const transaction: LazyTransaction = {
-        last: (effect) =>
-          Effect.suspend(() => {
+        last: <A, E, R, A2 extends A, E2, R2>(effect: Effect.Effect<A, E, R>, alone?: Effect.Effect<A2, E2, R2>) =>
+          Effect.suspend((): Effect.Effect<A, E | E2, R | R2> => {
             autocommit = !began
-            return effect
+            return autocommit && alone !== undefined ? alone : effect
           })
       }
       return restore(body(transaction)).pipe(

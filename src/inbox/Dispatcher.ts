@@ -104,14 +104,16 @@ export const Dispatcher = {
     // fenced by the lease: if another instance took the update over, it matches no row, this
     // transaction rolls back, and the handler's writes never happened.
     // The transaction begins with the handler's first statement: a handler that runs none costs
-    // one round trip, the finishing statement, in autocommit.
+    // no transaction, and its finish shares one statement, in autocommit, with those of other
+    // handlers finishing at the same moment.
     const runHandler = (update: Claimed) =>
       lazyTransaction(db.sql, (transaction) =>
         Effect.gen(function*() {
           const result = yield* bot.handle(update.updateId, update.kind, update.payload)
           // Lease the chat's next waiting update to us only when nothing of the chat queues here already.
           const chain = !lifecycle.isDraining() && (chats.get(update.chatKey)?.length ?? 0) === 0
-          const finished = yield* transaction.last(inbox.finish(update, result.status, result.calls, yield* currentTraceId, chain))
+          const request = { update, status: result.status, calls: result.calls, traceId: yield* currentTraceId, chain }
+          const finished = yield* transaction.last(inbox.finish(request), inbox.finishAlone(request))
           if (Option.isNone(finished)) return yield* new LeaseLost()
           return { result, finished: finished.value }
         })).pipe((unit) => db.withConnection(unit, undefined, "handler"))

@@ -61,7 +61,7 @@ const toClaimed = (owner: string) => (row: ClaimedRow): Claimed => ({
 })
 
 const FinishedRow = Schema.Struct({
-  finished: Schema.Number,
+  finished: Schema.Boolean,
   next: Schema.NullOr(Schema.Array(ClaimedRow)),
   calls: Schema.NullOr(Schema.Array(Schema.Struct({
     id: Schema.Union([Schema.Number, Schema.String]),
@@ -70,6 +70,15 @@ const FinishedRow = Schema.Struct({
   })))
 })
 const decodeFinished = Schema.decodeUnknownEffect(Schema.Array(FinishedRow))
+
+/** How a handler's run ends: the update's status, the calls it queued, whether to lease its chat's next update. */
+export interface FinishRequest {
+  readonly update: Claimed
+  readonly status: "done" | "skipped"
+  readonly calls: ReadonlyArray<OutgoingCall>
+  readonly traceId: string | null
+  readonly chain: boolean
+}
 
 /** What a finish wrote: the chat's next update, leased to us, and the calls handed to our sender. */
 export interface Finished {
@@ -150,13 +159,12 @@ export class Inbox extends Context.Service<Inbox, {
    * the update's own chat are leased to our sender when no other owner holds that chat's calls, and
    * the chat's next waiting update is leased to us when `chain` is set.
    */
-  readonly finish: (
-    update: Claimed,
-    status: "done" | "skipped",
-    calls: ReadonlyArray<OutgoingCall>,
-    traceId: string | null,
-    chain: boolean
-  ) => Effect.Effect<Option.Option<Finished>, SqlError>
+  readonly finish: (request: FinishRequest) => Effect.Effect<Option.Option<Finished>, SqlError>
+  /**
+   * The same for a handler that wrote nothing, in autocommit on a connection of its own: finishes
+   * waiting at once share one statement.
+   */
+  readonly finishAlone: (request: FinishRequest) => Effect.Effect<Option.Option<Finished>, SqlError | PoolTimeout>
   /**
    * Records a failed run: back to pending after `backoff`, or dead once `maxAttempts` runs failed.
    * A run that failed for lack of infrastructure (`counted` false) is not counted and never kills.
@@ -322,6 +330,106 @@ export class Inbox extends Context.Service<Inbox, {
         Effect.forkScoped
       )
 
+      // One statement, one round trip, for any number of updates (of distinct chats): finish each
+      // row (only under our lease), lease its chat's next waiting update to us, write its calls in
+      // order (those to the update's own chat leased to our sender when every open call of that chat
+      // is ours already: they queue behind them in its memory), and wake the senders on commit for
+      // the others. Calls to other chats always take the claim path, so two updates of different
+      // chats never hand off calls of one chat at once.
+      const finishStatement = (requests: ReadonlyArray<FinishRequest>) => {
+        const me = instance.owner()
+        const calls = requests.flatMap((request, index) => request.calls.map((call) => ({ item: index + 1, call })))
+        return sql`
+          WITH input AS (
+            SELECT * FROM unnest(
+              ${requests.map((r) => r.update.updateId)}::bigint[], ${requests.map((r) => r.update.leaseId)}::uuid[],
+              ${requests.map((r) => r.status)}::text[], ${requests.map((r) => r.traceId ?? "")}::text[],
+              ${requests.map((r) => r.chain)}::boolean[]
+            ) WITH ORDINALITY AS t(update_id, lease_id, status, trace_id, chain, item)
+          ), finished AS (
+            UPDATE inbox SET status = i.status, finished_at = now(), locked_until = NULL, lease_id = NULL,
+                             owner = NULL, last_error = NULL, trace_id = nullif(i.trace_id, '')
+            FROM input i WHERE inbox.update_id = i.update_id AND inbox.lease_id = i.lease_id
+            RETURNING inbox.update_id, inbox.chat_key, i.item, i.chain
+          ), successor AS (
+            SELECT n.update_id, f.item FROM inbox n, finished f
+            WHERE f.chain AND n.chat_key = f.chat_key AND n.status = 'pending' AND n.available_at <= now()
+              AND n.update_id = (
+                SELECT min(e.update_id) FROM inbox e
+                WHERE e.chat_key = f.chat_key AND e.status IN ('pending', 'processing') AND e.update_id <> f.update_id)
+            FOR UPDATE OF n SKIP LOCKED
+          ), chained AS (
+            UPDATE inbox SET status = 'processing', attempts = inbox.attempts + 1, lease_id = gen_random_uuid(),
+                             locked_until = now() + ${leaseMs} * interval '1 millisecond', owner = ${me}::uuid
+            FROM successor s WHERE inbox.update_id = s.update_id
+            RETURNING s.item, inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts,
+                      inbox.lease_id::text AS lease_id, inbox.traceparent
+          ), calls AS (
+            SELECT c.*, f.update_id, c.chat_key = f.chat_key AS own, NOT EXISTS (
+                     SELECT 1 FROM outbox o
+                     WHERE o.chat_key = c.chat_key AND o.status IN ('pending', 'sending')
+                       AND (o.status = 'pending' OR o.owner IS DISTINCT FROM ${me}::uuid OR o.locked_until <= now())) AS free
+            FROM unnest(
+              ${calls.map((c) => c.item)}::int[], ${calls.map((c) => c.call.chatKey)}::text[],
+              ${calls.map((c) => c.call.method)}::text[], ${calls.map((c) => JSON.stringify(c.call.payload))}::text[],
+              ${calls.map((c) => c.call.traceparent ?? "")}::text[]
+            ) WITH ORDINALITY AS c(item, chat_key, method, payload, traceparent, position)
+            JOIN finished f ON f.item = c.item
+          ), queued AS (
+            INSERT INTO outbox (chat_key, method, payload, update_id, traceparent, status, attempts, lease_id, locked_until, owner)
+            SELECT c.chat_key, c.method, c.payload::jsonb, c.update_id, nullif(c.traceparent, ''),
+                   CASE WHEN c.free AND c.own THEN 'sending' ELSE 'pending' END, CASE WHEN c.free AND c.own THEN 1 ELSE 0 END,
+                   CASE WHEN c.free AND c.own THEN gen_random_uuid() END,
+                   CASE WHEN c.free AND c.own THEN now() + ${leaseMs} * interval '1 millisecond' END,
+                   CASE WHEN c.free AND c.own THEN ${me}::uuid END
+            FROM calls c
+            ORDER BY c.position
+            RETURNING id, chat_key, update_id, lease_id
+          ), notified AS (
+            -- Only for a call that could go now but is not ours to send; one behind a call in flight
+            -- is leased when that call is marked sent.
+            SELECT pg_notify(${NOTIFY_CHANNEL}, 'outbox') WHERE EXISTS (SELECT 1 FROM calls WHERE free AND NOT own)
+          )
+          SELECT i.item::int AS item, f.update_id IS NOT NULL AS finished,
+                 (SELECT json_agg(c) FROM chained c WHERE c.item = i.item) AS next,
+                 (SELECT json_agg(json_build_object('id', q.id::text, 'chat_key', q.chat_key, 'lease_id', q.lease_id) ORDER BY q.id)
+                  FROM queued q WHERE q.update_id = i.update_id AND q.lease_id IS NOT NULL) AS calls,
+                 (SELECT count(*) FROM notified) AS notified
+          FROM input i LEFT JOIN finished f ON f.item = i.item
+          ORDER BY i.item`.pipe(
+          Effect.flatMap((rows) => Effect.orDie(decodeFinished(rows))),
+          Effect.flatMap((rows) =>
+            Effect.forEach(requests, (request, index) => {
+              const row = rows[index]
+              if (row === undefined || !row.finished) return Effect.succeed(Option.none<Finished>())
+              const next = Option.map(Option.fromNullishOr(row.next?.[0]), toClaimed(me))
+              // Leased calls come back in id order, which is the order of the calls to their chat.
+              const leasedChats = new Set((row.calls ?? []).map((call) => call.chat_key))
+              const leasedCalls = request.calls.filter((call) => leasedChats.has(call.chatKey))
+              const handed = (row.calls ?? []).map((leased, at): ClaimedCall => ({
+                owner: me,
+                id: String(leased.id),
+                chatKey: leased.chat_key,
+                method: leasedCalls[at]!.method,
+                payload: leasedCalls[at]!.payload,
+                attempts: 1,
+                leaseId: leased.lease_id,
+                traceparent: leasedCalls[at]!.traceparent
+              }))
+              return Effect.as(Option.isSome(next) ? leases.hold(next.value) : Effect.void, Option.some({ next, calls: handed }))
+            })
+          )
+        )
+      }
+      // Finishes of handlers that wrote nothing need no transaction of their own: those waiting at
+      // once share one statement (each row still fenced by its own lease).
+      const finishBatched = yield* makeBatcher({
+        run: (requests: ReadonlyArray<FinishRequest>) => db.withConnection(finishStatement(requests), undefined, "finish"),
+        max: 100,
+        writers: 2,
+        isItemError: (error) => error._tag === "SqlError" && isDataError(error)
+      })
+
       return Inbox.of({
         store: Effect.fn("Inbox.store")(function*(update) {
           return yield* storeBatched({ update, span: yield* Effect.option(Effect.currentSpan) })
@@ -373,87 +481,8 @@ export class Inbox extends Context.Service<Inbox, {
           return claimed
         }),
 
-        // One statement, one round trip: finish the row (only under our lease), lease the chat's
-        // next waiting update to us, write the calls in order (those to the update's own chat leased
-        // to our sender when every open call of that chat is ours already: they queue behind them in
-        // its memory), and wake the senders on commit for the others. Calls to other chats always take
-        // the claim path, so two updates of different chats never hand off calls of one chat at once.
-        finish: (update, status, calls, traceId, chain) => {
-          const me = instance.owner()
-          return sql`
-          WITH finished AS (
-            UPDATE inbox SET status = ${status}, finished_at = now(), locked_until = NULL, lease_id = NULL,
-                             owner = NULL, last_error = NULL, trace_id = ${traceId}
-            WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid
-            RETURNING update_id, chat_key
-          ), successor AS (
-            SELECT n.update_id FROM inbox n, finished f
-            WHERE ${chain} AND n.chat_key = f.chat_key AND n.status = 'pending' AND n.available_at <= now()
-              AND n.update_id = (
-                SELECT min(e.update_id) FROM inbox e
-                WHERE e.chat_key = f.chat_key AND e.status IN ('pending', 'processing') AND e.update_id <> f.update_id)
-            FOR UPDATE OF n SKIP LOCKED
-          ), chained AS (
-            UPDATE inbox SET status = 'processing', attempts = inbox.attempts + 1, lease_id = gen_random_uuid(),
-                             locked_until = now() + ${leaseMs} * interval '1 millisecond', owner = ${me}::uuid
-            FROM successor s WHERE inbox.update_id = s.update_id
-            RETURNING inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id, inbox.traceparent
-          ), calls AS (
-            SELECT c.*, NOT EXISTS (
-                     SELECT 1 FROM outbox o
-                     WHERE o.chat_key = c.chat_key AND o.status IN ('pending', 'sending')
-                       AND (o.status = 'pending' OR o.owner IS DISTINCT FROM ${me}::uuid OR o.locked_until <= now())) AS free
-            FROM finished f, unnest(
-              ${calls.map((c) => c.chatKey)}::text[], ${calls.map((c) => c.method)}::text[],
-              ${calls.map((c) => JSON.stringify(c.payload))}::text[], ${calls.map((c) => c.traceparent ?? "")}::text[]
-            ) WITH ORDINALITY AS c(chat_key, method, payload, traceparent, position)
-          ), decided AS (
-            SELECT c.*, c.free AND c.chat_key = f.chat_key AS lease FROM calls c, finished f
-          ), queued AS (
-            INSERT INTO outbox (chat_key, method, payload, update_id, traceparent, status, attempts, lease_id, locked_until, owner)
-            SELECT c.chat_key, c.method, c.payload::jsonb, f.update_id, nullif(c.traceparent, ''),
-                   CASE WHEN c.lease THEN 'sending' ELSE 'pending' END, CASE WHEN c.lease THEN 1 ELSE 0 END,
-                   CASE WHEN c.lease THEN gen_random_uuid() END,
-                   CASE WHEN c.lease THEN now() + ${leaseMs} * interval '1 millisecond' END,
-                   CASE WHEN c.lease THEN ${me}::uuid END
-            FROM finished f, decided c
-            ORDER BY c.position
-            RETURNING id, chat_key, status, lease_id
-          ), notified AS (
-            -- Only for a call that could go now but is not ours to send; one behind a call in flight
-            -- is leased when that call is marked sent.
-            SELECT pg_notify(${NOTIFY_CHANNEL}, 'outbox') WHERE EXISTS (SELECT 1 FROM decided WHERE free AND NOT lease)
-          )
-          SELECT (SELECT count(*)::int FROM finished) AS finished,
-                 (SELECT json_agg(c) FROM chained c) AS next,
-                 (SELECT json_agg(json_build_object('id', q.id::text, 'chat_key', q.chat_key, 'lease_id', q.lease_id) ORDER BY q.id)
-                  FROM queued q WHERE q.lease_id IS NOT NULL) AS calls,
-                 (SELECT count(*) FROM notified) AS notified`.pipe(
-            Effect.flatMap((rows) => Effect.orDie(decodeFinished(rows))),
-            Effect.flatMap((rows) =>
-              Effect.gen(function*() {
-                const row = rows[0]
-                if (row === undefined || row.finished !== 1) return Option.none<Finished>()
-                const next = Option.map(Option.fromNullishOr(row.next?.[0]), toClaimed(me))
-                // Leased calls come back in id order, which is the order of the calls to their chat.
-                const leasedChats = new Set((row.calls ?? []).map((call) => call.chat_key))
-                const leasedCalls = calls.filter((call) => leasedChats.has(call.chatKey))
-                const handed = (row.calls ?? []).map((leased, index): ClaimedCall => ({
-                  owner: me,
-                  id: String(leased.id),
-                  chatKey: leased.chat_key,
-                  method: leasedCalls[index]!.method,
-                  payload: leasedCalls[index]!.payload,
-                  attempts: 1,
-                  leaseId: leased.lease_id,
-                  traceparent: leasedCalls[index]!.traceparent
-                }))
-                if (Option.isSome(next)) yield* leases.hold(next.value)
-                return Option.some({ next, calls: handed })
-              })
-            )
-          )
-        },
+        finish: (request) => Effect.suspend(() => Effect.map(finishStatement([request]), (results) => results[0]!)),
+        finishAlone: finishBatched,
 
         fail: Effect.fn("Inbox.fail")(function*(update, error, { backoff, counted, maxAttempts, traceId }) {
           const rows = yield* db.withConnection(

@@ -23,8 +23,8 @@ export const mutations: ReadonlyArray<Mutation> = [
     name: "finish-ignores-lease",
     breaks: "lease fencing: the finishing statement no longer checks the lease",
     file: "src/inbox/Inbox.ts",
-    search: "WHERE update_id = ${update.updateId} AND lease_id = ${update.leaseId}::uuid\n            RETURNING update_id, chat_key",
-    replace: "WHERE update_id = ${update.updateId}\n            RETURNING update_id, chat_key",
+    search: "WHERE inbox.update_id = i.update_id AND inbox.lease_id = i.lease_id",
+    replace: "WHERE inbox.update_id = i.update_id",
     test: "test/inbox/LeaseFencing.test.ts"
   },
   {
