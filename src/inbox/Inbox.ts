@@ -96,7 +96,7 @@ export class IngressFull extends Schema.TaggedError<IngressFull>()("IngressFull"
 /** Requests waiting for the inbox insert; beyond this the webhook answers 503 at once. */
 export const INGRESS_CAPACITY = 2_000
 /** Updates leased at store time and waiting in memory for a worker. */
-const HANDOFF_CAPACITY = 256
+const HANDOFF_CAPACITY = 1_000
 
 const isSqlDataError = (error: SqlError | PoolTimeout | IngressFull) => error._tag === "SqlError" && isDataError(error)
 
