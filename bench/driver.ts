@@ -13,8 +13,8 @@ import { isRepliesSnapshot, isStatsSnapshot, taggedText, type RepliesSnapshot, t
 import { percentile } from "./stats.ts"
 
 export interface DriverOptions {
-  /** The contender, e.g. http://127.0.0.1:8080 (POST /webhook). */
-  readonly baseUrl: string
+  /** The contender's instances, e.g. http://127.0.0.1:8080 (POST /webhook): requests go round robin. */
+  readonly baseUrls: ReadonlyArray<string>
   readonly secret: string
   /** The bench stand-in, for GET /__stats and /__replies. */
   readonly standInUrl: string
@@ -227,7 +227,8 @@ export const drive = async (options: DriverOptions): Promise<DriverResult> => {
   }
 
   const agent = new Agent({ keepAlive: true, maxSockets: options.concurrency })
-  const target = new URL(options.baseUrl)
+  const targets = options.baseUrls.map((url) => new URL(url))
+  let posted = 0
   const ackLatencies: Array<number> = []
   const rejected: Record<string, number> = {}
   const firstSentAt = new Map<number, number>()
@@ -248,7 +249,7 @@ export const drive = async (options: DriverOptions): Promise<DriverResult> => {
       const update = queue[index]!
       if (!firstSentAt.has(update.updateId)) firstSentAt.set(update.updateId, Date.now())
       const began = performance.now()
-      const answer = await post(agent, target, options.secret, update.body)
+      const answer = await post(agent, targets[posted++ % targets.length]!, options.secret, update.body)
       const elapsed = performance.now() - began
       if (typeof answer.status === "number" && answer.status >= 200 && answer.status < 300) {
         ackLatencies.push(elapsed)

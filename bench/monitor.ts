@@ -50,7 +50,8 @@ export const isHealthBody = (value: unknown): value is HealthBody =>
   isRecord(value) && (value["checks"] === undefined || isRecord(value["checks"]))
 
 export const startMonitor = (options: {
-  readonly pid: number
+  /** The contender's processes (one per instance): CPU summed, RSS summed. */
+  readonly pids: ReadonlyArray<number>
   readonly admin: pg.Client
   readonly database: string
   readonly healthUrl: string | undefined
@@ -72,7 +73,8 @@ export const startMonitor = (options: {
   let healthFailures = 0
   const healthMs: Array<number> = []
   let rssMaxKb = 0
-  const cpuAtStart = cpuSeconds(options.pid) ?? 0
+  const cpuOf = (pid: number, fallback = 0) => cpuSeconds(pid) ?? fallback
+  const cpuAtStart = options.pids.map((pid) => cpuOf(pid))
   // Backend CPU: first and latest reading per backend pid; a backend started during the run counts from 0.
   const backendBaseline = new Map<number, number>()
   const backendLatest = new Map<number, number>()
@@ -93,7 +95,7 @@ export const startMonitor = (options: {
         backendLatest.set(row.pid, cpu)
       }
       baselineTaken = true
-      rssMaxKb = Math.max(rssMaxKb, statusKb(options.pid, "VmRSS") ?? 0)
+      rssMaxKb = Math.max(rssMaxKb, options.pids.reduce((sum, pid) => sum + (statusKb(pid, "VmRSS") ?? 0), 0))
       await sleep(100)
     }
   }
@@ -138,7 +140,7 @@ export const startMonitor = (options: {
         options.benchPids.reduce((sum, pid, i) => sum + (cpuSeconds(pid) ?? benchAtStart[i]!) - benchAtStart[i]!, 0)
       const machine = machineCpu()
       const machineBusySeconds = machine.busy - machineAtStart.busy
-      const contenderCpu = (cpuSeconds(options.pid) ?? cpuAtStart) - cpuAtStart
+      const contenderCpu = options.pids.reduce((sum, pid, i) => sum + cpuOf(pid, cpuAtStart[i]) - cpuAtStart[i]!, 0)
       return {
         pgConnectionsMax,
         pgBusyMax,

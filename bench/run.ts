@@ -28,7 +28,9 @@ const usage = `usage: npm run bench -- [options]
   --quick               smoke run: 1000 updates, 1 round, 300 delayed updates, 100 warm-up
   --profile             run both contenders under node --cpu-prof and print where their CPU went
                         (profiling slows them down: do not compare these figures with normal runs)
-  --only NAME           run one contender only: peer, steadfast or steadfast-grammy (no ratios then)
+  --only NAME           run one contender only: peer, steadfast, steadfast-grammy or steadfast-x2 (no ratios then)
+  --scaling             also run steadfast-x2: two steadfast instances on one database, the driver posting to
+                        them round robin (CPU and RSS are the two processes' sums)
   --steadfast-env K=V   extra environment for steadfast (repeatable), e.g. --steadfast-env DB_POOL_MAX=20
   --only-precheckout    run the pre-checkout scenario alone (steadfast only)
   --skip-precheckout    leave the pre-checkout scenario out
@@ -63,6 +65,7 @@ const { values } = parseArgs({
     "precheckout-rate": { type: "string" },
     "background-rate": { type: "string" },
     quick: { type: "boolean", default: false },
+    scaling: { type: "boolean", default: false },
     telemetry: { type: "boolean", default: false },
     help: { type: "boolean", default: false }
   }
@@ -126,25 +129,31 @@ if (telemetryMode && (onlyPreCheckout || values.only !== undefined)) {
   process.exit(2)
 }
 
-type ContenderName = "peer" | "steadfast" | "steadfast-grammy"
+type ContenderName = "peer" | "steadfast" | "steadfast-grammy" | "steadfast-x2"
 /** What a run is called: a contender, or steadfast exporting to the OTLP sink (--telemetry). */
 type RunLabel = ContenderName | "steadfast+otel"
 interface Contender {
   readonly name: RunLabel
   readonly script: string
   readonly health: boolean
+  /** Processes on one database; the driver posts to them round robin. */
+  readonly instances: number
 }
-const allContenders: ReadonlyArray<{ readonly name: ContenderName; readonly script: string; readonly health: boolean }> = [
-  { name: "peer", script: "bench/peer/grammyPeer.ts", health: false },
-  { name: "steadfast", script: "src/main.ts", health: true },
+const allContenders: ReadonlyArray<Contender & { readonly name: ContenderName }> = [
+  { name: "peer", script: "bench/peer/grammyPeer.ts", health: false, instances: 1 },
+  { name: "steadfast", script: "src/main.ts", health: true, instances: 1 },
   // The same service with its fallback as a grammY Composer: the adapter's cost against the Effect handler.
-  { name: "steadfast-grammy", script: "bench/steadfastGrammy.ts", health: true }
+  { name: "steadfast-grammy", script: "bench/steadfastGrammy.ts", health: true, instances: 1 },
+  // Two instances sharing one database (only with --scaling): how throughput scales from one to two.
+  { name: "steadfast-x2", script: "src/main.ts", health: true, instances: 2 }
 ]
 if (values.only !== undefined && !allContenders.some((c) => c.name === values.only)) {
-  console.error(`--only must be peer, steadfast or steadfast-grammy\n${usage}`)
+  console.error(`--only must be peer, steadfast, steadfast-grammy or steadfast-x2\n${usage}`)
   process.exit(2)
 }
-const contenders = allContenders.filter((c) => values.only === undefined || c.name === values.only)
+const contenders = allContenders.filter((c) =>
+  values.only === undefined ? c.name !== "steadfast-x2" || values.scaling : c.name === values.only
+)
 
 interface Scenario {
   readonly name: "fast-api" | "slow-api"
@@ -248,33 +257,42 @@ const runOne = async (
 
   const standIn = startNode("bench/standIn.ts", ["--delay-ms", "0"], {}, join(logsDir, `${tag}.stand-in.log`))
   const standInUrl = (await standIn.waitFor(/listening on (http:\/\/\S+)/, 20_000))[1]!
-  const port = await freePort()
   const logFile = join(logsDir, `${tag}.log`)
   const started = Date.now()
-  const child = startNode(
-    contender.script,
-    [],
-    {
-      BOT_TOKEN: TOKEN,
-      WEBHOOK_SECRET: SECRET,
-      DATABASE_URL: databaseUrl,
-      TELEGRAM_API_ROOT: standInUrl,
-      PORT: String(port),
-      HOST: "127.0.0.1",
-      SEND_RATE_PER_SECOND: String(settings.sendRatePerSecond),
-      ...(contender.name.startsWith("steadfast") ? steadfastEnv : {}),
-      ...extra.env
-    },
-    logFile,
-    settings.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : []
-  )
+  // One after the other, so that only the first applies the migrations.
+  const children: Array<ReturnType<typeof startNode>> = []
+  const baseUrls: Array<string> = []
+  const stopAll = (ms: number) => Promise.all(children.map((child) => child.stop(ms)))
   try {
-    await child.waitFor(/Listening on/, 60_000)
+    for (let instance = 0; instance < contender.instances; instance++) {
+      const port = await freePort()
+      const child = startNode(
+        contender.script,
+        [],
+        {
+          BOT_TOKEN: TOKEN,
+          WEBHOOK_SECRET: SECRET,
+          DATABASE_URL: databaseUrl,
+          TELEGRAM_API_ROOT: standInUrl,
+          PORT: String(port),
+          HOST: "127.0.0.1",
+          SEND_RATE_PER_SECOND: String(settings.sendRatePerSecond),
+          ...(contender.name.startsWith("steadfast") ? steadfastEnv : {}),
+          ...extra.env
+        },
+        instance === 0 ? logFile : logFile.replace(/\.log$/, `.${instance + 1}.log`),
+        settings.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : []
+      )
+      children.push(child)
+      await child.waitFor(/Listening on/, 60_000)
+      baseUrls.push(`http://127.0.0.1:${port}`)
+    }
     const startupMs = Date.now() - started
-    const baseUrl = `http://127.0.0.1:${port}`
+    const pids = children.map((child) => child.pid)
+    const baseUrl = baseUrls[0]!
     const common = {
-      aborted: () => child.process.exitCode !== null || child.process.signalCode !== null,
-      baseUrl,
+      aborted: () => children.some((child) => child.process.exitCode !== null || child.process.signalCode !== null),
+      baseUrls,
       secret: SECRET,
       standInUrl,
       concurrency: settings.concurrency,
@@ -299,11 +317,11 @@ const runOne = async (
       if (!response.ok) throw new Error(`stand-in refused the delay: ${response.status}`)
     }
 
-    const rssAfterWarmupKb = statusKb(child.pid, "VmRSS") ?? 0
+    const rssAfterWarmupKb = pids.reduce((sum, pid) => sum + (statusKb(pid, "VmRSS") ?? 0), 0)
     const before = statements ? await statementSnapshot(admin, database) : new Map<string, StatementStat>()
     const rowsWrittenBefore = await rowVersionsWritten(admin, database)
     const monitor = startMonitor({
-      pid: child.pid,
+      pids,
       admin,
       database,
       healthUrl: contender.health ? `${baseUrl}/health` : undefined,
@@ -321,13 +339,16 @@ const runOne = async (
     })
     const monitored = await monitor.stop()
     if (extra.afterDrive !== undefined) await extra.afterDrive()
-    const peakRssKb = statusKb(child.pid, "VmHWM") ?? monitored.rssMaxKb
+    // Summed over the instances (each one's own peak).
+    const peakRssKb = pids.every((pid) => statusKb(pid, "VmHWM") !== undefined)
+      ? pids.reduce((sum, pid) => sum + statusKb(pid, "VmHWM")!, 0)
+      : monitored.rssMaxKb
     const delta = statements ? statementDelta(before, await statementSnapshot(admin, database)) : []
     // The sampler's own queries run on the admin database, so everything here is the contender's.
     const totalCalls = delta.reduce((sum, s) => sum + s.calls, 0)
     const totalMs = delta.reduce((sum, s) => sum + s.totalMs, 0)
     const planMs = delta.reduce((sum, s) => sum + s.planMs, 0)
-    const exit = await child.stop(20_000)
+    const exit = (await stopAll(20_000)).join(",")
     await standIn.stop(5_000)
     await new Promise((resolve) => setTimeout(resolve, 500))
     const xacts = await admin.query<{ n: string }>(
@@ -360,7 +381,7 @@ const runOne = async (
       logProblems: problemLines(logFile).slice(0, 20)
     }
   } catch (error) {
-    await child.stop(5_000)
+    await stopAll(5_000)
     await standIn.stop(5_000)
     throw error
   }
@@ -412,7 +433,7 @@ const runPreCheckoutScenario = async (cluster: Awaited<ReturnType<typeof startCl
     if (settings.warmup > 0) {
       const warm = await drive({
         aborted,
-        baseUrl,
+        baseUrls: [baseUrl],
         secret: SECRET,
         standInUrl,
         concurrency: settings.concurrency,
@@ -427,7 +448,7 @@ const runPreCheckoutScenario = async (cluster: Awaited<ReturnType<typeof startCl
       })
       if (!warm.complete) say(`  ! warm-up incomplete: ${warm.lost} without a reply`)
     }
-    const monitor = startMonitor({ pid: child.pid, admin, database, healthUrl: `${baseUrl}/health`, benchPids: [standIn.pid] })
+    const monitor = startMonitor({ pids: [child.pid], admin, database, healthUrl: `${baseUrl}/health`, benchPids: [standIn.pid] })
     const result = await runPreCheckout({
       baseUrl,
       secret: SECRET,
@@ -670,8 +691,8 @@ const sinkStats = async (url: string): Promise<SinkSnapshot> => {
   return body
 }
 
-const steadfastOff: Contender = { name: "steadfast", script: "src/main.ts", health: true }
-const steadfastOn: Contender = { name: "steadfast+otel", script: "src/main.ts", health: true }
+const steadfastOff: Contender = { name: "steadfast", script: "src/main.ts", health: true, instances: 1 }
+const steadfastOn: Contender = { name: "steadfast+otel", script: "src/main.ts", health: true, instances: 1 }
 
 // Off then on, round after round, each on a fresh database, with a fresh sink for each "on" run.
 const runTelemetry = async (
@@ -938,22 +959,33 @@ const main = async () => {
       const peer = runsOf("peer")
       const steadfast = runsOf("steadfast")
       const grammy = runsOf("steadfast-grammy")
+      const two = runsOf("steadfast-x2")
       const ratioOf = (a: number | undefined, b: number | undefined, combined: string | undefined) =>
         a !== undefined && b !== undefined && b !== 0 && combined !== "sum" ? fmt(a / b, 2) : "-"
       say(`== summary ${scenario.name} (${scenario.title}; ${scenario.updates} updates; medians over ${scenario.rounds} round(s))`)
       say(table(
-        ["metric", "peer", "steadfast", "steadfast/peer", "steadfast-grammy", "grammy/steadfast"],
+        [
+          "metric",
+          "peer",
+          "steadfast",
+          "steadfast/peer",
+          "steadfast-grammy",
+          "grammy/steadfast",
+          ...(two.length > 0 ? ["steadfast-x2", "x2/steadfast"] : [])
+        ],
         metrics.map((metric) => {
           const p = combine(metric, peer)
           const s = combine(metric, steadfast)
           const g = combine(metric, grammy)
+          const t = combine(metric, two)
           return [
             metric.label,
             fmt(p, metric.digits),
             fmt(s, metric.digits),
             ratioOf(s, p, metric.combine),
             fmt(g, metric.digits),
-            ratioOf(g, s, metric.combine)
+            ratioOf(g, s, metric.combine),
+            ...(two.length > 0 ? [fmt(t, metric.digits), ratioOf(t, s, metric.combine)] : [])
           ]
         })
       ))

@@ -102,6 +102,19 @@ const isSqlDataError = (error: SqlError | PoolTimeout | IngressFull) => error._t
 
 const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedRow))
 
+/** A statement for a batch of requests, traced under the first request's span and linked from the others'. */
+const withBatchSpan = (name: string, batch: ReadonlyArray<{ readonly span: Option.Option<Tracer.AnySpan> }>) =>
+<A, E, R>(
+  statement: Effect.Effect<A, E, R>
+) => {
+  const spans = batch.flatMap((item) => Option.toArray(item.span))
+  return Effect.withSpan(statement, name, {
+    ...(spans[0] === undefined ? { root: true } : { parent: spans[0] }),
+    links: spans.slice(1).map((span) => ({ span, attributes: {} })),
+    attributes: { "steadfast.batch_size": batch.length }
+  })
+}
+
 export type FailureOutcome = "retry" | "dead"
 
 export interface Backlog {
@@ -294,17 +307,7 @@ export class Inbox extends Context.Service<Inbox, {
             )
           },
           (slots) => Effect.sync(() => void (reserved -= slots))
-        ).pipe(
-          // Traced under the first request's span and linked from the others'.
-          (insert) => {
-            const spans = batch.flatMap((request) => Option.toArray(request.span))
-            return Effect.withSpan(insert, "Inbox.insert", {
-              ...(spans[0] === undefined ? { root: true } : { parent: spans[0] }),
-              links: spans.slice(1).map((span) => ({ span, attributes: {} })),
-              attributes: { "steadfast.batch_size": batch.length }
-            })
-          }
-        )
+        ).pipe(withBatchSpan("Inbox.insert", batch))
       const storeBatched = yield* makeBatcher({
         run: insertBatch,
         max: 200,
@@ -422,9 +425,13 @@ export class Inbox extends Context.Service<Inbox, {
         )
       }
       // Finishes of handlers that wrote nothing need no transaction of their own: those waiting at
-      // once share one statement (each row still fenced by its own lease).
+      // once share one statement (each row still fenced by its own lease), traced under the first
+      // one's span and linked from the others'.
       const finishBatched = yield* makeBatcher({
-        run: (requests: ReadonlyArray<FinishRequest>) => db.withConnection(finishStatement(requests), undefined, "finish"),
+        run: (batch: ReadonlyArray<{ readonly request: FinishRequest; readonly span: Option.Option<Tracer.AnySpan> }>) =>
+          db.withConnection(finishStatement(batch.map((item) => item.request)), undefined, "finish").pipe(
+            withBatchSpan("Inbox.finish", batch)
+          ),
         max: 100,
         writers: 2,
         isItemError: (error) => error._tag === "SqlError" && isDataError(error)
@@ -482,7 +489,7 @@ export class Inbox extends Context.Service<Inbox, {
         }),
 
         finish: (request) => Effect.suspend(() => Effect.map(finishStatement([request]), (results) => results[0]!)),
-        finishAlone: finishBatched,
+        finishAlone: (request) => Effect.flatMap(Effect.option(Effect.currentSpan), (span) => finishBatched({ request, span })),
 
         fail: Effect.fn("Inbox.fail")(function*(update, error, { backoff, counted, maxAttempts, traceId }) {
           const rows = yield* db.withConnection(
