@@ -177,6 +177,17 @@ const scenarios = onlyPreCheckout || telemetryMode ? [] : allScenarios.filter((s
 const TOKEN = "123456:BENCHbenchBENCHbenchBENCHbench00"
 const SECRET = "bench-secret_0123456789"
 
+/** What every contender process is started with. */
+const serviceEnv = (databaseUrl: string, standInUrl: string, port: number): Record<string, string> => ({
+  BOT_TOKEN: TOKEN,
+  WEBHOOK_SECRET: SECRET,
+  DATABASE_URL: databaseUrl,
+  TELEGRAM_API_ROOT: standInUrl,
+  PORT: String(port),
+  HOST: "127.0.0.1",
+  SEND_RATE_PER_SECOND: String(settings.sendRatePerSecond)
+})
+
 interface RunResult {
   readonly scenario: Scenario["name"]
   readonly round: number
@@ -270,13 +281,7 @@ const runOne = async (
         contender.script,
         [],
         {
-          BOT_TOKEN: TOKEN,
-          WEBHOOK_SECRET: SECRET,
-          DATABASE_URL: databaseUrl,
-          TELEGRAM_API_ROOT: standInUrl,
-          PORT: String(port),
-          HOST: "127.0.0.1",
-          SEND_RATE_PER_SECOND: String(settings.sendRatePerSecond),
+          ...serviceEnv(databaseUrl, standInUrl, port),
           ...(contender.name.startsWith("steadfast") ? steadfastEnv : {}),
           ...extra.env
         },
@@ -415,16 +420,7 @@ const runPreCheckoutScenario = async (cluster: Awaited<ReturnType<typeof startCl
   const started = Date.now()
   // PAYMENT_SECRET is left unset (derived from BOT_TOKEN, as in a default deployment): the bench never
   // signs a payload itself, it takes each order's payload from the sendInvoice call steadfast made.
-  const child = startNode("src/main.ts", [], {
-    BOT_TOKEN: TOKEN,
-    WEBHOOK_SECRET: SECRET,
-    DATABASE_URL: databaseUrl,
-    TELEGRAM_API_ROOT: standInUrl,
-    PORT: String(port),
-    HOST: "127.0.0.1",
-    SEND_RATE_PER_SECOND: String(settings.sendRatePerSecond),
-    ...steadfastEnv
-  }, logFile)
+  const child = startNode("src/main.ts", [], { ...serviceEnv(databaseUrl, standInUrl, port), ...steadfastEnv }, logFile)
   try {
     await child.waitFor(/Listening on/, 60_000)
     const startupMs = Date.now() - started

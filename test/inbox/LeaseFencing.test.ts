@@ -66,4 +66,59 @@ describe("lease fencing", () => {
       }),
     60_000
   )
+
+  it.live(
+    "finishes that share one statement are fenced each by its own lease: the taken-over update writes nothing, the others finish and reply",
+    () =>
+      Effect.gen(function*() {
+        const app = yield* startFaultyApp("lease_fencing_batch", {
+          UPDATE_TIMEOUT_MS: "60000",
+          SEND_RATE_PER_SECOND: "10000",
+          SHUTDOWN_GRACE_MS: "200"
+        })
+        // Handlers that write nothing, one per chat, all waiting on the latch: opened, they finish
+        // at the same moment, so their finishes go out together.
+        const updateIds = Array.from({ length: 12 }, (_, i) => UPDATE_ID + 100 + i)
+        for (const [i, updateId] of updateIds.entries()) {
+          const posted = yield* postUpdate(app.base, sampleUpdate({ updateId, chatId: CHAT_ID + 100 + i, text: "/wait" }))
+          assert.strictEqual(posted.status, 200)
+        }
+        yield* awaitProbe(app.probe, (entries) =>
+          updateIds.every((id) => entries.some((e) => e.updateId === id && e.marker === "wait")), "20 seconds")
+
+        const lost = updateIds[5]!
+        const taken = yield* app.pg.query<{ lease_id: string }>(
+          `UPDATE inbox SET lease_id = gen_random_uuid() WHERE update_id = $1 AND status = 'processing' RETURNING lease_id::text`,
+          [lost]
+        )
+        assert.strictEqual(taken.length, 1, "the update was running under a lease")
+
+        yield* Latch.open(app.latch)
+        const others = updateIds.filter((id) =>
+          id !== lost
+        )
+        yield* app.standIn.awaitCalls((calls) => {
+          const texts = calls.map((call) => String(call.params["text"]))
+          return others.every((id) => texts.includes(`waited ${id}`))
+        }, "20 seconds")
+        yield* awaitIdlePool(app.db, "20 seconds")
+
+        const rows = yield* app.pg.query<{ update_id: number; status: string; lease_id: string | null; outbox: number }>(
+          `SELECT update_id::int, status, lease_id::text, (SELECT count(*)::int FROM outbox o WHERE o.update_id = i.update_id) AS outbox
+           FROM inbox i WHERE update_id = ANY($1::bigint[]) ORDER BY update_id`,
+          [updateIds]
+        )
+        for (const row of rows) {
+          if (row.update_id === lost) {
+            assert.deepStrictEqual(row, { update_id: lost, status: "processing", lease_id: taken[0]!.lease_id, outbox: 0 })
+          } else {
+            assert.deepStrictEqual(row, { update_id: row.update_id, status: "done", lease_id: null, outbox: 1 })
+          }
+        }
+        const texts = (yield* app.standIn.calls).map((call) => String(call.params["text"]))
+        assert.notInclude(texts, `waited ${lost}`, "no reply of the taken-over update reached the Bot API")
+        for (const id of others) assert.strictEqual(texts.filter((text) => text === `waited ${id}`).length, 1)
+      }),
+    60_000
+  )
 })

@@ -16,7 +16,7 @@ export const MARKS_TABLE_DDL = `
     marker text NOT NULL
   )`
 
-export type Marker = "fail" | "die" | "throw" | "hang" | "sleep" | "text" | "latch"
+export type Marker = "fail" | "die" | "throw" | "hang" | "sleep" | "text" | "latch" | "wait"
 
 export interface ProbeEntry {
   readonly instance: string
@@ -67,7 +67,8 @@ const mark = (updateId: number, marker: Marker) =>
  * `/hang`: writes a mark, then never finishes (inside its own span, as shipped handlers run). `/sleep`:
  * writes a mark, then runs `pg_sleep(60)`, so a timeout interrupts a query in flight.
  * `/latch` (only with a `latch`): writes a mark, queues a reply, then waits until the test opens
- * the latch, and finishes normally.
+ * the latch, and finishes normally. `/wait` (only with a `latch`): the same without the mark, so
+ * it writes nothing and its finish shares a statement with others finishing at once.
  */
 export const faultyHandlers = (probe: Probe, instance = "app", latch?: Latch.Latch): ReadonlyArray<Handler> => [
   makeHandler({
@@ -123,17 +124,29 @@ export const faultyHandlers = (probe: Probe, instance = "app", latch?: Latch.Lat
         yield* sql`SELECT pg_sleep(60)`
       })
   }),
-  ...(latch === undefined ? [] : [makeHandler({
-    name: "test-latch",
-    matches: isCommand("latch"),
-    handle: ({ update, reply }) =>
-      Effect.gen(function*() {
-        yield* mark(update.update_id, "latch")
-        yield* reply(`latched ${update.update_id}`)
-        yield* record(probe, instance, "latch", update.update_id)
-        yield* latch.await
-      })
-  })])
+  ...(latch === undefined ? [] : [
+    makeHandler({
+      name: "test-latch",
+      matches: isCommand("latch"),
+      handle: ({ update, reply }) =>
+        Effect.gen(function*() {
+          yield* mark(update.update_id, "latch")
+          yield* reply(`latched ${update.update_id}`)
+          yield* record(probe, instance, "latch", update.update_id)
+          yield* latch.await
+        })
+    }),
+    makeHandler({
+      name: "test-wait",
+      matches: isCommand("wait"),
+      handle: ({ update, reply }) =>
+        Effect.gen(function*() {
+          yield* reply(`waited ${update.update_id}`)
+          yield* record(probe, instance, "wait", update.update_id)
+          yield* latch.await
+        })
+    })
+  ])
 ]
 
 /** Records every plain text message it sees, then lets the shipped fallback answer it. */
