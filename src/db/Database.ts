@@ -35,15 +35,15 @@ const MIN_CONNECTIONS = 2
 
 /**
  * Who uses a connection. Each workload has its own share of the pool:
- * - `handler`: update transactions and a worker's own bookkeeping after one (fail, release), at
+ * - `handler`: update transactions (from their first statement), the batched finishes of
+ *   handlers that wrote nothing, and a worker's own bookkeeping after a run (fail, release), at
  *   most `DB_POOL_MAX - RESERVED_CONNECTIONS` at once;
  * - `background`: the LISTEN connection, claim loops, senders' bookkeeping, retention, at most
  *   `BACKGROUND_CONNECTIONS` at once;
- * - `ingress` (the inbox insert), `health` and `finish` (the batched finishing statement of
- *   handlers that wrote nothing, which wait for it holding their `handler` share): any free
- *   connection, and so always the ones the other two can never take.
+ * - `ingress` (the inbox insert) and `health`: any free connection, and so always the ones the
+ *   other two can never take.
  */
-export type Workload = "handler" | "background" | "ingress" | "health" | "finish"
+export type Workload = "handler" | "background" | "ingress" | "health"
 
 /** The LISTEN connection and one for every loop's short statements. */
 const BACKGROUND_CONNECTIONS = 2
@@ -99,8 +99,11 @@ export class Database extends Context.Service<Database, {
     effect: Effect.Effect<A, E, R>,
     wait?: Duration.Input
   ) => Effect.Effect<A, E | SqlError | PoolTimeout, R>
-  /** Holds one `background` slot for the lifetime of the current scope (the LISTEN connection). */
-  readonly holdConnection: Effect.Effect<void, PoolTimeout, Scope.Scope>
+  /**
+   * Holds one slot of `workload` for the lifetime of the current scope (the LISTEN connection; a
+   * handler's transaction from its first statement on).
+   */
+  readonly holdSlot: (workload: Workload) => Effect.Effect<void, PoolTimeout, Scope.Scope>
   readonly stats: Effect.Effect<PoolStats>
 }>()("steadfast/db/Database") {
   /**
@@ -122,8 +125,7 @@ export class Database extends Context.Service<Database, {
       handler: yield* Semaphore.make(Math.max(1, max - RESERVED_CONNECTIONS)),
       background: yield* Semaphore.make(Math.min(max, BACKGROUND_CONNECTIONS)),
       ingress: undefined,
-      health: undefined,
-      finish: undefined
+      health: undefined
     }
     const withLimit = <A, E, R>(effect: Effect.Effect<A, E, R>, workload: Workload) => {
       const limitMs = STATEMENT_LIMIT_MS[workload]
@@ -216,9 +218,8 @@ export class Database extends Context.Service<Database, {
       sql,
       withConnection: (effect, wait, workload = "background") => withSlot(withLimit(effect, workload), wait, workload),
       transaction: (effect, wait) => withSlot(sql.withTransaction(effect), wait, "handler"),
-      holdConnection: Effect.asVoid(
-        Effect.acquireRelease(acquire(undefined, "background"), (acquiredAt) => release(acquiredAt, "background"))
-      ),
+      holdSlot: (workload) =>
+        Effect.asVoid(Effect.acquireRelease(acquire(undefined, workload), (acquiredAt) => release(acquiredAt, workload))),
       stats: Effect.sync(() => ({ max, used, idle: max - used, pending, timeouts }))
     })
   })

@@ -1,7 +1,8 @@
 import { Effect, Exit, Scope, Stream } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { Connection } from "effect/sql/SqlConnection"
-import type { SqlError } from "effect/sql/SqlError"
+import { ConnectionError, SqlError } from "effect/sql/SqlError"
+import type { PoolTimeout } from "./Database.ts"
 
 /** What the body of a lazy transaction can ask of it. */
 export interface LazyTransaction {
@@ -26,7 +27,12 @@ export interface LazyTransaction {
  */
 export const lazyTransaction = <A, E, R>(
   sql: SqlClient,
-  body: (transaction: LazyTransaction) => Effect.Effect<A, E, R>
+  body: (transaction: LazyTransaction) => Effect.Effect<A, E, R>,
+  /**
+   * Taken just before the connection and held with it (a pool slot), so a body that runs no
+   * statement takes none. Not getting one is a connection failure of the statement that asked.
+   */
+  slot: Effect.Effect<void, PoolTimeout, Scope.Scope> = Effect.void
 ): Effect.Effect<A, E | SqlError, R> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.flatMap(Scope.make(), (scope) => {
@@ -35,11 +41,18 @@ export const lazyTransaction = <A, E, R>(
       let autocommit = false
       let savepoints = 0
 
+      const slotted = Effect.mapError(
+        slot,
+        (timeout) => new SqlError({ reason: new ConnectionError({ cause: timeout, message: timeout.message, operation: "reserve" }) })
+      )
       const reserve: Effect.Effect<Connection, SqlError> = Effect.suspend(() =>
-        connection !== undefined ? Effect.succeed(connection) : Effect.map(Scope.provide(sql.reserve, scope), (reserved) => {
-          connection = reserved
-          return reserved
-        })
+        connection !== undefined ? Effect.succeed(connection) : Effect.map(
+          Scope.provide(Effect.andThen(slotted, sql.reserve), scope),
+          (reserved) => {
+            connection = reserved
+            return reserved
+          }
+        )
       )
       const begin: Effect.Effect<Connection, SqlError> = Effect.suspend(() =>
         began || autocommit

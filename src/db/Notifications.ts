@@ -32,7 +32,7 @@ export class Notifications extends Context.Service<Notifications, {
       const outbox = yield* makeWakeup
 
       const listen = Effect.scoped(Effect.gen(function*() {
-        yield* db.holdConnection
+        yield* db.holdSlot("background")
         const queue = yield* pg.listen(NOTIFY_CHANNEL)
         // Work may have arrived while we were not listening.
         yield* inbox.signal

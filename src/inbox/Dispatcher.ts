@@ -103,9 +103,9 @@ export const Dispatcher = {
     // The handler's writes, the update's `done` mark and its calls commit together. The finish is
     // fenced by the lease: if another instance took the update over, it matches no row, this
     // transaction rolls back, and the handler's writes never happened.
-    // The transaction begins with the handler's first statement: a handler that runs none costs
-    // no transaction, and its finish shares one statement, in autocommit, with those of other
-    // handlers finishing at the same moment.
+    // The transaction, and the handler's pool slot, begin with the handler's first statement: a
+    // handler that runs none holds no connection, and its finish shares one statement, in
+    // autocommit, with those of other handlers finishing at the same moment.
     const runHandler = (update: Claimed) =>
       lazyTransaction(db.sql, (transaction) =>
         Effect.gen(function*() {
@@ -116,7 +116,7 @@ export const Dispatcher = {
           const finished = yield* transaction.last(inbox.finish(request), inbox.finishAlone(request))
           if (Option.isNone(finished)) return yield* new LeaseLost()
           return { result, finished: finished.value }
-        })).pipe((unit) => db.withConnection(unit, undefined, "handler"))
+        }), db.holdSlot("handler"))
 
     /** Runs one update. */
     const process = (update: Claimed): Effect.Effect<Outcome> => {

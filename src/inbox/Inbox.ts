@@ -429,7 +429,7 @@ export class Inbox extends Context.Service<Inbox, {
       // one's span and linked from the others'.
       const finishBatched = yield* makeBatcher({
         run: (batch: ReadonlyArray<{ readonly request: FinishRequest; readonly span: Option.Option<Tracer.AnySpan> }>) =>
-          db.withConnection(finishStatement(batch.map((item) => item.request)), undefined, "finish").pipe(
+          db.withConnection(finishStatement(batch.map((item) => item.request)), undefined, "handler").pipe(
             withBatchSpan("Inbox.finish", batch)
           ),
         max: 100,

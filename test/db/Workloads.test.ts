@@ -1,3 +1,4 @@
+import { SqlClient } from "effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Queue, Redacted, Schedule, Schema } from "effect"
 import { Database } from "../../src/db/Database.ts"
@@ -29,11 +30,17 @@ describe("pool shares and statement limits", () => {
         const databaseUrl = yield* Effect.promise(() => freshDatabase("workloads_reserve"))
         const latch = yield* Deferred.make<void>()
         const entered = yield* Queue.unbounded<number>()
-        // Holds its transaction (and so its pool slot) until the latch opens.
+        // Begins its transaction (and so takes its pool slot) with a statement, and holds it until the latch opens.
         const block = makeHandler({
           name: "block",
           matches: isCommand("block"),
-          handle: ({ update }) => Effect.andThen(Queue.offer(entered, update.update_id), Deferred.await(latch))
+          handle: ({ update }) =>
+            Effect.gen(function*() {
+              const sql = yield* SqlClient
+              yield* sql`SELECT 1`
+              yield* Queue.offer(entered, update.update_id)
+              yield* Deferred.await(latch)
+            })
         })
         const app = yield* Layer.build(testAppLayer({ databaseUrl, handlers: [block], env: { DB_POOL_MAX: String(POOL_MAX) } }))
         const db = Context.get(app, Database)

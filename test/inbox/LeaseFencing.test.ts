@@ -72,6 +72,8 @@ describe("lease fencing", () => {
     () =>
       Effect.gen(function*() {
         const app = yield* startFaultyApp("lease_fencing_batch", {
+          DB_POOL_MAX: "20",
+          WORKER_CONCURRENCY: "16",
           UPDATE_TIMEOUT_MS: "60000",
           SEND_RATE_PER_SECOND: "10000",
           SHUTDOWN_GRACE_MS: "200"
