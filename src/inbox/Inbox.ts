@@ -426,14 +426,16 @@ export class Inbox extends Context.Service<Inbox, {
       }
       // Finishes of handlers that wrote nothing need no transaction of their own: those waiting at
       // once share one statement (each row still fenced by its own lease), traced under the first
-      // one's span and linked from the others'.
+      // one's span and linked from the others'. One statement at a time: what finishes meanwhile
+      // waits for the next, so a busy instance writes fewer, larger batches (measured: about a
+      // third less PostgreSQL CPU per update than with two in flight).
       const finishBatched = yield* makeBatcher({
         run: (batch: ReadonlyArray<{ readonly request: FinishRequest; readonly span: Option.Option<Tracer.AnySpan> }>) =>
           db.withConnection(finishStatement(batch.map((item) => item.request)), undefined, "handler").pipe(
             withBatchSpan("Inbox.finish", batch)
           ),
         max: 100,
-        writers: 2,
+        writers: 1,
         isItemError: (error) => error._tag === "SqlError" && isDataError(error)
       })
 

@@ -99,6 +99,7 @@ export class Outbox extends Context.Service<Outbox, {
       )
       // Deliveries finish concurrently; their "sent" marks share one statement per batch, which also
       // leases to us each chat's next call if it is waiting (the call marked sent was in its way).
+      // One batch at a time, as for the inbox's finishes: fewer, larger statements.
       const markSentBatched = yield* makeBatcher({
         run: (calls: ReadonlyArray<ClaimedCall>) => {
           const me = instance.owner()
@@ -127,7 +128,7 @@ export class Outbox extends Context.Service<Outbox, {
           )
         },
         max: 200,
-        writers: 2
+        writers: 1
       })
       return Outbox.of({
         handOff: (calls) =>
