@@ -1,7 +1,8 @@
-import { Api, GrammyError, HttpError, type RawApi } from "grammy"
+import { Api, type ApiClientOptions, GrammyError, HttpError, type RawApi } from "grammy"
 import type { ApiMethods, Message, Opts, WebhookInfo } from "grammy/types"
 import { Cause, Context, Data, Duration, Effect, Exit, Layer, Metric, Option, Redacted, Schedule, Schema } from "effect"
 import * as Metrics from "../observability/Metrics.ts"
+import { botApiFetch } from "./HttpFetch.ts"
 
 /** A Bot API method name, as grammY's `RawApi` knows them. */
 export type Method = keyof RawApi
@@ -164,7 +165,9 @@ export class BotApi extends Context.Service<BotApi, {
       // grammY's own timer stays far behind ours: the Effect timeout decides and aborts the request.
       const api = new Api(token, {
         apiRoot: options.apiRoot,
-        timeoutSeconds: Math.ceil(Duration.toSeconds(callTimeout)) + 60
+        timeoutSeconds: Math.ceil(Duration.toSeconds(callTimeout)) + 60,
+        // grammY types `fetch` as node-fetch's; it uses only what botApiFetch implements.
+        fetch: botApiFetch as unknown as NonNullable<ApiClientOptions["fetch"]>
       })
 
       const classify = (method: string, payload: unknown, error: unknown): ChatBlocked | BotApiRejected | Transient => {

@@ -1,5 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Duration, Effect, Fiber, Logger, Redacted } from "effect"
+import { InputFile } from "grammy"
+import { createServer, type Server } from "node:http"
+import type { AddressInfo } from "node:net"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { BotApi, type BotApiError, redactToken } from "../../src/telegram/BotApi.ts"
 
@@ -29,7 +32,44 @@ const assertNoToken = (error: BotApiError | Error) => {
   }
 }
 
+/** A one-off Bot API that records the raw body of each request and answers `{ ok: true, result: true }`. */
+const recordingApi = Effect.acquireRelease(
+  Effect.callback<
+    { readonly url: string; readonly bodies: Array<{ readonly type: string; readonly body: string }>; readonly server: Server }
+  >(
+    (resume) => {
+      const bodies: Array<{ readonly type: string; readonly body: string }> = []
+      const server = createServer((req, res) => {
+        const chunks: Array<Buffer> = []
+        req.on("data", (chunk: Buffer) => chunks.push(chunk))
+        req.on("end", () => {
+          bodies.push({ type: req.headers["content-type"] ?? "", body: Buffer.concat(chunks).toString("utf8") })
+          res.setHeader("content-type", "application/json")
+          res.end(JSON.stringify({ ok: true, result: true }))
+        })
+      })
+      server.listen(0, "127.0.0.1", () => {
+        const { port } = server.address() as AddressInfo
+        resume(Effect.succeed({ url: `http://127.0.0.1:${port}`, bodies, server }))
+      })
+    }
+  ),
+  ({ server }) => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
+)
+
 describe("BotApi", () => {
+  it.live("a file upload (grammY's InputFile) goes out as multipart/form-data with the file's bytes", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const api = yield* recordingApi
+      const botApi = yield* BotApi.make({ token: Redacted.make(token), apiRoot: api.url })
+      const sent = yield* botApi.call("sendDocument", { chat_id: 7, document: new InputFile(Buffer.from("file body 42"), "notes.txt") })
+      assert.strictEqual(sent as unknown, true)
+      assert.strictEqual(api.bodies.length, 1)
+      assert.match(api.bodies[0]!.type, /^multipart\/form-data; boundary=/)
+      assert.include(api.bodies[0]!.body, "file body 42")
+      assert.include(api.bodies[0]!.body, "notes.txt")
+    })))
+
   it.live("sendMessage reaches the Bot API and returns the sent Message", () =>
     withBotApi((botApi, standIn) =>
       Effect.gen(function*() {
@@ -161,7 +201,7 @@ describe("BotApi", () => {
           errors.push(yield* Effect.flip(botApi.sendMessage(1, "b")))
           errors.push(yield* Effect.flip(botApi.sendMessage(1, "c")))
         }), { maxRetries: 1 })
-      // Nothing listens on port 1: node-fetch's error names the full URL, token included.
+      // Nothing listens on port 1: the transport error names the full URL, token included.
       const offline = yield* BotApi.make({ token: Redacted.make(token), apiRoot: "http://127.0.0.1:1", maxRetries: 1 })
       const network = yield* Effect.flip(offline.call("getMe"))
       errors.push(network)
