@@ -1,4 +1,4 @@
-import { Effect, Exit, Scope, Stream } from "effect"
+import { Effect, Exit, Option, Scope, Stream } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { Connection } from "effect/sql/SqlConnection"
 import { ConnectionError, SqlError } from "effect/sql/SqlError"
@@ -16,6 +16,37 @@ export interface LazyTransaction {
     last: Effect.Effect<A, E, R>,
     alone?: Effect.Effect<A2, E2, R2>
   ) => Effect.Effect<A, E | E2, R | R2>
+}
+
+const savepointClients = new WeakMap<SqlClient, SqlClient>()
+let savepoints = 0
+
+/**
+ * `sql` as the body of a lazy transaction sees it: `sql.withTransaction` inside the body would look
+ * for state that only its own top-level transaction sets up; a savepoint on the lazy transaction
+ * (found, like every statement's, through the client's transaction service) is what it means
+ * here. One per client, not per transaction: it is the same for all of them.
+ */
+const savepointClient = (sql: SqlClient): SqlClient => {
+  const known = savepointClients.get(sql)
+  if (known !== undefined) return known
+  const savepoint = <X, XE, XR>(effect: Effect.Effect<X, XE, XR>): Effect.Effect<X, XE | SqlError, XR> =>
+    Effect.flatMap(Effect.serviceOption(sql.transactionService), (current) => {
+      if (Option.isNone(current)) return sql.withTransaction(effect)
+      const [connection] = current.value
+      const control = (statement: string) => Effect.asVoid(connection.executeUnprepared(statement, [], undefined))
+      return Effect.uninterruptibleMask((restore) => {
+        const name = `steadfast_${++savepoints}`
+        return Effect.flatMap(control(`SAVEPOINT ${name}`), () =>
+          Effect.onExit(restore(effect), (exit) =>
+            Exit.isSuccess(exit)
+              ? Effect.orDie(control(`RELEASE SAVEPOINT ${name}`))
+              : Effect.orDie(Effect.andThen(control(`ROLLBACK TO SAVEPOINT ${name}`), control(`RELEASE SAVEPOINT ${name}`)))))
+      })
+    })
+  const client: SqlClient = Object.assign((...args: Parameters<SqlClient>) => sql(...args), sql, { withTransaction: savepoint })
+  savepointClients.set(sql, client)
+  return client
 }
 
 /**
@@ -39,7 +70,6 @@ export const lazyTransaction = <A, E, R>(
       let connection: Connection | undefined
       let began = false
       let autocommit = false
-      let savepoints = 0
 
       const slotted = Effect.mapError(
         slot,
@@ -75,23 +105,6 @@ export const lazyTransaction = <A, E, R>(
       }
       const control = (statement: string) => Effect.asVoid(lazy.executeUnprepared(statement, [], undefined))
 
-      // `sql.withTransaction` inside the body would look for state that only its own top-level
-      // transaction sets up; a savepoint on this transaction is what it means here.
-      const savepoint = <X, XE, XR>(effect: Effect.Effect<X, XE, XR>): Effect.Effect<X, XE | SqlError, XR> =>
-        Effect.uninterruptibleMask((restoreInner) => {
-          const name = `steadfast_${++savepoints}`
-          return Effect.flatMap(control(`SAVEPOINT ${name}`), () =>
-            Effect.onExit(restoreInner(effect), (exit) =>
-              Exit.isSuccess(exit)
-                ? Effect.orDie(control(`RELEASE SAVEPOINT ${name}`))
-                : Effect.orDie(Effect.andThen(control(`ROLLBACK TO SAVEPOINT ${name}`), control(`RELEASE SAVEPOINT ${name}`)))))
-        })
-      const client: SqlClient = Object.assign(
-        (...args: Parameters<SqlClient>) => sql(...args),
-        sql,
-        { withTransaction: savepoint }
-      )
-
       const transaction: LazyTransaction = {
         last: <A, E, R, A2 extends A, E2, R2>(effect: Effect.Effect<A, E, R>, alone?: Effect.Effect<A2, E2, R2>) =>
           Effect.suspend((): Effect.Effect<A, E | E2, R | R2> => {
@@ -101,7 +114,7 @@ export const lazyTransaction = <A, E, R>(
       }
       return restore(body(transaction)).pipe(
         Effect.provideService(sql.transactionService, [lazy, 0]),
-        Effect.provideService(SqlClient, client),
+        Effect.provideService(SqlClient, savepointClient(sql)),
         Effect.onExit((exit) => {
           if (!began) return Effect.void
           return Exit.isSuccess(exit)
