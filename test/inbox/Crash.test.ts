@@ -17,7 +17,7 @@ const FIRST_CHAT_ID = 900_000
 
 describe("kill -9 and restart", () => {
   it.live(
-    "after SIGKILL mid-processing, a new process on the same database answers every update, each processed exactly once, in per-chat order",
+    "after SIGKILL mid-processing (handlers in their transactions, replies committed and in flight), a new process on the same database answers every update, each processed exactly once, in per-chat order",
     () =>
       Effect.gen(function*() {
         const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
@@ -46,8 +46,10 @@ describe("kill -9 and restart", () => {
           text: (updateId, chatIndex, indexInChat) => (BLOCKED_CHATS.includes(chatIndex) && indexInChat === 5 ? "/start" : `u${updateId}`)
         })
         const startIds = plan.flatMap((chat) => chat.filter((planned) => planned.text === "/start").map((planned) => planned.updateId))
-        // Slow answers keep Bot API calls in flight, so deliveries are cut off by the kill too.
+        // Slow answers keep Bot API calls in flight, so deliveries are cut off by the kill too; the
+        // first reply is not answered at all before the kill: committed, sent, never confirmed.
         yield* standIn.setDelay(30)
+        yield* standIn.script("sendMessage", [{ status: 200, body: { ok: true, result: true }, delayMs: 60_000 }])
 
         const base = yield* Ref.make(first.baseUrl)
         const stats = makePostStats()
@@ -86,6 +88,7 @@ describe("kill -9 and restart", () => {
         // Calls the dead process held: their leases expire on their own, like its updates'.
         const cutDeliveries = yield* probe.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE status = 'sending'`)
         const inFlightAtKill = cutDeliveries[0]?.n ?? 0
+        assert.isAtLeast(inFlightAtKill, 1, "a committed reply was on its way to the Bot API when the process died")
 
         const second = yield* spawnService(testEnv(databaseUrl, standIn.url, { SEND_RATE_PER_SECOND: "10000" }))
         yield* Ref.set(base, second.baseUrl)

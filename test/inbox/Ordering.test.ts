@@ -91,4 +91,32 @@ describe("per-chat order under concurrency", () => {
       }),
     60_000
   )
+
+  it.live(
+    "a chat with a backlog in the table is not overtaken by its newly arrived update: that one is stored unleased and runs after the backlog",
+    () =>
+      Effect.gen(function*() {
+        const app = yield* startFaultyApp("ordering_backlog", { SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" })
+        const chatId = 882_000
+        // Left pending by an earlier run (a restart, a dead instance, a retry), claimable in 3 s.
+        const backlog = [22_001, 22_002, 22_003]
+        for (const updateId of backlog) {
+          yield* app.pg.query(
+            `INSERT INTO inbox (update_id, chat_key, kind, payload, status, available_at)
+             VALUES ($1, $2, 'message', $3::jsonb, 'pending', now() + interval '3 seconds')`,
+            [updateId, `chat:${chatId}`, JSON.stringify(sampleUpdate({ updateId, chatId, text: `u${updateId}` }))]
+          )
+        }
+        const posted = yield* postUpdate(app.base, sampleUpdate({ updateId: 22_004, chatId, text: "u22004" }))
+        assert.strictEqual(posted.status, 200)
+        const stored = yield* app.pg.query<{ status: string; lease_id: string | null }>(
+          `SELECT status, lease_id::text FROM inbox WHERE update_id = 22004`
+        )
+        assert.deepStrictEqual(stored[0], { status: "pending", lease_id: null }, "not handed over in memory: its chat has a backlog")
+
+        const calls = yield* app.standIn.awaitCalls((calls) => (repliesByChat(calls).get(chatId)?.length ?? 0) >= 4, "30 seconds")
+        assert.deepStrictEqual(repliesByChat(calls).get(chatId), ["u22001", "u22002", "u22003", "u22004"])
+      }),
+    60_000
+  )
 })

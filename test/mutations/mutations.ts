@@ -53,6 +53,15 @@ export const mutations: ReadonlyArray<Mutation> = [
     testName: "waits, stored and ready"
   },
   {
+    name: "handoff-past-backlog",
+    breaks: "per-chat order: a new update is handed off in memory although its chat has pending updates in the table",
+    file: "src/db/migrations/0012_handoff.ts",
+    search: "AND (e.status = 'pending' OR e.owner IS DISTINCT FROM me OR e.locked_until <= now())) AS free",
+    replace: "AND e.locked_until <= now()) AS free",
+    test: "test/inbox/Ordering.test.ts",
+    testName: "not overtaken"
+  },
+  {
     name: "urgent-waits-in-line",
     breaks: "pre-checkout and shipping queries run before any backlog handed over in memory",
     file: "src/inbox/Inbox.ts",
