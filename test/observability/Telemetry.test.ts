@@ -372,17 +372,19 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
 
       // PostgreSQL's side. Pool connections stay open after use (idle timeout 60 s), so the
       // sessions open now number at least the most that were ever in use at once; and the slot
-      // held for good is the LISTEN session.
+      // held for good is the LISTEN session. A slot goes back just after its connection, so for
+      // that moment the gauge may count one slot whose connection already serves the next holder.
       const sessions = yield* poolSessions(db)
       assert.strictEqual(sessions.listening, 1)
-      assert.isAtLeast(sessions.open, peakUsed, `open sessions ${sessions.open}, peak used ${peakUsed}`)
+      assert.isAtLeast(sessions.open + 1, peakUsed, `open sessions ${sessions.open}, peak used ${peakUsed}`)
       assert.isAtLeast(peakOpen, 1)
       assert.isAtMost(Math.max(sessions.open, peakOpen), POOL_MAX, "never more sessions than the pool allows")
 
       const waits = pointsOf(after.metrics, "db.client.connection.wait_time").at(-1)
       const uses = pointsOf(after.metrics, "db.client.connection.use_time").at(-1)
-      assert.isAbove(waits?.count ?? 0, 400)
-      assert.isAbove(uses?.count ?? 0, 400)
+      // Each of the 400 /start updates wrote the user in its transaction, so took a slot.
+      assert.isAtLeast(waits?.count ?? 0, 400)
+      assert.isAtLeast(uses?.count ?? 0, 400)
       assert.strictEqual(pointsOf(after.metrics, "db.client.connection.timeouts").at(-1)?.value, 0)
 
       // HTTP and the service's own metrics.
