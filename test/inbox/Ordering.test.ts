@@ -119,4 +119,46 @@ describe("per-chat order under concurrency", () => {
       }),
     60_000
   )
+
+  it.live(
+    "a claim never takes a chat's next update while an earlier one runs under another instance's live lease, and takes it once that one is done",
+    () =>
+      Effect.gen(function*() {
+        const app = yield* startFaultyApp("ordering_claim", { SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" })
+        const chatId = 883_000
+        const otherChatId = 883_001
+        const insert = (updateId: number, chat: number, running: boolean) =>
+          app.pg.query(
+            `INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, lease_id, locked_until, owner)
+             VALUES ($1, $2, 'message', $3::jsonb, $4, $5, $6::uuid, now() + interval '60 seconds', $6::uuid)`,
+            [
+              updateId,
+              `chat:${chat}`,
+              JSON.stringify(sampleUpdate({ updateId, chatId: chat, text: `u${updateId}` })),
+              running ? "processing" : "pending",
+              running ? 1 : 0,
+              running ? "00000000-0000-4000-8000-000000000001" : null
+            ]
+          )
+        // Another instance runs the chat's first update; its second and another chat's update wait
+        // in the table, ready. One claim would take both if the chat's second were claimable.
+        yield* insert(23_001, chatId, true)
+        yield* insert(23_002, chatId, false)
+        yield* insert(23_003, otherChatId, false)
+        yield* app.pg.query(`SELECT pg_notify('steadfast', 'inbox')`)
+        yield* app.standIn.awaitCalls((calls) => repliesByChat(calls).get(otherChatId)?.includes("u23003") === true, "30 seconds")
+        const waiting = yield* app.pg.query<{ status: string }>(`SELECT status FROM inbox WHERE update_id = 23002`)
+        assert.strictEqual(waiting[0]?.status, "pending", "not claimed beside its chat's running update")
+        assert.strictEqual(repliesByChat(yield* app.standIn.calls).get(chatId), undefined)
+
+        // The other instance finishes: the chat goes on.
+        yield* app.pg.query(
+          `UPDATE inbox SET status = 'done', finished_at = now(), lease_id = NULL, locked_until = NULL, owner = NULL WHERE update_id = 23001`
+        )
+        yield* app.pg.query(`SELECT pg_notify('steadfast', 'inbox')`)
+        const calls = yield* app.standIn.awaitCalls((calls) => repliesByChat(calls).get(chatId)?.includes("u23002") === true, "30 seconds")
+        assert.deepStrictEqual(repliesByChat(calls).get(chatId), ["u23002"])
+      }),
+    60_000
+  )
 })

@@ -41,7 +41,8 @@ export const mutations: ReadonlyArray<Mutation> = [
     file: "src/inbox/Inbox.ts",
     search: "WHERE e.chat_key = i.chat_key AND e.status IN ('pending', 'processing'))",
     replace: "WHERE e.chat_key = i.chat_key AND e.status = 'pending')",
-    test: "test/inbox/Ordering.test.ts"
+    test: "test/inbox/Ordering.test.ts",
+    testName: "a claim never takes"
   },
   {
     name: "handed-off-runs-beside-itself",
