@@ -5,6 +5,7 @@ import { Database } from "../db/Database.ts"
 import { isInfrastructureError, persistently } from "../db/Faults.ts"
 import { Instance } from "../db/Instance.ts"
 import { lazyTransaction } from "../db/LazyTransaction.ts"
+import { makeChatQueues } from "../db/ChatQueues.ts"
 import { makeClaimLoop } from "../db/ClaimLoop.ts"
 import { Notifications } from "../db/Notifications.ts"
 import { Lifecycle } from "../Lifecycle.ts"
@@ -73,16 +74,14 @@ export const Dispatcher = {
 
     // Chats running here, each with the updates leased to us that wait behind its running one, in
     // update_id order. One fiber runs a chat's updates one after the other, in one slot.
-    const chats = new Map<string, Array<Claimed>>()
+    const chats = makeChatQueues<Claimed>((update) => update.updateId)
     // Gives an update back to the table: at shutdown once (its lease expires if that fails), while
     // running until it is done (see persistently).
     const giveBack = (update: Claimed) => inbox.release(update).pipe(Effect.ignoreCause, Effect.ensuring(inbox.leases.release(update)))
     const release = (update: Claimed) =>
       persistently(inbox.release(update)).pipe(Effect.ignoreCause, Effect.ensuring(inbox.leases.release(update)))
     // Runs after the workers are gone (finalizers run in reverse): what waited behind them goes back.
-    yield* Effect.addFinalizer(() =>
-      Effect.forEach([...chats.values()].flat(), giveBack, { discard: true }).pipe(Effect.ensuring(Effect.sync(() => chats.clear())))
-    )
+    yield* Effect.addFinalizer(() => chats.giveBackAll(giveBack))
 
     const workers = yield* FiberSet.make<void>()
     yield* Effect.addFinalizer(() =>
@@ -111,7 +110,7 @@ export const Dispatcher = {
         Effect.gen(function*() {
           const result = yield* bot.handle(update.updateId, update.kind, update.payload)
           // Lease the chat's next waiting update to us only when nothing of the chat queues here already.
-          const chain = !lifecycle.isDraining() && (chats.get(update.chatKey)?.length ?? 0) === 0
+          const chain = !lifecycle.isDraining() && chats.waiting(update.chatKey).length === 0
           const request = { update, status: result.status, calls: result.calls, traceId: yield* currentTraceId, chain }
           const finished = yield* transaction.last(inbox.finish(request), inbox.finishAlone(request))
           if (Option.isNone(finished)) return yield* new LeaseLost()
@@ -229,25 +228,18 @@ export const Dispatcher = {
         return { _tag: "Finished", next: finished.next } satisfies Outcome
       })
 
-    const enqueue = (update: Claimed) => {
-      const queue = chats.get(update.chatKey) ?? []
-      const at = queue.findIndex((waiting) => waiting.updateId > update.updateId)
-      queue.splice(at === -1 ? queue.length : at, 0, update)
-      chats.set(update.chatKey, queue)
-    }
-
     /** Runs `update`, then the updates of its chat that queue here, one after the other. */
     const runChat = (update: Claimed): Effect.Effect<void> =>
       Effect.flatMap(process(update), (outcome) =>
         Effect.suspend(() => {
-          const queue = chats.get(update.chatKey) ?? []
-          if (outcome._tag === "Finished") Option.map(outcome.next, enqueue)
+          const queue = chats.waiting(update.chatKey)
+          if (outcome._tag === "Finished") Option.map(outcome.next, chats.enqueue)
           const next = outcome._tag === "Finished" || outcome._tag === "Dead" ? queue.shift() : undefined
           if (next !== undefined) return runChat(next)
           // The chat is let go in the same synchronous step that finds nothing left of it here, so an
           // update handed over meanwhile either joined the queue or finds the chat free.
           if (outcome._tag !== "Stopped") {
-            chats.delete(update.chatKey)
+            chats.letGo(update.chatKey)
             // Dead: its chat may go on, from the table if nothing of it queues here.
             return outcome._tag === "Dead" ? wakeup.signal : Effect.void
           }
@@ -256,7 +248,7 @@ export const Dispatcher = {
           const drain: Effect.Effect<void> = Effect.suspend(() => {
             const waiting = [...queue.splice(0), ...inbox.takeHandedOffOfChatUnsafe(update.chatKey)]
             if (waiting.length === 0) {
-              chats.delete(update.chatKey)
+              chats.letGo(update.chatKey)
               return Effect.void
             }
             return Effect.andThen(Effect.forEach(waiting, release, { discard: true }), drain)
@@ -285,13 +277,13 @@ export const Dispatcher = {
           const placed = yield* Effect.sync(() => {
             const update = inbox.takeHandedOffUnsafe()
             if (update === undefined) return undefined
-            if (chats.has(update.chatKey)) {
-              enqueue(update)
+            if (chats.isRunning(update.chatKey)) {
+              chats.enqueue(update)
               return { queued: update }
             }
             // Leased before the instance forgot: an earlier update of its chat may be lost in the table.
             if (update.owner !== instance.owner()) return { stale: update }
-            chats.set(update.chatKey, [])
+            chats.start(update.chatKey)
             return { start: update }
           })
           if (placed === undefined) {
@@ -310,15 +302,7 @@ export const Dispatcher = {
       concurrency: config.workerConcurrency,
       slots,
       claim: (limit) => inbox.claim(limit),
-      place: (update): Effect.Effect<boolean> =>
-        Effect.suspend(() => {
-          if (chats.has(update.chatKey)) {
-            enqueue(update)
-            return Effect.succeed(false)
-          }
-          chats.set(update.chatKey, [])
-          return Effect.as(startInSlot(update), true)
-        }),
+      place: (update) => chats.place(update, startInSlot),
       wakeup
     })
     yield* Effect.forkScoped(handOffLoop)

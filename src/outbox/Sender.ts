@@ -3,6 +3,7 @@ import * as RateLimiter from "effect/persistence/RateLimiter"
 import { AppConfig } from "../Config.ts"
 import { persistently } from "../db/Faults.ts"
 import { Instance } from "../db/Instance.ts"
+import { makeChatQueues } from "../db/ChatQueues.ts"
 import { makeClaimLoop } from "../db/ClaimLoop.ts"
 import { Notifications } from "../db/Notifications.ts"
 import { FiberDump } from "../observability/FiberDump.ts"
@@ -41,22 +42,14 @@ export const Sender = {
 
     // Chats delivering here, each with the calls leased to us that wait behind the one in flight,
     // in id order. One fiber delivers a chat's calls one after the other, in one slot.
-    const chats = new Map<string, Array<ClaimedCall>>()
+    const chats = makeChatQueues<ClaimedCall>((call) => Number(call.id))
     // Gives a call back to the table: at shutdown once (its lease expires if that fails), while
     // running until it is done.
     const giveBack = (call: ClaimedCall) => outbox.release(call).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call)))
     const returnToTable = (call: ClaimedCall) =>
       persistently(outbox.release(call)).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call)))
-    const enqueue = (call: ClaimedCall) => {
-      const queue = chats.get(call.chatKey) ?? []
-      const at = queue.findIndex((waiting) => Number(waiting.id) > Number(call.id))
-      queue.splice(at === -1 ? queue.length : at, 0, call)
-      chats.set(call.chatKey, queue)
-    }
     // Runs after the senders are gone (finalizers run in reverse): what waited behind them goes back.
-    yield* Effect.addFinalizer(() =>
-      Effect.forEach([...chats.values()].flat(), giveBack, { discard: true }).pipe(Effect.ensuring(Effect.sync(() => chats.clear())))
-    )
+    yield* Effect.addFinalizer(() => chats.giveBackAll(giveBack))
 
     const senders = yield* FiberSet.make<void>()
     yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(senders), config.shutdownGrace))
@@ -117,12 +110,12 @@ export const Sender = {
     const deliverChat = (call: ClaimedCall): Effect.Effect<void> =>
       Effect.flatMap(deliver(call), (delivery) =>
         Effect.suspend(() => {
-          const queue = chats.get(call.chatKey) ?? []
-          if (delivery._tag === "Sent") Option.map(delivery.next, enqueue)
+          const queue = chats.waiting(call.chatKey)
+          if (delivery._tag === "Sent") Option.map(delivery.next, chats.enqueue)
           const next = delivery._tag === "Later" ? undefined : queue.shift()
           if (next !== undefined) return deliverChat(next)
           if (delivery._tag !== "Later") {
-            chats.delete(call.chatKey)
+            chats.letGo(call.chatKey)
             return delivery._tag === "Failed" ? wakeup.signal : Effect.void
           }
           // The chat stays held here until all that queued behind (also meanwhile) is back.
@@ -130,7 +123,7 @@ export const Sender = {
             const waiting = queue.splice(0)
             // Let go in the same synchronous step that finds nothing left of the chat.
             if (waiting.length === 0) {
-              chats.delete(call.chatKey)
+              chats.letGo(call.chatKey)
               return Effect.void
             }
             return Effect.andThen(Effect.forEach(waiting, returnToTable, { discard: true }), drain)
@@ -150,15 +143,15 @@ export const Sender = {
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(restore(outbox.takeHandedOff), (calls) =>
           Effect.forEach(calls, (call, index) => {
-            if (chats.has(call.chatKey)) return Effect.sync(() => enqueue(call))
+            if (chats.isRunning(call.chatKey)) return Effect.sync(() => chats.enqueue(call))
             // Leased before the instance forgot: an earlier call of its chat may be lost in the table.
             if (call.owner !== instance.owner()) return giveBack(call)
-            chats.set(call.chatKey, [])
+            chats.start(call.chatKey)
             return restore(slots.take(1)).pipe(
               Effect.onInterrupt(() =>
                 Effect.andThen(
                   Effect.forEach(calls.slice(index), giveBack, { discard: true }),
-                  Effect.sync(() => chats.delete(call.chatKey))
+                  Effect.sync(() => chats.letGo(call.chatKey))
                 )
               ),
               Effect.andThen(startInSlot(call))
@@ -173,15 +166,7 @@ export const Sender = {
       concurrency: config.senderConcurrency,
       slots,
       claim: (limit) => outbox.claim(limit),
-      place: (call): Effect.Effect<boolean> =>
-        Effect.suspend(() => {
-          if (chats.has(call.chatKey)) {
-            enqueue(call)
-            return Effect.succeed(false)
-          }
-          chats.set(call.chatKey, [])
-          return Effect.as(startInSlot(call), true)
-        }),
+      place: (call) => chats.place(call, startInSlot),
       wakeup
     })
     yield* Effect.forkScoped(handOffLoop)

@@ -48,8 +48,8 @@ export const mutations: ReadonlyArray<Mutation> = [
     name: "handed-off-runs-beside-itself",
     breaks: "per-chat order: an update handed off in memory starts while its chat's previous one is still running",
     file: "src/inbox/Dispatcher.ts",
-    search: "if (chats.has(update.chatKey)) {\n              enqueue(update)",
-    replace: "if (chats.has(update.chatKey) && false) {\n              enqueue(update)",
+    search: "if (chats.isRunning(update.chatKey)) {\n              chats.enqueue(update)",
+    replace: "if (chats.isRunning(update.chatKey) && false) {\n              chats.enqueue(update)",
     test: "test/inbox/Ordering.test.ts",
     testName: "waits, stored and ready"
   },
