@@ -317,19 +317,23 @@ export class Inbox extends Context.Service<Inbox, {
         full: new IngressFull()
       })
 
-      // The claim queries need current statistics: without them PostgreSQL plans a scan of every open
-      // row, and autovacuum wakes only once a minute, far too late for a burst. Cheap when idle.
+      // The queue's statements need current statistics: without them PostgreSQL plans a scan of
+      // every open row, and autovacuum wakes only once a minute, far too late for a burst. A table
+      // that has doubled since its last ANALYZE is analyzed within a second (its cached plans were
+      // made for a table half its size); otherwise churn is caught up every five. Cheap when idle.
       yield* db.withConnection(
         Effect.gen(function*() {
           const stale = yield* sql<{ relname: string }>`
-        SELECT relname FROM pg_stat_user_tables
-        WHERE relname IN ('inbox', 'outbox') AND n_mod_since_analyze > greatest(500, n_live_tup / 5)`
+        SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+        WHERE s.relname IN ('inbox', 'outbox') AND s.n_mod_since_analyze > greatest(500, s.n_live_tup / 5)
+          AND (s.n_live_tup > 2 * c.reltuples
+               OR coalesce(greatest(s.last_analyze, s.last_autoanalyze), '-infinity') < now() - interval '5 seconds')`
           for (const { relname } of stale) yield* sql.unsafe(`ANALYZE ${relname === "inbox" ? "inbox" : "outbox"}`)
         }),
         "1 second"
       ).pipe(
         Effect.catchCause((cause) => Effect.logDebug("refreshing queue statistics failed", cause)),
-        Effect.repeat(Schedule.spaced("5 seconds")),
+        Effect.repeat(Schedule.spaced("1 second")),
         Effect.forkScoped
       )
 
@@ -338,7 +342,9 @@ export class Inbox extends Context.Service<Inbox, {
       // order (those to the update's own chat leased to our sender when every open call of that chat
       // is ours already: they queue behind them in its memory), and wake the senders on commit for
       // the others. Calls to other chats always take the claim path, so two updates of different
-      // chats never hand off calls of one chat at once.
+      // chats never hand off calls of one chat at once. "Is the chat busy" and "which is its next
+      // update" are LATERAL probes with LIMIT 1: one index probe per row, where a join or an EXISTS
+      // may be planned as a hashed scan of every open row (thousands in a burst, with stale stats).
       const finishStatement = (requests: ReadonlyArray<FinishRequest>) => {
         const me = instance.owner()
         const calls = requests.flatMap((request, index) => request.calls.map((call) => ({ item: index + 1, call })))
@@ -355,11 +361,13 @@ export class Inbox extends Context.Service<Inbox, {
             FROM input i WHERE inbox.update_id = i.update_id AND inbox.lease_id = i.lease_id
             RETURNING inbox.update_id, inbox.chat_key, i.item, i.chain
           ), successor AS (
-            SELECT n.update_id, f.item FROM inbox n, finished f
-            WHERE f.chain AND n.chat_key = f.chat_key AND n.status = 'pending' AND n.available_at <= now()
-              AND n.update_id = (
-                SELECT min(e.update_id) FROM inbox e
-                WHERE e.chat_key = f.chat_key AND e.status IN ('pending', 'processing') AND e.update_id <> f.update_id)
+            SELECT n.update_id, f.item
+            FROM finished f CROSS JOIN LATERAL (
+              SELECT e.update_id FROM inbox e
+              WHERE e.chat_key = f.chat_key AND e.status IN ('pending', 'processing') AND e.update_id <> f.update_id
+              ORDER BY e.update_id LIMIT 1) AS oldest
+            JOIN inbox n ON n.update_id = oldest.update_id
+            WHERE f.chain AND n.status = 'pending' AND n.available_at <= now()
             FOR UPDATE OF n SKIP LOCKED
           ), chained AS (
             UPDATE inbox SET status = 'processing', attempts = inbox.attempts + 1, lease_id = gen_random_uuid(),
@@ -368,16 +376,18 @@ export class Inbox extends Context.Service<Inbox, {
             RETURNING s.item, inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts,
                       inbox.lease_id::text AS lease_id, inbox.traceparent
           ), calls AS (
-            SELECT c.*, f.update_id, c.chat_key = f.chat_key AS own, NOT EXISTS (
-                     SELECT 1 FROM outbox o
-                     WHERE o.chat_key = c.chat_key AND o.status IN ('pending', 'sending')
-                       AND (o.status = 'pending' OR o.owner IS DISTINCT FROM ${me}::uuid OR o.locked_until <= now())) AS free
+            SELECT c.*, f.update_id, c.chat_key = f.chat_key AS own, held.chat_key IS NULL AS free
             FROM unnest(
               ${calls.map((c) => c.item)}::int[], ${calls.map((c) => c.call.chatKey)}::text[],
               ${calls.map((c) => c.call.method)}::text[], ${calls.map((c) => JSON.stringify(c.call.payload))}::text[],
               ${calls.map((c) => c.call.traceparent ?? "")}::text[]
             ) WITH ORDINALITY AS c(item, chat_key, method, payload, traceparent, position)
             JOIN finished f ON f.item = c.item
+            LEFT JOIN LATERAL (
+              SELECT o.chat_key FROM outbox o
+              WHERE o.chat_key = c.chat_key AND o.status IN ('pending', 'sending')
+                AND (o.status = 'pending' OR o.owner IS DISTINCT FROM ${me}::uuid OR o.locked_until <= now())
+              LIMIT 1) AS held ON true
           ), queued AS (
             INSERT INTO outbox (chat_key, method, payload, update_id, traceparent, status, attempts, lease_id, locked_until, owner)
             SELECT c.chat_key, c.method, c.payload::jsonb, c.update_id, nullif(c.traceparent, ''),

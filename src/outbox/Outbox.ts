@@ -110,11 +110,13 @@ export class Outbox extends Context.Service<Outbox, {
             WHERE outbox.id = s.id AND outbox.lease_id = s.lease_id
             RETURNING outbox.id, outbox.chat_key
           ), successor AS (
-            SELECT n.id FROM outbox n, sent s
-            WHERE n.chat_key = s.chat_key AND n.status = 'pending' AND n.available_at <= now()
-              AND n.id = (
-                SELECT min(e.id) FROM outbox e
-                WHERE e.chat_key = s.chat_key AND e.status IN ('pending', 'sending') AND e.id <> s.id)
+            SELECT n.id
+            FROM sent s CROSS JOIN LATERAL (
+              SELECT e.id FROM outbox e
+              WHERE e.chat_key = s.chat_key AND e.status IN ('pending', 'sending') AND e.id <> s.id
+              ORDER BY e.id LIMIT 1) AS oldest
+            JOIN outbox n ON n.id = oldest.id
+            WHERE n.status = 'pending' AND n.available_at <= now()
             FOR UPDATE OF n SKIP LOCKED
           )
           UPDATE outbox SET status = 'sending', attempts = outbox.attempts + 1, lease_id = gen_random_uuid(),

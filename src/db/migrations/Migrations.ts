@@ -13,6 +13,7 @@ import inboxProcessingIndex from "./0009_inbox_processing_index.ts"
 import sessions from "./0010_sessions.ts"
 import inboxDeadIndex from "./0011_inbox_dead_index.ts"
 import handoff from "./0012_handoff.ts"
+import storeProbes from "./0013_store_probes.ts"
 
 const migrate = Migrator.make({})
 
@@ -43,7 +44,8 @@ export const runMigrations = (sql: SqlClient) =>
           "0009_inbox_processing_index": inboxProcessingIndex,
           "0010_sessions": sessions,
           "0011_inbox_dead_index": inboxDeadIndex,
-          "0012_handoff": handoff
+          "0012_handoff": handoff,
+          "0013_store_probes": storeProbes
         }),
         table: "steadfast_migrations"
       })
