@@ -1,6 +1,6 @@
 // steadfast with its fallback written as a grammY Composer instead of an Effect handler, everything
 // else as src/main.ts: the benchmark's "steadfast-grammy" contender, to measure the adapter's cost.
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Effect, Exit, Layer } from "effect"
 import { makeAppLayer } from "../src/App.ts"
 import { Bot } from "../src/bot/Bot.ts"

@@ -1,4 +1,4 @@
-import { PgClient } from "@effect/sql-pg"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import { Context, Duration, Effect, Fiber, Layer, Metric, Option, Redacted, Schema, Semaphore, type Scope } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { APPLICATION_NAME, AppConfig, type DatabaseTarget, RESERVED_CONNECTIONS } from "../Config.ts"

@@ -1,4 +1,4 @@
-import { PgClient } from "@effect/sql-pg"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import { Context, Duration, Effect, Layer, Queue, Schedule } from "effect"
 import { NOTIFY_CHANNEL } from "../inbox/Inbox.ts"
 import { Database } from "./Database.ts"
