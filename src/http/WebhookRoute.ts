@@ -1,4 +1,4 @@
-import { ByteSize, Effect, Metric, Option, Redacted, Schema } from "effect"
+import { ByteSize, Duration, Effect, Metric, Option, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { AppConfig } from "../Config.ts"
@@ -11,7 +11,7 @@ import { UpdateEnvelope, chatKeyOf, kindOf } from "../telegram/Update.ts"
 
 export const MAX_BODY_BYTES = 1024 * 1024
 /** How long the webhook waits for the inbox insert before answering 503. */
-export const STORE_TIMEOUT = "3 seconds"
+export const STORE_TIMEOUT = Duration.seconds(3)
 /** Seconds Telegram is asked to wait before redelivering after a 503. */
 export const RETRY_AFTER_SECONDS = 5
 
@@ -24,9 +24,7 @@ const answer = (status: number, description: string, headers: Record<string, str
 
 const unavailable = (description: string) => answer(503, description, { "retry-after": String(RETRY_AFTER_SECONDS) })
 
-/** Compares secrets in time independent of where they differ (hashing first also hides the length). */
-const sameSecret = (given: string, expected: string) =>
-  timingSafeEqual(createHash("sha256").update(given).digest(), createHash("sha256").update(expected).digest())
+const digest = (text: string) => createHash("sha256").update(text).digest()
 
 /**
  * `POST /webhook`: validate, store in the inbox, answer. It never runs bot logic, so the answer
@@ -37,7 +35,8 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
   const config = yield* AppConfig
   const inbox = yield* Inbox
   const lifecycle = yield* Lifecycle
-  const secret = Option.map(config.webhookSecret, Redacted.value)
+  // Compared in time independent of where they differ (hashing first also hides the length).
+  const secretDigest = Option.map(config.webhookSecret, (secret) => digest(Redacted.value(secret)))
 
   yield* router.add(
     "POST",
@@ -46,9 +45,11 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
       // `connection: close` so a keep-alive client does not hold the draining server open.
       if (lifecycle.isDraining()) return answer(503, "shutting down", { "retry-after": String(RETRY_AFTER_SECONDS), connection: "close" })
       const request = yield* HttpServerRequest.HttpServerRequest
-      if (Option.isSome(secret)) {
+      if (Option.isSome(secretDigest)) {
         const given = request.headers["x-telegram-bot-api-secret-token"]
-        if (given === undefined || !sameSecret(given, secret.value)) return answer(401, "missing or wrong secret token")
+        if (given === undefined || !timingSafeEqual(digest(given), secretDigest.value)) {
+          return answer(401, "missing or wrong secret token")
+        }
       }
       const contentType = (request.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase()
       if (contentType !== "application/json") return answer(415, "content type must be application/json")

@@ -54,13 +54,16 @@ export const Sender = {
     const senders = yield* FiberSet.make<void>()
     yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(senders), config.shutdownGrace))
 
+    // Built once: the store reads the clock each time the effect runs.
+    const throttle = RateLimiter.sleep(limiter, {
+      key: "bot-api",
+      limit: config.sendRatePerSecond,
+      window: "1 second",
+      algorithm: "token-bucket"
+    })
+
     const deliver = (call: ClaimedCall): Effect.Effect<Delivery> =>
-      RateLimiter.sleep(limiter, {
-        key: "bot-api",
-        limit: config.sendRatePerSecond,
-        window: "1 second",
-        algorithm: "token-bucket"
-      }).pipe(
+      throttle.pipe(
         Effect.andThen(botApi.callRaw(call.method, call.payload)),
         // Once the call is made its outcome is known; if the database is away, recording it is
         // retried (the lease is renewed meanwhile; the updates are fenced by the lease id).
