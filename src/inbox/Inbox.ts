@@ -130,10 +130,11 @@ export interface Backlog {
  */
 export const BACKLOG_QUERY = `
   SELECT
-    (SELECT count(*)::int FROM inbox WHERE status IN ('pending', 'processing')) AS pending,
-    (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM inbox WHERE status IN ('pending', 'processing')) AS oldest,
+    (SELECT count(*)::int FROM inbox WHERE status IN ('pending', 'processing') AND attempts >= 0) AS pending,
+    (SELECT extract(epoch FROM now() - min(received_at))::float8 FROM inbox
+     WHERE status IN ('pending', 'processing') AND attempts >= 0) AS oldest,
     (SELECT count(*)::int FROM inbox WHERE status = 'dead') AS dead,
-    (SELECT count(*)::int FROM outbox WHERE status IN ('pending', 'sending')) AS outbox`
+    (SELECT count(*)::int FROM outbox WHERE status IN ('pending', 'sending') AND attempts >= 0) AS outbox`
 
 /** Kinds Telegram needs answered within seconds jump the queue (they have their own chat key, so order is kept). */
 export const URGENT_KINDS: ReadonlySet<string> = new Set(["pre_checkout_query", "shipping_query"])
@@ -469,7 +470,8 @@ export class Inbox extends Context.Service<Inbox, {
           const rows = yield* db.withConnection(sql`
           WITH next AS (
             SELECT i.update_id FROM inbox i
-            WHERE i.status IN ('pending', 'processing')
+            -- attempts >= 0 (always true) names inbox_open, the claims' own index (migration 0013).
+            WHERE i.status IN ('pending', 'processing') AND i.attempts >= 0
               AND CASE WHEN i.status = 'pending' THEN i.available_at <= now() ELSE i.locked_until < now() END
               -- Only the chat's oldest unfinished update may run (a min() over inbox_open_by_chat, a
               -- one-row index probe whatever the statistics say), and not while another update of the

@@ -146,7 +146,8 @@ export class Outbox extends Context.Service<Outbox, {
           const rows = yield* db.withConnection(sql`
           WITH next AS (
             SELECT o.id FROM outbox o
-            WHERE o.status IN ('pending', 'sending')
+            -- attempts >= 0 (always true) names outbox_open, the claims' own index (migration 0013).
+            WHERE o.status IN ('pending', 'sending') AND o.attempts >= 0
               AND CASE WHEN o.status = 'pending' THEN o.available_at <= now() ELSE o.locked_until < now() END
               AND NOT EXISTS (
                 SELECT 1 FROM outbox e

@@ -63,6 +63,14 @@ export const mutations: ReadonlyArray<Mutation> = [
     testName: "not overtaken"
   },
   {
+    name: "probe-scans-claim-index",
+    breaks: "the store's per-chat probe costs one index probe per update, not a scan of every open update, whatever the statistics say",
+    file: "src/db/migrations/0013_store_probes.ts",
+    search: "WHERE status IN ('pending', 'processing') AND attempts >= 0`",
+    replace: "WHERE status IN ('pending', 'processing')`",
+    test: "test/db/StoreCost.test.ts"
+  },
+  {
     name: "urgent-waits-in-line",
     breaks: "pre-checkout and shipping queries run before any backlog handed over in memory",
     file: "src/inbox/Inbox.ts",
