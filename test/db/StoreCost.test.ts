@@ -30,7 +30,9 @@ const openUpdates = (sql: SqlClient, count: number) => {
 const storeBuffers = (sql: SqlClient) =>
   Effect.gen(function*() {
     const ids = Array.from({ length: 10 }, () => nextUpdateId++)
-    const rows = yield* sql.unsafe<{ "QUERY PLAN": ReadonlyArray<{ Plan: { "Shared Hit Blocks": number; "Shared Read Blocks": number } }> }>(
+    const rows = yield* sql.unsafe<
+      { "QUERY PLAN": ReadonlyArray<{ Plan: { "Shared Hit Blocks": number; "Shared Read Blocks": number } }> }
+    >(
       `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
        SELECT * FROM steadfast_store($1::bigint[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::smallint[], $7::text[], 1000, 10000, $8::uuid)`,
       [
