@@ -35,6 +35,21 @@ export const makeChatQueues = <A extends { readonly chatKey: string }>(order: (i
         chats.set(item.chatKey, [])
         return Effect.as(run(item), true)
       }),
+    /**
+     * A stopped chat: what waits behind it goes back (`giveBack`), also what joins meanwhile or
+     * `more` finds, and the chat is let go in the same synchronous step that finds nothing left.
+     */
+    drain: (chatKey: string, giveBack: (item: A) => Effect.Effect<void>, more: () => ReadonlyArray<A> = () => []) => {
+      const drain: Effect.Effect<void> = Effect.suspend(() => {
+        const waiting = [...(chats.get(chatKey)?.splice(0) ?? []), ...more()]
+        if (waiting.length === 0) {
+          chats.delete(chatKey)
+          return Effect.void
+        }
+        return Effect.andThen(Effect.forEach(waiting, giveBack, { discard: true }), drain)
+      })
+      return drain
+    },
     /** At shutdown, once the fibers are gone: what still waits goes back (`giveBack`). */
     giveBackAll: (giveBack: (item: A) => Effect.Effect<void>) =>
       Effect.suspend(() => Effect.forEach([...chats.values()].flat(), giveBack, { discard: true })).pipe(

@@ -245,18 +245,13 @@ export const Dispatcher = {
           }
           // Stopped: what waited behind goes back to the table, to be claimed in order later: what
           // queued here, what is handed over meanwhile, and its updates handed over but not taken yet.
-          const drain: Effect.Effect<void> = Effect.suspend(() => {
-            const waiting = [...queue.splice(0), ...inbox.takeHandedOffOfChatUnsafe(update.chatKey)]
-            if (waiting.length === 0) {
-              chats.letGo(update.chatKey)
-              return Effect.void
-            }
-            return Effect.andThen(Effect.forEach(waiting, release, { discard: true }), drain)
-          })
           // Forgetting makes every update of ours still on its way (stored under our lease just
           // before the stop, and not yet here) count as stale, so it goes back too; and whatever a
           // finish whose commit went unheard may have leased to us counts as another owner's.
-          return Effect.andThen(instance.forget, drain)
+          return Effect.andThen(
+            instance.forget,
+            chats.drain(update.chatKey, release, () => inbox.takeHandedOffOfChatUnsafe(update.chatKey))
+          )
         }))
 
     const startInSlot = (update: Claimed): Effect.Effect<unknown> =>

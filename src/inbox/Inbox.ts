@@ -447,7 +447,7 @@ export class Inbox extends Context.Service<Inbox, {
           ),
         max: 100,
         writers: 1,
-        isItemError: (error) => error._tag === "SqlError" && isDataError(error)
+        isItemError: isSqlDataError
       })
 
       return Inbox.of({

@@ -121,18 +121,9 @@ export const Sender = {
             chats.letGo(call.chatKey)
             return delivery._tag === "Failed" ? wakeup.signal : Effect.void
           }
-          // The chat stays held here until all that queued behind (also meanwhile) is back.
-          const drain: Effect.Effect<void> = Effect.suspend(() => {
-            const waiting = queue.splice(0)
-            // Let go in the same synchronous step that finds nothing left of the chat.
-            if (waiting.length === 0) {
-              chats.letGo(call.chatKey)
-              return Effect.void
-            }
-            return Effect.andThen(Effect.forEach(waiting, returnToTable, { discard: true }), drain)
-          })
-          // Calls of ours still on their way (leased just before) count as stale: they go back too.
-          return Effect.andThen(instance.forget, drain)
+          // The chat stays held here until all that queued behind (also meanwhile) is back. Calls of
+          // ours still on their way (leased just before) count as stale: they go back too.
+          return Effect.andThen(instance.forget, chats.drain(call.chatKey, returnToTable))
         }))
 
     const startInSlot = (call: ClaimedCall): Effect.Effect<unknown> =>
