@@ -1,4 +1,5 @@
-import { Cause, Deferred, Effect, Exit, Option, Queue, type Scope } from "effect"
+import { Cause, Deferred, type Duration, Effect, Exit, Option, Queue, type Scope } from "effect"
+import { type Deadline, makeDeadlines } from "../Deadlines.ts"
 
 /**
  * Groups concurrent single-item requests into one database round trip. Callers wait for their
@@ -7,6 +8,8 @@ import { Cause, Deferred, Effect, Exit, Option, Queue, type Scope } from "effect
  * `isItemError` says the failure may come from one item's data: then each item is tried alone,
  * so one bad item never fails its neighbours. `writers` batches may be in flight at once, so one
  * slow batch never holds back the next; at most `capacity` requests wait (beyond it, `full`).
+ * A caller that asks for it (`timed`) waits at most `timeout.after`, then fails with
+ * `timeout.error`; its item may still be written by the batch it is in.
  */
 export const makeBatcher = <A, B, E>(options: {
   readonly run: (items: ReadonlyArray<A>) => Effect.Effect<ReadonlyArray<B>, E>
@@ -15,10 +18,13 @@ export const makeBatcher = <A, B, E>(options: {
   readonly isItemError?: (error: E) => boolean
   readonly capacity?: number
   readonly full?: E
-}): Effect.Effect<(item: A) => Effect.Effect<B, E>, never, Scope.Scope> =>
+  readonly timeout?: { readonly after: Duration.Duration; readonly error: E }
+}): Effect.Effect<(item: A, timed?: boolean) => Effect.Effect<B, E>, never, Scope.Scope> =>
   Effect.gen(function*() {
-    type Request = { readonly item: A; readonly done: Deferred.Deferred<B, E> }
+    type Request = { readonly item: A; readonly done: Deferred.Deferred<B, E>; readonly deadline: Deadline | undefined }
     const queue = yield* Queue.bounded<Request>(options.capacity ?? Number.MAX_SAFE_INTEGER)
+    const timeout = options.timeout
+    const deadlines = timeout === undefined ? undefined : { start: yield* makeDeadlines(timeout.after), expired: Exit.fail(timeout.error) }
     const isItemError = options.isItemError
     const runBatch = Effect.fnUntraced(function*(batch: ReadonlyArray<Request>): Effect.fn.Return<void> {
       const exit = yield* Effect.exit(options.run(batch.map((request) => request.item)))
@@ -28,21 +34,34 @@ export const makeBatcher = <A, B, E>(options: {
       ) {
         return yield* Effect.forEach(batch, (request) => runBatch([request]), { discard: true })
       }
-      yield* Effect.forEach(batch, (request, index) => {
-        if (Exit.isFailure(exit)) return Deferred.failCause(request.done, exit.cause)
-        return index < exit.value.length
-          ? Deferred.succeed(request.done, exit.value[index] as B)
-          : Deferred.failCause(request.done, Cause.die(new Error(`batch returned ${exit.value.length} results for ${batch.length} items`)))
-      }, { discard: true })
+      // Every caller is answered in one step.
+      yield* Effect.sync(() => {
+        batch.forEach((request, index) => {
+          request.deadline?.settle()
+          Deferred.doneUnsafe(
+            request.done,
+            Exit.isFailure(exit)
+              ? Exit.failCause(exit.cause)
+              : index < exit.value.length
+              ? Exit.succeed(exit.value[index] as B)
+              : Exit.die(new Error(`batch returned ${exit.value.length} results for ${batch.length} items`))
+          )
+        })
+      })
     })
     yield* Effect.replicateEffect(
       Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.takeBetween(queue, 1, options.max), runBatch)), { startImmediately: true }),
       options.writers
     )
     const full = options.full
-    return (item: A) =>
+    const request = (item: A, done: Deferred.Deferred<B, E>, timed: boolean): Request => ({
+      item,
+      done,
+      deadline: timed ? deadlines?.start(() => Deferred.doneUnsafe(done, deadlines.expired)) : undefined
+    })
+    return (item: A, timed = false) =>
       Effect.flatMap(Deferred.make<B, E>(), (done) =>
         full === undefined
-          ? Effect.andThen(Queue.offer(queue, { item, done }), Deferred.await(done))
-          : Effect.suspend(() => Queue.offerUnsafe(queue, { item, done }) ? Deferred.await(done) : Effect.fail(full)))
+          ? Effect.andThen(Effect.suspend(() => Queue.offer(queue, request(item, done, timed))), Deferred.await(done))
+          : Effect.suspend(() => Queue.offerUnsafe(queue, request(item, done, timed)) ? Deferred.await(done) : Effect.fail(full)))
   })

@@ -20,4 +20,13 @@ export const isInfrastructureError = (error: unknown): boolean => {
  * leases renewed: nothing of a chat runs here while an earlier one of it is unsettled.
  */
 export const persistently = <A, E>(effect: Effect.Effect<A, E>) =>
-  Effect.retry(effect, { schedule: Schedule.spaced("1 second"), while: isInfrastructureError })
+  // The retry is set up only once the first attempt has failed: on the hot path it runs once.
+  Effect.catchIf(
+    effect,
+    isInfrastructureError,
+    () =>
+      Effect.andThen(
+        Effect.sleep("1 second"),
+        Effect.retry(effect, { schedule: Schedule.spaced("1 second"), while: isInfrastructureError })
+      )
+  )

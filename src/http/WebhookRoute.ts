@@ -1,4 +1,4 @@
-import { ByteSize, Duration, Effect, Metric, Option, Redacted, Schema } from "effect"
+import { ByteSize, Effect, Metric, Option, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { AppConfig } from "../Config.ts"
@@ -10,8 +10,6 @@ import { currentTraceparent } from "../observability/TraceContext.ts"
 import { UpdateEnvelope, chatKeyOf, kindOf } from "../telegram/Update.ts"
 
 export const MAX_BODY_BYTES = 1024 * 1024
-/** How long the webhook waits for the inbox insert before answering 503. */
-export const STORE_TIMEOUT = Duration.seconds(3)
 /** Seconds Telegram is asked to wait before redelivering after a 503. */
 export const RETRY_AFTER_SECONDS = 5
 
@@ -80,10 +78,10 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
         ...storableUpdate(body.text, update),
         skipped: kind === "unknown",
         traceparent: yield* currentTraceparent
-      }).pipe(
+      }, { timed: true }).pipe(
         Effect.tap((inserted) => inserted ? Metric.update(receivedByKind({ "telegram.update.kind": kind }), 1) : Effect.void),
-        Effect.timeoutOption(STORE_TIMEOUT),
-        Effect.map(Option.match({ onNone: () => "timeout" as const, onSome: () => "stored" as const })),
+        Effect.as("stored" as const),
+        Effect.catchTag("StoreTimeout", () => Effect.succeed("timeout" as const)),
         // Refused for its own data, it can never be stored: answering 503 would make Telegram
         // redeliver it for a day, holding up its chat. Everything else may pass: 503.
         Effect.catchTag("SqlError", (error) =>

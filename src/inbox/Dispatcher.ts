@@ -7,6 +7,7 @@ import { Instance } from "../db/Instance.ts"
 import { lazyTransaction } from "../db/LazyTransaction.ts"
 import { makeChatQueues } from "../db/ChatQueues.ts"
 import { makeClaimLoop } from "../db/ClaimLoop.ts"
+import { makeDeadlines } from "../Deadlines.ts"
 import { Notifications } from "../db/Notifications.ts"
 import { Lifecycle } from "../Lifecycle.ts"
 import { describeFiber, FiberDump } from "../observability/FiberDump.ts"
@@ -71,6 +72,7 @@ export const Dispatcher = {
     const { inbox: wakeup } = yield* Notifications
     const fiberDump = yield* FiberDump
     const slots = yield* Semaphore.make(config.workerConcurrency)
+    const startDeadline = yield* makeDeadlines(config.updateTimeout)
 
     // Chats running here, each with the updates leased to us that wait behind its running one, in
     // update_id order. One fiber runs a chat's updates one after the other, in one slot.
@@ -128,23 +130,28 @@ export const Dispatcher = {
           runHandler(update).pipe(fiberDump.track(`handler of update ${update.updateId} (${update.kind})`)),
           { startImmediately: true }
         )
-        const outcome = yield* Fiber.await(handler).pipe(
-          Effect.timeoutOption(config.updateTimeout),
-          // On shutdown, roll the handler back before its lease is released. Outside the timeout,
-          // so a timed-out handler is still running when described.
+        // What it was doing when its time ran out, described before it was interrupted.
+        let timedOut: string | undefined
+        const deadline = startDeadline(() => {
+          if (handler.pollUnsafe() !== undefined) return
+          timedOut = describeFiber(handler)
+          handler.interruptUnsafe()
+        })
+        const exit = yield* Fiber.await(handler).pipe(
+          // On shutdown, roll the handler back before its lease is released.
           Effect.onInterrupt(() => Fiber.interrupt(handler)),
           Effect.trackDuration(Metrics.processingDuration, (duration) => Duration.toSeconds(duration))
         )
-        if (Option.isNone(outcome)) {
+        deadline.settle()
+        // (A handler that committed just as its time ran out counts as done.)
+        if (timedOut !== undefined && Exit.isFailure(exit)) {
           const message = `timed out after ${Duration.format(config.updateTimeout)}`
           yield* Effect.logError(
-            `update ${update.updateId} (${update.kind}) ${message} on attempt ${update.attempts}; it was doing:\n${describeFiber(handler)}`
+            `update ${update.updateId} (${update.kind}) ${message} on attempt ${update.attempts}; it was doing:\n${timedOut}`
           )
-          yield* Fiber.interrupt(handler)
           failed = yield* recordFailure(update, message)
           return yield* Effect.fail(new Cause.TimeoutError(message))
         }
-        const exit = outcome.value
         if (Exit.isSuccess(exit)) return yield* recordOutcome(exit.value.result, exit.value.finished)
         if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
         if (Option.exists(Cause.findErrorOption(exit.cause), Predicate.isTagged("LeaseLost"))) {

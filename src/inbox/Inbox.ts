@@ -93,12 +93,22 @@ export class IngressFull extends Schema.TaggedError<IngressFull>()("IngressFull"
   }
 }
 
+/** Not stored within STORE_TIMEOUT: the webhook answers 503 (the update may still be stored). */
+export class StoreTimeout extends Schema.TaggedError<StoreTimeout>()("StoreTimeout", {}) {
+  override get message() {
+    return `the update was not stored within ${Duration.format(STORE_TIMEOUT)}`
+  }
+}
+
+/** How long a timed store (the webhook's) waits for the inbox insert. */
+export const STORE_TIMEOUT = Duration.seconds(3)
+
 /** Requests waiting for the inbox insert; beyond this the webhook answers 503 at once. */
 export const INGRESS_CAPACITY = 2_000
 /** Updates leased at store time and waiting in memory for a worker. */
 const HANDOFF_CAPACITY = 1_000
 
-const isSqlDataError = (error: SqlError | PoolTimeout | IngressFull) => error._tag === "SqlError" && isDataError(error)
+const isSqlDataError = (error: SqlError | PoolTimeout | IngressFull | StoreTimeout) => error._tag === "SqlError" && isDataError(error)
 
 const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedRow))
 
@@ -154,8 +164,14 @@ const priorityOf = (kind: string) => (URGENT_KINDS.has(kind) ? 1 : 0)
  * keep one chat's updates in order while other chats run concurrently.
  */
 export class Inbox extends Context.Service<Inbox, {
-  /** Stores an update unless its update_id is already stored; true when it was new. */
-  readonly store: (update: NewUpdate) => Effect.Effect<boolean, SqlError | PoolTimeout | IngressFull>
+  /**
+   * Stores an update unless its update_id is already stored; true when it was new. A `timed` store
+   * fails with StoreTimeout once it has waited STORE_TIMEOUT.
+   */
+  readonly store: (
+    update: NewUpdate,
+    options?: { readonly timed?: boolean }
+  ) => Effect.Effect<boolean, SqlError | PoolTimeout | IngressFull | StoreTimeout>
   /**
    * Takes the next update leased to this instance when it was stored (urgent kinds first), if any.
    * Synchronous, so that the dispatcher decides where it goes in the same step.
@@ -315,7 +331,8 @@ export class Inbox extends Context.Service<Inbox, {
         writers: 2,
         isItemError: isSqlDataError,
         capacity: INGRESS_CAPACITY,
-        full: new IngressFull()
+        full: new IngressFull(),
+        timeout: { after: STORE_TIMEOUT, error: new StoreTimeout() }
       })
 
       // The queue's statements need current statistics: without them PostgreSQL plans a scan of
@@ -451,8 +468,8 @@ export class Inbox extends Context.Service<Inbox, {
       })
 
       return Inbox.of({
-        store: Effect.fn("Inbox.store")(function*(update) {
-          return yield* storeBatched({ update, span: yield* Effect.option(Effect.currentSpan) })
+        store: Effect.fn("Inbox.store")(function*(update, options) {
+          return yield* storeBatched({ update, span: yield* Effect.option(Effect.currentSpan) }, options?.timed)
         }),
 
         takeHandedOffUnsafe: () => waitingUrgent.shift() ?? waitingOther.shift(),

@@ -162,10 +162,11 @@ export class BotApi extends Context.Service<BotApi, {
       const token = Redacted.value(options.token)
       const callTimeout = Duration.fromInputUnsafe(options.callTimeout ?? "10 seconds")
       const maxRetries = options.maxRetries ?? 4
-      // grammY's own timer stays far behind ours: the Effect timeout decides and aborts the request.
+      // grammY's own timer is the call's timeout: it aborts the request, and its error is transient.
+      // (An Effect timeout would race two more fibers against every call.)
       const api = new Api(token, {
         apiRoot: options.apiRoot,
-        timeoutSeconds: Math.ceil(Duration.toSeconds(callTimeout)) + 60,
+        timeoutSeconds: Duration.toSeconds(callTimeout),
         // grammY types `fetch` as node-fetch's; it uses only what botApiFetch implements.
         fetch: botApiFetch as unknown as NonNullable<ApiClientOptions["fetch"]>
       })
@@ -202,6 +203,10 @@ export class BotApi extends Context.Service<BotApi, {
         )
       )
 
+      const retriable = (error: ChatBlocked | BotApiRejected | Transient): boolean =>
+        error._tag === "BotApiTransient" &&
+        (error.retryAfter === undefined || Duration.isLessThanOrEqualTo(error.retryAfter, MAX_IN_PLACE_FLOOD_WAIT))
+
       const invoke = (method: string, payload: unknown): Effect.Effect<unknown, BotApiError> => {
         const raw = (api.raw as unknown as Record<string, RawCall>)[method]
         const attempt = Effect.tryPromise({
@@ -209,10 +214,6 @@ export class BotApi extends Context.Service<BotApi, {
           try: (signal) => paramless[method] ? raw(signal) : raw(payload ?? {}, signal),
           catch: (error) => classify(method, payload, error)
         }).pipe(
-          Effect.timeoutOrElse({
-            duration: callTimeout,
-            orElse: () => Effect.fail(new Transient({ reason: `no answer within ${Duration.format(callTimeout)}` }))
-          }),
           Effect.tapError((error) =>
             error._tag === "BotApiTransient"
               ? Effect.logWarning(`Bot API ${method} failed, may retry: ${error.reason}`)
@@ -222,12 +223,17 @@ export class BotApi extends Context.Service<BotApi, {
           Effect.withSpan(`BotApi.${method}`, { kind: "client", attributes: { "telegram.method": method } })
         )
         return attempt.pipe(
-          Effect.retry({
-            schedule,
-            times: maxRetries,
-            while: (error) =>
-              error._tag === "BotApiTransient" &&
-              (error.retryAfter === undefined || Duration.isLessThanOrEqualTo(error.retryAfter, MAX_IN_PLACE_FLOOD_WAIT))
+          // The retry is set up only once the first attempt has failed (on the hot path it would cost
+          // more than the call's own bookkeeping). It starts from that failure: the schedule's first
+          // input is the first error, as if the retry had wrapped the first attempt.
+          Effect.catchIf(retriable, (first) => {
+            let replayed = false
+            const again = Effect.suspend(() => {
+              if (replayed) return attempt
+              replayed = true
+              return Effect.fail(first)
+            })
+            return Effect.retry(again, { schedule, times: maxRetries, while: retriable })
           }),
           Effect.catchTag("BotApiTransient", (error) =>
             Effect.fail(

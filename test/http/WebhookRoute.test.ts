@@ -1,6 +1,8 @@
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Clock, Context, Effect, Layer, Schedule, Schema } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
+import pg from "pg"
 import { MAX_BODY_BYTES } from "../../src/http/WebhookRoute.ts"
+import { STORE_TIMEOUT } from "../../src/inbox/Inbox.ts"
 import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
@@ -213,6 +215,38 @@ layer(appOnFreshDatabase("webhook_route"), { excludeTestServices: true })("POST 
       assert.deepStrictEqual(replies, [replyTo("said once"), replyTo("said later")])
       assert.strictEqual(yield* countRows(url, 1801), 1)
     }))
+
+  it.effect(
+    "an update the database cannot store within STORE_TIMEOUT is answered 503 with Retry-After then, and its redelivery is stored and replied to once",
+    () =>
+      Effect.gen(function*() {
+        const base = yield* baseUrl
+        const { url } = yield* AppDatabase
+        // The store takes its chat's advisory lock first: holding it keeps the insert waiting.
+        const holder = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => holder.connect()), () => Effect.promise(() => holder.end()))
+        yield* Effect.promise(() => holder.query("SELECT pg_advisory_lock(1, hashtext('chat:2101'))"))
+        const update = sampleUpdate({ updateId: 2101, chatId: 2101, text: "stored late" })
+
+        const started = yield* Clock.currentTimeMillis
+        const refused = yield* postUpdate(base, update)
+        const elapsed = (yield* Clock.currentTimeMillis) - started
+        assert.strictEqual(refused.status, 503)
+        assert.match(refused.headers.get("retry-after") ?? "", /^[1-9]\d*$/)
+        assert.isAtLeast(elapsed, Duration.toMillis(STORE_TIMEOUT) - 50)
+        assert.isBelow(elapsed, Duration.toMillis(STORE_TIMEOUT) + 5_000)
+
+        yield* Effect.promise(() => holder.query("SELECT pg_advisory_unlock(1, hashtext('chat:2101'))"))
+        const accepted = yield* postUpdate(base, update).pipe(
+          Effect.repeat({ schedule: Schedule.spaced("100 millis"), until: (r) => r.status === 200 }),
+          Effect.timeout("20 seconds")
+        )
+        assert.strictEqual(accepted.status, 200)
+        assert.deepStrictEqual(yield* awaitReply(2101, "stored late"), [replyTo("stored late")])
+        assert.strictEqual(yield* countRows(url, 2101), 1)
+      }),
+    30_000
+  )
 
   it.effect("an update delivered three times concurrently is answered 200 each time and replied to once", () =>
     Effect.gen(function*() {
