@@ -66,7 +66,9 @@ export const lazyTransaction = <A, E, R>(
   slot: Effect.Effect<void, PoolTimeout, Scope.Scope> = Effect.void
 ): Effect.Effect<A, E | SqlError, R> =>
   Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(Scope.make(), (scope) => {
+    Effect.suspend(() => {
+      // Made with the connection: a body that runs no statement costs no scope either.
+      let scope: Scope.Closeable | undefined
       let connection: Connection | undefined
       let began = false
       let autocommit = false
@@ -77,7 +79,7 @@ export const lazyTransaction = <A, E, R>(
       )
       const reserve: Effect.Effect<Connection, SqlError> = Effect.suspend(() =>
         connection !== undefined ? Effect.succeed(connection) : Effect.map(
-          Scope.provide(Effect.andThen(slotted, sql.reserve), scope),
+          Scope.provide(Effect.andThen(slotted, sql.reserve), scope ??= Scope.makeUnsafe()),
           (reserved) => {
             connection = reserved
             return reserved
@@ -121,7 +123,7 @@ export const lazyTransaction = <A, E, R>(
             ? control("COMMIT")
             : Effect.ignoreCause(control("ROLLBACK"))
         }),
-        Effect.onExit((exit) => Scope.close(scope, exit))
+        Effect.onExit((exit) => scope === undefined ? Effect.void : Scope.close(scope, exit))
       )
     })
   )

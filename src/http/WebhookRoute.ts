@@ -15,7 +15,7 @@ export const RETRY_AFTER_SECONDS = 5
 
 const receivedByKind = Metrics.tagged(Metrics.updatesReceived)
 
-const decodeEnvelope = Schema.decodeUnknownEffect(UpdateEnvelope)
+const decodeEnvelope = Schema.decodeUnknownOption(UpdateEnvelope)
 
 const answer = (status: number, description: string, headers: Record<string, string> = {}) =>
   HttpServerResponse.jsonUnsafe({ ok: status === 200, description }, { status, headers })
@@ -65,7 +65,7 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
           ))
       )
       if (!("text" in body)) return body
-      const envelope = yield* Effect.option(decodeEnvelope(body.text))
+      const envelope = decodeEnvelope(body.text)
       if (Option.isNone(envelope)) return answer(400, "body must be a JSON object with an integer update_id")
 
       const update = envelope.value

@@ -146,9 +146,33 @@ export const mutations: ReadonlyArray<Mutation> = [
     name: "timeout-log-says-nothing",
     breaks: "a timed-out handler is logged with what it was doing",
     file: "src/inbox/Dispatcher.ts",
-    search: "${describeFiber(handler)}`",
-    replace: "`",
+    search: "timedOut = describeFiber(handler)",
+    replace: "timedOut = \"\"",
     test: "test/inbox/Timeout.test.ts"
+  },
+  {
+    name: "handler-outlives-deadline",
+    breaks: "a handler is interrupted at UPDATE_TIMEOUT_MS (its transaction rolls back, the update is retried)",
+    file: "src/inbox/Dispatcher.ts",
+    search: "          handler.interruptUnsafe()\n",
+    replace: "",
+    test: "test/inbox/Timeout.test.ts"
+  },
+  {
+    name: "timed-store-waits-forever",
+    breaks: "a timed store (the webhook's) gives up at STORE_TIMEOUT, so the webhook can answer 503",
+    file: "src/db/Batcher.ts",
+    search: "deadline: timed ? deadlines?.start(() => Deferred.doneUnsafe(done, deadlines.expired)) : undefined",
+    replace: "deadline: undefined",
+    test: "test/db/Batcher.test.ts"
+  },
+  {
+    name: "settled-deadline-fires",
+    breaks: "a deadline settled in time never fires",
+    file: "src/Deadlines.ts",
+    search: "return { settle: () => void (entry.onExpire = undefined) }",
+    replace: "return { settle: () => undefined }",
+    test: "test/db/Batcher.test.ts"
   },
   {
     name: "fiber-dump-without-spans",
