@@ -16,6 +16,8 @@ export const makeDeadlines = (timeout: Duration.Duration): Effect.Effect<(onExpi
   Effect.gen(function*() {
     const timeoutMs = Duration.toMillis(timeout)
     const clock = yield* Clock.Clock
+    // Monotonic: a wall clock set forward must not expire every deadline at once.
+    const nowMs = () => Number(clock.monotonicTimeNanosUnsafe() / 1_000_000n)
     type Entry = { readonly at: number; onExpire: (() => void) | undefined }
     // Oldest first; `head` is the first entry not yet passed or settled.
     let entries: Array<Entry> = []
@@ -37,7 +39,7 @@ export const makeDeadlines = (timeout: Duration.Duration): Effect.Effect<(onExpi
       dropSettled()
       const oldest = entries[head]
       if (oldest === undefined) return Queue.take(started)
-      const now = clock.currentTimeMillisUnsafe()
+      const now = nowMs()
       if (oldest.at > now) return Effect.sleep(oldest.at - now)
       for (; head < entries.length && entries[head]!.at <= now; head++) {
         const entry = entries[head]!
@@ -49,7 +51,7 @@ export const makeDeadlines = (timeout: Duration.Duration): Effect.Effect<(onExpi
     })))
 
     return (onExpire) => {
-      const entry: Entry = { at: clock.currentTimeMillisUnsafe() + timeoutMs, onExpire }
+      const entry: Entry = { at: nowMs() + timeoutMs, onExpire }
       if (entries.length === head) Queue.offerUnsafe(started, undefined)
       entries.push(entry)
       return { settle: () => void (entry.onExpire = undefined) }
