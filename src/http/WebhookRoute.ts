@@ -27,7 +27,7 @@ const digest = (text: string) => createHash("sha256").update(text).digest()
 /**
  * `POST /webhook`: validate, store in the inbox, answer. It never runs bot logic, so the answer
  * depends only on the insert: 200 once the row is committed, 503 with Retry-After if it cannot be
- * stored within STORE_TIMEOUT (Telegram redelivers; nothing is lost).
+ * stored within the inbox's STORE_TIMEOUT (Telegram redelivers; nothing is lost).
  */
 export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
   const config = yield* AppConfig

@@ -93,15 +93,15 @@ export class IngressFull extends Schema.TaggedError<IngressFull>()("IngressFull"
   }
 }
 
+/** How long a timed store (the webhook's) waits for the inbox insert. */
+export const STORE_TIMEOUT = Duration.seconds(3)
+
 /** Not stored within STORE_TIMEOUT: the webhook answers 503 (the update may still be stored). */
 export class StoreTimeout extends Schema.TaggedError<StoreTimeout>()("StoreTimeout", {}) {
   override get message() {
     return `the update was not stored within ${Duration.format(STORE_TIMEOUT)}`
   }
 }
-
-/** How long a timed store (the webhook's) waits for the inbox insert. */
-export const STORE_TIMEOUT = Duration.seconds(3)
 
 /** Requests waiting for the inbox insert; beyond this the webhook answers 503 at once. */
 export const INGRESS_CAPACITY = 2_000
