@@ -143,7 +143,8 @@ export const Dispatcher = {
           Effect.trackDuration(Metrics.processingDuration, (duration) => Duration.toSeconds(duration))
         )
         deadline.settle()
-        // (A handler that committed just as its time ran out counts as done.)
+        // A handler that still ended well (it had finished, or the interruption found it past its
+        // commit) counts as done.
         if (timedOut !== undefined && Exit.isFailure(exit)) {
           const message = `timed out after ${Duration.format(config.updateTimeout)}`
           yield* Effect.logError(

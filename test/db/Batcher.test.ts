@@ -59,7 +59,7 @@ describe("makeBatcher", () => {
       assert.deepStrictEqual(batches.flat(), [1, 2])
     }))
 
-  it.effect("a timed caller answered in time gets its result, and nothing fails once its deadline has passed", () =>
+  it.effect("a timed caller answered in time gets its result, also after the deadlines have been idle", () =>
     Effect.gen(function*() {
       const submit = yield* makeBatcher<number, number, Late>({
         run: (items) => Effect.succeed(items.map((item) => item * 10)),
