@@ -24,6 +24,7 @@ import { BotApiStandIn } from "./sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "./sandbox/sampleUpdate.ts"
 import { BotApi } from "./telegram/BotApi.ts"
 import { Poller } from "./telegram/Poller.ts"
+import { SendRate } from "./telegram/SendRate.ts"
 import { WebhookRegistration } from "./telegram/WebhookRegistration.ts"
 import { WebhookStatus } from "./telegram/WebhookStatus.ts"
 
@@ -139,6 +140,7 @@ export const makeAppLayer = (options: { readonly bot?: ReturnType<typeof Bot.lay
     Layer.merge(Prometheus.layer),
     Layer.merge(IngressLayer),
     Layer.provideMerge(CoreLayer),
+    Layer.provideMerge(SendRate.layer),
     Layer.provideMerge(WebhookStatus.layer),
     Layer.provideMerge(FiberDump.layer),
     Layer.provide(TelegramLayer),

@@ -1,14 +1,17 @@
-import type { MiddlewareFn, MiddlewareObj } from "grammy"
-import type { Update, UserFromGetMe } from "grammy/types"
+import { Api, Bot as GrammyBot, BotError, GrammyError, type MiddlewareFn, type MiddlewareObj, type Transformer } from "grammy"
+import type { ApiResponse, Update, UserFromGetMe } from "grammy/types"
 import { Context, Effect, Layer, Option, Ref, Schema, Semaphore } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { AppConfig } from "../Config.ts"
 import { currentTraceparent } from "../observability/TraceContext.ts"
 import type { OutgoingCall } from "../outbox/Outbox.ts"
-import { BotApi } from "../telegram/BotApi.ts"
+import { BotApi, BotApiUnavailable } from "../telegram/BotApi.ts"
+import { SendRate } from "../telegram/SendRate.ts"
 import { chatKeyOf, invalidReason, isUpdateKind } from "../telegram/Update.ts"
-import { runGrammy, type SteadfastContext } from "./Grammy.ts"
-import { type Handler, type HandlerContext, type HandlerError, HandlerFailure } from "./Handler.ts"
+import type { RecordedCall } from "../telegram/RecordedCall.ts"
+import { type AttemptApi, makeAttemptApi } from "./AttemptApi.ts"
+import { type GrammyEntry, runGrammy, type SteadfastContext, updateScope } from "./Grammy.ts"
+import type { Handler, HandlerContext, HandlerError } from "./Handler.ts"
 import { safePayload } from "./SafeText.ts"
 
 /**
@@ -35,10 +38,18 @@ export interface HandleResult {
  * `middleware()`). `MiddlewareObj<never>` admits a Composer of any context type; grammY's own
  * `Bot<C>` trusts its context the same way, since flavors such as sessions are added at run time.
  */
-export type BotEntry = Handler | MiddlewareObj<never>
+export type BotEntry = Handler | MiddlewareObj<never> | GrammyBot<never>
 
 /** The bot: its entries, tried in order for every update. */
 export type BotDefinition = ReadonlyArray<BotEntry>
+
+export interface BotOptions {
+  /**
+   * Runs once at start with a client that calls Telegram directly (not part of any update), e.g.
+   * `(api) => api.setMyCommands([...])`. A failure is logged; the service still starts.
+   */
+  readonly onStart?: (api: Api) => Promise<unknown>
+}
 
 const isHandler = (entry: BotEntry): entry is Handler => "handle" in entry
 
@@ -54,28 +65,83 @@ const chatIdKey = (payload: object): string | undefined => {
   return typeof chatId === "number" || typeof chatId === "string" ? `chat:${chatId}` : undefined
 }
 
+/** A client over `botApi` for code outside any update (start-up hooks, `bot.api` at start). */
+const directApi = (botApi: BotApi["Service"]): Transformer => (_prev, method, payload) =>
+  Effect.runPromise(
+    botApi.callRaw(method, { ...payload }).pipe(
+      Effect.map((result): ApiResponse<unknown> => ({ ok: true, result })),
+      Effect.catchTags({
+        BotApiRejected: (error) => Effect.succeed({ ok: false, error_code: error.errorCode, description: error.description } as const),
+        ChatBlocked: (error) => Effect.succeed({ ok: false, error_code: 403, description: error.description } as const),
+        BotApiUnavailable: (error) => Effect.succeed({ ok: false, error_code: 503, description: error.message } as const)
+      })
+    )
+  ) as ReturnType<Transformer>
+
+/**
+ * A developer's own grammY `Bot`: its middleware, `bot.catch` and `bot.api` transformers apply to
+ * every update; `bot.api` itself is routed to the attempt running (its calls are recorded like
+ * `ctx.api`'s), and outside any update straight to Telegram.
+ */
+const adoptBot = (bot: GrammyBot<never>, botApi: BotApi["Service"]): GrammyEntry => {
+  const route: Transformer = (prev, method, payload, signal) => {
+    const scope = updateScope.getStore()
+    if (scope === undefined) return directApi(botApi)(prev, method, payload, signal)
+    const call = (scope.api.raw as unknown as Record<string, (payload: unknown, signal: unknown) => Promise<unknown>>)[method]!
+    return call(payload, signal).then(
+      (result): ApiResponse<unknown> => ({ ok: true, result }),
+      (error: unknown): ApiResponse<unknown> => {
+        if (!(error instanceof GrammyError)) throw error
+        return { ok: false, error_code: error.error_code, description: error.description, parameters: error.parameters }
+      }
+    ) as ReturnType<Transformer>
+  }
+  bot.api.config.use(route)
+  return {
+    middleware: bot.middleware() as unknown as MiddlewareFn<SteadfastContext>,
+    errorHandler: (error, ctx) => Promise.resolve(bot.errorHandler(new BotError(error, ctx as never))),
+    // Everything installed on bot.api but the routing above, which would route back to itself.
+    transformers: () => bot.api.config.installedTransformers().filter((transformer) => transformer !== route)
+  }
+}
+
 /** Routes a claimed update through the bot's entries, inside the caller's transaction. */
 export class Bot extends Context.Service<Bot, {
-  /** Runs the update through the entries; the calls it queued are in the result, not yet sent. */
-  readonly handle: (updateId: number, kind: string, payload: unknown) => Effect.Effect<HandleResult, HandlerError>
+  /** Starts an attempt's Bot API client, given the calls earlier attempts recorded. */
+  readonly attempt: (recorded: ReadonlyArray<RecordedCall>) => Effect.Effect<AttemptApi>
+  /** Runs the update through the entries; calls made at once are in `attempt`, after-commit calls in the result. */
+  readonly handle: (
+    updateId: number,
+    kind: string,
+    payload: unknown,
+    attempt: AttemptApi
+  ) => Effect.Effect<HandleResult, HandlerError>
   /** The bot's own user, from getMe (fetched once, at start or on the first update that needs it). */
-  readonly me: Effect.Effect<UserFromGetMe, HandlerFailure>
+  readonly me: Effect.Effect<UserFromGetMe, BotApiUnavailable>
 }>()("steadfast/bot/Bot") {
-  static readonly layerWith = (definition: BotDefinition) =>
+  static readonly layerWith = (definition: BotDefinition, options: BotOptions = {}) =>
     Layer.effect(
       Bot,
       Effect.gen(function*() {
         const sql = yield* SqlClient
         const botApi = yield* BotApi
         const config = yield* AppConfig
+        const { throttle } = yield* SendRate
         const entries = definition.map((entry, index) =>
           isHandler(entry)
             ? entry
-            : { name: `grammy#${index}`, middleware: entry.middleware() as unknown as MiddlewareFn<SteadfastContext> }
+            : entry instanceof GrammyBot
+            ? { name: `bot#${index}`, ...adoptBot(entry, botApi) }
+            : {
+              name: `grammy#${index}`,
+              middleware: entry.middleware() as unknown as MiddlewareFn<SteadfastContext>,
+              transformers: () => []
+            }
         )
 
         // One getMe at a time: updates arriving while it is asked wait for that answer instead of
-        // asking again; a failure is not kept, so the next update asks anew.
+        // asking again; a failure is not kept, so the next update asks anew. Not knowing who we are
+        // is an outage of the Bot API, never a fault of the update.
         const cachedMe = yield* Ref.make(Option.none<UserFromGetMe>())
         const fetching = yield* Semaphore.make(1)
         const fetchMe = Effect.flatMap(
@@ -85,7 +151,9 @@ export class Bot extends Context.Service<Bot, {
             onNone: () =>
               botApi.call("getMe").pipe(
                 Effect.tap((user) => Ref.set(cachedMe, Option.some(user))),
-                Effect.mapError((error) => new HandlerFailure({ reason: `getMe: ${error.message}` }))
+                Effect.mapError((error) =>
+                  error._tag === "BotApiUnavailable" ? error : new BotApiUnavailable({ method: "getMe", reason: error.message })
+                )
               )
           })
         )
@@ -94,8 +162,24 @@ export class Bot extends Context.Service<Bot, {
         yield* Effect.forkScoped(
           me.pipe(Effect.catchCause((cause) => Effect.logWarning("getMe failed at start; asked again on the first update", cause)))
         )
+        for (const entry of definition) {
+          if (entry instanceof GrammyBot) {
+            yield* Effect.forkScoped(Effect.map(me, (user) => void (entry.botInfo = user)).pipe(Effect.ignore))
+          }
+        }
+        if (options.onStart !== undefined) {
+          const onStart = options.onStart
+          const api = new Api("steadfast")
+          api.config.use(directApi(botApi))
+          yield* Effect.tryPromise(() => onStart(api)).pipe(
+            Effect.catchCause((cause) => Effect.logWarning("the bot's start-up hook failed", cause)),
+            Effect.forkScoped
+          )
+        }
 
-        const handle = Effect.fnUntraced(function*(updateId: number, kind: string, payload: unknown) {
+        const attempt = (recorded: ReadonlyArray<RecordedCall>) => makeAttemptApi({ endpoint: botApi.endpoint, recorded, throttle })
+
+        const handle = Effect.fnUntraced(function*(updateId: number, kind: string, payload: unknown, calls: AttemptApi) {
           if (!isUpdateKind(kind)) return SKIPPED
           const reason = invalidReason(kind, payload)
           if (reason !== undefined) return yield* new InvalidUpdate({ reason: `update ${updateId}: ${reason}` })
@@ -109,25 +193,29 @@ export class Bot extends Context.Service<Bot, {
           const unitSql = Option.getOrElse(yield* Effect.serviceOption(SqlClient), () => sql)
 
           // Buffered, then written by the same statement that finishes the update (one round trip).
-          const calls: Array<OutgoingCall> = []
+          const queued: Array<OutgoingCall> = []
           const queue = (method: string, callPayload: object, key?: string) =>
             Effect.map(currentTraceparent, (traceparent) =>
-              void calls.push({
+              void queued.push({
                 chatKey: key ?? chatIdKey(callPayload) ?? chatKey,
                 method,
                 payload: safePayload(method, callPayload),
                 traceparent
               }))
+          const noChat = () => Effect.die(new Error(`update ${updateId} has no chat to reply to`))
+          // The attempt's calls, typed and with retries, for Effect handlers.
+          const attemptApi = BotApi.over(calls.api(), botApi.endpoint)
           const context: HandlerContext = {
             update,
             me: bot,
             chatKey,
             chatId,
-            call: (method, callPayload, key) => queue(method, callPayload, key),
-            reply: (text, other) =>
-              chatId === undefined
-                ? Effect.die(new Error(`update ${updateId} has no chat to reply to`))
-                : queue("sendMessage", { ...other, chat_id: chatId, text })
+            reply: (text, other) => chatId === undefined ? noChat() : attemptApi.sendMessage(chatId, text, other),
+            call: (method, ...args) => attemptApi.call(method, ...args),
+            afterCommit: {
+              call: (method, callPayload, key) => queue(method, callPayload, key),
+              reply: (text, other) => chatId === undefined ? noChat() : queue("sendMessage", { ...other, chat_id: chatId, text })
+            }
           }
 
           for (const entry of entries) {
@@ -135,21 +223,20 @@ export class Bot extends Context.Service<Bot, {
               if (!entry.matches(update, bot)) continue
               yield* entry.handle(context).pipe(
                 Effect.provideService(SqlClient, unitSql),
-                Effect.provideService(BotApi, botApi),
+                Effect.provideService(BotApi, attemptApi),
                 Effect.provideService(AppConfig, config)
               )
-              return { status: "done", handler: entry.name, calls } satisfies HandleResult
+              return { status: "done", handler: entry.name, calls: queued } satisfies HandleResult
             }
-            const handled = yield* runGrammy(entry.middleware, { update, me: bot, queue }).pipe(
-              Effect.provideService(SqlClient, unitSql),
-              Effect.provideService(BotApi, botApi)
+            const handled = yield* runGrammy(entry, { update, me: bot, attempt: calls, queue }).pipe(
+              Effect.provideService(SqlClient, unitSql)
             )
-            if (handled) return { status: "done", handler: entry.name, calls } satisfies HandleResult
+            if (handled) return { status: "done", handler: entry.name, calls: queued } satisfies HandleResult
           }
-          // Nothing took it; calls queued by middleware that then passed it on are still sent.
-          return calls.length === 0 ? SKIPPED : { status: "done", handler: undefined, calls } satisfies HandleResult
+          // Nothing took it; calls made or queued by middleware that then passed it on still count.
+          return queued.length === 0 ? SKIPPED : { status: "done", handler: undefined, calls: queued } satisfies HandleResult
         })
-        return Bot.of({ handle, me })
+        return Bot.of({ attempt, handle, me })
       })
     )
 }

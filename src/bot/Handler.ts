@@ -1,9 +1,9 @@
-import type { Opts, Update, UserFromGetMe } from "grammy/types"
+import type { Message, Opts, Update, UserFromGetMe } from "grammy/types"
 import { type Effect, Schema } from "effect"
 import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { AppConfig } from "../Config.ts"
-import type { BotApi, BotApiUnavailable, Method } from "../telegram/BotApi.ts"
+import type { BotApi, BotApiError, Method, MethodArgs, MethodResult } from "../telegram/BotApi.ts"
 import type { InvalidUpdate } from "./Bot.ts"
 
 /** A handler's own failure: the update's transaction rolls back and the update is retried. */
@@ -19,6 +19,14 @@ export class HandlerFailure extends Schema.TaggedError<HandlerFailure>()("Handle
 /** The extras of `sendMessage`: everything but the chat and the text. */
 export type ReplyExtras = Omit<Opts<"sendMessage">, "chat_id" | "text">
 
+/** Calls sent only once the update's transaction commits, in order per chat; nothing comes back. */
+export interface AfterCommit {
+  /** Queues `sendMessage` to the update's chat (text cut to Telegram's limit on a character boundary). */
+  readonly reply: (text: string, other?: ReplyExtras) => Effect.Effect<void>
+  /** Queues any Bot API call, typed by method, in order with the other calls for `chatKey`. */
+  readonly call: <M extends Method>(method: M, payload: Opts<M>, chatKey?: string) => Effect.Effect<void>
+}
+
 export interface HandlerContext {
   /** The update exactly as Telegram sent it. */
   readonly update: Update
@@ -29,31 +37,29 @@ export interface HandlerContext {
   /** The chat the update came from, when it has one. */
   readonly chatId: number | undefined
   /**
-   * Queues `sendMessage` to the update's chat (text cut to Telegram's limit on a character
-   * boundary); it is sent only if the transaction commits.
+   * Sends a message to the update's chat now and answers with it, as grammY's `ctx.reply`. Recorded:
+   * a re-run of the update gets this Message back instead of sending it again.
    */
-  readonly reply: (text: string, other?: ReplyExtras) => Effect.Effect<void>
-  /**
-   * Queues any Bot API call, typed by method, sent in order with the other calls for `chatKey`
-   * once the transaction commits. Nothing comes back: the call has not happened yet.
-   */
-  readonly call: <M extends Method>(method: M, payload: Opts<M>, chatKey?: string) => Effect.Effect<void>
+  readonly reply: (text: string, other?: ReplyExtras) => Effect.Effect<Message.TextMessage, BotApiError>
+  /** Calls any Bot API method now, typed by method, and answers with Telegram's result; recorded like `reply`. */
+  readonly call: <M extends Method>(method: M, ...args: MethodArgs<M>) => Effect.Effect<MethodResult<M>, BotApiError>
+  /** Calls that must go out only if the update's transaction commits. */
+  readonly afterCommit: AfterCommit
 }
 
 /**
- * What a handler may `yield*`. `SqlClient` is the update's transaction. `BotApi` calls Telegram
- * at once, bypassing the outbox: only for calls that must happen before the transaction commits
- * or must not wait behind queued messages (answerPreCheckoutQuery, refundStarPayment); a reply
- * goes through `reply`/`call`, so it is sent only if the transaction commits.
+ * What a handler may `yield*`. `SqlClient` is the update's transaction. `BotApi` is the update's
+ * attempt client: its calls are made at once and recorded, like `call`.
  */
 export type HandlerServices = SqlClient | BotApi | AppConfig
 
 /**
  * The failures a handler may end with: each rolls the update's transaction back. A lost database
  * connection (SqlError) or an unreachable Bot API (BotApiUnavailable) is retried without counting
- * toward MAX_ATTEMPTS; any other failure counts; InvalidUpdate is dead-lettered at once.
+ * toward MAX_ATTEMPTS; a chat that blocked the bot (ChatBlocked) or an invalid update is
+ * dead-lettered at once; any other failure counts.
  */
-export type HandlerError = HandlerFailure | InvalidUpdate | SqlError | BotApiUnavailable
+export type HandlerError = HandlerFailure | InvalidUpdate | SqlError | BotApiError
 
 /**
  * An Effect-style bot feature. `handle` runs inside the update's transaction: `yield* SqlClient`

@@ -18,6 +18,9 @@ export interface LazyTransaction {
   ) => Effect.Effect<A, E | E2, R | R2>
 }
 
+/** Why a statement was refused: the attempt it belongs to has ended. */
+export const ATTEMPT_OVER = "this update's attempt is over (timed out or finished): its transaction takes no more statements"
+
 const savepointClients = new WeakMap<SqlClient, SqlClient>()
 let savepoints = 0
 
@@ -72,13 +75,18 @@ export const lazyTransaction = <A, E, R>(
       let connection: Connection | undefined
       let began = false
       let autocommit = false
+      // Set once the body has ended: a statement from code that outlived it (a promise of a timed-out
+      // grammY handler) must not open a connection nobody would close.
+      let over = false
 
       const slotted = Effect.mapError(
         slot,
         (timeout) => new SqlError({ reason: new ConnectionError({ cause: timeout, message: timeout.message, operation: "reserve" }) })
       )
       const reserve: Effect.Effect<Connection, SqlError> = Effect.suspend(() =>
-        connection !== undefined ? Effect.succeed(connection) : Effect.map(
+        over ?
+          Effect.fail(new SqlError({ reason: new ConnectionError({ cause: undefined, message: ATTEMPT_OVER, operation: "reserve" }) }))
+          : connection !== undefined ? Effect.succeed(connection) : Effect.map(
           Scope.provide(Effect.andThen(slotted, sql.reserve), scope ??= Scope.makeUnsafe()),
           (reserved) => {
             connection = reserved
@@ -105,7 +113,8 @@ export const lazyTransaction = <A, E, R>(
         executeValuesUnprepared: (statement, params) => Effect.flatMap(begin, (c) => c.executeValuesUnprepared(statement, params)),
         executeUnprepared: (statement, params, transform) => Effect.flatMap(begin, (c) => c.executeUnprepared(statement, params, transform))
       }
-      const control = (statement: string) => Effect.asVoid(lazy.executeUnprepared(statement, [], undefined))
+      // COMMIT and ROLLBACK run once the body is over, on the connection it began.
+      const control = (statement: string) => Effect.suspend(() => Effect.asVoid(connection!.executeUnprepared(statement, [], undefined)))
 
       const transaction: LazyTransaction = {
         last: <A, E, R, A2 extends A, E2, R2>(effect: Effect.Effect<A, E, R>, alone?: Effect.Effect<A2, E2, R2>) =>
@@ -118,6 +127,7 @@ export const lazyTransaction = <A, E, R>(
         Effect.provideService(sql.transactionService, [lazy, 0]),
         Effect.provideService(SqlClient, savepointClient(sql)),
         Effect.onExit((exit) => {
+          over = true
           if (!began) return Effect.void
           return Exit.isSuccess(exit)
             ? control("COMMIT")

@@ -1,4 +1,5 @@
 import { Cause, Data, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Option, Predicate, Semaphore } from "effect"
+import type { AttemptApi } from "../bot/AttemptApi.ts"
 import { Bot, type HandleResult } from "../bot/Bot.ts"
 import { AppConfig } from "../Config.ts"
 import { Database } from "../db/Database.ts"
@@ -14,6 +15,7 @@ import { describeFiber, FiberDump } from "../observability/FiberDump.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
 import { Outbox } from "../outbox/Outbox.ts"
+import type { RecordedCall } from "../telegram/RecordedCall.ts"
 import { type Claimed, type Finished, Inbox } from "./Inbox.ts"
 
 const currentTraceId = Effect.map(Effect.option(Effect.currentSpan), Option.match({ onNone: () => null, onSome: (span) => span.traceId }))
@@ -31,9 +33,12 @@ export const retryBackoff = (base: Duration.Duration, attempt: number): Duration
 /** A run that failed for lack of infrastructure is retried without counting toward MAX_ATTEMPTS. */
 const isInfrastructureFailure = (cause: Cause.Cause<unknown>): boolean => Option.exists(Cause.findErrorOption(cause), isInfrastructureError)
 
-/** The update cannot be handled whatever happens (it lacks what its kind requires): dead at once. */
-const isInvalidUpdate = (cause: Cause.Cause<unknown>): boolean =>
-  Option.exists(Cause.findErrorOption(cause), Predicate.isTagged("InvalidUpdate"))
+/**
+ * No run can succeed: the update lacks what its kind requires, or its chat has blocked the bot.
+ * Dead at once.
+ */
+const isFinalFailure = (cause: Cause.Cause<unknown>): boolean =>
+  Option.exists(Cause.findErrorOption(cause), (error) => Predicate.isTagged(error, "InvalidUpdate") || Predicate.isTagged(error, "ChatBlocked"))
 
 const processedBy = Metrics.tagged(Metrics.updatesProcessed)
 
@@ -107,10 +112,10 @@ export const Dispatcher = {
     // The transaction, and the handler's pool slot, begin with the handler's first statement: a
     // handler that runs none holds no connection, and its finish shares one statement, in
     // autocommit, with those of other handlers finishing at the same moment.
-    const runHandler = (update: Claimed) =>
+    const runHandler = (update: Claimed, calls: AttemptApi) =>
       lazyTransaction(db.sql, (transaction) =>
         Effect.gen(function*() {
-          const result = yield* bot.handle(update.updateId, update.kind, update.payload)
+          const result = yield* bot.handle(update.updateId, update.kind, update.payload, calls)
           // Lease the chat's next waiting update to us only when nothing of the chat queues here already.
           const chain = !lifecycle.isDraining() && chats.waiting(update.chatKey).length === 0
           const request = { update, status: result.status, calls: result.calls, traceId: yield* currentTraceId, chain }
@@ -123,11 +128,14 @@ export const Dispatcher = {
     const process = (update: Claimed): Effect.Effect<Outcome> => {
       // What a failed run left behind, set once it is recorded (the failure itself goes on to the span).
       let failed: Outcome = stopped
+      // The attempt's Bot API calls: made at once, recorded with a failure so a re-run repeats none.
+      let calls: AttemptApi | undefined
       return Effect.gen(function*() {
+        calls = yield* bot.attempt(update.recorded)
         // The handler runs in a child fiber so that, on timeout, we can say what it was doing
         // before interrupting it (interruption rolls its transaction back).
         const handler = yield* Effect.forkChild(
-          runHandler(update).pipe(fiberDump.track(`handler of update ${update.updateId} (${update.kind})`)),
+          runHandler(update, calls).pipe(fiberDump.track(`handler of update ${update.updateId} (${update.kind})`)),
           { startImmediately: true }
         )
         // What it was doing when its time ran out, described before it was interrupted.
@@ -143,6 +151,8 @@ export const Dispatcher = {
           Effect.trackDuration(Metrics.processingDuration, (duration) => Duration.toSeconds(duration))
         )
         deadline.settle()
+        // Whatever of the handler outlived its attempt (a grammY promise keeps running) calls nothing more.
+        calls.close()
         // A handler that still ended well (it had finished, or the interruption found it past its
         // commit) counts as done.
         if (timedOut !== undefined && Exit.isFailure(exit)) {
@@ -150,7 +160,7 @@ export const Dispatcher = {
           yield* Effect.logError(
             `update ${update.updateId} (${update.kind}) ${message} on attempt ${update.attempts}; it was doing:\n${timedOut}`
           )
-          failed = yield* recordFailure(update, message)
+          failed = yield* recordFailure(update, message, calls.record())
           return yield* Effect.fail(new Cause.TimeoutError(message))
         }
         if (Exit.isSuccess(exit)) return yield* recordOutcome(exit.value.result, exit.value.finished)
@@ -160,11 +170,14 @@ export const Dispatcher = {
           return stopped
         }
         yield* Effect.logError(`update ${update.updateId} (${update.kind}) failed on attempt ${update.attempts}`, exit.cause)
-        failed = yield* recordFailure(update, Cause.pretty(exit.cause), exit.cause)
+        failed = yield* recordFailure(update, Cause.pretty(exit.cause), calls.record(), exit.cause)
         return yield* Effect.failCause(exit.cause)
       }).pipe(
         // Only shutdown interrupts a worker: give the update back without counting the attempt.
-        Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),
+        Effect.onInterrupt(() => {
+          calls?.close()
+          return inbox.release(update).pipe(Effect.ignoreCause)
+        }),
         Effect.ensuring(inbox.leases.release(update)),
         withTraceLogs,
         Effect.annotateLogs({ update_id: update.updateId }),
@@ -194,12 +207,18 @@ export const Dispatcher = {
     }
 
     // Records the failed run. If the outcome cannot be recorded, the lease expires and the run is redone.
-    const recordFailure = (update: Claimed, error: string, cause: Cause.Cause<unknown> = Cause.empty) =>
+    const recordFailure = (
+      update: Claimed,
+      error: string,
+      calls: ReadonlyArray<RecordedCall>,
+      cause: Cause.Cause<unknown> = Cause.empty
+    ) =>
       Effect.gen(function*() {
         const infrastructure = isInfrastructureFailure(cause)
         const backoff = retryBackoff(RETRY_BASE, update.attempts)
         const outcome = yield* persistently(inbox.fail(update, error, {
-          maxAttempts: isInvalidUpdate(cause) ? 0 : config.maxAttempts,
+          calls,
+          maxAttempts: isFinalFailure(cause) ? 0 : config.maxAttempts,
           backoff: infrastructure ? Duration.min(backoff, INFRASTRUCTURE_RETRY_CAP) : backoff,
           traceId: yield* currentTraceId,
           counted: !infrastructure
@@ -304,7 +323,7 @@ export const Dispatcher = {
       what: "updates",
       concurrency: config.workerConcurrency,
       slots,
-      claim: (limit) => inbox.claim(limit),
+      claim: (limit) => inbox.claim(limit, config.maxAttempts),
       place: (update) => chats.place(update, startInSlot),
       wakeup
     })

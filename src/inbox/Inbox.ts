@@ -6,6 +6,7 @@ import { type HeldLease, LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW
 import type { ClaimedCall, OutgoingCall } from "../outbox/Outbox.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
 import { Instance } from "../db/Instance.ts"
+import { RecordedCall } from "../telegram/RecordedCall.ts"
 
 /** The channel every instance LISTENs on; payload `inbox` or `outbox` says what has new work. */
 export const NOTIFY_CHANNEL = "steadfast"
@@ -33,7 +34,8 @@ const ClaimedRow = Schema.Struct({
   payload: Schema.Unknown,
   attempts: Schema.Number,
   lease_id: Schema.String,
-  traceparent: Schema.NullOr(Schema.String)
+  traceparent: Schema.NullOr(Schema.String),
+  calls: Schema.optional(Schema.NullOr(Schema.Array(RecordedCall)))
 })
 type ClaimedRow = typeof ClaimedRow.Type
 
@@ -46,6 +48,8 @@ export interface Claimed extends HeldLease {
   readonly payload: unknown
   readonly attempts: number
   readonly traceparent: string | null
+  /** The Bot API calls earlier attempts made, for this one to get back instead of making them again. */
+  readonly recorded: ReadonlyArray<RecordedCall>
 }
 
 const toClaimed = (owner: string) => (row: ClaimedRow): Claimed => ({
@@ -57,7 +61,8 @@ const toClaimed = (owner: string) => (row: ClaimedRow): Claimed => ({
   payload: row.payload,
   attempts: row.attempts,
   leaseId: row.lease_id,
-  traceparent: row.traceparent
+  traceparent: row.traceparent,
+  recorded: row.calls ?? []
 })
 
 const FinishedRow = Schema.Struct({
@@ -181,8 +186,11 @@ export class Inbox extends Context.Service<Inbox, {
   readonly takeHandedOffOfChatUnsafe: (chatKey: string) => ReadonlyArray<Claimed>
   /** Waits until an update may have been handed over since the last poll. */
   readonly awaitHandedOff: Effect.Effect<void>
-  /** Claims up to `limit` runnable updates, at most one per chat. */
-  readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<Claimed>, SqlError | PoolTimeout>
+  /**
+   * Claims up to `limit` runnable updates, at most one per chat. One whose lease ran out after
+   * `maxAttempts` claims is dead-lettered instead.
+   */
+  readonly claim: (limit: number, maxAttempts: number) => Effect.Effect<ReadonlyArray<Claimed>, SqlError | PoolTimeout>
   /**
    * Inside the handler's transaction: marks the update finished and queues its Bot API calls, if
    * the lease is still ours (None: another instance took the update over, roll back). The calls to
@@ -207,6 +215,8 @@ export class Inbox extends Context.Service<Inbox, {
       readonly backoff: Duration.Duration
       readonly traceId: string | null
       readonly counted: boolean
+      /** The calls a re-run must not make again (see RecordedCall). */
+      readonly calls: ReadonlyArray<RecordedCall>
     }
   ) => Effect.Effect<FailureOutcome | undefined, SqlError | PoolTimeout>
   /** Work waiting: open updates, the oldest one's age, dead letters, open outbox calls. */
@@ -309,7 +319,8 @@ export class Inbox extends Context.Service<Inbox, {
                     payload: update.payload,
                     attempts: 1,
                     leaseId: row.lease_id,
-                    traceparent: update.traceparent
+                    traceparent: update.traceparent,
+                    recorded: []
                   })
                 }, { discard: true })
               ),
@@ -375,7 +386,7 @@ export class Inbox extends Context.Service<Inbox, {
             ) WITH ORDINALITY AS t(update_id, lease_id, status, trace_id, chain, item)
           ), finished AS (
             UPDATE inbox SET status = i.status, finished_at = now(), locked_until = NULL, lease_id = NULL,
-                             owner = NULL, last_error = NULL, trace_id = nullif(i.trace_id, '')
+                             owner = NULL, last_error = NULL, trace_id = nullif(i.trace_id, ''), calls = NULL
             FROM input i WHERE inbox.update_id = i.update_id AND inbox.lease_id = i.lease_id
             RETURNING inbox.update_id, inbox.chat_key, i.item, i.chain
           ), successor AS (
@@ -392,7 +403,7 @@ export class Inbox extends Context.Service<Inbox, {
                              locked_until = now() + ${leaseMs} * interval '1 millisecond', owner = ${me}::uuid
             FROM successor s WHERE inbox.update_id = s.update_id
             RETURNING s.item, inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts,
-                      inbox.lease_id::text AS lease_id, inbox.traceparent
+                      inbox.lease_id::text AS lease_id, inbox.traceparent, inbox.calls
           ), calls AS (
             SELECT c.*, f.update_id, c.chat_key = f.chat_key AS own, held.chat_key IS NULL AS free
             FROM unnest(
@@ -482,9 +493,9 @@ export class Inbox extends Context.Service<Inbox, {
         },
         awaitHandedOff: Effect.asVoid(Queue.take(arrived)),
 
-        claim: Effect.fn("Inbox.claim")(function*(limit) {
+        claim: Effect.fn("Inbox.claim")(function*(limit, maxAttempts) {
           const me = instance.owner()
-          const rows = yield* db.withConnection(sql`
+          const rows = yield* db.withConnection(sql<{ readonly update_id: unknown; readonly dead: boolean }>`
           WITH next AS (
             SELECT i.update_id FROM inbox i
             -- attempts >= 0 (always true) names inbox_open, the claims' own index (migration 0013).
@@ -505,15 +516,30 @@ export class Inbox extends Context.Service<Inbox, {
             LIMIT ${limit}
             FOR UPDATE SKIP LOCKED
           )
+          -- An update whose lease ran out after maxAttempts claims never recorded an outcome: each
+          -- run took its instance down (or never got to say why). It is dead now, not claimed again.
+          , dying AS (
+            SELECT n.update_id, i.status = 'processing' AND i.attempts >= ${maxAttempts} AS dead
+            FROM next n JOIN inbox i ON i.update_id = n.update_id
+          )
           UPDATE inbox SET
-            status = 'processing',
-            attempts = inbox.attempts + 1,
-            lease_id = gen_random_uuid(),
-            locked_until = now() + ${leaseMs} * interval '1 millisecond',
-            owner = ${me}::uuid
-          FROM next WHERE inbox.update_id = next.update_id
-          RETURNING inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id, inbox.traceparent`)
-          const decoded = yield* decodeClaimed(rows).pipe(Effect.orDie)
+            status = CASE WHEN d.dead THEN 'dead' ELSE 'processing' END,
+            attempts = inbox.attempts + CASE WHEN d.dead THEN 0 ELSE 1 END,
+            lease_id = CASE WHEN d.dead THEN NULL ELSE gen_random_uuid() END,
+            locked_until = CASE WHEN d.dead THEN NULL ELSE now() + ${leaseMs} * interval '1 millisecond' END,
+            owner = CASE WHEN d.dead THEN NULL ELSE ${me}::uuid END,
+            finished_at = CASE WHEN d.dead THEN now() END,
+            last_error = CASE WHEN d.dead
+              THEN 'claimed ' || inbox.attempts || ' times without an outcome (did its runs crash the process?)'
+              ELSE inbox.last_error END
+          FROM dying d WHERE inbox.update_id = d.update_id
+          RETURNING inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id,
+                    inbox.traceparent, inbox.calls, d.dead`)
+          const dead = rows.filter((row) => row.dead === true)
+          if (dead.length > 0) {
+            yield* Effect.logError(`dead-lettered at claim, having run ${maxAttempts} times without an outcome: update(s) ${dead.map((row) => String(row.update_id)).join(", ")}`)
+          }
+          const decoded = yield* decodeClaimed(rows.filter((row) => row.dead !== true)).pipe(Effect.orDie)
           const claimed = decoded.map(toClaimed(me)).sort((a, b) => a.updateId - b.updateId)
           yield* Effect.forEach(claimed, leases.hold, { discard: true })
           return claimed
@@ -522,7 +548,7 @@ export class Inbox extends Context.Service<Inbox, {
         finish: (request) => Effect.suspend(() => Effect.map(finishStatement([request]), (results) => results[0]!)),
         finishAlone: (request) => Effect.flatMap(Effect.option(Effect.currentSpan), (span) => finishBatched({ request, span })),
 
-        fail: Effect.fn("Inbox.fail")(function*(update, error, { backoff, counted, maxAttempts, traceId }) {
+        fail: Effect.fn("Inbox.fail")(function*(update, error, { backoff, calls, counted, maxAttempts, traceId }) {
           const rows = yield* db.withConnection(
             sql<{ status: string }>`
           UPDATE inbox SET
@@ -532,6 +558,7 @@ export class Inbox extends Context.Service<Inbox, {
             available_at = now() + ${Duration.toMillis(backoff)} * interval '1 millisecond',
             last_error = ${error.slice(0, 4000)},
             trace_id = coalesce(${traceId}, trace_id),
+            calls = ${calls.length === 0 ? null : JSON.stringify(calls)}::jsonb,
             locked_until = NULL,
             lease_id = NULL,
             owner = NULL

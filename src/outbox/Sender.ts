@@ -1,5 +1,4 @@
 import { Duration, Effect, FiberSet, Layer, Option, Semaphore } from "effect"
-import * as RateLimiter from "effect/persistence/RateLimiter"
 import { AppConfig } from "../Config.ts"
 import { persistently } from "../db/Faults.ts"
 import { Instance } from "../db/Instance.ts"
@@ -9,6 +8,7 @@ import { Notifications } from "../db/Notifications.ts"
 import { FiberDump } from "../observability/FiberDump.ts"
 import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
 import { BotApi } from "../telegram/BotApi.ts"
+import { SendRate } from "../telegram/SendRate.ts"
 import { type ClaimedCall, Outbox } from "./Outbox.ts"
 
 /** Delivery attempts for a call the Bot API keeps failing transiently (5xx, network) before it is failed for good. */
@@ -35,7 +35,7 @@ export const Sender = {
     const outbox = yield* Outbox
     const botApi = yield* BotApi
     const { outbox: wakeup } = yield* Notifications
-    const limiter = yield* RateLimiter.RateLimiter
+    const { throttle } = yield* SendRate
     const fiberDump = yield* FiberDump
     const instance = yield* Instance
     const slots = yield* Semaphore.make(config.senderConcurrency)
@@ -53,14 +53,6 @@ export const Sender = {
 
     const senders = yield* FiberSet.make<void>()
     yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(senders), config.shutdownGrace))
-
-    // Built once: the store reads the clock each time the effect runs.
-    const throttle = RateLimiter.sleep(limiter, {
-      key: "bot-api",
-      limit: config.sendRatePerSecond,
-      window: "1 second",
-      algorithm: "token-bucket"
-    })
 
     const deliver = (call: ClaimedCall): Effect.Effect<Delivery> =>
       throttle.pipe(
@@ -165,5 +157,5 @@ export const Sender = {
     })
     yield* Effect.forkScoped(handOffLoop)
     yield* Effect.forkScoped(recovery.run)
-  })).pipe(Layer.provide(RateLimiter.layer), Layer.provide(RateLimiter.layerStoreMemory))
+  }))
 }

@@ -59,14 +59,17 @@ export const productKeyboard = {
   inline_keyboard: PRODUCTS.map((product) => [{ text: describeProduct(product), callback_data: `${BUY_CALLBACK_PREFIX}${product.id}` }])
 }
 
-/** Creates the order and queues its invoice to the chat; both commit with the update or neither does. */
+/**
+ * Creates the order and queues its invoice to the chat, sent after commit: an invoice whose order
+ * was rolled back would take money for nothing.
+ */
 const issueInvoice = (
-  { call, update }: HandlerContext,
+  { afterCommit, update }: HandlerContext,
   order: { readonly userId: bigint; readonly chatId: bigint; readonly product: Product }
 ) =>
   Effect.gen(function*() {
     const issued = yield* createOrder({ ...order, updateId: update.update_id })
-    yield* call("sendInvoice", { ...issued.invoice, chat_id: Number(order.chatId) }, `chat:${order.chatId}`)
+    yield* afterCommit.call("sendInvoice", { ...issued.invoice, chat_id: Number(order.chatId) }, `chat:${order.chatId}`)
   })
 
 /** Decodes a service message's payment content, or fails the update as invalid: a payment is never skipped. */
@@ -153,12 +156,12 @@ const preCheckout = makeHandler({
 })
 
 // The money has been taken when this arrives: record it (exactly once), credit it when it
-// matches its order, and send the receipt through the outbox — a receipt that cannot be
-// delivered (the user blocked the bot) fails on its own, after the credit has committed.
+// matches its order, and send the receipt after commit: it states a credit that must have
+// happened, and one that cannot be delivered (the user blocked the bot) fails on its own.
 const successfulPayment = makeHandler({
   name: "successful-payment",
   matches: (update) => update.message?.successful_payment !== undefined,
-  handle: Effect.fn("Handler.successfulPayment")(function*({ update, reply }) {
+  handle: Effect.fn("Handler.successfulPayment")(function*({ afterCommit: { reply }, update }) {
     const message = update.message
     if (message === undefined) return
     const payment = yield* paymentContent(SuccessfulPayment, message.successful_payment, update, "a successful_payment")
@@ -194,7 +197,7 @@ const successfulPayment = makeHandler({
 const refundedPayment = makeHandler({
   name: "refunded-payment",
   matches: (update) => update.message?.refunded_payment !== undefined,
-  handle: Effect.fn("Handler.refundedPayment")(function*({ update, reply }) {
+  handle: Effect.fn("Handler.refundedPayment")(function*({ afterCommit: { reply }, update }) {
     const refunded = yield* paymentContent(RefundedPayment, update.message?.refunded_payment, update, "a refunded_payment")
     const balance = yield* recordRefund(refunded.telegram_payment_charge_id)
     if (Option.isNone(balance)) return
@@ -210,11 +213,12 @@ const balance = privateCommand("balance", "/balance - your credits", (context, u
   }).pipe(Effect.withSpan("Handler.balance")))
 
 // `/refund` (the last refundable payment) or `/refund <charge id>`. Telegram refunds first, by a
-// direct call; the refund is recorded only if it succeeded (see Payments.refund).
+// call made at once; the refund is recorded only if it succeeded (see Payments.refund), and the
+// answer, which states what was recorded, goes after commit.
 const refundCommand = privateCommand(
   "refund",
   "/refund - get the Stars of your last payment back",
-  ({ update, reply }, userId) =>
+  ({ afterCommit: { reply }, update }, userId) =>
     Effect.gen(function*() {
       const argument = commandArgument(update)
       // Telegram unreachable (BotApiUnavailable): rolled back and retried; nothing was recorded.

@@ -1,6 +1,6 @@
 import { Api, type ApiClientOptions, GrammyError, HttpError, type RawApi } from "grammy"
 import type { ApiMethods, Message, Opts, WebhookInfo } from "grammy/types"
-import { Cause, Context, Data, Duration, Effect, Exit, Layer, Metric, Option, Redacted, Schedule, Schema } from "effect"
+import { Cause, Context, Data, Duration, Effect, Exit, identity, Layer, Metric, Option, Redacted, Schedule, Schema } from "effect"
 import * as Metrics from "../observability/Metrics.ts"
 import { botApiFetch } from "./HttpFetch.ts"
 
@@ -104,6 +104,52 @@ const errorText = (error: unknown): string => {
   return error instanceof Error ? error.message : String(error)
 }
 
+/**
+ * What a failed call means: refused for this chat (403), refused (other 4xx), or transient (429,
+ * 5xx, network, timeout), with Telegram's words and never the token.
+ */
+const classifyFailure = (method: string, payload: unknown, error: unknown, token: string): ChatBlocked | BotApiRejected | Transient => {
+  if (error instanceof GrammyError) {
+    const description = redactToken(error.description, token)
+    const code = error.error_code
+    if (code === 429) {
+      const retryAfter = error.parameters.retry_after
+      return new Transient({
+        reason: `429: ${description}`,
+        ...(retryAfter !== undefined ? { retryAfter: Duration.seconds(retryAfter) } : {})
+      })
+    }
+    if (code >= 500) return new Transient({ reason: `${code}: ${description}` })
+    if (code === 403) {
+      const chatId = chatIdOf(payload)
+      return new ChatBlocked({ method, description, ...(chatId !== undefined ? { chatId } : {}) })
+    }
+    return new BotApiRejected({ method, errorCode: code, description })
+  }
+  return new Transient({ reason: redactToken(errorText(error), token) })
+}
+
+/** A grammY failure (GrammyError, HttpError) as the typed error a handler can act on. */
+export const toBotApiError = (method: string, payload: unknown, error: unknown, token: Redacted.Redacted<string>): BotApiError => {
+  const failure = classifyFailure(method, payload, error, Redacted.value(token))
+  return failure._tag !== "BotApiTransient" ? failure : new BotApiUnavailable({
+    method,
+    reason: failure.reason,
+    ...(failure.retryAfter === undefined ? {} : { retryAfterSeconds: Duration.toSeconds(failure.retryAfter) })
+  })
+}
+
+// Exponential backoff with jitter for 5xx, network errors and timeouts; a 429 waits exactly
+// the retry_after Telegram asked for, since retrying earlier only extends the flood wait.
+const schedule = Schedule.exponential("200 millis", 2).pipe(
+  Schedule.setInputType<ChatBlocked | BotApiRejected | Transient>(),
+  Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, Duration.seconds(5)))),
+  Schedule.jittered,
+  Schedule.modifyDelay(({ input, duration }) =>
+    Effect.succeed(input._tag === "BotApiTransient" && input.retryAfter !== undefined ? input.retryAfter : duration)
+  )
+)
+
 const botApiDurationBy = Metrics.tagged(Metrics.botApiDuration)
 
 const outcomeOf = (exit: Exit.Exit<unknown, ChatBlocked | BotApiRejected | Transient>): string => {
@@ -136,7 +182,15 @@ const measured = (method: string) => <A, R>(attempt: Effect.Effect<A, ChatBlocke
     })
   })
 
+/** Where and how the Bot API is reached, for grammY clients built per update. */
+export interface BotApiEndpoint {
+  readonly token: Redacted.Redacted<string>
+  readonly apiRoot: string
+  readonly timeoutSeconds: number
+}
+
 export class BotApi extends Context.Service<BotApi, {
+  readonly endpoint: BotApiEndpoint
   /** Calls any Bot API method with timeout, retries and typed failures. */
   readonly call: <M extends Method>(method: M, ...args: MethodArgs<M>) => Effect.Effect<MethodResult<M>, BotApiError>
   /** Calls a method named at run time (e.g. read back from the outbox); the answer is not typed. */
@@ -159,104 +213,89 @@ export class BotApi extends Context.Service<BotApi, {
     readonly maxRetries?: number
   }): Effect.Effect<BotApi["Service"]> {
     return Effect.sync(() => {
-      const token = Redacted.value(options.token)
       const callTimeout = Duration.fromInputUnsafe(options.callTimeout ?? "10 seconds")
-      const maxRetries = options.maxRetries ?? 4
+      const endpoint = { token: options.token, apiRoot: options.apiRoot, timeoutSeconds: Duration.toSeconds(callTimeout) }
       // grammY's own timer is the call's timeout: it aborts the request, and its error is transient.
       // (An Effect timeout would race two more fibers against every call.)
-      const api = new Api(token, {
+      const api = new Api(Redacted.value(options.token), {
         apiRoot: options.apiRoot,
-        timeoutSeconds: Duration.toSeconds(callTimeout),
+        timeoutSeconds: endpoint.timeoutSeconds,
         // grammY types `fetch` as node-fetch's; it uses only what botApiFetch implements.
         fetch: botApiFetch as unknown as NonNullable<ApiClientOptions["fetch"]>
       })
+      return BotApi.over(api, endpoint, { maxRetries: options.maxRetries ?? 4, traced: true })
+    })
+  }
 
-      const classify = (method: string, payload: unknown, error: unknown): ChatBlocked | BotApiRejected | Transient => {
-        if (error instanceof GrammyError) {
-          const description = redactToken(error.description, token)
-          const code = error.error_code
-          if (code === 429) {
-            const retryAfter = error.parameters.retry_after
-            return new Transient({
-              reason: `429: ${description}`,
-              ...(retryAfter !== undefined ? { retryAfter: Duration.seconds(retryAfter) } : {})
-            })
-          }
-          if (code >= 500) return new Transient({ reason: `${code}: ${description}` })
-          if (code === 403) {
-            const chatId = chatIdOf(payload)
-            return new ChatBlocked({ method, description, ...(chatId !== undefined ? { chatId } : {}) })
-          }
-          return new BotApiRejected({ method, errorCode: code, description })
-        }
-        return new Transient({ reason: redactToken(errorText(error), token) })
-      }
+  /**
+   * The service over a grammY client of ours: an update's attempt client (whose calls are recorded,
+   * and traced there, so `traced` is false) or the service's own.
+   */
+  static over(
+    api: Api,
+    endpoint: BotApiEndpoint,
+    options: { readonly maxRetries?: number; readonly traced?: boolean } = {}
+  ): BotApi["Service"] {
+    const token = Redacted.value(endpoint.token)
+    const maxRetries = options.maxRetries ?? 4
+    const traced = options.traced ?? true
+    const classify = (method: string, payload: unknown, error: unknown) => classifyFailure(method, payload, error, token)
 
-      // Exponential backoff with jitter for 5xx, network errors and timeouts; a 429 waits exactly
-      // the retry_after Telegram asked for, since retrying earlier only extends the flood wait.
-      const schedule = Schedule.exponential("200 millis", 2).pipe(
-        Schedule.setInputType<ChatBlocked | BotApiRejected | Transient>(),
-        Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, Duration.seconds(5)))),
-        Schedule.jittered,
-        Schedule.modifyDelay(({ input, duration }) =>
-          Effect.succeed(input._tag === "BotApiTransient" && input.retryAfter !== undefined ? input.retryAfter : duration)
-        )
+    const retriable = (error: ChatBlocked | BotApiRejected | Transient): boolean =>
+      error._tag === "BotApiTransient" &&
+      (error.retryAfter === undefined || Duration.isLessThanOrEqualTo(error.retryAfter, MAX_IN_PLACE_FLOOD_WAIT))
+
+    const invoke = (method: string, payload: unknown): Effect.Effect<unknown, BotApiError> => {
+      const raw = (api.raw as unknown as Record<string, RawCall>)[method]
+      const attempt = Effect.tryPromise({
+        // The native signal works at runtime; grammY types it with the abort-controller polyfill.
+        try: (signal) => paramless[method] ? raw(signal) : raw(payload ?? {}, signal),
+        catch: (error) => classify(method, payload, error)
+      }).pipe(
+        Effect.tapError((error) =>
+          error._tag === "BotApiTransient"
+            ? Effect.logWarning(`Bot API ${method} failed, may retry: ${error.reason}`)
+            : Effect.void
+        ),
+        // An attempt's client measures and traces its calls itself.
+        traced ? measured(method) : identity,
+        traced ? Effect.withSpan(`BotApi.${method}`, { kind: "client", attributes: { "telegram.method": method } }) : identity
       )
-
-      const retriable = (error: ChatBlocked | BotApiRejected | Transient): boolean =>
-        error._tag === "BotApiTransient" &&
-        (error.retryAfter === undefined || Duration.isLessThanOrEqualTo(error.retryAfter, MAX_IN_PLACE_FLOOD_WAIT))
-
-      const invoke = (method: string, payload: unknown): Effect.Effect<unknown, BotApiError> => {
-        const raw = (api.raw as unknown as Record<string, RawCall>)[method]
-        const attempt = Effect.tryPromise({
-          // The native signal works at runtime; grammY types it with the abort-controller polyfill.
-          try: (signal) => paramless[method] ? raw(signal) : raw(payload ?? {}, signal),
-          catch: (error) => classify(method, payload, error)
-        }).pipe(
-          Effect.tapError((error) =>
-            error._tag === "BotApiTransient"
-              ? Effect.logWarning(`Bot API ${method} failed, may retry: ${error.reason}`)
-              : Effect.void
-          ),
-          measured(method),
-          Effect.withSpan(`BotApi.${method}`, { kind: "client", attributes: { "telegram.method": method } })
-        )
-        return attempt.pipe(
-          // The retry is set up only once the first attempt has failed (on the hot path it would cost
-          // more than the call's own bookkeeping). It starts from that failure: the schedule's first
-          // input is the first error, as if the retry had wrapped the first attempt.
-          Effect.catchIf(retriable, (first) => {
-            let replayed = false
-            const again = Effect.suspend(() => {
-              if (replayed) return attempt
-              replayed = true
-              return Effect.fail(first)
+      return attempt.pipe(
+        // The retry is set up only once the first attempt has failed (on the hot path it would cost
+        // more than the call's own bookkeeping). It starts from that failure: the schedule's first
+        // input is the first error, as if the retry had wrapped the first attempt.
+        Effect.catchIf(retriable, (first) => {
+          let replayed = false
+          const again = Effect.suspend(() => {
+            if (replayed) return attempt
+            replayed = true
+            return Effect.fail(first)
+          })
+          return Effect.retry(again, { schedule, times: maxRetries, while: retriable })
+        }),
+        Effect.catchTag("BotApiTransient", (error) =>
+          Effect.fail(
+            new BotApiUnavailable({
+              method,
+              reason: error.reason,
+              ...(error.retryAfter === undefined ? {} : { retryAfterSeconds: Duration.toSeconds(error.retryAfter) })
             })
-            return Effect.retry(again, { schedule, times: maxRetries, while: retriable })
-          }),
-          Effect.catchTag("BotApiTransient", (error) =>
-            Effect.fail(
-              new BotApiUnavailable({
-                method,
-                reason: error.reason,
-                ...(error.retryAfter === undefined ? {} : { retryAfterSeconds: Duration.toSeconds(error.retryAfter) })
-              })
-            ))
-        )
-      }
+          ))
+      )
+    }
 
-      // grammY resolves with the unwrapped `result` of the method it was asked for.
-      const call = <M extends Method>(method: M, ...args: MethodArgs<M>) =>
-        Effect.map(invoke(method, args[0]), (result) => result as MethodResult<M>)
+    // grammY resolves with the unwrapped `result` of the method it was asked for.
+    const call = <M extends Method>(method: M, ...args: MethodArgs<M>) =>
+      Effect.map(invoke(method, args[0]), (result) => result as MethodResult<M>)
 
-      return BotApi.of({
-        call,
-        callRaw: invoke,
-        sendMessage: (chatId, text, other) => call("sendMessage", { ...other, chat_id: toChatId(chatId), text }),
-        getWebhookInfo: () => call("getWebhookInfo"),
-        setWebhook: (url, other) => call("setWebhook", { ...other, url })
-      })
+    return BotApi.of({
+      endpoint,
+      call,
+      callRaw: invoke,
+      sendMessage: (chatId, text, other) => call("sendMessage", { ...other, chat_id: toChatId(chatId), text }),
+      getWebhookInfo: () => call("getWebhookInfo"),
+      setWebhook: (url, other) => call("setWebhook", { ...other, url })
     })
   }
 

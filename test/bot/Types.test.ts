@@ -2,7 +2,7 @@
 // `npm run typecheck`, which runs these files too), not a silent skip at run time.
 import { describe, expectTypeOf, it } from "@effect/vitest"
 import type { Message, Opts, Update, UserFromGetMe } from "grammy/types"
-import { Composer } from "grammy"
+import { Bot, Composer } from "grammy"
 import type { Effect } from "effect"
 import type { BotDefinition } from "../../src/bot/Bot.ts"
 import type { Handler, HandlerContext, ReplyExtras } from "../../src/bot/Handler.ts"
@@ -12,11 +12,13 @@ declare const ctx: HandlerContext
 declare const botApi: BotApi["Service"]
 
 describe("typed handler API", () => {
-  it("call takes the method's own parameters, and a queued call gives nothing back", () => {
+  it("call takes the method's own parameters and answers with its result; an after-commit call gives nothing back", () => {
     expectTypeOf<typeof ctx.call<"sendMessage">>().parameter(1).toEqualTypeOf<Opts<"sendMessage">>()
     expectTypeOf<typeof ctx.call<"answerCallbackQuery">>().parameter(1).toEqualTypeOf<Opts<"answerCallbackQuery">>()
-    expectTypeOf<typeof ctx.call<"sendPhoto">>().parameter(2).toEqualTypeOf<string | undefined>()
-    expectTypeOf<ReturnType<HandlerContext["call"]>>().toEqualTypeOf<Effect.Effect<void>>()
+    expectTypeOf<Effect.Success<ReturnType<typeof ctx.call<"sendMessage">>>>().toEqualTypeOf<Message.TextMessage>()
+    expectTypeOf<Effect.Success<ReturnType<HandlerContext["reply"]>>>().toEqualTypeOf<Message.TextMessage>()
+    expectTypeOf<typeof ctx.afterCommit.call<"sendPhoto">>().parameter(2).toEqualTypeOf<string | undefined>()
+    expectTypeOf<ReturnType<HandlerContext["afterCommit"]["call"]>>().toEqualTypeOf<Effect.Effect<void>>()
     const misuse = (context: HandlerContext) => [
       context.call("sendMessage", { chat_id: 1, text: "ok" }),
       // @ts-expect-error sendMessage needs text
@@ -44,9 +46,9 @@ describe("typed handler API", () => {
     expectTypeOf<Effect.Success<ReturnType<typeof botApi.call<"getMe">>>>().toEqualTypeOf<UserFromGetMe>()
   })
 
-  it("a bot lists Effect handlers and Composers; anything else is a type error", () => {
+  it("a bot lists Effect handlers, Composers and grammY Bots; anything else is a type error", () => {
     const handler: Handler = { name: "x", matches: () => true, handle: ({ reply }) => reply("hi") }
-    const bot: BotDefinition = [handler, new Composer()]
+    const bot: BotDefinition = [handler, new Composer(), new Bot("123:abc")]
     expectTypeOf(bot).toExtend<ReadonlyArray<unknown>>()
     // @ts-expect-error a handler without `handle` (or a typo in a name) is not an entry
     const broken: BotDefinition = [{ name: "x", matches: () => true, hadnle: () => undefined }]
