@@ -1,7 +1,7 @@
 import { Context, Duration, Effect, Layer, Option, Queue, Schedule, Schema, type Tracer } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { makeBatcher } from "../db/Batcher.ts"
-import { isDataError } from "../db/Jsonb.ts"
+import { isDataError, storableStringify } from "../db/Jsonb.ts"
 import { type HeldLease, LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "../db/LeaseRenewal.ts"
 import type { ClaimedCall, OutgoingCall } from "../outbox/Outbox.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
@@ -558,7 +558,7 @@ export class Inbox extends Context.Service<Inbox, {
             available_at = now() + ${Duration.toMillis(backoff)} * interval '1 millisecond',
             last_error = ${error.slice(0, 4000)},
             trace_id = coalesce(${traceId}, trace_id),
-            calls = ${calls.length === 0 ? null : JSON.stringify(calls)}::jsonb,
+            calls = ${calls.length === 0 ? null : storableStringify(calls)}::jsonb,
             locked_until = NULL,
             lease_id = NULL,
             owner = NULL

@@ -7,6 +7,8 @@ export interface RecordedCall {
   readonly method: string
   readonly params: Record<string, unknown>
   readonly at: number
+  /** What the stand-in answered with, when the call succeeded (a sent Message, `true`, …). */
+  readonly result?: unknown
 }
 
 /**
@@ -239,7 +241,18 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
     const recorded = yield* SubscriptionRef.make<Recorded>({ calls: [], aborted: [] })
     const scripts = yield* Ref.make<ReadonlyMap<string, ReadonlyArray<ScriptedResponse>>>(new Map())
     const delayMs = yield* Ref.make(0)
-    const lastMessageId = yield* Ref.make(0)
+    // Per chat, the last message id issued: ids count up per chat, as Telegram's do, and an edit or
+    // delete of an id never issued (or deleted) is refused as Telegram refuses it.
+    const chats = new Map<string, { last: number; readonly deleted: Set<number> }>()
+    const chatState = (chatId: string) => {
+      let state = chats.get(chatId)
+      if (state === undefined) chats.set(chatId, state = { last: 0, deleted: new Set() })
+      return state
+    }
+    const issued = (chatId: string, messageId: number) => {
+      const state = chats.get(chatId)
+      return state !== undefined && messageId >= 1 && messageId <= state.last && !state.deleted.has(messageId)
+    }
     const webhook = yield* Ref.make<WebhookInfo>({ url: "", has_custom_certificate: false, pending_update_count: 0 })
     const webhookOverrides = yield* Ref.make<Partial<WebhookInfo>>({})
 
@@ -253,8 +266,7 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
         return [queue[0], next]
       })
 
-    const nextMessage = Effect.fnUntraced(function*(botId: number, chatId: string) {
-      const messageId = yield* Ref.updateAndGet(lastMessageId, (n) => n + 1)
+    const messageIn = Effect.fnUntraced(function*(botId: number, chatId: string, messageId: number) {
       const now = yield* Clock.currentTimeMillis
       return {
         message_id: messageId,
@@ -263,6 +275,7 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
         from: { id: botId, is_bot: true, first_name: "Steadfast Sandbox", username: "steadfast_sandbox_bot" }
       } satisfies Message.ServiceMessage
     })
+    const nextMessage = (botId: number, chatId: string) => messageIn(botId, chatId, ++chatState(chatId).last)
 
     const answer = Effect.fnUntraced(function*(botId: number, method: string, params: Record<string, unknown>) {
       switch (method) {
@@ -309,8 +322,9 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
           const messageId = integer(params.message_id)
           if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
           if (messageId === undefined) return badRequest("message identifier is not specified")
+          if (!issued(chatId, messageId)) return badRequest("message to edit not found")
           const now = yield* Clock.currentTimeMillis
-          const base = yield* nextMessage(botId, chatId)
+          const base = yield* messageIn(botId, chatId, messageId)
           if (logMessages) yield* Effect.log(`bot ✎ chat ${chatId} message ${messageId}: ${body}`)
           return ok({ ...base, message_id: messageId, edit_date: Math.floor(now / 1000), text: body })
         }
@@ -371,8 +385,17 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
           const overrides = yield* Ref.get(webhookOverrides)
           return ok({ ...info, ...overrides } satisfies WebhookInfo)
         }
+        case "deleteMessage": {
+          const chatId = text(params.chat_id)
+          const messageId = integer(params.message_id)
+          if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
+          if (messageId === undefined) return badRequest("message identifier is not specified")
+          if (!issued(chatId, messageId)) return badRequest("message to delete not found")
+          chatState(chatId).deleted.add(messageId)
+          if (logMessages) yield* Effect.log(`bot ✗ chat ${chatId} message ${messageId} deleted`)
+          return ok(true)
+        }
         case "sendChatAction":
-        case "deleteMessage":
         case "deleteMessages":
           return ok(true)
         case "sendMediaGroup": {
@@ -380,7 +403,7 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
           if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
           const media = jsonField(params.media)
           if (!Array.isArray(media) || media.length === 0) return badRequest("parameter \"media\" is required")
-          const group = `sandbox-group-${yield* Ref.get(lastMessageId)}`
+          const group = `sandbox-group-${chatState(chatId).last + 1}`
           return ok(
             yield* Effect.forEach(
               media,
@@ -424,22 +447,24 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
               ...(caption === undefined ? {} : { caption })
             })
           }
-          if (method.startsWith("editMessage")) {
+          if (method.startsWith("editMessage") || method === "pinChatMessage" || method === "unpinChatMessage") {
             if (text(params.inline_message_id) !== undefined) return ok(true)
             const messageId = integer(params.message_id)
             if (chatId === undefined || chatId === "") return badRequest("chat_id is empty")
-            if (messageId === undefined) return badRequest("message identifier is not specified")
+            if (messageId === undefined) {
+              return method === "unpinChatMessage" ? ok(true) : badRequest("message identifier is not specified")
+            }
+            if (!issued(chatId, messageId)) return badRequest(`message to ${method.startsWith("edit") ? "edit" : "pin"} not found`)
+            if (!method.startsWith("edit")) return ok(true)
             const now = yield* Clock.currentTimeMillis
             const caption = text(params.caption)
             return ok({
-              ...(yield* nextMessage(botId, chatId)),
-              message_id: messageId,
+              ...(yield* messageIn(botId, chatId, messageId)),
               edit_date: Math.floor(now / 1000),
               ...(caption === undefined ? {} : { caption })
             })
           }
-          // Any other method (pin, set…, answer…, ban…): the stand-in keeps no model of it.
-          yield* (logMessages ? Effect.log : Effect.logDebug)(`Bot API stand-in: ${method} answered with a generic success`)
+          // Any other method (set…, answer…, ban…): the stand-in keeps no model of it.
           return ok(true)
         }
       }
@@ -482,6 +507,11 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
           : params === undefined
           ? badRequest("can't parse request body")
           : yield* answer(botId, method, params)
+        if (logMessages) yield* Effect.log(`Bot API ${method}${params?.["chat_id"] === undefined ? "" : ` (chat ${String(params["chat_id"])})`}: ${result.status}`)
+        if (result.status === 200 && typeof result.body === "object" && result.body !== null && "result" in result.body) {
+          const answered = { ...call, result: result.body.result }
+          yield* SubscriptionRef.update(recorded, (r) => ({ ...r, calls: r.calls.map((known) => known === call ? answered : known) }))
+        }
         send(res, result)
       })
       const hungUp = clientGone(res).pipe(

@@ -1,5 +1,6 @@
-// A grammY Composer bot through the real pipeline: webhook → inbox → handler in a transaction →
-// outbox → sender → the Bot API stand-in over HTTP, on a real PostgreSQL.
+// A grammY Composer bot through the real pipeline: webhook → inbox → handler in a transaction,
+// its calls made at once to the Bot API stand-in over HTTP (after-commit calls through the outbox),
+// on a real PostgreSQL.
 import { assert, describe, it } from "@effect/vitest"
 import { Composer, session } from "grammy"
 import type { Update } from "grammy/types"
@@ -30,7 +31,7 @@ interface Seen {
 const testBot = (seen: Seen): BotDefinition => {
   const bot = new Composer<SteadfastContext>()
   bot.command("hello", async (ctx) => {
-    // A read goes straight to the Bot API; the reply is queued and resolves like a webhook reply.
+    // Both calls are made at once and answer with Telegram's result.
     const chat = await ctx.getChat()
     seen.replyResults.push(await ctx.reply(`Hello ${ctx.from?.first_name} (${chat.type})`))
   })
@@ -43,11 +44,12 @@ const testBot = (seen: Seen): BotDefinition => {
     await ctx.reply(`sql says ${rows[0]?.n}`)
   })
   bot.command("gate", async (ctx) => {
-    await ctx.reply("after the gate")
+    await ctx.afterCommit.sendMessage(ctx.chat.id, "after the gate")
     await Effect.runPromise(Deferred.succeed(seen.gateReached, undefined))
     await Effect.runPromise(Deferred.await(seen.gate))
   })
-  // Changes the counter's session and writes a row, queues a reply, then throws: all rolled back.
+  // Changes the counter's session, writes a row, replies at once and queues an after-commit reply,
+  // then throws: the writes and the queued reply are rolled back; the reply made at once is recorded.
   const boom = new Composer<CounterContext>()
   boom.command(
     "boom",
@@ -55,7 +57,8 @@ const testBot = (seen: Seen): BotDefinition => {
     async (ctx) => {
       ctx.session.count += 100
       await ctx.sql`INSERT INTO users (telegram_id, first_name) VALUES (${ctx.from!.id}, 'boom')`
-      await ctx.reply("never sent")
+      await ctx.reply(`made at once ${ctx.update.update_id}`)
+      await ctx.afterCommit.sendMessage(ctx.chat!.id, "never sent")
       throw new Error(`boom in update ${ctx.update.update_id}`)
     }
   )
@@ -76,6 +79,9 @@ const texts = (calls: ReadonlyArray<RecordedCall>, chatId: number) =>
   calls.filter((call) => call.method === "sendMessage" && Number(call.params["chat_id"]) === chatId).map((call) =>
     String(call.params["text"])
   )
+
+/** Every call recorded so far has its answer: a call is recorded when it arrives, its result once answered. */
+const answered = (calls: ReadonlyArray<RecordedCall>) => calls.every((call) => call.method !== "sendMessage" || call.result !== undefined)
 
 let lastId = 30_000
 const nextId = () => ++lastId
@@ -114,7 +120,7 @@ const callbackUpdate = (chatId: number, messageId: number, data: string): Update
 
 describe("a grammY Composer bot in the pipeline", () => {
   it.live(
-    "commands, photos, keyboards and sessions work as in grammY; replies are queued, reads are direct; sessions survive a restart",
+    "commands, photos, keyboards and sessions work as in grammY; calls answer with Telegram's result; sessions survive a restart",
     () =>
       Effect.gen(function*() {
         const databaseUrl = yield* Effect.promise(() => freshDatabase("grammy_bot"))
@@ -126,12 +132,15 @@ describe("a grammY Composer bot in the pipeline", () => {
         const first = yield* Scope.make()
         const app = yield* startApp(databaseUrl, seen).pipe(Scope.provide(first))
 
-        // A command: getChat went straight to the Bot API, the reply through the outbox.
+        // A command: getChat and the reply went to the Bot API when they were made.
         yield* post(app.base, sampleUpdate({ updateId: nextId(), chatId, text: "/hello" }))
         const afterHello = yield* app.standIn.awaitCalls((calls) => texts(calls, chatId).length === 1, "20 seconds")
+        yield* waitFor("the reply's result", Effect.sync(() => seen.replyResults.length), (n) => n === 1, { timeout: "10 seconds" })
         assert.deepStrictEqual(texts(afterHello, chatId), ["Hello Ada (private)"])
         assert.isTrue(afterHello.some((call) => call.method === "getChat" && Number(call.params["chat_id"]) === chatId))
-        assert.deepStrictEqual(seen.replyResults, [true], "a queued call resolves like grammY's webhook reply: true")
+        const replied = seen.replyResults[0] as { message_id?: unknown; text?: unknown }
+        assert.strictEqual(replied.text, "Hello Ada (private)", "ctx.reply resolves to the sent Message")
+        assert.isNumber(replied.message_id)
 
         // A photo handler reads message.photo and caption: the whole update reaches it.
         yield* post(app.base, photoUpdate(chatId))
@@ -145,20 +154,21 @@ describe("a grammY Composer bot in the pipeline", () => {
 
         // /count with an inline keyboard, then two taps on +1: answered, edited, counted in the session.
         yield* post(app.base, sampleUpdate({ updateId: nextId(), chatId, text: "/count" }))
-        const afterCount = yield* app.standIn.awaitCalls((calls) => texts(calls, chatId).length === 4, "20 seconds")
+        const afterCount = yield* app.standIn.awaitCalls((calls) => texts(calls, chatId).length === 4 && answered(calls), "20 seconds")
         const countMessage = afterCount.filter((call) => call.method === "sendMessage").at(-1)!
         assert.strictEqual(countMessage.params["text"], "Count: 0")
         assert.deepStrictEqual(countMessage.params["reply_markup"], { inline_keyboard: [[{ text: "+1", callback_data: "count:+1" }]] })
-        for (const _ of [1, 2]) yield* post(app.base, callbackUpdate(chatId, 77, "count:+1"))
+        const counterId = (countMessage.result as { message_id: number }).message_id
+        for (const _ of [1, 2]) yield* post(app.base, callbackUpdate(chatId, counterId, "count:+1"))
         const edits = (calls: ReadonlyArray<RecordedCall>) => calls.filter((call) => call.method === "editMessageText")
         const afterTaps = yield* app.standIn.awaitCalls((calls) => edits(calls).length === 2, "20 seconds")
-        assert.deepStrictEqual(edits(afterTaps).map((call) => [call.params["message_id"], call.params["text"]]), [[77, "Count: 1"], [
-          77,
+        assert.deepStrictEqual(edits(afterTaps).map((call) => [call.params["message_id"], call.params["text"]]), [[counterId, "Count: 1"], [
+          counterId,
           "Count: 2"
         ]])
         const answers = afterTaps.filter((call) => call.method === "answerCallbackQuery").map((call) => call.params["text"])
         assert.deepStrictEqual(answers, ["Now 1", "Now 2"])
-        // Each answer precedes its edit: the order the handler queued them in.
+        // Each answer precedes its edit: the order the handler made them in.
         const order = afterTaps.filter((call) => call.method === "answerCallbackQuery" || call.method === "editMessageText").map((call) =>
           call.method
         )
@@ -175,7 +185,7 @@ describe("a grammY Composer bot in the pipeline", () => {
   )
 
   it.live(
-    "a handler that throws after changing its session, writing and replying is retried, then dead-lettered, with nothing of it kept or sent",
+    "a handler that throws after changing its session, writing and replying is retried, then dead-lettered: nothing of it kept, its after-commit call never sent, its reply sent once",
     () =>
       Effect.gen(function*() {
         const databaseUrl = yield* Effect.promise(() => freshDatabase("grammy_rollback"))
@@ -183,7 +193,11 @@ describe("a grammY Composer bot in the pipeline", () => {
         const seen = yield* makeSeen
         const app = yield* startApp(databaseUrl, seen)
         const chatId = 810_002
-        const tap = callbackUpdate(chatId, 5, "count:+1")
+        yield* postUpdate(app.base, sampleUpdate({ updateId: nextId(), chatId, text: "/count" }))
+        const counted = yield* app.standIn.awaitCalls((calls) => texts(calls, chatId).length === 1 && answered(calls), "20 seconds")
+        const countMessage = counted.filter((call) => call.method === "sendMessage").at(-1)!
+        yield* app.standIn.clear
+        const tap = callbackUpdate(chatId, (countMessage.result as { message_id: number }).message_id, "count:+1")
         yield* postUpdate(app.base, tap)
         yield* app.standIn.awaitCalls((calls) => calls.some((call) => call.method === "editMessageText"), "20 seconds")
 
@@ -195,17 +209,18 @@ describe("a grammY Composer bot in the pipeline", () => {
 
         // The chat goes on after the dead letter, and the session is as the tap left it.
         yield* postUpdate(app.base, sampleUpdate({ updateId: nextId(), chatId, text: "/count" }))
-        const calls = yield* app.standIn.awaitCalls((calls) => texts(calls, chatId).length === 1, "20 seconds")
-        assert.deepStrictEqual(texts(calls, chatId), ["Count: 1"])
+        const calls = yield* app.standIn.awaitCalls((calls) => texts(calls, chatId).length === 2, "20 seconds")
+        assert.deepStrictEqual(texts(calls, chatId), [`made at once ${boomId}`, "Count: 1"])
         assert.deepStrictEqual(yield* pg.query(`SELECT value FROM sessions WHERE key = $1`, [String(chatId)]), [{ value: { count: 1 } }])
         assert.deepStrictEqual(yield* pg.query(`SELECT 1 FROM users WHERE telegram_id = $1`, [chatId]), [])
         assert.deepStrictEqual(yield* pg.query(`SELECT method FROM outbox WHERE update_id = $1`, [boomId]), [])
         assert.isFalse(calls.some((call) => call.params["text"] === "never sent"))
+        assert.strictEqual(calls.filter((call) => call.params["text"] === `made at once ${boomId}`).length, 1, "the re-run got the recorded reply")
       }),
     120_000
   )
 
-  it.live("ctx.reply is sent only once the update's transaction has committed", () =>
+  it.live("ctx.afterCommit's calls are sent only once the update's transaction has committed", () =>
     Effect.gen(function*() {
       const databaseUrl = yield* Effect.promise(() => freshDatabase("grammy_commit"))
       const pg = yield* pgProbe(databaseUrl)
@@ -215,7 +230,7 @@ describe("a grammY Composer bot in the pipeline", () => {
       const updateId = nextId()
       yield* postUpdate(app.base, sampleUpdate({ updateId, chatId, text: "/gate" }))
       yield* Deferred.await(seen.gateReached)
-      // The handler has called ctx.reply and is still running: nothing was sent, nothing committed.
+      // The handler has queued its call and is still running: nothing was sent, nothing committed.
       assert.deepStrictEqual(texts(yield* app.standIn.calls, chatId), [])
       assert.notStrictEqual((yield* inboxRow(pg, updateId))?.status, "done")
       assert.deepStrictEqual(yield* pg.query(`SELECT 1 FROM outbox WHERE update_id = $1`, [updateId]), [])

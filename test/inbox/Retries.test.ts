@@ -32,7 +32,7 @@ const outboxRowsOf = (app: FaultyApp, updateId: number) =>
 
 describe("failures, retries and dead letters", () => {
   it.live(
-    "a failing update is retried up to MAX_ATTEMPTS, dead-lettered with its last error, its writes and replies rolled back, and the chat's next update is answered after it",
+    "a failing update is retried up to MAX_ATTEMPTS, dead-lettered with its last error, its writes and after-commit calls rolled back, its reply sent once and recorded for the re-runs, and the chat's next update is answered after it",
     () =>
       Effect.gen(function*() {
         const app = yield* startFaultyApp("retries_fail", env)
@@ -51,15 +51,18 @@ describe("failures, retries and dead letters", () => {
         const attempts = (yield* awaitProbe(app.probe, (entries) => entries.length >= MAX_ATTEMPTS, "5 seconds"))
           .filter((entry) => entry.updateId === 5_001)
         assert.strictEqual(attempts.length, MAX_ATTEMPTS, "the handler really ran once per attempt")
-        // Each attempt inserted a mark and queued a reply before failing: none of it committed.
+        // Each attempt inserted a mark and queued an after-commit reply before failing: none of it committed.
         assert.strictEqual(yield* marksOf(app, 5_001), 0)
         assert.strictEqual(yield* outboxRowsOf(app, 5_001), 0)
         const calls = yield* app.standIn.calls
-        assert.isFalse(calls.some((call) => String(call.params["text"]).includes("about to fail")), "no reply of a failed attempt was sent")
+        assert.isFalse(calls.some((call) => String(call.params["text"]).includes("committed 5001")), "no after-commit call of a failed attempt was sent")
+        // Its reply made at once reached Telegram once; the re-runs got the recorded Message back.
+        assert.strictEqual(calls.filter((call) => String(call.params["text"]).includes("about to fail 5001")).length, 1)
+        assert.deepStrictEqual(new Set(attempts.map((entry) => entry.messageId)).size, 1, "every attempt got the same Message")
         assert.strictEqual(
           calls.filter((call) => call.params["chat_id"] === chatId).length,
-          1,
-          "the chat got exactly the next update's reply"
+          2,
+          "the chat got the failing update's one reply and the next update's reply"
         )
 
         yield* app.logs.await("the dead letter", (log) =>

@@ -191,5 +191,7 @@ export const assertAnsweredInOrder = (plan: Plan, standIn: BotApiStandIn["Servic
     for (const chat of plan) {
       assert.deepStrictEqual(replies.get(chat[0]!.chatId), chat.map((planned) => planned.text), `replies to chat ${chat[0]!.chatId}`)
     }
+    // A reply is made while its update runs: the update's done mark follows it.
+    yield* waitFor("every update done", pg.inboxStatuses, (statuses) => statuses["done"] === total, { timeout: "30 seconds" })
     assert.deepStrictEqual(yield* pg.inboxStatuses, { done: total })
   })

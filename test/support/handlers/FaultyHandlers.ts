@@ -23,6 +23,8 @@ export interface ProbeEntry {
   readonly marker: Marker
   readonly updateId: number
   readonly at: number
+  /** The message a handler's reply answered with, when it replied. */
+  readonly messageId?: number
 }
 
 /** What the handlers report; `changes` lets a test wait for an entry without polling. */
@@ -49,10 +51,11 @@ export const awaitProbe = (
     Effect.orDie
   )
 
-const record = (probe: Probe, instance: string, marker: Marker, updateId: number) =>
+const record = (probe: Probe, instance: string, marker: Marker, updateId: number, messageId?: number) =>
   Effect.flatMap(
     Clock.currentTimeMillis,
-    (at) => SubscriptionRef.update(probe, (entries) => [...entries, { instance, marker, updateId, at }])
+    (at) =>
+      SubscriptionRef.update(probe, (entries) => [...entries, { instance, marker, updateId, at, ...(messageId === undefined ? {} : { messageId }) }])
   )
 
 const mark = (updateId: number, marker: Marker) =>
@@ -62,7 +65,8 @@ const mark = (updateId: number, marker: Marker) =>
   })
 
 /**
- * `/fail`: writes a mark, queues a reply, then fails with HandlerFailure.
+ * `/fail`: writes a mark, replies at once and queues a reply for after commit, then fails with
+ * HandlerFailure; its probe entry carries the message its reply answered with.
  * `/die`: writes a mark, then dies (Effect.die). `/throw`: a JS throw inside Effect.sync.
  * `/hang`: writes a mark, then never finishes (inside its own span, as shipped handlers run). `/sleep`:
  * writes a mark, then runs `pg_sleep(60)`, so a timeout interrupts a query in flight.
@@ -74,11 +78,12 @@ export const faultyHandlers = (probe: Probe, instance = "app", latch?: Latch.Lat
   makeHandler({
     name: "test-fail",
     matches: isCommand("fail"),
-    handle: ({ update, reply }) =>
+    handle: ({ afterCommit, reply, update }) =>
       Effect.gen(function*() {
-        yield* record(probe, instance, "fail", update.update_id)
         yield* mark(update.update_id, "fail")
-        yield* reply(`about to fail ${update.update_id}`)
+        const sent = yield* reply(`about to fail ${update.update_id}`)
+        yield* record(probe, instance, "fail", update.update_id, sent.message_id)
+        yield* afterCommit.reply(`committed ${update.update_id}`)
         return yield* new HandlerFailure({ reason: `marker /fail in update ${update.update_id}` })
       })
   }),
