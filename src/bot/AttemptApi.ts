@@ -2,7 +2,7 @@
 // answers with Telegram's result, as in plain grammY; what a re-run of the update needs is kept in
 // memory and written by the statement that records the attempt's failure (PROTOCOL.md, "recorded
 // calls"): a re-run then gets the recorded result of a call it makes again instead of a second call.
-import { Api, type ApiClientOptions } from "grammy"
+import { Api, type ApiClientOptions, type Transformer } from "grammy"
 import type { ApiResponse } from "grammy/types"
 import { createHash } from "node:crypto"
 import { Cause, Duration, Effect, Exit, Metric, Redacted } from "effect"
@@ -24,14 +24,30 @@ type Answer = Awaited<ReturnType<typeof botApiFetch>>
 const answerWith = (response: ApiResponse<unknown>): Answer => ({ json: () => Promise.resolve(response) })
 
 /** A digest of what was asked: the JSON body as grammY wrote it (an upload's stream: its method only). */
-const digestOf = (body: string | undefined): string =>
-  body === undefined ? "upload" : createHash("sha1").update(body).digest("base64url")
+const digestOf = (body: string | undefined): string => body === undefined ? "upload" : createHash("sha1").update(body).digest("base64url")
 
 /** The URL without userinfo, path (it holds the token) or query: what an error may show. */
 const originOf = (url: string): string => {
   const parsed = URL.parse(url)
   return parsed === null ? "the Bot API" : `${parsed.protocol}//${parsed.host}`
 }
+
+/** A bigint (a `bigint` column read with `ctx.sql`) as JSON can carry it: a number when exact, else its digits. */
+const jsonSafe = (value: unknown): unknown => {
+  if (typeof value === "bigint") return Number.isSafeInteger(Number(value)) ? Number(value) : value.toString()
+  if (Array.isArray(value)) return value.some((item) => typeof item === "bigint" || typeof item === "object") ? value.map(jsonSafe) : value
+  if (typeof value !== "object" || value === null || Object.getPrototypeOf(value) !== Object.prototype) return value
+  const entries = Object.entries(value)
+  return entries.some(([, item]) => typeof item === "bigint" || typeof item === "object")
+    ? Object.fromEntries(entries.map(([key, item]) => [key, jsonSafe(item)]))
+    : value
+}
+
+/**
+ * grammY cannot serialize a bigint, and fails such a call after it has started the call's timer,
+ * which then rejects unheard 10 s later and takes the process down. Payloads go out without them.
+ */
+const withoutBigInts: Transformer = (prev, method, payload, signal) => prev(method, jsonSafe(payload) as typeof payload, signal)
 
 interface MadeCall {
   readonly n: number
@@ -86,7 +102,12 @@ export const makeAttemptApi = Effect.fnUntraced(function*(options: {
         Effect.tryPromise({
           try: () => botApiFetch(url, init).then((answer) => answer.json() as Promise<ApiResponse<unknown>>),
           // The request's own error names the URL, which holds the token: keep only its origin.
-          catch: (error) => new Error(`request to ${originOf(url)} failed: ${error instanceof Error && error.cause instanceof Error ? error.cause.message : "no answer"}`)
+          catch: (error) =>
+            new Error(
+              `request to ${originOf(url)} failed: ${
+                error instanceof Error && error.cause instanceof Error ? error.cause.message : "no answer"
+              }`
+            )
         })
       ),
       (response) => {
@@ -177,7 +198,11 @@ export const makeAttemptApi = Effect.fnUntraced(function*(options: {
 
   return {
     clientOptions,
-    api: () => new Api(token, clientOptions),
+    api: () => {
+      const api = new Api(token, clientOptions)
+      api.config.use(withoutBigInts)
+      return api
+    },
     close: () => {
       closed = true
     },

@@ -76,8 +76,7 @@ export const runGrammy = Effect.fnUntraced(function*(entry: GrammyEntry, run: Gr
   if (own.length > 0) api.config.use(...own)
   // Nothing of this client reaches Telegram: every call is queued for after the commit.
   const afterCommit = new Api("steadfast")
-  afterCommit.config.use(((_prev, method, payload) =>
-    runPromise(Effect.as(run.queue(method, payload ?? {}), QUEUED))) as Transformer)
+  afterCommit.config.use(((_prev, method, payload) => runPromise(Effect.as(run.queue(method, payload ?? {}), QUEUED))) as Transformer)
 
   const scope: UpdateScope = { run: (effect) => runPromise(effect.pipe(Effect.provideService(SqlClient, sql))), api }
   const sqlTag: SqlTag = <Row extends object>(strings: TemplateStringsArray, ...values: ReadonlyArray<unknown>) =>
@@ -92,8 +91,7 @@ export const runGrammy = Effect.fnUntraced(function*(entry: GrammyEntry, run: Gr
     }))
   const caught = entry.errorHandler
   yield* Effect.tryPromise({
-    try: () =>
-      updateScope.run(scope, () => caught === undefined ? handle() : handle().catch((error: unknown) => caught(error, ctx))),
+    try: () => updateScope.run(scope, () => caught === undefined ? handle() : handle().catch((error: unknown) => caught(error, ctx))),
     catch: (error): HandlerFailure | SqlError | BotApiUnavailable => {
       const unreachable = run.attempt.unreachable()
       return error instanceof SqlError && isInfrastructureError(error) ?

@@ -86,13 +86,15 @@ export const lazyTransaction = <A, E, R>(
       const reserve: Effect.Effect<Connection, SqlError> = Effect.suspend(() =>
         over ?
           Effect.fail(new SqlError({ reason: new ConnectionError({ cause: undefined, message: ATTEMPT_OVER, operation: "reserve" }) }))
-          : connection !== undefined ? Effect.succeed(connection) : Effect.map(
-          Scope.provide(Effect.andThen(slotted, sql.reserve), scope ??= Scope.makeUnsafe()),
-          (reserved) => {
-            connection = reserved
-            return reserved
-          }
-        )
+          : connection !== undefined ?
+          Effect.succeed(connection) :
+          Effect.map(
+            Scope.provide(Effect.andThen(slotted, sql.reserve), scope ??= Scope.makeUnsafe()),
+            (reserved) => {
+              connection = reserved
+              return reserved
+            }
+          )
       )
       const begin: Effect.Effect<Connection, SqlError> = Effect.suspend(() =>
         began || autocommit

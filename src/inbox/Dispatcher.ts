@@ -38,7 +38,10 @@ const isInfrastructureFailure = (cause: Cause.Cause<unknown>): boolean => Option
  * Dead at once.
  */
 const isFinalFailure = (cause: Cause.Cause<unknown>): boolean =>
-  Option.exists(Cause.findErrorOption(cause), (error) => Predicate.isTagged(error, "InvalidUpdate") || Predicate.isTagged(error, "ChatBlocked"))
+  Option.exists(
+    Cause.findErrorOption(cause),
+    (error) => Predicate.isTagged(error, "InvalidUpdate") || Predicate.isTagged(error, "ChatBlocked")
+  )
 
 const processedBy = Metrics.tagged(Metrics.updatesProcessed)
 

@@ -537,7 +537,11 @@ export class Inbox extends Context.Service<Inbox, {
                     inbox.traceparent, inbox.calls, d.dead`)
           const dead = rows.filter((row) => row.dead === true)
           if (dead.length > 0) {
-            yield* Effect.logError(`dead-lettered at claim, having run ${maxAttempts} times without an outcome: update(s) ${dead.map((row) => String(row.update_id)).join(", ")}`)
+            yield* Effect.logError(
+              `dead-lettered at claim, having run ${maxAttempts} times without an outcome: update(s) ${
+                dead.map((row) => String(row.update_id)).join(", ")
+              }`
+            )
           }
           const decoded = yield* decodeClaimed(rows.filter((row) => row.dead !== true)).pipe(Effect.orDie)
           const claimed = decoded.map(toClaimed(me)).sort((a, b) => a.updateId - b.updateId)

@@ -101,7 +101,8 @@ const jsonField = (value: unknown): unknown => {
 }
 
 const fileOf = (id: unknown) => {
-  const fileId = text(id) ?? "sandbox-file"
+  const upload = typeof id === "object" && id !== null && "filename" in id ? `upload-${String(id.filename)}` : undefined
+  const fileId = upload ?? text(id) ?? "sandbox-file"
   return { file_id: fileId, file_unique_id: `u${fileId}`.slice(0, 32) }
 }
 
@@ -143,6 +144,28 @@ const mediaOf = (item: unknown): Record<string, unknown> => {
     ...sentContent(`send${type.charAt(0).toUpperCase()}${type.slice(1)}`, { [type]: media.media }),
     ...(caption === undefined ? {} : { caption })
   }
+}
+
+/**
+ * The fields of a multipart upload (grammY's InputFile): text fields as strings, a file as
+ * `{ filename, size }`, and `attach://name` references resolved to the file they name.
+ */
+const multipartFields = (body: string, boundary: string): Record<string, unknown> => {
+  const fields: Record<string, unknown> = {}
+  for (const part of body.split(`--${boundary}`)) {
+    const split = part.indexOf("\r\n\r\n")
+    if (split < 0) continue
+    const headers = part.slice(0, split)
+    const name = /[;\s]name="([^"]*)"/i.exec(headers)?.[1]
+    if (name === undefined) continue
+    const value = part.slice(split + 4).replace(/\r\n$/, "")
+    const filename = /filename="?([^";\r\n]*)"?/i.exec(headers)?.[1]
+    fields[name] = filename === undefined ? value : { filename, size: Buffer.byteLength(value, "latin1") }
+  }
+  for (const [name, value] of Object.entries(fields)) {
+    if (typeof value === "string" && value.startsWith("attach://")) fields[name] = fields[value.slice("attach://".length)] ?? value
+  }
+  return fields
 }
 
 const summarize = (calls: ReadonlyArray<RecordedCall>): string => {
@@ -483,6 +506,10 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
       if (contentType.includes("application/x-www-form-urlencoded")) {
         return { ...params, ...Object.fromEntries(new URLSearchParams(body)) }
       }
+      const boundary = /boundary=(?:"([^"]+)"|([^;]+))/.exec(contentType)
+      if (contentType.includes("multipart/form-data") && boundary !== null) {
+        return { ...params, ...multipartFields(body, boundary[1] ?? boundary[2] ?? "") }
+      }
       return undefined
     }
 
@@ -507,7 +534,11 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
           : params === undefined
           ? badRequest("can't parse request body")
           : yield* answer(botId, method, params)
-        if (logMessages) yield* Effect.log(`Bot API ${method}${params?.["chat_id"] === undefined ? "" : ` (chat ${String(params["chat_id"])})`}: ${result.status}`)
+        if (logMessages) {
+          yield* Effect.log(
+            `Bot API ${method}${params?.["chat_id"] === undefined ? "" : ` (chat ${String(params["chat_id"])})`}: ${result.status}`
+          )
+        }
         if (result.status === 200 && typeof result.body === "object" && result.body !== null && "result" in result.body) {
           const answered = { ...call, result: result.body.result }
           yield* SubscriptionRef.update(recorded, (r) => ({ ...r, calls: r.calls.map((known) => known === call ? answered : known) }))

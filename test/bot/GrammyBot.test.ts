@@ -215,7 +215,11 @@ describe("a grammY Composer bot in the pipeline", () => {
         assert.deepStrictEqual(yield* pg.query(`SELECT 1 FROM users WHERE telegram_id = $1`, [chatId]), [])
         assert.deepStrictEqual(yield* pg.query(`SELECT method FROM outbox WHERE update_id = $1`, [boomId]), [])
         assert.isFalse(calls.some((call) => call.params["text"] === "never sent"))
-        assert.strictEqual(calls.filter((call) => call.params["text"] === `made at once ${boomId}`).length, 1, "the re-run got the recorded reply")
+        assert.strictEqual(
+          calls.filter((call) => call.params["text"] === `made at once ${boomId}`).length,
+          1,
+          "the re-run got the recorded reply"
+        )
       }),
     120_000
   )

@@ -55,7 +55,10 @@ describe("failures, retries and dead letters", () => {
         assert.strictEqual(yield* marksOf(app, 5_001), 0)
         assert.strictEqual(yield* outboxRowsOf(app, 5_001), 0)
         const calls = yield* app.standIn.calls
-        assert.isFalse(calls.some((call) => String(call.params["text"]).includes("committed 5001")), "no after-commit call of a failed attempt was sent")
+        assert.isFalse(
+          calls.some((call) => String(call.params["text"]).includes("committed 5001")),
+          "no after-commit call of a failed attempt was sent"
+        )
         // Its reply made at once reached Telegram once; the re-runs got the recorded Message back.
         assert.strictEqual(calls.filter((call) => String(call.params["text"]).includes("about to fail 5001")).length, 1)
         assert.deepStrictEqual(new Set(attempts.map((entry) => entry.messageId)).size, 1, "every attempt got the same Message")

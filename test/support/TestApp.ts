@@ -3,7 +3,7 @@
 import { ConfigProvider, Effect, Layer } from "effect"
 import { HttpServer } from "effect/http"
 import { makeAppLayer } from "../../src/App.ts"
-import { Bot, type BotDefinition } from "../../src/bot/Bot.ts"
+import { Bot, type BotDefinition, type BotOptions } from "../../src/bot/Bot.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 
 export const TEST_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -28,10 +28,11 @@ export const testAppLayer = (options: {
   readonly databaseUrl: string
   readonly env?: Record<string, string>
   readonly handlers?: BotDefinition
+  readonly botOptions?: BotOptions
 }) =>
   Layer.unwrap(
     Effect.map(BotApiStandIn, (standIn) =>
-      makeAppLayer(options.handlers === undefined ? {} : { bot: Bot.layerWith(options.handlers) }).pipe(
+      makeAppLayer(options.handlers === undefined ? {} : { bot: Bot.layerWith(options.handlers, options.botOptions) }).pipe(
         Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(testEnv(options.databaseUrl, standIn.url, options.env))))
       ))
   ).pipe(Layer.provideMerge(BotApiStandIn.layer()))

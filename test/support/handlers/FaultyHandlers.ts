@@ -55,7 +55,10 @@ const record = (probe: Probe, instance: string, marker: Marker, updateId: number
   Effect.flatMap(
     Clock.currentTimeMillis,
     (at) =>
-      SubscriptionRef.update(probe, (entries) => [...entries, { instance, marker, updateId, at, ...(messageId === undefined ? {} : { messageId }) }])
+      SubscriptionRef.update(
+        probe,
+        (entries) => [...entries, { instance, marker, updateId, at, ...(messageId === undefined ? {} : { messageId }) }]
+      )
   )
 
 const mark = (updateId: number, marker: Marker) =>
