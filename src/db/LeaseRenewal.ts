@@ -12,8 +12,11 @@ export interface HeldLease {
 }
 
 export interface LeaseRenewal {
-  /** Renews the lease while it is held; `release` stops renewing it. */
-  readonly hold: (lease: HeldLease) => Effect.Effect<void>
+  /**
+   * Renews the lease while it is held; `release` stops renewing it. `onLost` runs when a renewal
+   * finds the lease gone (another instance took the work over): its attempt must do nothing more.
+   */
+  readonly hold: (lease: HeldLease, onLost?: () => void) => Effect.Effect<void>
   readonly release: (lease: HeldLease) => Effect.Effect<void>
 }
 
@@ -23,17 +26,28 @@ export interface LeaseRenewal {
  * over within LEASE; a live one never loses work that merely runs long (a slow handler, a 429 wait).
  */
 export const makeLeaseRenewal = <E>(
-  renew: (leases: ReadonlyArray<HeldLease>) => Effect.Effect<void, E>
+  /** Renews those of `leases` close to expiring; answers the lease ids no longer held at all. */
+  renew: (leases: ReadonlyArray<HeldLease>) => Effect.Effect<ReadonlyArray<string>, E>
 ): Effect.Effect<LeaseRenewal, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const held = new Map<string, HeldLease>()
-    yield* Effect.suspend(() => held.size === 0 ? Effect.void : renew([...held.values()])).pipe(
+    const held = new Map<string, { readonly lease: HeldLease; readonly onLost: (() => void) | undefined }>()
+    const renewAll = Effect.suspend(() => held.size === 0 ? Effect.succeed([]) : renew([...held.values()].map((entry) => entry.lease)))
+    yield* renewAll.pipe(
+      Effect.flatMap((lost) =>
+        Effect.forEach(lost, (leaseId) => {
+          const entry = held.get(leaseId)
+          if (entry?.onLost === undefined) return Effect.void
+          held.delete(leaseId)
+          entry.onLost()
+          return Effect.logWarning(`the lease of ${entry.lease.id} was taken over by another instance; its attempt here does nothing more`)
+        }, { discard: true })
+      ),
       Effect.catchCause((cause) => Effect.logWarning("renewing leases failed; retrying", cause)),
       Effect.repeat(Schedule.spaced(RENEW_EVERY)),
       Effect.forkScoped
     )
     return {
-      hold: (lease) => Effect.sync(() => void held.set(lease.leaseId, lease)),
+      hold: (lease, onLost) => Effect.sync(() => void held.set(lease.leaseId, { lease, onLost })),
       release: (lease) => Effect.sync(() => void held.delete(lease.leaseId))
     }
   })

@@ -135,6 +135,8 @@ export const Dispatcher = {
       let calls: AttemptApi | undefined
       return Effect.gen(function*() {
         calls = yield* bot.attempt(update.recorded)
+        // Taken over elsewhere (its lease lost): this attempt makes no more calls; its commit is fenced.
+        yield* inbox.leases.hold(update, calls.close)
         // The handler runs in a child fiber so that, on timeout, we can say what it was doing
         // before interrupting it (interruption rolls its transaction back).
         const handler = yield* Effect.forkChild(
@@ -249,7 +251,8 @@ export const Dispatcher = {
 
     const recordOutcome = (result: HandleResult, finished: Finished) =>
       Effect.gen(function*() {
-        yield* outbox.handOff(finished.calls)
+        // The chat's next update runs once these are out, so a chat sees its messages in update order.
+        if (finished.calls.length > 0) yield* Effect.timeoutOption(yield* outbox.handOff(finished.calls), config.updateTimeout)
         yield* Effect.annotateCurrentSpan({
           "steadfast.outcome": result.status,
           ...(result.handler === undefined ? {} : { "steadfast.handler": result.handler })

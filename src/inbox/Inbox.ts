@@ -243,12 +243,20 @@ export class Inbox extends Context.Service<Inbox, {
           "handler"
         ).pipe(Effect.asVoid)
 
+      // Also answers the leases no row holds any more: another instance took their update over.
       const leases = yield* makeLeaseRenewal((held) =>
-        db.withConnection(sql`
-        UPDATE inbox SET locked_until = now() + ${leaseMs} * interval '1 millisecond'
-        FROM unnest(${held.map((lease) => lease.id)}::bigint[], ${held.map((lease) => lease.leaseId)}::uuid[]) AS h(id, lease_id)
-        WHERE inbox.update_id = h.id AND inbox.lease_id = h.lease_id
-          AND inbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`)
+        db.withConnection(sql<{ readonly lease_id: string }>`
+        WITH h AS (
+          SELECT * FROM unnest(${held.map((lease) => lease.id)}::bigint[], ${held.map((lease) => lease.leaseId)}::uuid[]) AS h(id, lease_id)
+        ), renewed AS (
+          UPDATE inbox SET locked_until = now() + ${leaseMs} * interval '1 millisecond'
+          FROM h WHERE inbox.update_id = h.id AND inbox.lease_id = h.lease_id
+            AND inbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'
+        )
+        SELECT h.lease_id::text AS lease_id FROM h
+        WHERE NOT EXISTS (SELECT 1 FROM inbox i WHERE i.update_id = h.id AND i.lease_id = h.lease_id)`).pipe(
+          Effect.map((rows) => rows.map((row) => row.lease_id))
+        )
       )
 
       // Leased at store time and waiting for the dispatcher: urgent kinds first (Telegram cancels a
@@ -545,7 +553,7 @@ export class Inbox extends Context.Service<Inbox, {
           }
           const decoded = yield* decodeClaimed(rows.filter((row) => row.dead !== true)).pipe(Effect.orDie)
           const claimed = decoded.map(toClaimed(me)).sort((a, b) => a.updateId - b.updateId)
-          yield* Effect.forEach(claimed, leases.hold, { discard: true })
+          yield* Effect.forEach(claimed, (lease) => leases.hold(lease), { discard: true })
           return claimed
         }),
 

@@ -1,4 +1,4 @@
-import { Context, Duration, Effect, Layer, Option, Queue, Schema } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { makeBatcher } from "../db/Batcher.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
@@ -55,8 +55,12 @@ export interface ClaimedCall {
  * instance reach the sender from memory after the commit (`handOff`); the claim is for the rest.
  */
 export class Outbox extends Context.Service<Outbox, {
-  /** After the commit that wrote them leased to us: the calls of one update, to deliver in order. */
-  readonly handOff: (calls: ReadonlyArray<ClaimedCall>) => Effect.Effect<void>
+  /**
+   * After the commit that wrote them leased to us: the calls of one update, to deliver in order.
+   * Answers an effect that waits until each of them has been sent (or has failed, or gone back to
+   * the table), so the chat's next update runs after them.
+   */
+  readonly handOff: (calls: ReadonlyArray<ClaimedCall>) => Effect.Effect<Effect.Effect<void>>
   readonly takeHandedOff: Effect.Effect<ReadonlyArray<ClaimedCall>>
   readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<ClaimedCall>, SqlError | PoolTimeout>
   /** Marks a call sent; the chat's next call when this leased it to us. */
@@ -86,8 +90,10 @@ export class Outbox extends Context.Service<Outbox, {
         UPDATE outbox SET locked_until = now() + ${leaseMs} * interval '1 millisecond'
         FROM unnest(${held.map((lease) => lease.id)}::bigint[], ${held.map((lease) => lease.leaseId)}::uuid[]) AS h(id, lease_id)
         WHERE outbox.id = h.id AND outbox.lease_id = h.lease_id
-          AND outbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`)
+          AND outbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`).pipe(Effect.as([]))
       )
+      // Handed-off calls still in the sender's memory, by lease id: their chat's next update waits for them.
+      const settling = new Map<string, Deferred.Deferred<void>>()
       // Unbounded, but only ever fed by the dispatcher's workers, which are bounded.
       const handedOff = yield* Queue.unbounded<ReadonlyArray<ClaimedCall>>()
       // Handed over but never started (shutdown): back to pending, uncounted, for whoever sends next.
@@ -136,10 +142,18 @@ export class Outbox extends Context.Service<Outbox, {
         writers: 1
       })
       return Outbox.of({
-        handOff: (calls) =>
-          calls.length === 0
-            ? Effect.void
-            : Effect.andThen(Effect.forEach(calls, leases.hold, { discard: true }), Queue.offer(handedOff, calls)),
+        handOff: (calls) => {
+          if (calls.length === 0) return Effect.succeed(Effect.void)
+          const settled = calls.map((call) => {
+            const deferred = Deferred.makeUnsafe<void>()
+            settling.set(call.leaseId, deferred)
+            return deferred
+          })
+          return Effect.forEach(calls, (call) => leases.hold(call), { discard: true }).pipe(
+            Effect.andThen(Queue.offer(handedOff, calls)),
+            Effect.as(Effect.forEach(settled, Deferred.await, { discard: true }))
+          )
+        },
         takeHandedOff: Queue.take(handedOff),
         claim: Effect.fn("Outbox.claim")(function*(limit) {
           const me = instance.owner()
@@ -165,7 +179,7 @@ export class Outbox extends Context.Service<Outbox, {
           FROM next WHERE outbox.id = next.id
           RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts, outbox.lease_id::text AS lease_id, outbox.traceparent`)
           const claimed = (yield* decodeClaimed(rows).pipe(Effect.orDie)).map(toClaimedCall(me))
-          yield* Effect.forEach(claimed, leases.hold, { discard: true })
+          yield* Effect.forEach(claimed, (lease) => leases.hold(lease), { discard: true })
           return claimed
         }),
 
@@ -184,7 +198,19 @@ export class Outbox extends Context.Service<Outbox, {
 
         release: releaseCall,
 
-        leases
+        leases: {
+          hold: leases.hold,
+          // Every way a call leaves the sender's memory (sent, failed, back to the table) ends its lease here.
+          release: (call) =>
+            Effect.andThen(
+              leases.release(call),
+              Effect.suspend(() => {
+                const deferred = settling.get(call.leaseId)
+                settling.delete(call.leaseId)
+                return deferred === undefined ? Effect.void : Deferred.done(deferred, Exit.void)
+              })
+            )
+        }
       })
     })
   )

@@ -68,6 +68,31 @@ describe("lease fencing", () => {
   )
 
   it.live(
+    "an attempt whose lease was taken over makes no more Bot API calls once its instance has seen the takeover",
+    () =>
+      Effect.gen(function*() {
+        const updateId = 91_002
+        const app = yield* startFaultyApp("lease_fencing_calls", {
+          UPDATE_TIMEOUT_MS: "60000",
+          SEND_RATE_PER_SECOND: "10000",
+          SHUTDOWN_GRACE_MS: "200"
+        })
+        yield* postUpdate(app.base, sampleUpdate({ updateId, chatId: CHAT_ID + 1, text: "/latchcall" }))
+        yield* awaitProbe(app.probe, (entries) => entries.some((e) => e.updateId === updateId && e.marker === "latchcall"), "20 seconds")
+        yield* app.pg.query(`UPDATE inbox SET lease_id = gen_random_uuid() WHERE update_id = $1 AND status = 'processing'`, [updateId])
+        // The lease renewal finds the lease gone and ends the attempt's calls.
+        yield* app.logs.await("the takeover seen", (log) => log.message.includes(`the lease of ${updateId} was taken over`))
+        yield* Latch.open(app.latch)
+        yield* awaitIdlePool(app.db, "20 seconds")
+        const replies = (yield* app.standIn.calls).filter((call) => String(call.params["text"]) === `after the latch ${updateId}`)
+        assert.deepStrictEqual(replies, [], "the old owner's call never reached the Bot API")
+        const marks = yield* app.pg.query(`SELECT 1 FROM test_marks WHERE update_id = $1`, [updateId])
+        assert.deepStrictEqual(marks, [], "and its write was rolled back")
+      }),
+    60_000
+  )
+
+  it.live(
     "finishes that share one statement are fenced each by its own lease: the taken-over update writes nothing, the others finish and reply",
     () =>
       Effect.gen(function*() {

@@ -48,10 +48,7 @@ describe("two instances on one database", () => {
         yield* postAlternating(plan, [a.base, b.base], stats)
         assert.strictEqual(stats.statuses.get(200), TOTAL)
         yield* assertAnsweredInOrder(plan, standIn, pg)
-        const outbox = yield* pg.query<{ updates: number; rows: number }>(
-          `SELECT count(DISTINCT update_id)::int AS updates, count(*)::int AS rows FROM outbox`
-        )
-        assert.deepStrictEqual(outbox[0], { updates: TOTAL, rows: TOTAL })
+        assert.strictEqual((yield* standIn.calls).filter((call) => call.method === "sendMessage").length, TOTAL, "one reply per update")
 
         // Each update entered a handler once, in one instance; both instances took part, and
         // chats had their updates handled by both (so order held across instances).

@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Schedule } from "effect"
+import { fallbackReply } from "../../src/bot/handlers/Basics.ts"
+import { makeHandler } from "../../src/bot/Handler.ts"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
@@ -7,8 +9,17 @@ import { MAX_IN_PLACE_FLOOD_WAIT } from "../../src/telegram/BotApi.ts"
 import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 
+// The sender carries the calls handlers make after commit: this bot's only reply is one.
+const echoAfterCommit = makeHandler({
+  name: "echo-after-commit",
+  matches: (update) => update.message?.text !== undefined,
+  handle: ({ afterCommit, update }) => afterCommit.reply(fallbackReply(update.message?.text ?? ""))
+})
+
 const app = (label: string, env: Record<string, string>) =>
-  Layer.unwrap(Effect.map(Effect.promise(() => freshDatabase(label)), (url) => testAppLayer({ databaseUrl: url, env })))
+  Layer.unwrap(
+    Effect.map(Effect.promise(() => freshDatabase(label)), (url) => testAppLayer({ databaseUrl: url, env, handlers: [echoAfterCommit] }))
+  )
 
 const MAX_IN_PLACE_WAIT_SECONDS = Duration.toSeconds(MAX_IN_PLACE_FLOOD_WAIT)
 
@@ -16,7 +27,7 @@ const sent = (chatIds: ReadonlySet<number>) => (calls: ReadonlyArray<RecordedCal
   calls.filter((call) => call.method === "sendMessage" && chatIds.has(Number(call.params["chat_id"])))
 
 describe("Sender", () => {
-  it.live("never sends more than SEND_RATE_PER_SECOND calls per second, all chats together", () =>
+  it.live("never sends more than SEND_RATE_PER_SECOND calls per second, all chats together, after commit or at once", () =>
     Effect.gen(function*() {
       const base = yield* baseUrl
       const standIn = yield* BotApiStandIn

@@ -83,13 +83,14 @@ describe("BotApiStandIn", () => {
         const photo = yield* result("sendPhoto", { chat_id: 42, photo: "AgACphoto", caption: "a cat" })
         assert.deepInclude(photo, { caption: "a cat", chat: { id: 42, type: "private", first_name: "Sandbox user" } })
         assert.strictEqual((photo["photo"] as ReadonlyArray<{ file_id: string }>)[0]?.file_id, "AgACphoto")
-        const edited = yield* result("editMessageText", { chat_id: 42, message_id: 7, text: "edited" })
-        assert.deepInclude(edited, { message_id: 7, text: "edited" })
-        const caption = yield* result("editMessageCaption", { chat_id: 42, message_id: 7, caption: "new caption" })
-        assert.deepInclude(caption, { message_id: 7, caption: "new caption" })
+        const sent = photo["message_id"] as number
+        const edited = yield* result("editMessageText", { chat_id: 42, message_id: sent, text: "edited" })
+        assert.deepInclude(edited, { message_id: sent, text: "edited" })
+        const caption = yield* result("editMessageCaption", { chat_id: 42, message_id: sent, caption: "new caption" })
+        assert.deepInclude(caption, { message_id: sent, caption: "new caption" })
         assert.isTrue(yield* result("answerCallbackQuery", { callback_query_id: "q1", text: "done" }))
-        assert.isTrue(yield* result("deleteMessage", { chat_id: 42, message_id: 7 }))
-        assert.isTrue(yield* result("pinChatMessage", { chat_id: 42, message_id: 7 }))
+        assert.isTrue(yield* result("pinChatMessage", { chat_id: 42, message_id: sent }))
+        assert.isTrue(yield* result("deleteMessage", { chat_id: 42, message_id: sent }))
         assert.isTrue(yield* result("setMessageReaction", { chat_id: 42, message_id: 7 }))
         assert.deepInclude(yield* result("getFile", { file_id: "AgACphoto" }), { file_id: "AgACphoto", file_path: "files/AgACphoto" })
         assert.isNumber((yield* result("copyMessage", { chat_id: 42, from_chat_id: 42, message_id: 7 }))["message_id"])
@@ -225,8 +226,34 @@ describe("BotApiStandIn", () => {
           const reply = yield* post(standIn.url, method, { json })
           assert.strictEqual(reply.body.result, true, method)
         }
-        const edited = yield* post(standIn.url, "editMessageText", { json: { chat_id: 9, message_id: 3, text: "edited" } })
-        assert.deepInclude(edited.body.result as object, { message_id: 3, text: "edited" })
+        const edited = yield* post(standIn.url, "editMessageText", { json: { chat_id: 9, message_id: 1, text: "edited" } })
+        assert.deepInclude(edited.body.result as object, { message_id: 1, text: "edited" })
+      })
+    ))
+
+  it.live("behaves like Telegram where bots rely on it: message ids count up per chat, unknown ids and empty texts are refused", () =>
+    withStandIn((standIn) =>
+      Effect.gen(function*() {
+        const send = (chatId: number) =>
+          Effect.map(post(standIn.url, "sendMessage", { json: { chat_id: chatId, text: "hi" } }), (reply) =>
+            (reply.body.result as { message_id: number }).message_id)
+        assert.deepStrictEqual([yield* send(501), yield* send(501), yield* send(502)], [1, 2, 1])
+        const refused = (method: string, json: unknown) =>
+          Effect.map(post(standIn.url, method, { json }), (reply) => [reply.status, reply.body.description])
+        assert.deepStrictEqual(yield* refused("editMessageText", { chat_id: 501, message_id: 3, text: "x" }), [
+          400,
+          "Bad Request: message to edit not found"
+        ])
+        assert.deepStrictEqual(yield* refused("deleteMessage", { chat_id: 502, message_id: 2 }), [
+          400,
+          "Bad Request: message to delete not found"
+        ])
+        assert.deepStrictEqual(yield* refused("sendMessage", { chat_id: 501, text: " " }), [400, "Bad Request: message text is empty"])
+        assert.deepStrictEqual(yield* refused("deleteMessage", { chat_id: 501, message_id: 2 }), [200, undefined])
+        assert.deepStrictEqual(yield* refused("deleteMessage", { chat_id: 501, message_id: 2 }), [
+          400,
+          "Bad Request: message to delete not found"
+        ])
       })
     ))
 

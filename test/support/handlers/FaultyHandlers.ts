@@ -16,7 +16,7 @@ export const MARKS_TABLE_DDL = `
     marker text NOT NULL
   )`
 
-export type Marker = "fail" | "die" | "throw" | "hang" | "sleep" | "text" | "latch" | "wait"
+export type Marker = "fail" | "die" | "throw" | "hang" | "sleep" | "text" | "latch" | "wait" | "latchcall"
 
 export interface ProbeEntry {
   readonly instance: string
@@ -73,9 +73,10 @@ const mark = (updateId: number, marker: Marker) =>
  * `/die`: writes a mark, then dies (Effect.die). `/throw`: a JS throw inside Effect.sync.
  * `/hang`: writes a mark, then never finishes (inside its own span, as shipped handlers run). `/sleep`:
  * writes a mark, then runs `pg_sleep(60)`, so a timeout interrupts a query in flight.
- * `/latch` (only with a `latch`): writes a mark, queues a reply, then waits until the test opens
+ * `/latch` (only with a `latch`): writes a mark, queues an after-commit reply, then waits until the test opens
  * the latch, and finishes normally. `/wait` (only with a `latch`): the same without the mark, so
- * it writes nothing and its finish shares a statement with others finishing at once.
+ * it writes nothing and its finish shares a statement with others finishing at once. `/latchcall`
+ * (only with a `latch`): writes a mark, waits for the latch, then replies at once.
  */
 export const faultyHandlers = (probe: Probe, instance = "app", latch?: Latch.Latch): ReadonlyArray<Handler> => [
   makeHandler({
@@ -136,20 +137,31 @@ export const faultyHandlers = (probe: Probe, instance = "app", latch?: Latch.Lat
     makeHandler({
       name: "test-latch",
       matches: isCommand("latch"),
-      handle: ({ update, reply }) =>
+      handle: ({ afterCommit, update }) =>
         Effect.gen(function*() {
           yield* mark(update.update_id, "latch")
-          yield* reply(`latched ${update.update_id}`)
+          yield* afterCommit.reply(`latched ${update.update_id}`)
           yield* record(probe, instance, "latch", update.update_id)
           yield* latch.await
         })
     }),
     makeHandler({
+      name: "test-latchcall",
+      matches: isCommand("latchcall"),
+      handle: ({ reply, update }) =>
+        Effect.gen(function*() {
+          yield* mark(update.update_id, "latchcall")
+          yield* record(probe, instance, "latchcall", update.update_id)
+          yield* latch.await
+          yield* reply(`after the latch ${update.update_id}`)
+        })
+    }),
+    makeHandler({
       name: "test-wait",
       matches: isCommand("wait"),
-      handle: ({ update, reply }) =>
+      handle: ({ afterCommit, update }) =>
         Effect.gen(function*() {
-          yield* reply(`waited ${update.update_id}`)
+          yield* afterCommit.reply(`waited ${update.update_id}`)
           yield* record(probe, instance, "wait", update.update_id)
           yield* latch.await
         })
