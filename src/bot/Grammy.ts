@@ -9,7 +9,7 @@ import { Effect } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { SqlError } from "effect/sql/SqlError"
 import { isInfrastructureError } from "../db/Faults.ts"
-import type { BotApiUnavailable } from "../telegram/BotApi.ts"
+import { type BotApiUnavailable, ChatBlocked } from "../telegram/BotApi.ts"
 import type { AttemptApi } from "./AttemptApi.ts"
 import { HandlerFailure } from "./Handler.ts"
 
@@ -92,10 +92,12 @@ export const runGrammy = Effect.fnUntraced(function*(entry: GrammyEntry, run: Gr
   const caught = entry.errorHandler
   yield* Effect.tryPromise({
     try: () => updateScope.run(scope, () => caught === undefined ? handle() : handle().catch((error: unknown) => caught(error, ctx))),
-    catch: (error): HandlerFailure | SqlError | BotApiUnavailable => {
+    catch: (error): HandlerFailure | SqlError | BotApiUnavailable | ChatBlocked => {
       const unreachable = run.attempt.unreachable()
       return error instanceof SqlError && isInfrastructureError(error) ?
         error
+        : error instanceof GrammyError && error.error_code === 403 ?
+        new ChatBlocked({ method: error.method, description: error.description })
         // A handler that failed while Telegram could not be reached is retried without counting.
         : unreachable !== undefined && !(error instanceof GrammyError && error.error_code < 500 && error.error_code !== 429) ?
         unreachable

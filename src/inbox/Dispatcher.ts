@@ -15,6 +15,7 @@ import { describeFiber, FiberDump } from "../observability/FiberDump.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
 import { Outbox } from "../outbox/Outbox.ts"
+import type { ChatBlocked } from "../telegram/BotApi.ts"
 import type { RecordedCall } from "../telegram/RecordedCall.ts"
 import { type Claimed, type Finished, Inbox } from "./Inbox.ts"
 
@@ -33,15 +34,17 @@ export const retryBackoff = (base: Duration.Duration, attempt: number): Duration
 /** A run that failed for lack of infrastructure is retried without counting toward MAX_ATTEMPTS. */
 const isInfrastructureFailure = (cause: Cause.Cause<unknown>): boolean => Option.exists(Cause.findErrorOption(cause), isInfrastructureError)
 
+/** The update cannot be handled whatever happens (it lacks what its kind requires): dead at once. */
+const isInvalidUpdate = (cause: Cause.Cause<unknown>): boolean =>
+  Option.exists(Cause.findErrorOption(cause), Predicate.isTagged("InvalidUpdate"))
+
 /**
- * No run can succeed: the update lacks what its kind requires, or its chat has blocked the bot.
- * Dead at once.
+ * The handler failed on a call the chat refuses for good (the user blocked the bot, the bot was
+ * removed): no run can do better, and nothing is wrong with the update or the service. It ends
+ * skipped, with the refusal, as plain grammY would leave it: no retry, no dead letter.
  */
-const isFinalFailure = (cause: Cause.Cause<unknown>): boolean =>
-  Option.exists(
-    Cause.findErrorOption(cause),
-    (error) => Predicate.isTagged(error, "InvalidUpdate") || Predicate.isTagged(error, "ChatBlocked")
-  )
+const blockedBy = (cause: Cause.Cause<unknown>): Option.Option<ChatBlocked> =>
+  Option.filter(Cause.findErrorOption(cause), (error): error is ChatBlocked => Predicate.isTagged(error, "ChatBlocked"))
 
 const processedBy = Metrics.tagged(Metrics.updatesProcessed)
 
@@ -221,18 +224,26 @@ export const Dispatcher = {
       Effect.gen(function*() {
         const infrastructure = isInfrastructureFailure(cause)
         const backoff = retryBackoff(RETRY_BASE, update.attempts)
+        const blocked = blockedBy(cause)
         const outcome = yield* persistently(inbox.fail(update, error, {
           calls,
-          maxAttempts: isFinalFailure(cause) ? 0 : config.maxAttempts,
+          skip: Option.isSome(blocked),
+          maxAttempts: isInvalidUpdate(cause) ? 0 : config.maxAttempts,
           backoff: infrastructure ? Duration.min(backoff, INFRASTRUCTURE_RETRY_CAP) : backoff,
           traceId: yield* currentTraceId,
           counted: !infrastructure
         }))
         if (outcome === undefined) return stopped
-        const label = outcome === "dead" ? "dead" : "retried"
+        const label = outcome === "retry" ? "retried" : outcome
         yield* Effect.annotateCurrentSpan({ "steadfast.outcome": label })
         yield* Metric.update(processedBy({ outcome: label }), 1)
         if (outcome === "retry") return stopped
+        if (Option.isSome(blocked)) {
+          yield* Effect.logWarning(`update ${update.updateId} skipped: the chat refuses the bot (${blocked.value.message})`).pipe(
+            Effect.annotateLogs({ method: blocked.value.method, chat: update.chatKey })
+          )
+          return dead
+        }
         yield* Effect.logError(`update ${update.updateId} dead-lettered after ${update.attempts} attempt(s)`)
         return dead
       }).pipe(

@@ -130,7 +130,7 @@ const withBatchSpan = (name: string, batch: ReadonlyArray<{ readonly span: Optio
   })
 }
 
-export type FailureOutcome = "retry" | "dead"
+export type FailureOutcome = "retry" | "dead" | "skipped"
 
 export interface Backlog {
   readonly pending: number
@@ -217,6 +217,8 @@ export class Inbox extends Context.Service<Inbox, {
       readonly counted: boolean
       /** The calls a re-run must not make again (see RecordedCall). */
       readonly calls: ReadonlyArray<RecordedCall>
+      /** No run can do better (the chat blocked the bot): finished as skipped, with the error. */
+      readonly skip?: boolean
     }
   ) => Effect.Effect<FailureOutcome | undefined, SqlError | PoolTimeout>
   /** Work waiting: open updates, the oldest one's age, dead letters, open outbox calls. */
@@ -560,12 +562,12 @@ export class Inbox extends Context.Service<Inbox, {
         finish: (request) => Effect.suspend(() => Effect.map(finishStatement([request]), (results) => results[0]!)),
         finishAlone: (request) => Effect.flatMap(Effect.option(Effect.currentSpan), (span) => finishBatched({ request, span })),
 
-        fail: Effect.fn("Inbox.fail")(function*(update, error, { backoff, calls, counted, maxAttempts, traceId }) {
+        fail: Effect.fn("Inbox.fail")(function*(update, error, { backoff, calls, counted, maxAttempts, skip = false, traceId }) {
           const rows = yield* db.withConnection(
             sql<{ status: string }>`
           UPDATE inbox SET
-            status = CASE WHEN ${counted} AND attempts >= ${maxAttempts} THEN 'dead' ELSE 'pending' END,
-            finished_at = CASE WHEN ${counted} AND attempts >= ${maxAttempts} THEN now() END,
+            status = CASE WHEN ${skip} THEN 'skipped' WHEN ${counted} AND attempts >= ${maxAttempts} THEN 'dead' ELSE 'pending' END,
+            finished_at = CASE WHEN ${skip} OR (${counted} AND attempts >= ${maxAttempts}) THEN now() END,
             attempts = CASE WHEN ${counted} THEN attempts ELSE greatest(attempts - 1, 0) END,
             available_at = now() + ${Duration.toMillis(backoff)} * interval '1 millisecond',
             last_error = ${error.slice(0, 4000)},
@@ -580,7 +582,7 @@ export class Inbox extends Context.Service<Inbox, {
             "handler"
           )
           const status = rows[0]?.status
-          return status === undefined ? undefined : status === "dead" ? "dead" : "retry"
+          return status === undefined ? undefined : status === "dead" || status === "skipped" ? status : "retry"
         }),
         backlog: (wait) =>
           db.withConnection(

@@ -108,7 +108,7 @@ describe("the running service's log", () => {
         }])
         const update = JSON.stringify(sampleUpdate({ updateId: 7002, chatId: 5550701, text: "/start" }))
         assert.strictEqual(yield* postWebhook(service.baseUrl, update), 200)
-        yield* service.waitForOutput(/refused sendMessage .*for good/)
+        yield* service.waitForOutput(/update 7002 skipped: the chat refuses the bot/)
 
         yield* service.kill("SIGTERM")
         yield* service.exited
@@ -124,7 +124,7 @@ describe("the running service's log", () => {
         assert.match(dead?.trace_id ?? "", /^[0-9a-f]{32}$/)
         assert.match(dead?.span_id ?? "", /^[0-9a-f]{16}$/)
 
-        const refused = lines.find((line) => String(line.message).includes("refused sendMessage"))
+        const refused = lines.find((line) => String(line.message).includes("the chat refuses the bot"))
         assert.strictEqual(refused?.level, "warn")
         assert.strictEqual(refused?.method, "sendMessage")
         assert.strictEqual(refused?.chat, "chat:5550701")
