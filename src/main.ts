@@ -3,6 +3,7 @@ import { Cause, Console, Effect, Exit, Layer } from "effect"
 import { makeAppLayer } from "./App.ts"
 import { InvalidConfig } from "./Config.ts"
 import { EmbeddedDatabaseError } from "./db/EmbeddedDatabase.ts"
+import { BotMigrationFailed } from "./db/migrations/SqlFiles.ts"
 import { Logging } from "./observability/Logging.ts"
 import { Telemetry } from "./observability/Telemetry.ts"
 
@@ -11,6 +12,7 @@ const refusalOf = (cause: Cause.Cause<unknown>): string | undefined => {
   const error = cause.reasons.find(Cause.isFailReason)?.error
   if (error instanceof InvalidConfig) return `invalid configuration: ${error.message}`
   if (error instanceof EmbeddedDatabaseError) return `embedded PostgreSQL: ${error.message}`
+  if (error instanceof BotMigrationFailed) return error.message
   return undefined
 }
 

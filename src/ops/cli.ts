@@ -229,6 +229,7 @@ const program = Command.run(root, { version: "0.1.0" }).pipe(
         )
       case "PoolTimeout":
       case "InvalidConfig":
+      case "BotMigrationFailed":
         return Effect.as(Console.error(redact(`ops: ${error.message}`)), 1)
       case "EmbeddedDatabaseError":
         return Effect.as(Console.error(redact(`ops: ${error.reason}`)), 1)

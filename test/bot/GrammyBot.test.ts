@@ -7,9 +7,8 @@ import type { Update } from "grammy/types"
 import { Context, Deferred, Effect, Exit, Layer, Scope } from "effect"
 import type { BotDefinition } from "../../src/bot/Bot.ts"
 import type { SteadfastContext } from "../../src/bot/Grammy.ts"
-import { counter, type CounterContext, type CounterSession } from "../../src/bot/handlers/Counter.ts"
+import { counter, type CounterContext, type CounterSession, counterStorage } from "../../src/bot/handlers/Counter.ts"
 import { fallback } from "../../src/bot/handlers/Basics.ts"
-import { sqlSessionStorage } from "../../src/bot/SessionStorage.ts"
 import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { awaitStatus, inboxRow } from "../support/FaultyApp.ts"
@@ -53,7 +52,7 @@ const testBot = (seen: Seen): BotDefinition => {
   const boom = new Composer<CounterContext>()
   boom.command(
     "boom",
-    session({ initial: (): CounterSession => ({ count: 0 }), storage: sqlSessionStorage<CounterSession>() }),
+    session({ initial: (): CounterSession => ({ count: 0 }), storage: counterStorage }),
     async (ctx) => {
       ctx.session.count += 100
       await ctx.sql`INSERT INTO users (telegram_id, first_name) VALUES (${ctx.from!.id}, 'boom')`
@@ -211,7 +210,7 @@ describe("a grammY Composer bot in the pipeline", () => {
         yield* postUpdate(app.base, sampleUpdate({ updateId: nextId(), chatId, text: "/count" }))
         const calls = yield* app.standIn.awaitCalls((calls) => texts(calls, chatId).length === 2, "20 seconds")
         assert.deepStrictEqual(texts(calls, chatId), [`made at once ${boomId}`, "Count: 1"])
-        assert.deepStrictEqual(yield* pg.query(`SELECT value FROM sessions WHERE key = $1`, [String(chatId)]), [{ value: { count: 1 } }])
+        assert.deepStrictEqual(yield* pg.query(`SELECT value FROM sessions WHERE key = $1`, [`counter:${chatId}`]), [{ value: { count: 1 } }])
         assert.deepStrictEqual(yield* pg.query(`SELECT 1 FROM users WHERE telegram_id = $1`, [chatId]), [])
         assert.deepStrictEqual(yield* pg.query(`SELECT method FROM outbox WHERE update_id = $1`, [boomId]), [])
         assert.isFalse(calls.some((call) => call.params["text"] === "never sent"))

@@ -19,10 +19,13 @@ export type CounterContext = SteadfastContext & SessionFlavor<CounterSession>
 
 const keyboard = new InlineKeyboard().text("+1", "count:+1")
 
+/** The counter's own namespace in the sessions table: other features' sessions on the same chat never collide with it. */
+export const counterStorage = sqlSessionStorage<CounterSession>({ namespace: "counter" })
+
 // The session is read only for the updates that use it: one query fewer for everything else.
 const counterSession = session<CounterSession, CounterContext>({
   initial: () => ({ count: 0 }),
-  storage: sqlSessionStorage<CounterSession>()
+  storage: counterStorage
 })
 
 export const counter = new Composer<CounterContext>()
