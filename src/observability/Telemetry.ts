@@ -2,6 +2,7 @@ import type { Counter, Meter, MeterProvider } from "@opentelemetry/api"
 import { Effect, Layer, Metric, Option, Schedule } from "effect"
 import { otel, otelPositive, telemetrySettings } from "../Config.ts"
 import { serviceIdentity } from "./ServiceIdentity.ts"
+import { layerCheapUnsampled } from "./UnsampledSpans.ts"
 
 export type OtlpProtocol = "http/protobuf" | "http/json"
 type Signal = "TRACES" | "METRICS" | "LOGS"
@@ -128,7 +129,7 @@ export const Telemetry = {
     // Loaded only when something is exported: the SDK adds tens of megabytes to the process.
     const [NodeSdk, api, traceExporter, metricExporter, logExporter, { BatchLogRecordProcessor }, {
       PeriodicExportingMetricReader
-    }, { BatchSpanProcessor }] = yield* Effect.promise(() =>
+    }, { BatchSpanProcessor, RandomIdGenerator }] = yield* Effect.promise(() =>
       Promise.all([
         import("@effect/opentelemetry/NodeSdk"),
         import("@opentelemetry/api"),
@@ -188,6 +189,11 @@ export const Telemetry = {
       yield* Effect.addFinalizer(() => report)
       yield* report.pipe(Effect.repeat(Schedule.spaced(REPORT_LOSS_EVERY)), Effect.forkScoped)
     }))
-    return Layer.provideMerge(watchLosses, sdk)
+    const ids = new RandomIdGenerator()
+    const cheapUnsampled = settings.traces
+      ? layerCheapUnsampled({ sampler: yield* otel("OTEL_TRACES_SAMPLER"), newSpanId: () => ids.generateSpanId() })
+      : Layer.empty
+    // Both see the SDK's layer; the cheap tracer replaces the SDK's tracer in what this provides.
+    return Layer.mergeAll(cheapUnsampled, watchLosses).pipe(Layer.provideMerge(sdk))
   }))
 }
