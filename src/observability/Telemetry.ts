@@ -186,6 +186,8 @@ export const Telemetry = {
     }))
     const report = reportLosses(lost)
     const watchLosses = Layer.effectDiscard(Effect.gen(function*() {
+      // At 0 from the start, so that a dashboard sees "nothing lost" rather than no series.
+      for (const metric of Object.values(lostMetric)) yield* Metric.update(metric, 0)
       yield* Effect.addFinalizer(() => report)
       yield* report.pipe(Effect.repeat(Schedule.spaced(REPORT_LOSS_EVERY)), Effect.forkScoped)
     }))
