@@ -52,10 +52,16 @@ class UnsampledSpan implements Tracer.Span {
  * decides); when it is not sampled, the span handed to Effect ignores attributes, events and links.
  * Under a parent-based sampler (the default, and `parentbased_*`), a child of an unsampled span
  * is never sampled, so it is made without asking `tracer` at all, with a fresh span id.
+ *
+ * It also leaves OpenTelemetry's context API alone unless `propagateToOtelContext` is set: the
+ * OpenTelemetry tracer wraps every Effect operation inside a span in `context.with`, so that
+ * OpenTelemetry-instrumented libraries see the span. None runs in this process (spans, logs and
+ * their parents come from Effect's own context), and that wrapping measured about as much CPU
+ * as the spans themselves.
  */
 export const cheapWhenUnsampled = (
   tracer: Tracer.Tracer,
-  options: { readonly parentBased: boolean; readonly newSpanId: () => string }
+  options: { readonly parentBased: boolean; readonly newSpanId: () => string; readonly propagateToOtelContext?: boolean }
 ): Tracer.Tracer => {
   const wrapped: Tracer.Tracer = {
     span(spanOptions) {
@@ -67,7 +73,7 @@ export const cheapWhenUnsampled = (
       return span.sampled ? span : new UnsampledSpan(spanOptions, span, span)
     }
   }
-  return tracer.context === undefined ? wrapped : { ...wrapped, context: tracer.context }
+  return options.propagateToOtelContext !== true || tracer.context === undefined ? wrapped : { ...wrapped, context: tracer.context }
 }
 
 /**

@@ -1,4 +1,5 @@
 import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
+import { trace } from "@opentelemetry/api"
 import { InMemorySpanExporter, type Sampler, SamplingDecision, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { assert, describe, it } from "@effect/vitest"
 import { Data, Effect, Layer, Option, Tracer } from "effect"
@@ -39,7 +40,12 @@ const tracing = (sampler: Sampler, exporter: InMemorySpanExporter) => {
 /** An update's work in miniature: a root with attributes and links, children with events, a failure. */
 const work = Effect.gen(function*() {
   const seen: Array<Tracer.Span> = []
-  const capture = Effect.flatMap(Effect.currentSpan, (span) => Effect.sync(() => void seen.push(span)))
+  const otelActive: Array<unknown> = []
+  const capture = Effect.flatMap(Effect.currentSpan, (span) =>
+    Effect.sync(() => {
+      seen.push(span)
+      otelActive.push(trace.getActiveSpan())
+    }))
   yield* Effect.gen(function*() {
     yield* capture
     yield* Effect.annotateCurrentSpan({ "telegram.update_id": 42 })
@@ -47,6 +53,8 @@ const work = Effect.gen(function*() {
     yield* Effect.withSpan(Effect.fail(new Boom()), "failing").pipe(Effect.ignore)
     yield* Effect.withSpan(Effect.withSpan(capture, "grandchild"), "child2")
   }).pipe(Effect.withSpan("process inbox", { root: true, kind: "consumer", attributes: { "steadfast.attempt": 1 } }))
+  // Nothing here reads OpenTelemetry's own context: Effect's spans are never made active there.
+  assert.deepStrictEqual(otelActive, seen.map(() => undefined))
   return seen
 })
 
