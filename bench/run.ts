@@ -992,9 +992,21 @@ const markdownReport = (
     const present = contenders.filter((c) => runsOf(c.name).length > 0).map((c) => c.name)
     const peer = runsOf("peer")
     const steadfast = runsOf("steadfast")
+    // steadfast against the peer; its variants (grammY Composer, two instances) against steadfast.
+    const baseOf = (name: ContenderName): ContenderName | undefined =>
+      name === "peer"
+        ? undefined
+        : name === "steadfast"
+        ? (peer.length > 0 ? "peer" : undefined)
+        : steadfast.length > 0
+        ? "steadfast"
+        : undefined
     const header = [
       "metric",
-      ...present.flatMap((name) => name === "peer" ? [name] : [name, `${name} ÷ ${peer.length > 0 ? "peer" : "steadfast"}`])
+      ...present.flatMap((name) => {
+        const base = baseOf(name)
+        return base === undefined ? [name] : [name, `${name} ÷ ${base}`]
+      })
     ]
     tables.push({
       title: `${scenario.name}: ${scenario.title}`,
@@ -1003,13 +1015,15 @@ const markdownReport = (
       } chats; medians of ${scenario.rounds} alternating round(s).`,
       header,
       rows: metrics.map((metric) => {
-        const base = combine(metric, peer.length > 0 ? peer : steadfast)
         return [
           metric.label,
           ...present.flatMap((name) => {
             const value = combine(metric, runsOf(name))
+            const baseName = baseOf(name)
+            if (baseName === undefined) return [fmt(value, metric.digits)]
+            const base = combine(metric, runsOf(baseName))
             const ratio = value !== undefined && base !== undefined && base !== 0 && metric.combine !== "sum" ? fmt(value / base, 2) : "-"
-            return name === "peer" ? [fmt(value, metric.digits)] : [fmt(value, metric.digits), ratio]
+            return [fmt(value, metric.digits), ratio]
           })
         ]
       })
