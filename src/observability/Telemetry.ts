@@ -4,7 +4,6 @@ import { otel, otelPositive, telemetrySettings } from "../Config.ts"
 import { serviceIdentity } from "./ServiceIdentity.ts"
 import { layerCheapUnsampled } from "./UnsampledSpans.ts"
 
-export type OtlpProtocol = "http/protobuf" | "http/json"
 type Signal = "TRACES" | "METRICS" | "LOGS"
 
 /**
@@ -12,7 +11,7 @@ type Signal = "TRACES" | "METRICS" | "LOGS"
  * (the specification's default). `grpc` is not shipped: like any value this SDK cannot honour,
  * it falls back to the default with a warning, as the specification asks of OTEL_* variables.
  */
-export const otlpProtocol = Effect.fn("Telemetry.protocol")(function*(signal: Signal) {
+export const otlpProtocol = Effect.fnUntraced(function*(signal: Signal) {
   const own = yield* otel(`OTEL_EXPORTER_OTLP_${signal}_PROTOCOL`)
   const value = Option.isSome(own) ? own : yield* otel("OTEL_EXPORTER_OTLP_PROTOCOL")
   if (Option.isNone(value) || value.value === "http/protobuf") return "http/protobuf" as const
@@ -22,9 +21,10 @@ export const otlpProtocol = Effect.fn("Telemetry.protocol")(function*(signal: Si
 })
 
 /**
- * Batch sizes for a busy service. The SDK's defaults (2,048 queued, 512 a batch, one export
- * in flight) drop spans within a second at ~1,000 updates/s; these queue a few seconds of a
- * slow collector and send few large requests. OTEL_BSP_* / OTEL_BLRP_* override each value.
+ * Batch sizes for a busy service. The SDK's defaults queue 2,048 spans, a quarter of a second
+ * at 1,000 updates/s of about 9 spans each, and send 512 a request, one request at a time;
+ * these hold about two seconds of a stalled collector and send fewer, larger requests.
+ * OTEL_BSP_* / OTEL_BLRP_* override each value.
  */
 export const BATCH_DEFAULTS = {
   spans: { maxQueueSize: 16_384, maxExportBatchSize: 2_048, scheduledDelayMillis: 2_000, exportTimeoutMillis: 10_000 },
@@ -87,6 +87,7 @@ const lossCountingMeterProvider = (base: Meter, lost: Record<string, number>, si
   }
   return { getMeter: () => meter }
 }
+
 const REPORT_LOSS_EVERY = "5 seconds"
 
 /** Turns the counts into `steadfast.telemetry.lost` and a warning per interval with losses. */
