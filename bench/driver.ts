@@ -33,6 +33,11 @@ export interface DriverOptions {
   readonly log?: (line: string) => void
   /** True once the contender is gone: the driver stops instead of retrying forever. */
   readonly aborted?: () => boolean
+  /**
+   * Paced load: first attempts leave at this many updates per second overall (retries are not
+   * paced). Unset: as fast as the connections and chats allow.
+   */
+  readonly ratePerSecond?: number
 }
 
 export interface LatencySummary {
@@ -235,6 +240,15 @@ export const drive = async (options: DriverOptions): Promise<DriverResult> => {
   let remaining = updates.length
   let lastAckAt = 0
   const startedAt = Date.now()
+  // The n-th first attempt's slot; a worker waits for its slot, so the pace holds whatever the answers.
+  let nextSlot = performance.now()
+  const pace = async () => {
+    if (options.ratePerSecond === undefined) return
+    const slot = nextSlot
+    nextSlot += 1000 / options.ratePerSecond
+    const wait = slot - performance.now()
+    if (wait > 0) await sleep(wait)
+  }
 
   const worker = async () => {
     while (true) {
@@ -247,7 +261,10 @@ export const drive = async (options: DriverOptions): Promise<DriverResult> => {
       const queue = byChat.get(chatId)!
       const index = position.get(chatId)!
       const update = queue[index]!
-      if (!firstSentAt.has(update.updateId)) firstSentAt.set(update.updateId, Date.now())
+      if (!firstSentAt.has(update.updateId)) {
+        await pace()
+        firstSentAt.set(update.updateId, Date.now())
+      }
       const began = performance.now()
       const answer = await post(agent, targets[posted++ % targets.length]!, options.secret, update.body)
       const elapsed = performance.now() - began

@@ -1,7 +1,8 @@
 // A minimal OTLP/HTTP sink for `npm run bench -- --telemetry`, run as its own process:
 //   node bench/otlpSink.ts [--port N]
 // It prints "otlp sink listening on <url>" once ready. POST /v1/traces, /v1/metrics and /v1/logs
-// are drained and answered 200 `{}` (an empty Export*ServiceResponse: everything accepted); it
+// are drained and answered 200 with an empty Export*ServiceResponse in the request's encoding
+// (`{}` for JSON, no bytes for protobuf: everything accepted); it
 // only counts requests and body bytes per path (as they came over the wire, compressed or not).
 // GET /__stats reads the counters. Anything else is answered 404 and counted as `other`.
 import { createServer } from "node:http"
@@ -63,8 +64,9 @@ const main = () => {
       if (req.method === "POST" && isOtlpPath(path)) {
         counts[path].requests += 1
         counts[path].bytes += bytes
-        res.writeHead(200, { "content-type": "application/json" })
-        res.end("{}")
+        const protobuf = (req.headers["content-type"] ?? "").startsWith("application/x-protobuf")
+        res.writeHead(200, { "content-type": protobuf ? "application/x-protobuf" : "application/json" })
+        res.end(protobuf ? "" : "{}")
       } else {
         other += 1
         res.writeHead(404, { "content-type": "application/json" })

@@ -14,6 +14,7 @@ import { runPreCheckout, type PreCheckoutResult } from "./precheckout.ts"
 import { summarizeProfile } from "./profileSummary.ts"
 import { median } from "./stats.ts"
 import { isSinkSnapshot, otlpPaths, type SinkSnapshot } from "./otlpSink.ts"
+import { renderReport, type ReportTable, writeReport } from "./report.ts"
 
 const usage = `usage: npm run bench -- [options]
   --updates N           updates per run with the fast Bot API (default 5000)
@@ -24,13 +25,17 @@ const usage = `usage: npm run bench -- [options]
   --delay-ms MS         the slow Bot API's delay per call (default 2000)
   --concurrency C       webhook connections at once, Telegram's max_connections (default 40)
   --warmup N            updates sent (and answered) before each measured run (default 300)
-  --skip-delayed        only the fast Bot API scenario
-  --quick               smoke run: 1000 updates, 1 round, 300 delayed updates, 100 warm-up
+  --skip-delayed        leave the slow Bot API scenario out
+  --paced-rate N        the paced scenario's updates per second, for reply latency at a steady load (default 200)
+  --paced-seconds S     the paced scenario's duration per run (default 15; 5 with --quick)
+  --skip-paced          leave the paced scenario out
+  --quick               smoke run: 1000 updates, 1 round, 300 delayed updates, 100 warm-up, 5 s paced
   --profile             run both contenders under node --cpu-prof and print where their CPU went
                         (profiling slows them down: do not compare these figures with normal runs)
   --only NAME           run one contender only: peer, steadfast, steadfast-grammy or steadfast-x2 (no ratios then)
-  --scaling             also run steadfast-x2: two steadfast instances on one database, the driver posting to
-                        them round robin (CPU and RSS are the two processes' sums)
+  --skip-scaling        leave out steadfast-x2: two steadfast instances on one database, the driver posting to
+                        them round robin (CPU and RSS are the two processes' sums), run by default with the
+                        fast and the slow Bot API (--scaling is accepted and changes nothing)
   --steadfast-env K=V   extra environment for steadfast (repeatable), e.g. --steadfast-env DB_POOL_MAX=20
   --only-precheckout    run the pre-checkout scenario alone (steadfast only)
   --skip-precheckout    leave the pre-checkout scenario out
@@ -38,9 +43,10 @@ const usage = `usage: npm run bench -- [options]
   --precheckout-rate N  pre-checkout queries per second, one order each (default 5)
   --background-rate N   ordinary updates per second during the pre-checkout scenario (default 200)
   --telemetry           telemetry overhead instead of the usual scenarios: steadfast without OTEL_* variables against
-                        "steadfast+otel" exporting traces, metrics and logs to a local OTLP/HTTP sink the bench starts
-                        (bench/otlpSink.ts), alternating off/on for --rounds rounds on the fast Bot API; no peer,
-                        no slow Bot API, no pre-checkout scenario
+                        "steadfast+otel" exporting traces, metrics and logs (OTLP/protobuf, every trace) to a local
+                        OTLP/HTTP sink the bench starts (bench/otlpSink.ts), and "steadfast+otel@10%" (the same with
+                        OTEL_TRACES_SAMPLER=parentbased_traceidratio, ARG 0.1), alternating for --rounds rounds on the
+                        fast Bot API; no peer, no slow Bot API, no paced or pre-checkout scenario
   --quiet-wait S        before each run, wait up to S seconds for a second with the machine < 25% busy (default 5)
   --help`
 
@@ -55,6 +61,10 @@ const { values } = parseArgs({
     concurrency: { type: "string" },
     warmup: { type: "string" },
     "skip-delayed": { type: "boolean", default: false },
+    "paced-rate": { type: "string" },
+    "paced-seconds": { type: "string" },
+    "skip-paced": { type: "boolean", default: false },
+    "skip-scaling": { type: "boolean", default: false },
     profile: { type: "boolean", default: false },
     "quiet-wait": { type: "string" },
     "steadfast-env": { type: "string", multiple: true },
@@ -103,6 +113,9 @@ const settings = {
   delayedUpdates: positive("delayed-updates", values["delayed-updates"], quick ? 300 : 600),
   delayedRounds: positive("delayed-rounds", values["delayed-rounds"], values["skip-delayed"] ? 0 : 1),
   delayMs: positive("delay-ms", values["delay-ms"], 2000),
+  pacedRate: positive("paced-rate", values["paced-rate"], 200),
+  pacedSeconds: positive("paced-seconds", values["paced-seconds"], quick ? 5 : 15),
+  pacedRounds: values["skip-paced"] ? 0 : positive("rounds", values.rounds, quick ? 1 : 3),
   concurrency: positive("concurrency", values.concurrency, 40),
   warmup: positive("warmup", values.warmup, quick ? 100 : 300),
   startShare: 0.05,
@@ -131,7 +144,7 @@ if (telemetryMode && (onlyPreCheckout || values.only !== undefined)) {
 
 type ContenderName = "peer" | "steadfast" | "steadfast-grammy" | "steadfast-x2"
 /** What a run is called: a contender, or steadfast exporting to the OTLP sink (--telemetry). */
-type RunLabel = ContenderName | "steadfast+otel"
+type RunLabel = ContenderName | "steadfast+otel" | "steadfast+otel@10%"
 interface Contender {
   readonly name: RunLabel
   readonly script: string
@@ -144,7 +157,7 @@ const allContenders: ReadonlyArray<Contender & { readonly name: ContenderName }>
   { name: "steadfast", script: "src/main.ts", health: true, instances: 1 },
   // The same service with its fallback as a grammY Composer: the adapter's cost against the Effect handler.
   { name: "steadfast-grammy", script: "bench/steadfastGrammy.ts", health: true, instances: 1 },
-  // Two instances sharing one database (only with --scaling): how throughput scales from one to two.
+  // Two instances sharing one database (left out with --skip-scaling): how throughput scales from one to two.
   { name: "steadfast-x2", script: "src/main.ts", health: true, instances: 2 }
 ]
 if (values.only !== undefined && !allContenders.some((c) => c.name === values.only)) {
@@ -152,15 +165,17 @@ if (values.only !== undefined && !allContenders.some((c) => c.name === values.on
   process.exit(2)
 }
 const contenders = allContenders.filter((c) =>
-  values.only === undefined ? c.name !== "steadfast-x2" || values.scaling : c.name === values.only
+  values.only === undefined ? c.name !== "steadfast-x2" || !values["skip-scaling"] : c.name === values.only
 )
 
 interface Scenario {
-  readonly name: "fast-api" | "slow-api"
+  readonly name: "fast-api" | "slow-api" | "paced"
   readonly title: string
   readonly updates: number
   readonly rounds: number
   readonly delayMs: number
+  /** Paced load (updates per second); unset: as fast as the service takes them. */
+  readonly ratePerSecond?: number
 }
 const allScenarios: ReadonlyArray<Scenario> = [
   { name: "fast-api", title: "Bot API answers at once", updates: settings.updates, rounds: settings.rounds, delayMs: 0 },
@@ -170,8 +185,18 @@ const allScenarios: ReadonlyArray<Scenario> = [
     updates: settings.delayedUpdates,
     rounds: settings.delayedRounds,
     delayMs: settings.delayMs
+  },
+  {
+    name: "paced",
+    title: `${settings.pacedRate} updates/s, paced, Bot API answers at once`,
+    updates: settings.pacedRate * settings.pacedSeconds,
+    rounds: settings.pacedRounds,
+    delayMs: 0,
+    ratePerSecond: settings.pacedRate
   }
 ]
+/** Two instances are about throughput: the paced scenario leaves them out. */
+const contendersOf = (scenario: Scenario) => contenders.filter((c) => scenario.name !== "paced" || c.name !== "steadfast-x2")
 const scenarios = onlyPreCheckout || telemetryMode ? [] : allScenarios.filter((scenario) => scenario.rounds > 0 && scenario.updates > 0)
 
 const TOKEN = "123456:BENCHbenchBENCHbenchBENCHbench00"
@@ -340,7 +365,8 @@ const runOne = async (
       firstChatId: 100_000,
       seed: 42 + round,
       settleMs: 1_000 + scenario.delayMs,
-      log: say
+      log: say,
+      ...(scenario.ratePerSecond === undefined ? {} : { ratePerSecond: scenario.ratePerSecond })
     })
     const monitored = await monitor.stop()
     if (extra.afterDrive !== undefined) await extra.afterDrive()
@@ -640,6 +666,36 @@ const checks = (results: ReadonlyArray<RunResult>): Array<Check> => {
   compare("slow-api", "webhook ack p99 ≤ peer's (slow Bot API)", (r) => r.driver.ack.p99, (s, p) => s <= p)
   compare("slow-api", "end-to-end throughput ≥ peer's (slow Bot API)", (r) => r.driver.e2ePerSecond, (s, p) => s >= p)
   compare("fast-api", "peak RSS < 1.5 × peer's", (r) => r.peakRssKb / 1024, (s, p) => s < 1.5 * p)
+  compare(
+    "fast-api",
+    "Node CPU per update ≤ 1.2 × peer's (ms)",
+    (r) => (1000 * r.monitor.cpuSeconds) / r.driver.updates,
+    (s, p) => s <= 1.2 * p
+  )
+  compare("fast-api", "PostgreSQL CPU per update ≤ 1.2 × peer's (ms)", (r) => (1000 * r.monitor.dbCpuSeconds) / r.driver.updates, (
+    s,
+    p
+  ) => s <= 1.2 * p)
+  compare("paced", "reply latency p50 ≤ 2 × peer's (ms)", (r) => r.driver.reply.p50, (s, p) => s <= 2 * p)
+  compare("paced", "reply latency p99 ≤ 2 × peer's (ms)", (r) => r.driver.reply.p99, (s, p) => s <= 2 * p)
+  const rowVersions = pick("fast-api", "steadfast", (r) => r.rowVersionsPerUpdate)
+  out.push({
+    scenario: "fast-api",
+    target: "row versions written per update ≤ 3",
+    steadfast: rowVersions,
+    peer: pick("fast-api", "peer", (r) => r.rowVersionsPerUpdate),
+    met: rowVersions === undefined ? undefined : rowVersions <= 3
+  })
+  // Two instances against one, same service: the "peer" column is one instance here.
+  const one = pick("fast-api", "steadfast", (r) => r.driver.e2ePerSecond)
+  const two = pick("fast-api", "steadfast-x2", (r) => r.driver.e2ePerSecond)
+  out.push({
+    scenario: "fast-api",
+    target: "two instances e2e throughput ≥ 0.9 × one instance's (peer column: one instance)",
+    steadfast: two,
+    peer: one,
+    met: one === undefined || two === undefined ? undefined : two >= 0.9 * one
+  })
   // The grammY adapter against the Effect handler, same service: the "steadfast" column is the adapter here.
   const effect = pick("fast-api", "steadfast", (r) => r.driver.e2ePerSecond)
   const grammy = pick("fast-api", "steadfast-grammy", (r) => r.driver.e2ePerSecond)
@@ -665,19 +721,26 @@ const checks = (results: ReadonlyArray<RunResult>): Array<Check> => {
   }
   lossFree("fast-api")
   lossFree("slow-api")
+  lossFree("paced")
   return out.filter((c) => c.steadfast !== undefined)
 }
 
-/** --telemetry: the largest share of end-to-end throughput exporting traces, metrics and logs may cost. */
-const TELEMETRY_MIN_RATIO = 0.9
+/** Issue 22's targets for --telemetry, as ratios of the medians against steadfast without export. */
+const TELEMETRY_TARGETS = { e2eMin: 0.9, cpuMax: 1.15, rssMax: 1.15, sampledE2eMin: 0.97 } as const
+const SAMPLED_RATIO = "0.1"
+
+/** One exporting run and what the sink had received at the end of the measured run and in all. */
+interface ExportingRun {
+  readonly run: RunResult
+  readonly sinkAtRunEnd: SinkSnapshot
+  readonly sink: SinkSnapshot
+}
 
 interface TelemetryRound {
   readonly round: number
   readonly off: RunResult
-  readonly on: RunResult
-  /** What the sink had received when the measured run ended (warm-up included), and once steadfast had exited. */
-  readonly sinkAtRunEnd: SinkSnapshot
-  readonly sink: SinkSnapshot
+  readonly on: ExportingRun
+  readonly sampled: ExportingRun
 }
 
 const sinkStats = async (url: string): Promise<SinkSnapshot> => {
@@ -689,8 +752,9 @@ const sinkStats = async (url: string): Promise<SinkSnapshot> => {
 
 const steadfastOff: Contender = { name: "steadfast", script: "src/main.ts", health: true, instances: 1 }
 const steadfastOn: Contender = { name: "steadfast+otel", script: "src/main.ts", health: true, instances: 1 }
+const steadfastSampled: Contender = { name: "steadfast+otel@10%", script: "src/main.ts", health: true, instances: 1 }
 
-// Off then on, round after round, each on a fresh database, with a fresh sink for each "on" run.
+// Off, on, on at 10%, round after round, each on a fresh database, with a fresh sink for each exporting run.
 const runTelemetry = async (
   cluster: Awaited<ReturnType<typeof startCluster>>,
   admin: pg.Client,
@@ -702,36 +766,47 @@ const runTelemetry = async (
     for (const line of r.logProblems.slice(0, 5)) say(`  log: ${line.slice(0, 300)}`)
     if (r.logProblems.length > 5) say(`  log: … ${r.logProblems.length - 5} more warning/error line(s) in ${r.logFile}`)
   }
-  for (let round = 1; round <= scenario.rounds; round++) {
-    say(`-- telemetry round ${round}: steadfast (no OTEL_* variables)`)
-    const off = await runOne(cluster, admin, statements, scenario, round, steadfastOff)
-    report(off)
-    say(`-- telemetry round ${round}: steadfast+otel (OTLP/HTTP to the bench's sink)`)
-    const sink = startNode("bench/otlpSink.ts", [], {}, join(logsDir, `telemetry-${round}.otlp-sink.log`))
+  const exporting = async (round: number, contender: Contender, env: Record<string, string>): Promise<ExportingRun> => {
+    say(`-- telemetry round ${round}: ${contender.name} (OTLP/protobuf to the bench's sink)`)
+    const slug = contender.name.replace(/\W/g, "_")
+    const sink = startNode("bench/otlpSink.ts", [], {}, join(logsDir, `telemetry-${round}-${slug}.otlp-sink.log`))
     try {
       const sinkUrl = (await sink.waitFor(/otlp sink listening on (http:\/\/\S+)/, 20_000))[1]!
       let atRunEnd: SinkSnapshot | undefined
-      const on = await runOne(cluster, admin, statements, scenario, round, steadfastOn, {
-        env: { OTEL_EXPORTER_OTLP_ENDPOINT: sinkUrl },
+      const run = await runOne(cluster, admin, statements, scenario, round, contender, {
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: sinkUrl, ...env },
         benchPids: [sink.pid],
         afterDrive: async () => {
           atRunEnd = await sinkStats(sinkUrl)
         }
       })
-      report(on)
+      report(run)
       const total = await sinkStats(sinkUrl)
-      rounds.push({ round, off, on, sinkAtRunEnd: atRunEnd ?? total, sink: total })
-      say("")
-      say(table(runHeader, [off, on].map(runRow)))
-      say(
-        `   OTLP sink: ${total.requests} request(s), ${fmt(total.bytes / 1024, 1)} kB in all; ${
-          atRunEnd?.requests ?? "?"
-        } request(s) by the end of the measured run`
-      )
-      say("")
+      return { run, sinkAtRunEnd: atRunEnd ?? total, sink: total }
     } finally {
       await sink.stop(5_000)
     }
+  }
+  for (let round = 1; round <= scenario.rounds; round++) {
+    say(`-- telemetry round ${round}: steadfast (no OTEL_* variables)`)
+    const off = await runOne(cluster, admin, statements, scenario, round, steadfastOff)
+    report(off)
+    const on = await exporting(round, steadfastOn, {})
+    const sampled = await exporting(round, steadfastSampled, {
+      OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+      OTEL_TRACES_SAMPLER_ARG: SAMPLED_RATIO
+    })
+    rounds.push({ round, off, on, sampled })
+    say("")
+    say(table(runHeader, [off, on.run, sampled.run].map(runRow)))
+    for (const e of [on, sampled]) {
+      say(
+        `   OTLP sink (${e.run.contender}): ${e.sink.requests} request(s), ${
+          fmt(e.sink.bytes / 1024, 1)
+        } kB in all; ${e.sinkAtRunEnd.requests} request(s) by the end of the measured run`
+      )
+    }
+    say("")
   }
   return rounds
 }
@@ -741,21 +816,33 @@ interface TelemetryMetric {
   readonly get: (r: RunResult) => number
   readonly digits: number
 }
+const cpuPerUpdate = (r: RunResult) => (1000 * r.monitor.cpuSeconds) / r.driver.updates
+const peakRssMb = (r: RunResult) => r.peakRssKb / 1024
 const telemetryMetrics: ReadonlyArray<TelemetryMetric> = [
   { label: "ack throughput (updates/s)", get: (r) => r.driver.ackPerSecond, digits: 0 },
   { label: "end-to-end throughput (updates/s)", get: (r) => r.driver.e2ePerSecond, digits: 0 },
   { label: "webhook ack p50 (ms)", get: (r) => r.driver.ack.p50, digits: 1 },
   { label: "webhook ack p99 (ms)", get: (r) => r.driver.ack.p99, digits: 1 },
-  { label: "process CPU per update (ms)", get: (r) => (1000 * r.monitor.cpuSeconds) / r.driver.updates, digits: 2 },
-  { label: "peak RSS, VmHWM (MB)", get: (r) => r.peakRssKb / 1024, digits: 0 },
+  { label: "Node CPU per update (ms)", get: cpuPerUpdate, digits: 2 },
+  { label: "PostgreSQL CPU per update (ms)", get: (r) => (1000 * r.monitor.dbCpuSeconds) / r.driver.updates, digits: 2 },
+  { label: "peak RSS, VmHWM (MB)", get: peakRssMb, digits: 0 },
   { label: "update→reply p99 (ms)", get: (r) => r.driver.reply.p99, digits: 0 }
 ]
 
 const telemetryMedians = (rounds: ReadonlyArray<TelemetryRound>) =>
   telemetryMetrics.map((metric) => {
     const off = median(rounds.map((r) => metric.get(r.off)))
-    const on = median(rounds.map((r) => metric.get(r.on)))
-    return { metric: metric.label, digits: metric.digits, off, on, ratio: off !== 0 ? on / off : NaN }
+    const on = median(rounds.map((r) => metric.get(r.on.run)))
+    const sampled = median(rounds.map((r) => metric.get(r.sampled.run)))
+    return {
+      metric: metric.label,
+      digits: metric.digits,
+      off,
+      on,
+      ratio: off !== 0 ? on / off : NaN,
+      sampled,
+      sampledRatio: off !== 0 ? sampled / off : NaN
+    }
   })
 
 const sinkTotals = (snapshots: ReadonlyArray<SinkSnapshot>) =>
@@ -769,22 +856,30 @@ const sinkTotals = (snapshots: ReadonlyArray<SinkSnapshot>) =>
     })
   )
 
-const telemetrySummary = (
-  rounds: ReadonlyArray<TelemetryRound>,
-  scenario: Scenario
-): { readonly text: string; readonly check: Check; readonly json: unknown } => {
+interface TelemetrySummary {
+  readonly text: string
+  readonly checks: ReadonlyArray<Check>
+  readonly medians: ReturnType<typeof telemetryMedians>
+  readonly json: unknown
+}
+
+const telemetrySummary = (rounds: ReadonlyArray<TelemetryRound>, scenario: Scenario): TelemetrySummary => {
   const lines: Array<string> = []
-  lines.push(`== summary telemetry (${scenario.title}; ${scenario.updates} updates; ${rounds.length} round(s), off/on alternating)`)
-  const perRound = rounds.flatMap((
-    r
-  ) => [[r.off, undefined, undefined] as const, [r.on, r, r.on.driver.e2ePerSecond / r.off.driver.e2ePerSecond] as const])
+  lines.push(
+    `== summary telemetry (${scenario.title}; ${scenario.updates} updates; ${rounds.length} round(s), off / on / on at 10% alternating)`
+  )
+  const perRound = rounds.flatMap((r) => [
+    [r.off, undefined, undefined] as const,
+    [r.on.run, r.on, r.on.run.driver.e2ePerSecond / r.off.driver.e2ePerSecond] as const,
+    [r.sampled.run, r.sampled, r.sampled.run.driver.e2ePerSecond / r.off.driver.e2ePerSecond] as const
+  ])
   lines.push(table(
     [
       "round",
       "contender",
       "ack/s",
       "e2e/s",
-      "e2e on/off",
+      "e2e ÷ off",
       "ack p50",
       "ack p99",
       "CPU ms/upd",
@@ -794,7 +889,7 @@ const telemetrySummary = (
       "OTLP req (run/total)",
       "OTLP kB"
     ],
-    perRound.map(([run, round, ratio]) => [
+    perRound.map(([run, exporting, ratio]) => [
       `#${run.round}`,
       run.contender,
       fmt(run.driver.ackPerSecond),
@@ -802,66 +897,186 @@ const telemetrySummary = (
       ratio === undefined ? "" : fmt(ratio, 3),
       fmt(run.driver.ack.p50, 1),
       fmt(run.driver.ack.p99, 1),
-      fmt((1000 * run.monitor.cpuSeconds) / run.driver.updates, 2),
-      fmt(run.peakRssKb / 1024, 0),
+      fmt(cpuPerUpdate(run), 2),
+      fmt(peakRssMb(run), 0),
       String(run.driver.lost),
       String(run.driver.duplicated),
-      round === undefined ? "-" : `${round.sinkAtRunEnd.requests}/${round.sink.requests}`,
-      round === undefined ? "-" : fmt(round.sink.bytes / 1024, 1)
+      exporting === undefined ? "-" : `${exporting.sinkAtRunEnd.requests}/${exporting.sink.requests}`,
+      exporting === undefined ? "-" : fmt(exporting.sink.bytes / 1024, 1)
     ]),
     2
   ))
   lines.push("")
   const medians = telemetryMedians(rounds)
   lines.push(table(
-    ["metric (median over rounds)", "steadfast", "steadfast+otel", "on/off"],
-    medians.map((m) => [m.metric, fmt(m.off, m.digits), fmt(m.on, m.digits), fmt(m.ratio, 3)])
+    ["metric (median over rounds)", "steadfast", "steadfast+otel", "÷ off", "steadfast+otel@10%", "÷ off"],
+    medians.map((
+      m
+    ) => [m.metric, fmt(m.off, m.digits), fmt(m.on, m.digits), fmt(m.ratio, 3), fmt(m.sampled, m.digits), fmt(m.sampledRatio, 3)])
   ))
-  const totals = sinkTotals(rounds.map((r) => r.sink))
-  const atRunEnd = sinkTotals(rounds.map((r) => r.sinkAtRunEnd))
+  const totals = { on: sinkTotals(rounds.map((r) => r.on.sink)), sampled: sinkTotals(rounds.map((r) => r.sampled.sink)) }
   lines.push("")
-  lines.push("OTLP sink (all steadfast+otel runs; warm-up, run and the flush at shutdown):")
+  lines.push("OTLP sink (warm-up, run and the flush at shutdown, all rounds): requests / kB")
   for (const path of ["all", ...otlpPaths]) {
-    const t = totals[path]!
+    const on = totals.on[path]!
+    const sampled = totals.sampled[path]!
     lines.push(
-      `  ${path.padEnd(12)} ${pad(String(t.requests), 6)} request(s) ${
-        pad(fmt(t.bytes / 1024, 1), 10)
-      } kB   (by the end of the measured runs: ${atRunEnd[path]!.requests} request(s), ${fmt(atRunEnd[path]!.bytes / 1024, 1)} kB)`
+      `  ${path.padEnd(12)} steadfast+otel ${pad(String(on.requests), 6)} / ${pad(fmt(on.bytes / 1024, 1), 10)}   steadfast+otel@10% ${
+        pad(String(sampled.requests), 6)
+      } / ${pad(fmt(sampled.bytes / 1024, 1), 10)}`
     )
   }
-  const other = rounds.reduce((sum, r) => sum + r.sink.other, 0)
+  const other = rounds.reduce((sum, r) => sum + r.on.sink.other + r.sampled.sink.other, 0)
   if (other > 0) lines.push(`  ! ${other} request(s) to other paths (answered 404)`)
-  const exported = totals["all"]!.requests > 0
-  if (!exported) lines.push("  ! the sink received nothing: steadfast+otel did not export, the comparison says nothing about telemetry")
-  const e2e = medians.find((m) => m.metric === "end-to-end throughput (updates/s)")!
-  const check: Check = {
+  const exported = totals.on["all"]!.requests > 0 && totals.sampled["all"]!.requests > 0
+  if (!exported) lines.push("  ! a sink received nothing: an exporting run did not export, the comparison says nothing about telemetry")
+  const byLabel = (label: string) => medians.find((m) => m.metric === label)!
+  const e2e = byLabel("end-to-end throughput (updates/s)")
+  const cpu = byLabel("Node CPU per update (ms)")
+  const rss = byLabel("peak RSS, VmHWM (MB)")
+  const check = (target: string, value: number, met: boolean): Check => ({
     scenario: "telemetry",
-    target: `telemetry throughput cost < ${Math.round((1 - TELEMETRY_MIN_RATIO) * 100)}% (median e2e/s on/off ≥ ${
-      TELEMETRY_MIN_RATIO.toFixed(2)
-    }, export seen)`,
-    steadfast: e2e.ratio,
+    target,
+    steadfast: value,
     peer: undefined,
-    met: exported && e2e.ratio >= TELEMETRY_MIN_RATIO
-  }
+    met: exported && met
+  })
+  const t = TELEMETRY_TARGETS
+  const checks = [
+    check(`every trace exported: e2e throughput ≥ ${t.e2eMin} × without export`, e2e.ratio, e2e.ratio >= t.e2eMin),
+    check(`every trace exported: Node CPU per update ≤ ${t.cpuMax} × without export`, cpu.ratio, cpu.ratio <= t.cpuMax),
+    check(`every trace exported: peak RSS ≤ ${t.rssMax} × without export`, rss.ratio, rss.ratio <= t.rssMax),
+    check(`10% of traces: e2e throughput ≥ ${t.sampledE2eMin} × without export`, e2e.sampledRatio, e2e.sampledRatio >= t.sampledE2eMin)
+  ]
   const json = {
-    contenders: { off: "steadfast (no OTEL_* variables)", on: "steadfast+otel (OTEL_EXPORTER_OTLP_ENDPOINT = bench/otlpSink.ts)" },
+    contenders: {
+      off: "steadfast (no OTEL_* variables)",
+      on: "steadfast+otel (OTEL_EXPORTER_OTLP_ENDPOINT = bench/otlpSink.ts)",
+      sampled: `steadfast+otel@10% (the same, OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=${SAMPLED_RATIO})`
+    },
     scenario: scenario.name,
     updates: scenario.updates,
     rounds: rounds.map((r) => ({
       round: r.round,
-      offDatabase: r.off.database,
-      onDatabase: r.on.database,
-      e2eRatio: r.on.driver.e2ePerSecond / r.off.driver.e2ePerSecond,
-      metrics: telemetryMetrics.map((m) => ({ metric: m.label, off: m.get(r.off), on: m.get(r.on) })),
-      sinkAtRunEnd: r.sinkAtRunEnd,
-      sink: r.sink
+      databases: [r.off.database, r.on.run.database, r.sampled.run.database],
+      e2eRatio: r.on.run.driver.e2ePerSecond / r.off.driver.e2ePerSecond,
+      sampledE2eRatio: r.sampled.run.driver.e2ePerSecond / r.off.driver.e2ePerSecond,
+      metrics: telemetryMetrics.map((m) => ({ metric: m.label, off: m.get(r.off), on: m.get(r.on.run), sampled: m.get(r.sampled.run) })),
+      sink: { on: r.on.sink, onAtRunEnd: r.on.sinkAtRunEnd, sampled: r.sampled.sink, sampledAtRunEnd: r.sampled.sinkAtRunEnd }
     })),
-    medians: medians.map(({ digits: _digits, ...m }) => ({ ...m, ratio: Number.isNaN(m.ratio) ? null : m.ratio })),
-    sink: { total: totals, byRunEnd: atRunEnd, otherPaths: other },
-    target: { minRatio: TELEMETRY_MIN_RATIO, ratio: e2e.ratio, exported, met: check.met },
-    runs: rounds.flatMap((r) => [r.off, r.on])
+    medians: medians.map(({ digits: _digits, ...m }) => ({
+      ...m,
+      ratio: Number.isNaN(m.ratio) ? null : m.ratio,
+      sampledRatio: Number.isNaN(m.sampledRatio) ? null : m.sampledRatio
+    })),
+    sink: { ...totals, otherPaths: other },
+    targets: checks,
+    runs: rounds.flatMap((r) => [r.off, r.on.run, r.sampled.run])
   }
-  return { text: lines.join("\n"), check, json }
+  return { text: lines.join("\n"), checks, medians, json }
+}
+
+const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`
+
+/** The run as markdown tables: one per scenario (medians, ratios), telemetry, pre-checkout, targets. */
+const markdownReport = (
+  finishedAt: string,
+  results: ReadonlyArray<RunResult>,
+  verdicts: ReadonlyArray<Check>,
+  telemetry: TelemetrySummary | undefined,
+  preCheckout: PreCheckoutRun | undefined
+): Parameters<typeof renderReport>[0] => {
+  const tables: Array<ReportTable> = []
+  for (const scenario of scenarios) {
+    const runsOf = (name: ContenderName) => results.filter((r) => r.scenario === scenario.name && r.contender === name)
+    const present = contenders.filter((c) => runsOf(c.name).length > 0).map((c) => c.name)
+    const peer = runsOf("peer")
+    const steadfast = runsOf("steadfast")
+    // steadfast against the peer; its variants (grammY Composer, two instances) against steadfast.
+    const baseOf = (name: ContenderName): ContenderName | undefined =>
+      name === "peer"
+        ? undefined
+        : name === "steadfast"
+        ? (peer.length > 0 ? "peer" : undefined)
+        : steadfast.length > 0
+        ? "steadfast"
+        : undefined
+    const header = [
+      "metric",
+      ...present.flatMap((name) => {
+        const base = baseOf(name)
+        return base === undefined ? [name] : [name, `${name} ÷ ${base}`]
+      })
+    ]
+    tables.push({
+      title: `${scenario.name}: ${scenario.title}`,
+      note: `${scenario.updates} updates over ${
+        Math.min(settings.chats, scenario.updates)
+      } chats; medians of ${scenario.rounds} alternating round(s).`,
+      header,
+      rows: metrics.map((metric) => {
+        return [
+          metric.label,
+          ...present.flatMap((name) => {
+            const value = combine(metric, runsOf(name))
+            const baseName = baseOf(name)
+            if (baseName === undefined) return [fmt(value, metric.digits)]
+            const base = combine(metric, runsOf(baseName))
+            const ratio = value !== undefined && base !== undefined && base !== 0 && metric.combine !== "sum" ? fmt(value / base, 2) : "-"
+            return [fmt(value, metric.digits), ratio]
+          })
+        ]
+      })
+    })
+  }
+  if (telemetry !== undefined) {
+    tables.push({
+      title: "telemetry: the same steadfast without export, exporting everything, and at 10% trace sampling",
+      note: `${
+        allScenarios[0]!.updates
+      } updates, Bot API answers at once; medians of ${settings.rounds} alternating round(s); export over OTLP/protobuf to a local sink (bench/otlpSink.ts).`,
+      header: ["metric", "steadfast", "+otel", "+otel ÷ off", "+otel@10%", "@10% ÷ off"],
+      rows: telemetry.medians.map((
+        m
+      ) => [m.metric, fmt(m.off, m.digits), fmt(m.on, m.digits), fmt(m.ratio, 3), fmt(m.sampled, m.digits), fmt(m.sampledRatio, 3)])
+    })
+  }
+  if (preCheckout !== undefined) {
+    const r = preCheckout.result
+    tables.push({
+      title: "pre-checkout: answer latency while other updates arrive (steadfast only)",
+      header: ["metric", "steadfast"],
+      rows: [
+        ["queries answered ok / posted", `${r.answeredOk} / ${r.queries}`],
+        ["ack → answer p50 / p99 / max (ms)", `${fmt(r.latency.p50, 0)} / ${fmt(r.latency.p99, 0)} / ${fmt(r.latency.max, 0)}`],
+        ["background updates/s: target / achieved", `${r.background.targetPerSecond} / ${fmt(r.background.achievedPerSecond, 1)}`]
+      ]
+    })
+  }
+  tables.push({
+    title: "targets",
+    header: ["scenario", "target", "peer", "steadfast", "met"],
+    rows: verdicts.map((c) => [
+      c.scenario,
+      c.target,
+      fmt(c.peer, 2),
+      fmt(c.steadfast, c.scenario === "telemetry" ? 3 : 2),
+      c.met === undefined ? "-" : c.met ? "yes" : "**no**"
+    ])
+  })
+  return {
+    date: finishedAt,
+    command,
+    machine: `${cpus().length} cores (${cpus()[0]?.model ?? "?"}), ${Math.round(totalmem() / 2 ** 30)} GB, node ${process.version}`,
+    code: `${git.head}${git.dirtySrcFiles > 0 ? ` + ${git.dirtySrcFiles} uncommitted file(s) under src/` : ""}`,
+    settings:
+      `${settings.updates} updates over ${settings.chats} chats, ${settings.rounds} round(s), ${settings.concurrency} connections, ${settings.warmup} warm-up updates per run, paced round ${settings.pacedRate}/s for ${settings.pacedSeconds} s`,
+    notes: [
+      "one embedded PostgreSQL (fsync off), a fresh database per run; contender, driver, Bot API stand-in and PostgreSQL share the machine",
+      `steadfast runs with SEND_RATE_PER_SECOND=${settings.sendRatePerSecond} (the peer has no rate limit); ratios compare contenders within this run only`
+    ],
+    tables
+  }
 }
 
 const git = (() => {
@@ -934,7 +1149,7 @@ const main = async () => {
       )
       for (let round = 1; round <= scenario.rounds; round++) {
         const roundResults: Array<RunResult> = []
-        for (const contender of contenders) {
+        for (const contender of contendersOf(scenario)) {
           say(`-- ${scenario.name} round ${round}: ${contender.name}`)
           const result = await runOne(cluster, admin, statements, scenario, round, contender)
           results.push(result)
@@ -1006,7 +1221,7 @@ const main = async () => {
       }
     }
 
-    let telemetry: { readonly text: string; readonly check: Check; readonly json: unknown } | undefined
+    let telemetry: TelemetrySummary | undefined
     if (telemetryMode) {
       const scenario = allScenarios[0]!
       say(
@@ -1015,7 +1230,8 @@ const main = async () => {
         } chats, ${settings.rounds} round(s) of steadfast off/on`
       )
       say("   steadfast+otel: OTEL_EXPORTER_OTLP_ENDPOINT at a local sink (bench/otlpSink.ts, a separate process, counted as bench CPU);")
-      say("   traces, metrics and logs on, everything else (batching, 10 s metric interval) at its defaults")
+      say("   traces, metrics and logs on, everything else (protocol, batching, 10 s metric interval) at its defaults;")
+      say(`   steadfast+otel@10%: the same with OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=${SAMPLED_RATIO}`)
       telemetry = telemetrySummary(await runTelemetry(cluster, admin, statements, scenario), scenario)
       say(telemetry.text)
       say("")
@@ -1051,7 +1267,7 @@ const main = async () => {
       })
     }
     if (telemetry !== undefined) {
-      verdicts.push(telemetry.check)
+      verdicts.push(...telemetry.checks)
     }
     say("== targets")
     say(table(
@@ -1101,6 +1317,12 @@ const main = async () => {
     writeFileSync(join(resultsDir, "latest.json"), json)
     writeFileSync(join(resultsDir, stamped), json)
     say(`\nresults: bench/results/latest.json (and bench/results/${stamped})`)
+
+    // Only a full run replaces the figures in bench/README.md; a partial one reports beside its results.
+    const partial = quick || settings.profile || values.only !== undefined || onlyPreCheckout
+    const reportFile = partial ? join(resultsDir, "README.md") : join(root, "bench/README.md")
+    writeReport(reportFile, renderReport(markdownReport(report.finishedAt, results, verdicts, telemetry, preCheckout)))
+    say(`report: ${partial ? "bench/results/README.md (a partial run leaves bench/README.md alone)" : "bench/README.md"}`)
   } finally {
     await admin.end().catch(() => undefined)
     await cluster.dispose()

@@ -305,8 +305,8 @@ export interface TelemetrySettings {
 
 // The OpenTelemetry specification asks SDKs to ignore an invalid OTEL_* value rather than fail,
 // so these fall back to the default; the exporters read the rest (endpoints, headers, timeouts).
-const otel = (name: string) => Config.option(Config.NonEmptyString(name)).pipe(Effect.orElseSucceed(() => Option.none<string>()))
-const otelPositive = (name: string) =>
+export const otel = (name: string) => Config.option(Config.NonEmptyString(name)).pipe(Effect.orElseSucceed(() => Option.none<string>()))
+export const otelPositive = (name: string) =>
   Config.option(Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), name)).pipe(Effect.orElseSucceed(() => Option.none<number>()))
 
 /**

@@ -430,12 +430,22 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
 
       const other = yield* makeOtlpReceiver()
       const databaseUrl = yield* Effect.promise(() => freshDatabase("otel_instance"))
+      // This one also asks for OTLP/JSON, but keeps protobuf for its metrics.
       const second = yield* spawnService(
-        testEnv(databaseUrl, "http://127.0.0.1:9", { ...fastExport, OTEL_EXPORTER_OTLP_ENDPOINT: other.url })
+        testEnv(databaseUrl, "http://127.0.0.1:9", {
+          ...fastExport,
+          OTEL_EXPORTER_OTLP_ENDPOINT: other.url,
+          OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+          OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: "http/protobuf"
+        })
       )
-      const { metrics } = yield* other.waitFor((r) => r.metrics.length > 0 ? r : undefined)
+      const { metrics, logs, requests } = yield* other.waitFor((r) => r.metrics.length > 0 && r.logs.length > 0 ? r : undefined)
       assert.isString(metrics[0]?.resource["service.instance.id"])
       assert.notStrictEqual(metrics[0]?.resource["service.instance.id"], instanceId)
+      assert.strictEqual(logs[0]?.resource["service.instance.id"], metrics[0]?.resource["service.instance.id"])
+      const types = (signal: string) => new Set(requests.filter((r) => r.signal === signal).map((r) => r.contentType))
+      assert.deepStrictEqual([...types("logs")], ["application/json"])
+      assert.deepStrictEqual([...types("metrics")], ["application/x-protobuf"])
       yield* second.kill("SIGTERM")
       yield* second.exited
     }).pipe(Effect.scoped))
@@ -446,12 +456,17 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       const requests = yield* receiver.waitFor(({ requests }) =>
         ["traces", "metrics", "logs"].every((signal) => requests.some((r) => r.signal === signal)) ? requests : undefined
       )
-      assert.isTrue(requests.every((r) => r.contentType.startsWith("application/json")))
+      // OpenTelemetry's default protocol, with nothing set but the endpoint: OTLP/protobuf.
+      assert.isTrue(requests.every((r) => r.contentType === "application/x-protobuf"))
       assert.isTrue(requests.every((r) => r.contentEncoding === "gzip"))
       const secrets = [TEST_TOKEN, TEST_TOKEN.split(":")[1]!, encodeURIComponent(TEST_TOKEN), TEST_SECRET, DB_PASSWORD]
       for (const r of requests) {
-        assert.isNotNull(r.body, `${r.path}: not JSON`)
-        for (const secret of secrets) assert.notInclude(r.raw, secret, `${r.path} leaks a secret`)
+        assert.isNotNull(r.body, `${r.path}: not an OTLP request`)
+        const decoded = JSON.stringify(r.body)
+        for (const secret of secrets) {
+          assert.notInclude(r.raw, secret, `${r.path} leaks a secret`)
+          assert.notInclude(decoded, secret, `${r.path} leaks a secret`)
+        }
       }
     }))
 })
@@ -469,6 +484,30 @@ describe("telemetry switched off and shutdown", () => {
       yield* service.kill("SIGTERM")
       yield* service.exited.pipe(Effect.timeout("20 seconds"))
       assert.deepStrictEqual((yield* receiver.requests).map((r) => r.path), [])
+    }).pipe(Effect.provide(BotApiStandIn.layer())))
+
+  it.live("spans the export queue cannot hold are counted in steadfast.telemetry.lost and reported in a warning", () =>
+    Effect.gen(function*() {
+      const receiver = yield* makeOtlpReceiver()
+      const standIn = yield* BotApiStandIn
+      const databaseUrl = yield* Effect.promise(() => freshDatabase("otel_lost"))
+      // A queue of 4 spans, exported only every 10 minutes: one update ends more spans than that.
+      const service = yield* spawnService(testEnv(databaseUrl, standIn.url, {
+        ...fastExport,
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        OTEL_BSP_MAX_QUEUE_SIZE: "4",
+        OTEL_BSP_SCHEDULE_DELAY: "600000",
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "4096"
+      }))
+      assert.strictEqual(yield* postWebhook(service.baseUrl, startUpdate(4001, 5550401)), 200)
+      yield* standIn.awaitCalls((calls) => calls.some((call) => call.method === "sendMessage"), "20 seconds")
+      const lost = yield* receiver.waitFor(({ metrics }) => {
+        const point = pointsOf(metrics, "steadfast.telemetry.lost", { signal: "spans", reason: "queue_full" }).at(-1)
+        return point !== undefined && (point.value ?? 0) > 0 ? point.value : undefined
+      })
+      assert.isAbove(lost ?? 0, 0)
+      const warning = yield* service.waitForOutput(/telemetry: dropped \d+ spans \(export queue full\)/)
+      assert.notInclude(warning, TEST_TOKEN)
     }).pipe(Effect.provide(BotApiStandIn.layer())))
 
   it.live("SIGTERM: the process exits 0 and the spans, metrics and logs still buffered are flushed before it does", () =>

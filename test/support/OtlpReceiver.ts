@@ -1,14 +1,19 @@
 // A local OTLP/HTTP receiver: what an OpenTelemetry Collector would see from the service.
-// It accepts the JSON encoding (gzip-compressed or not) on /v1/traces, /v1/metrics and
-// /v1/logs, keeps every request with its raw body, and flattens spans, metric points and
-// log records into plain records for assertions.
+// It accepts both OTLP/HTTP encodings, protobuf and JSON (gzip-compressed or not), on /v1/traces,
+// /v1/metrics and /v1/logs, keeps every request with its raw body, decodes either into the JSON
+// shape, and flattens spans, metric points and log records into plain records for assertions.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import { gunzip } from "node:zlib"
 import { Duration, Effect, FiberSet, Option, Predicate, Schema, Stream, SubscriptionRef } from "effect"
+import { decodeOtlpProtobuf } from "./OtlpProtobuf.ts"
 
 export type Signal = "traces" | "metrics" | "logs"
 
-/** One POST as it arrived. `raw` is the decompressed body text; `body` is `raw` parsed. */
+/**
+ * One POST as it arrived. `raw` is the decompressed body as text (JSON as UTF-8; protobuf one
+ * character per byte, so any ASCII string in it is found as is); `body` is the request in the
+ * OTLP/JSON shape, whichever encoding it came in, or null when it could not be decoded.
+ */
 export interface ReceivedRequest {
   readonly signal: Signal | undefined
   readonly path: string
@@ -159,6 +164,8 @@ const decodeTraces = Schema.decodeUnknownOption(TracesRequest)
 const decodeMetrics = Schema.decodeUnknownOption(MetricsRequest)
 const decodeLogs = Schema.decodeUnknownOption(LogsRequest)
 const decodeJson = Schema.decodeUnknownOption(Schema.fromJsonString(Schema.Unknown))
+const decodeProtobuf = (signal: Signal, bytes: Uint8Array): Option.Option<unknown> =>
+  Option.liftThrowable(decodeOtlpProtobuf)(signal, bytes)
 
 const toNumber = (value: number | string | undefined): number | undefined =>
   value === undefined ? undefined : typeof value === "number" ? value : Number(value)
@@ -342,8 +349,8 @@ export const makeOtlpReceiver = (options: { readonly port?: number } = {}) =>
     const state = yield* SubscriptionRef.make<ReadonlyArray<ReceivedRequest>>([])
     const run = yield* FiberSet.makeRuntime<never, void, never>()
 
-    const reply = (res: ServerResponse, status: number, body: string) => {
-      res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+    const reply = (res: ServerResponse, status: number, body: string, contentType = "application/json") => {
+      res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(body) })
       res.end(body)
     }
 
@@ -351,16 +358,19 @@ export const makeOtlpReceiver = (options: { readonly port?: number } = {}) =>
       const path = new URL(req.url ?? "/", "http://receiver").pathname
       const contentEncoding = req.headers["content-encoding"]
       const bytes = yield* readBody(req)
-      const text = (contentEncoding === "gzip" ? yield* gunzipped(bytes) : bytes).toString("utf8")
+      const decompressed = contentEncoding === "gzip" ? yield* gunzipped(bytes) : bytes
       const contentType = req.headers["content-type"] ?? ""
-      const body = Option.getOrNull(decodeJson(text))
-      yield* SubscriptionRef.update(state, (all) => [
-        ...all,
-        { signal: signalOf(path), path, contentType, contentEncoding, raw: text, body }
-      ])
-      if (req.method !== "POST" || signalOf(path) === undefined) return reply(res, 404, "{}")
+      const signal = signalOf(path)
+      const protobuf = contentType.startsWith("application/x-protobuf")
+      const text = decompressed.toString(protobuf ? "latin1" : "utf8")
+      const body = protobuf
+        ? signal === undefined ? null : Option.getOrNull(decodeProtobuf(signal, decompressed))
+        : Option.getOrNull(decodeJson(text))
+      yield* SubscriptionRef.update(state, (all) => [...all, { signal, path, contentType, contentEncoding, raw: text, body }])
+      if (req.method !== "POST" || signal === undefined) return reply(res, 404, "{}")
+      // An empty response message is a full success (no partialSuccess), in either encoding.
+      if (protobuf) return reply(res, body === null ? 400 : 200, "", "application/x-protobuf")
       if (!contentType.startsWith("application/json")) return reply(res, 415, "{}")
-      // An empty JSON object is a full success: no partialSuccess.
       reply(res, 200, "{}")
     })
 
