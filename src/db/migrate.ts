@@ -41,5 +41,3 @@ migrate.pipe(
     teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? 0 : 1)
   })
 )
-
-export {}
