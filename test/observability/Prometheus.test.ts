@@ -66,7 +66,9 @@ describe("Prometheus names", () => {
 describe("Prometheus", () => {
   it.live("METRICS_PORT serves the pool, runtime, HTTP and update metrics by the naming conventions, on its own port only", () =>
     Effect.gen(function*() {
-      const { metricsUrl, scrape, service, stored } = yield* scrapeAfterOneUpdate("prometheus", 8001, 5550801)
+      const { metricsUrl, scrape, service, stored } = yield* scrapeAfterOneUpdate("prometheus", 8001, 5550801, {
+        NODE_OPTIONS: "--max-old-space-size=160 --max-semi-space-size=16"
+      })
       assert.strictEqual(stored, 200)
       assert.notStrictEqual(new URL(metricsUrl).port, new URL(service.baseUrl).port)
       assert.strictEqual(scrape.status, 200)
@@ -78,6 +80,11 @@ describe("Prometheus", () => {
       assert.match(scrape.body, /^db_client_connection_idle_max\{[^}]*\} 10$/m)
       assert.match(scrape.body, /^process_cpu_time_seconds_total\{cpu_mode="user"\} /m)
       assert.match(scrape.body, /^steadfast_build_info\{version="\d+\.\d+\.\d+[^"]*"\} 1$/m)
+      const sample = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(scrape.body)?.[1])
+      assert.isAbove(sample("process_memory_usage_bytes"), 10 * 2 ** 20)
+      assert.isAbove(sample("process_uptime_seconds"), 0)
+      // The heap cap from NODE_OPTIONS is what an operator sees: old space plus three semi-spaces.
+      assert.closeTo(sample("nodejs_heap_size_limit_bytes") / 2 ** 20, 160 + 3 * 16, 4)
       assert.strictEqual(found.get("http_server_request_duration_seconds"), "histogram")
       assert.match(scrape.body, /^http_server_request_duration_seconds_count\{[^}]*http_route="\/webhook"[^}]*\} [1-9]/m)
       assert.match(scrape.body, /^steadfast_updates_received_total\{[^}]*\} [1-9]/m)

@@ -46,11 +46,11 @@ export const exposes = (found: ReadonlyMap<string, string>, name: string): boole
  * Runs the service with METRICS_PORT, has it process one `/start` update (so that every metric
  * that appears on first use has appeared) and returns a scrape taken once that update was done.
  */
-export const scrapeAfterOneUpdate = (name: string, updateId: number, chatId: number) =>
+export const scrapeAfterOneUpdate = (name: string, updateId: number, chatId: number, env: Record<string, string> = {}) =>
   Effect.gen(function*() {
     const standIn = yield* BotApiStandIn
     const databaseUrl = yield* Effect.promise(() => freshDatabase(name))
-    const service = yield* spawnService(testEnv(databaseUrl, standIn.url, { METRICS_PORT: "0" }))
+    const service = yield* spawnService(testEnv(databaseUrl, standIn.url, { METRICS_PORT: "0", ...env }))
     const metricsUrl = yield* service.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\/metrics/)
     const update = JSON.stringify(sampleUpdate({ updateId, chatId, text: "/start" }))
     const stored = yield* postWebhook(service.baseUrl, update)
