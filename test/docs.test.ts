@@ -42,6 +42,39 @@ describe("README", () => {
   })
 })
 
+describe("docs/operations.md (the runbook)", () => {
+  const runbook = () => read("docs/operations.md")
+
+  it("has a section for every health check the service reports, and for both health routes", () => {
+    const checks = [...new Set([...read("src/http/HealthRoutes.ts").matchAll(/"([a-z]+:[A-Za-z]+)":/g)].map((m) => m[1]!))]
+    assert.isAtLeast(checks.length, 7)
+    const headings = runbook().split("\n").filter((line) => line.startsWith("### "))
+    for (const check of checks) assert.isTrue(headings.some((h) => h.startsWith(`### \`${check}\``)), check)
+    const routes = [...read("src/http/HealthRoutes.ts").matchAll(/router\.add\(\s*"GET",\s*"([^"]+)"/g)].map((m) => m[1]!)
+    for (const route of routes) assert.isTrue(headings.some((h) => h.startsWith(`### GET ${route} `)), route)
+  })
+
+  it("explains every exit code the service sets", () => {
+    const codes = new Set(
+      ["src/main.ts", "src/Lifecycle.ts"].flatMap((file) =>
+        [...read(file).matchAll(/(?:process\.exit|onExit)\(([^()]*(?:\([^()]*\)[^()]*)*)\)/g)].flatMap((m) =>
+          [...m[1]!.matchAll(/\b\d+\b/g)].map((n) => n[0])
+        )
+      )
+    )
+    assert.includeMembers([...codes], ["0", "1", "130", "143"])
+    for (const code of codes) assert.match(runbook(), new RegExp(`^\\| [^|]*\`${code}\``, "m"), `exit code ${code}`)
+  })
+
+  it("is linked from the README, with the deploy steps the README leaves to it", () => {
+    assert.include(read("README.md"), "](docs/operations.md)")
+    for (const file of ["deploy/kubernetes/migration-job.yaml", "deploy/caddy/Caddyfile", "deploy/prometheus/alerts.yaml"]) {
+      assert.include(runbook(), file)
+      assert.isTrue(fs.existsSync(`${root}${file}`), file)
+    }
+  })
+})
+
 describe(".env.example", () => {
   it("lists every variable the configuration reads", () => {
     const listed = new Set(read(".env.example").split("\n").map((line) => /^([A-Z_]+)=/.exec(line)?.[1]).filter((n) => n !== undefined))

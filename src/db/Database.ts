@@ -147,6 +147,8 @@ export class Database extends Context.Service<Database, {
     )
     yield* Metric.update(Metrics.connectionMax, max)
     yield* Metric.update(Metrics.connectionIdleMin, MIN_CONNECTIONS)
+    // Nothing closes idle connections below the pool's size: every open one may be idle.
+    yield* Metric.update(Metrics.connectionIdleMax, max)
     yield* publish
 
     // Pending counts waits for the pool only: waiting for a share is a workload's own backpressure

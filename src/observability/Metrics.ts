@@ -2,8 +2,9 @@ import { Metric } from "effect"
 import { APPLICATION_NAME } from "../Config.ts"
 
 // Names, units and attributes follow the OpenTelemetry semantic conventions where one exists
-// (database client connection pool, HTTP server); the service's own metrics use `steadfast.*`.
-// The exporter takes an instrument's unit from its `unit` attribute.
+// (database client connection pool, HTTP server, process, Node.js, V8); the service's own metrics
+// use `steadfast.*`. The exporter takes an instrument's unit from its `unit` attribute, and
+// Prometheus.ts derives the Prometheus names (unit suffix, `_total`) from the same attribute.
 
 /**
  * `metric` with extra attributes, built once per distinct set: tagging on every update would
@@ -33,6 +34,10 @@ export const connectionUsed = Metric.withAttributes(connectionCount, { "db.clien
 export const connectionIdle = Metric.withAttributes(connectionCount, { "db.client.connection.state": "idle" })
 export const connectionMax = Metric.gauge("db.client.connection.max", {
   description: "The maximum number of open connections allowed",
+  attributes: { ...pool, unit: "{connection}" }
+})
+export const connectionIdleMax = Metric.gauge("db.client.connection.idle.max", {
+  description: "The maximum number of idle open connections allowed",
   attributes: { ...pool, unit: "{connection}" }
 })
 export const connectionIdleMin = Metric.gauge("db.client.connection.idle.min", {
@@ -110,7 +115,42 @@ export const botApiRateLimited = Metric.counter("steadfast.botapi.rate_limited",
   attributes: { unit: "{response}" },
   incremental: true
 })
-export const eventLoopDelay = Metric.gauge("nodejs.eventloop.delay.p99", {
-  description: "99th percentile of the event loop delay over the last sampling period",
+export const buildInfo = Metric.gauge("steadfast.build_info", {
+  description: "Always 1; the version attribute says which release runs"
+})
+
+// Runtime metrics (sampled by RuntimeMetrics.ts), by the process, Node.js and V8 conventions.
+export const processCpuTime = Metric.counter("process.cpu.time", {
+  description: "CPU time used by the process, by cpu.mode (user, system)",
+  attributes: { unit: "s" },
+  incremental: true
+})
+export const processMemoryUsage = Metric.gauge("process.memory.usage", {
+  description: "Resident set size of the process",
+  attributes: { unit: "By" }
+})
+export const processUptime = Metric.gauge("process.uptime", {
+  description: "Time since the process started",
   attributes: { unit: "s" }
+})
+export const eventLoopDelay = (statistic: "min" | "max" | "mean" | "stddev" | "p50" | "p90" | "p99") =>
+  Metric.gauge(`nodejs.eventloop.delay.${statistic}`, {
+    description: `Event loop delay (${statistic}) over the last sampling period`,
+    attributes: { unit: "s" }
+  })
+export const eventLoopUtilization = Metric.gauge("nodejs.eventloop.utilization", {
+  description: "Share of the last sampling period the event loop was busy",
+  attributes: { unit: "1" }
+})
+export const heapUsed = Metric.gauge("v8js.memory.heap.used", {
+  description: "V8 heap memory used, by v8js.heap.space.name",
+  attributes: { unit: "By" }
+})
+export const heapLimit = Metric.gauge("v8js.memory.heap.limit", {
+  description: "V8 heap memory reserved, by v8js.heap.space.name",
+  attributes: { unit: "By" }
+})
+export const heapSizeLimit = Metric.gauge("nodejs.heap.size_limit", {
+  description: "The V8 heap's size limit (the heap cap, --max-old-space-size included)",
+  attributes: { unit: "By" }
 })

@@ -1,9 +1,54 @@
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import { Effect, Layer, Option } from "effect"
-import { HttpMiddleware, HttpRouter, HttpServer } from "effect/http"
+import { Effect, Layer, Metric, Option } from "effect"
+import { HttpMiddleware, HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
 import { createServer } from "node:http"
 import { AppConfig, metricsPort } from "../Config.ts"
+
+/** Unit suffixes by OpenTelemetry's Prometheus compatibility rules (UCUM unit → word). */
+const UNIT_WORDS: Record<string, string> = {
+  s: "seconds",
+  ms: "milliseconds",
+  us: "microseconds",
+  ns: "nanoseconds",
+  By: "bytes",
+  KiBy: "kibibytes",
+  MiBy: "mebibytes",
+  "%": "percent"
+}
+
+const sanitize = (name: string) => name.replace(/[^a-zA-Z0-9_:]/g, "_").replace(/_+/g, "_").replace(/^_|_$/g, "")
+
+/**
+ * The Prometheus name of a metric whose OpenTelemetry name is `name`: dots become underscores,
+ * the unit is appended as a word (`s` → `_seconds`, `By` → `_bytes`, a gauge's `1` → `_ratio`;
+ * an annotation such as `{update}` adds nothing), and a counter ends in `_total`. These are the
+ * rules the OpenTelemetry Collector's Prometheus exporter applies, so a series has one name
+ * whichever way it is scraped.
+ */
+export const prometheusName = (name: string, type: Metric.Metric.Type, unit: string | undefined): string => {
+  let result = sanitize(name)
+  const word = unit === undefined || unit.startsWith("{")
+    ? undefined
+    : unit === "1"
+    ? (type === "Gauge" ? "ratio" : undefined)
+    : unit.includes("/")
+    ? unit.split("/").map((part) => UNIT_WORDS[part] ?? sanitize(part)).join("_per_")
+    : UNIT_WORDS[unit] ?? sanitize(unit)
+  if (word !== undefined && word !== "" && !result.endsWith(`_${word}`)) result = `${result}_${word}`
+  if ((type === "Counter" || type === "Frequency") && !result.endsWith("_total")) result = `${result}_total`
+  return result
+}
+
+/** The registry in the Prometheus text format, with names by `prometheusName`. */
+export const render = Effect.gen(function*() {
+  const snapshot = yield* Metric.snapshot
+  const names = new Map<string, string>()
+  for (const metric of snapshot) {
+    if (!names.has(metric.id)) names.set(metric.id, prometheusName(metric.id, metric.type, metric.attributes?.["unit"]))
+  }
+  return yield* PrometheusMetrics.format({ metricNameMapper: (id) => names.get(id) ?? id })
+})
 
 /**
  * METRICS_PORT set: `GET /metrics` in the Prometheus text format, on a server of its own so the
@@ -20,10 +65,12 @@ export const Prometheus = {
       const bound = server.address._tag === "UnixPathAddress" ? port.value : server.address.port
       yield* Effect.logInfo(`Prometheus metrics on http://${config.host}:${bound}/metrics`)
     }))
-    return Layer.merge(
-      HttpRouter.serve(PrometheusMetrics.layerHttp(), { disableLogger: true, disableListenLog: true }),
-      announce
-    ).pipe(
+    const route = HttpRouter.add(
+      "GET",
+      "/metrics",
+      Effect.map(render, (body) => HttpServerResponse.text(body, { contentType: "text/plain; version=0.0.4; charset=utf-8" }))
+    )
+    return Layer.merge(HttpRouter.serve(route, { disableLogger: true, disableListenLog: true }), announce).pipe(
       Layer.provide(HttpMiddleware.layerTracerDisabledForUrls(["/metrics"])),
       Layer.provide(NodeHttpServer.layer(createServer, { port: port.value, host: config.host }))
     )

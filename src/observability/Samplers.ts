@@ -1,13 +1,12 @@
 import { Effect, Layer, Metric, Schedule } from "effect"
-import { monitorEventLoopDelay } from "node:perf_hooks"
 import { Inbox } from "../inbox/Inbox.ts"
 import * as Metrics from "./Metrics.ts"
 
 const SAMPLE_EVERY = "5 seconds"
 
 /**
- * Gauges that need a look at the database or the runtime: inbox and outbox backlog, the oldest
- * pending update's age, dead letters, event-loop delay. One cheap query every few seconds; a
+ * Gauges that need a look at the database: inbox and outbox backlog, the oldest pending update's
+ * age, dead letters. One cheap query every few seconds; a
  * failure (database down) skips a sample and never stops the fiber.
  */
 export const Samplers = {
@@ -17,18 +16,7 @@ export const Samplers = {
     // dashboard sees "no timeouts / no 429s yet" rather than a missing series.
     yield* Metric.update(Metrics.connectionTimeouts, 0)
     yield* Metric.update(Metrics.botApiRateLimited, 0)
-    const histogram = yield* Effect.acquireRelease(
-      Effect.sync(() => {
-        const h = monitorEventLoopDelay({ resolution: 20 })
-        h.enable()
-        return h
-      }),
-      (h) => Effect.sync(() => h.disable())
-    )
-
     const sample = Effect.gen(function*() {
-      yield* Metric.update(Metrics.eventLoopDelay, histogram.percentile(99) / 1e9)
-      histogram.reset()
       const backlog = yield* inbox.backlog("1 second")
       yield* Metric.update(Metrics.inboxBacklog, backlog.pending)
       yield* Metric.update(Metrics.inboxOldestAge, backlog.oldestSeconds)

@@ -1,67 +1,98 @@
 // GET /metrics scraped from the real process (`node src/main.ts`) on METRICS_PORT.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schedule } from "effect"
-import { request } from "node:http"
+import { Effect, Metric } from "effect"
+import { prometheusName, render } from "../../src/observability/Prometheus.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
-import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
+import { fetchText, families, scrapeAfterOneUpdate } from "../support/Prometheus.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_TOKEN, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
-import { postWebhook } from "../support/TestHttp.ts"
 
-const fetchText = (url: string) =>
-  Effect.callback<{ readonly status: number; readonly contentType: string; readonly body: string }, Error>((resume) => {
-    const req = request(url, { agent: false }, (res) => {
-      const chunks: Array<Buffer> = []
-      res.on("data", (chunk: Buffer) => chunks.push(chunk))
-      res.once("end", () =>
-        resume(Effect.succeed({
-          status: res.statusCode ?? 0,
-          contentType: String(res.headers["content-type"]),
-          body: Buffer.concat(chunks).toString("utf8")
-        })))
-    })
-    req.once("error", (error) => resume(Effect.fail(error)))
-    req.end()
-  }).pipe(Effect.orDie)
-
+/** The nine metrics of OpenTelemetry's database client connection pool conventions. */
 const POOL_METRICS = [
-  "db_client_connection_count",
-  "db_client_connection_max",
-  "db_client_connection_idle_min",
-  "db_client_connection_pending_requests",
-  "db_client_connection_timeouts",
-  "db_client_connection_wait_time",
-  "db_client_connection_use_time",
-  "db_client_connection_create_time"
-]
+  ["db_client_connection_count", "gauge"],
+  ["db_client_connection_idle_max", "gauge"],
+  ["db_client_connection_idle_min", "gauge"],
+  ["db_client_connection_max", "gauge"],
+  ["db_client_connection_pending_requests", "gauge"],
+  ["db_client_connection_timeouts_total", "counter"],
+  ["db_client_connection_create_time_seconds", "histogram"],
+  ["db_client_connection_wait_time_seconds", "histogram"],
+  ["db_client_connection_use_time_seconds", "histogram"]
+] as const
+
+const RUNTIME_METRICS = [
+  ["process_cpu_time_seconds_total", "counter"],
+  ["process_memory_usage_bytes", "gauge"],
+  ["process_uptime_seconds", "gauge"],
+  ["nodejs_eventloop_delay_p99_seconds", "gauge"],
+  ["nodejs_eventloop_delay_mean_seconds", "gauge"],
+  ["nodejs_eventloop_utilization_ratio", "gauge"],
+  ["nodejs_heap_size_limit_bytes", "gauge"],
+  ["v8js_memory_heap_used_bytes", "gauge"],
+  ["v8js_memory_heap_limit_bytes", "gauge"]
+] as const
+
+describe("Prometheus names", () => {
+  it("carry the unit as a word and counters end in _total, by OpenTelemetry's compatibility rules", () => {
+    assert.strictEqual(prometheusName("http.server.request.duration", "Histogram", "s"), "http_server_request_duration_seconds")
+    assert.strictEqual(prometheusName("db.client.connection.timeouts", "Counter", "{timeout}"), "db_client_connection_timeouts_total")
+    assert.strictEqual(prometheusName("process.cpu.time", "Counter", "s"), "process_cpu_time_seconds_total")
+    assert.strictEqual(prometheusName("process.memory.usage", "Gauge", "By"), "process_memory_usage_bytes")
+    assert.strictEqual(prometheusName("nodejs.eventloop.utilization", "Gauge", "1"), "nodejs_eventloop_utilization_ratio")
+    assert.strictEqual(prometheusName("steadfast.inbox.backlog", "Gauge", "{update}"), "steadfast_inbox_backlog")
+    assert.strictEqual(prometheusName("steadfast.build_info", "Gauge", undefined), "steadfast_build_info")
+    assert.strictEqual(prometheusName("net.io", "Counter", "By/s"), "net_io_bytes_per_seconds_total")
+    // Already suffixed names are not suffixed twice.
+    assert.strictEqual(prometheusName("queue.wait_seconds", "Gauge", "s"), "queue_wait_seconds")
+    assert.strictEqual(prometheusName("jobs_total", "Counter", "{job}"), "jobs_total")
+  })
+
+  it.effect("the rendered registry uses them while the metrics keep their OpenTelemetry names", () =>
+    Effect.gen(function*() {
+      const counter = Metric.counter("test.render.sent", { attributes: { unit: "{message}" }, incremental: true })
+      const timer = Metric.histogram("test.render.latency", { boundaries: [0.1, 1], attributes: { unit: "s" } })
+      yield* Metric.update(Metric.withAttributes(counter, { outcome: "ok" }), 2)
+      yield* Metric.update(timer, 0.5)
+      const text = yield* render
+      assert.match(text, /^# TYPE test_render_sent_total counter$/m)
+      assert.match(text, /^test_render_sent_total\{outcome="ok"\} 2$/m)
+      assert.match(text, /^test_render_latency_seconds_bucket\{le="1"\} 1$/m)
+      assert.notMatch(text, /unit=/)
+      assert.strictEqual(counter.id, "test.render.sent")
+    }))
+})
 
 describe("Prometheus", () => {
-  it.live("METRICS_PORT serves the pool, HTTP and update metrics in the text format, on its own port only", () =>
+  it.live("METRICS_PORT serves the pool, runtime, HTTP and update metrics by the naming conventions, on its own port only", () =>
     Effect.gen(function*() {
-      const standIn = yield* BotApiStandIn
-      const databaseUrl = yield* Effect.promise(() => freshDatabase("prometheus"))
-      const service = yield* spawnService(testEnv(databaseUrl, standIn.url, { METRICS_PORT: "0" }))
-      const metricsUrl = yield* service.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\/metrics/)
+      const { metricsUrl, scrape, service, stored } = yield* scrapeAfterOneUpdate("prometheus", 8001, 5550801, {
+        NODE_OPTIONS: "--max-old-space-size=160 --max-semi-space-size=16"
+      })
+      assert.strictEqual(stored, 200)
       assert.notStrictEqual(new URL(metricsUrl).port, new URL(service.baseUrl).port)
-
-      const update = JSON.stringify(sampleUpdate({ updateId: 8001, chatId: 5550801, text: "/start" }))
-      assert.strictEqual(yield* postWebhook(service.baseUrl, update), 200)
-
-      // Wait for the update's outcome to be counted, then read everything from that scrape.
-      const scrape = yield* fetchText(metricsUrl).pipe(
-        Effect.repeat({
-          schedule: Schedule.spaced("100 millis"),
-          until: (r) => /steadfast_updates_processed\{[^}]*outcome="done"/.test(r.body)
-        }),
-        Effect.timeout("30 seconds")
-      )
       assert.strictEqual(scrape.status, 200)
       assert.match(scrape.contentType, /^text\/plain; version=0\.0\.4/)
-      for (const name of POOL_METRICS) assert.match(scrape.body, new RegExp(`^# TYPE ${name} `, "m"), name)
-      assert.match(scrape.body, /^# TYPE http_server_request_duration histogram$/m)
-      assert.match(scrape.body, /^http_server_request_duration_count\{[^}]*http_route="\/webhook"[^}]*\} [1-9]/m)
-      assert.match(scrape.body, /^steadfast_updates_received\{[^}]*\} [1-9]/m)
+
+      const found = families(scrape.body)
+      for (const [name, type] of [...POOL_METRICS, ...RUNTIME_METRICS]) assert.strictEqual(found.get(name), type, name)
+      assert.strictEqual([...found.keys()].filter((name) => name.startsWith("db_client_connection_")).length, 9)
+      assert.match(scrape.body, /^db_client_connection_idle_max\{[^}]*\} 10$/m)
+      assert.match(scrape.body, /^process_cpu_time_seconds_total\{cpu_mode="user"\} /m)
+      assert.match(scrape.body, /^steadfast_build_info\{version="\d+\.\d+\.\d+[^"]*"\} 1$/m)
+      const sample = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(scrape.body)?.[1])
+      assert.isAbove(sample("process_memory_usage_bytes"), 10 * 2 ** 20)
+      assert.isAbove(sample("process_uptime_seconds"), 0)
+      // The heap cap from NODE_OPTIONS is what an operator sees: old space plus three semi-spaces.
+      assert.closeTo(sample("nodejs_heap_size_limit_bytes") / 2 ** 20, 160 + 3 * 16, 4)
+      assert.strictEqual(found.get("http_server_request_duration_seconds"), "histogram")
+      assert.match(scrape.body, /^http_server_request_duration_seconds_count\{[^}]*http_route="\/webhook"[^}]*\} [1-9]/m)
+      assert.match(scrape.body, /^steadfast_updates_received_total\{[^}]*\} [1-9]/m)
+      // Every counter ends in _total, and no family keeps a bare OpenTelemetry unit.
+      for (const [name, type] of found) {
+        if (type === "counter") assert.match(name, /_total$/, name)
+        assert.notMatch(name, /_s$|_By$|_ms$/, name)
+      }
       assert.notInclude(scrape.body, TEST_TOKEN.split(":")[1]!)
 
       const onWebhookPort = yield* fetchText(`${service.baseUrl}/metrics`)

@@ -296,6 +296,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       const expected: ReadonlyArray<readonly [string, string, string]> = [
         ["db.client.connection.count", "{connection}", "gauge"],
         ["db.client.connection.max", "{connection}", "gauge"],
+        ["db.client.connection.idle.max", "{connection}", "gauge"],
         ["db.client.connection.idle.min", "{connection}", "gauge"],
         ["db.client.connection.pending_requests", "{request}", "gauge"],
         ["db.client.connection.timeouts", "{timeout}", "sum"],
@@ -325,6 +326,7 @@ layer(Exporting.layer, { excludeTestServices: true, timeout: "60 seconds" })("te
       const states = new Set(pointsOf(metrics, "db.client.connection.count").map((point) => point.attributes["db.client.connection.state"]))
       assert.deepStrictEqual([...states].sort(), ["idle", "used"])
       assert.strictEqual(pointsOf(metrics, "db.client.connection.max").at(-1)?.value, POOL_MAX)
+      assert.strictEqual(pointsOf(metrics, "db.client.connection.idle.max").at(-1)?.value, POOL_MAX)
 
       // Load: 200 /start updates from 200 chats, posted 50 at a time. The gauge is sampled at each
       // export, so a round whose peak fell between two samples is followed by one more.

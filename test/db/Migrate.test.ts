@@ -1,0 +1,75 @@
+// `npm run migrate` (src/db/migrate.ts) as a real process against a real database.
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Schema } from "effect"
+import * as fs from "node:fs"
+import { fileURLToPath } from "node:url"
+import { spawnService } from "../support/ServiceProcess.ts"
+import { freshDatabase } from "../support/TestDatabase.ts"
+import { queryRows } from "../support/TestHttp.ts"
+
+const root = fileURLToPath(new URL("../../", import.meta.url))
+const ENTRY = "src/db/migrate.ts"
+const migrationFiles = fs.readdirSync(`${root}src/db/migrations`).filter((file) => /^\d{4}_.+\.ts$/.test(file)).sort()
+
+const runMigrate = (env: Record<string, string>) =>
+  Effect.gen(function*() {
+    const run = yield* spawnService({ LOG_FORMAT: "json", ...env }, {
+      waitForListening: false,
+      command: [process.execPath, `${root}${ENTRY}`]
+    })
+    const exited = yield* run.exited
+    return { exited, output: yield* run.output }
+  })
+
+describe("npm run migrate", () => {
+  it("is the script that runs this entry", () => {
+    const scripts = (JSON.parse(fs.readFileSync(`${root}package.json`, "utf8")) as { scripts: Record<string, string> }).scripts
+    assert.strictEqual(scripts["migrate"], `node ${ENTRY}`)
+  })
+
+  it.live("applies every migration to an empty database and exits 0; a second run finds nothing to do and exits 0", () =>
+    Effect.gen(function*() {
+      const databaseUrl = yield* Effect.promise(() => freshDatabase("migrate"))
+      const first = yield* runMigrate({ DATABASE_URL: databaseUrl })
+      assert.deepStrictEqual(first.exited, { code: 0, signal: null }, first.output)
+      const latest = migrationFiles.at(-1)!.replace(/\.ts$/, "")
+      assert.match(first.output, /applied migrations: 0*1_inbox, /)
+      assert.include(first.output, `database schema is at migration ${latest}`)
+      const applied = yield* queryRows(
+        databaseUrl,
+        Schema.Struct({ migration_id: Schema.Number }),
+        "SELECT migration_id FROM steadfast_migrations ORDER BY migration_id"
+      )
+      assert.strictEqual(applied.length, migrationFiles.length)
+      // The tables the service needs exist without the service having started.
+      const tables = yield* queryRows(
+        databaseUrl,
+        Schema.Struct({ inbox: Schema.String, outbox: Schema.String }),
+        "SELECT to_regclass('inbox')::text AS inbox, to_regclass('outbox')::text AS outbox"
+      )
+      assert.deepStrictEqual(tables, [{ inbox: "inbox", outbox: "outbox" }])
+
+      const second = yield* runMigrate({ DATABASE_URL: databaseUrl })
+      assert.deepStrictEqual(second.exited, { code: 0, signal: null }, second.output)
+      assert.notInclude(second.output, "applied migrations")
+      assert.include(second.output, `database schema is at migration ${latest}`)
+    }).pipe(Effect.scoped))
+
+  it.live("without a database URL it exits 1 with one line naming DATABASE_URL", () =>
+    Effect.gen(function*() {
+      const run = yield* runMigrate({})
+      assert.deepStrictEqual(run.exited, { code: 1, signal: null })
+      assert.strictEqual(
+        run.output.trim(),
+        "steadfast migrate: invalid configuration: DATABASE_URL: must be the postgres:// URL of the database to migrate"
+      )
+    }).pipe(Effect.scoped))
+
+  it.live("an unreachable database exits 1 without printing the password", () =>
+    Effect.gen(function*() {
+      const run = yield* runMigrate({ DATABASE_URL: "postgres://steadfast:hunter2-secret@127.0.0.1:9/steadfast" })
+      assert.deepStrictEqual(run.exited, { code: 1, signal: null })
+      assert.include(run.output, "migrations failed")
+      assert.notInclude(run.output, "hunter2-secret")
+    }).pipe(Effect.scoped))
+})
