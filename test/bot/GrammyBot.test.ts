@@ -210,7 +210,9 @@ describe("a grammY Composer bot in the pipeline", () => {
         yield* postUpdate(app.base, sampleUpdate({ updateId: nextId(), chatId, text: "/count" }))
         const calls = yield* app.standIn.awaitCalls((calls) => texts(calls, chatId).length === 2, "20 seconds")
         assert.deepStrictEqual(texts(calls, chatId), [`made at once ${boomId}`, "Count: 1"])
-        assert.deepStrictEqual(yield* pg.query(`SELECT value FROM sessions WHERE key = $1`, [`counter:${chatId}`]), [{ value: { count: 1 } }])
+        assert.deepStrictEqual(yield* pg.query(`SELECT value FROM sessions WHERE key = $1`, [`counter:${chatId}`]), [{
+          value: { count: 1 }
+        }])
         assert.deepStrictEqual(yield* pg.query(`SELECT 1 FROM users WHERE telegram_id = $1`, [chatId]), [])
         assert.deepStrictEqual(yield* pg.query(`SELECT method FROM outbox WHERE update_id = $1`, [boomId]), [])
         assert.isFalse(calls.some((call) => call.params["text"] === "never sent"))
