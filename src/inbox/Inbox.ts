@@ -489,7 +489,8 @@ export class Inbox extends Context.Service<Inbox, {
       })
 
       return Inbox.of({
-        store: Effect.fn("Inbox.store")(function*(update, options) {
+        // Untraced: the webhook's span holds the batch's insert statement, which is what it waited for.
+        store: Effect.fnUntraced(function*(update, options) {
           return yield* storeBatched({ update, span: yield* Effect.option(Effect.currentSpan) }, options?.timed)
         }),
 

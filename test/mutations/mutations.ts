@@ -181,5 +181,32 @@ export const mutations: ReadonlyArray<Mutation> = [
     search: "${describeFiber(fiber)}`",
     replace: "`",
     test: "test/observability/FiberDump.test.ts"
+  },
+  {
+    name: "recorded-result-ignored",
+    breaks: "recorded calls: a re-run makes every call again instead of getting the recorded result",
+    file: "src/bot/AttemptApi.ts",
+    search: "if (earlier.method === method && earlier.digest === digestOf(body)) {",
+    replace: "if (false) {",
+    test: "test/inbox/Retries.test.ts",
+    testName: "recorded for the re-runs"
+  },
+  {
+    name: "late-attempt-statement-allowed",
+    breaks: "a finished attempt can do nothing more: a statement after its end opens a connection nobody closes",
+    file: "src/db/LazyTransaction.ts",
+    search: "        over ?\n",
+    replace: "        false ?\n",
+    test: "test/bot/DurableCalls.test.ts",
+    testName: "outlives UPDATE_TIMEOUT_MS"
+  },
+  {
+    name: "claim-count-unlimited",
+    breaks: "an update that takes its process down on every run is claimed again forever instead of dead-lettered",
+    file: "src/inbox/Inbox.ts",
+    search: "i.status = 'processing' AND i.attempts >= ${maxAttempts} AS dead",
+    replace: "false AS dead",
+    test: "test/inbox/CrashCalls.test.ts",
+    testName: "takes its process down"
   }
 ]
