@@ -19,6 +19,7 @@ import { FiberDump } from "./observability/FiberDump.ts"
 import { Prometheus } from "./observability/Prometheus.ts"
 import { Samplers } from "./observability/Samplers.ts"
 import { Outbox } from "./outbox/Outbox.ts"
+import { OutboxWaiting } from "./outbox/OutboxWaiting.ts"
 import { Sender } from "./outbox/Sender.ts"
 import { BotApiStandIn } from "./sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "./sandbox/sampleUpdate.ts"
@@ -115,7 +116,7 @@ const SandboxBanner = Layer.effectDiscard(Effect.gen(function*() {
   ].join("\n"))
 }))
 
-const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer).pipe(
+const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, OutboxWaiting.layer, Notifications.layer).pipe(
   Layer.provideMerge(Instance.layer),
   Layer.provideMerge(Database.layer)
 )

@@ -14,6 +14,7 @@ import sessions from "./0010_sessions.ts"
 import inboxDeadIndex from "./0011_inbox_dead_index.ts"
 import handoff from "./0012_handoff.ts"
 import storeProbes from "./0013_store_probes.ts"
+import operations from "./0014_operations.ts"
 
 const migrate = Migrator.make({})
 
@@ -45,7 +46,8 @@ export const runMigrations = (sql: SqlClient) =>
           "0010_sessions": sessions,
           "0011_inbox_dead_index": inboxDeadIndex,
           "0012_handoff": handoff,
-          "0013_store_probes": storeProbes
+          "0013_store_probes": storeProbes,
+          "0014_operations": operations
         }),
         table: "steadfast_migrations"
       })
