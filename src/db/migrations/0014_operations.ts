@@ -33,29 +33,23 @@ export default Effect.gen(function*() {
     )`
   yield* sql`CREATE INDEX failure_history_update ON failure_history (update_id, id) WHERE update_id IS NOT NULL`
   yield* sql`CREATE INDEX failure_history_outbox ON failure_history (outbox_id, id) WHERE outbox_id IS NOT NULL`
-  yield* sql.unsafe(`
-    CREATE FUNCTION steadfast_record_failure() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE
-      latest bigint;
-    BEGIN
-      IF TG_TABLE_NAME = 'inbox' THEN
-        SELECT max(id) INTO latest FROM failure_history WHERE update_id = NEW.update_id;
-      ELSE
-        SELECT max(id) INTO latest FROM failure_history WHERE outbox_id = NEW.id;
-      END IF;
-      UPDATE failure_history SET times = times + 1, last_attempt = NEW.attempts, last_at = now()
-      WHERE id = latest AND error = NEW.last_error;
-      IF NOT FOUND THEN
-        INSERT INTO failure_history (update_id, outbox_id, error, first_attempt, last_attempt)
-        VALUES (CASE WHEN TG_TABLE_NAME = 'inbox' THEN NEW.update_id END,
-                CASE WHEN TG_TABLE_NAME = 'outbox' THEN NEW.id END,
-                NEW.last_error, NEW.attempts, NEW.attempts);
-      END IF;
-      RETURN NULL;
-    END $$`)
+  // One function per table: plpgsql resolves every NEW.column it meets, and inbox has no `id`.
+  for (const [table, column, key] of [["inbox", "update_id", "update_id"], ["outbox", "outbox_id", "id"]] as const) {
+    yield* sql.unsafe(`
+      CREATE FUNCTION steadfast_record_${table}_failure() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        UPDATE failure_history SET times = times + 1, last_attempt = NEW.attempts, last_at = now()
+        WHERE id = (SELECT max(id) FROM failure_history WHERE ${column} = NEW.${key}) AND error = NEW.last_error;
+        IF NOT FOUND THEN
+          INSERT INTO failure_history (${column}, error, first_attempt, last_attempt)
+          VALUES (NEW.${key}, NEW.last_error, NEW.attempts, NEW.attempts);
+        END IF;
+        RETURN NULL;
+      END $$`)
+  }
   for (const table of ["inbox", "outbox"]) {
     yield* sql.unsafe(`
       CREATE TRIGGER ${table}_failure_history AFTER UPDATE OF last_error ON ${table}
-      FOR EACH ROW WHEN (NEW.last_error IS NOT NULL) EXECUTE FUNCTION steadfast_record_failure()`)
+      FOR EACH ROW WHEN (NEW.last_error IS NOT NULL) EXECUTE FUNCTION steadfast_record_${table}_failure()`)
   }
 })
