@@ -1,4 +1,5 @@
 import { Duration, Effect, Schedule, type Scope } from "effect"
+import { repeatedWarning } from "../observability/RepeatedWarning.ts"
 
 /** How long a lease lasts unless renewed: a killed instance's work is taken over this long after it died. */
 export const LEASE = Duration.seconds(10)
@@ -27,8 +28,9 @@ export const makeLeaseRenewal = <E>(
 ): Effect.Effect<LeaseRenewal, never, Scope.Scope> =>
   Effect.gen(function*() {
     const held = new Map<string, HeldLease>()
-    yield* Effect.suspend(() => held.size === 0 ? Effect.void : renew([...held.values()])).pipe(
-      Effect.catchCause((cause) => Effect.logWarning("renewing leases failed; retrying", cause)),
+    const renewFailed = repeatedWarning("renewing leases failed; retrying")
+    yield* Effect.suspend(() => held.size === 0 ? Effect.void : Effect.andThen(renew([...held.values()]), renewFailed.recovered)).pipe(
+      Effect.catchCause(renewFailed.warn),
       Effect.repeat(Schedule.spaced(RENEW_EVERY)),
       Effect.forkScoped
     )
