@@ -44,6 +44,18 @@ describe("Bot API outage", () => {
               (response) => Effect.sync(() => assert.strictEqual(response.status, 200))
             ), { discard: true }), { concurrency: "unbounded", discard: true })
 
+        // While it waits, /health says so (a warning: the instance still takes updates).
+        const outboxCheck = Effect.promise(() =>
+          fetch(`${base}/health`).then(async (response) =>
+            (await response.json() as { checks: Record<string, ReadonlyArray<{ status: string; observedValue?: unknown }>> })
+              .checks["outbox:waiting"]?.[0]
+          )
+        )
+        const waiting = yield* waitFor("outbox:waiting to warn", outboxCheck, (check) => check?.status === "warn", {
+          timeout: "30 seconds",
+          interval: "250 millis"
+        })
+        assert.deepInclude(waiting?.observedValue, { open: 6 })
         const rows = yield* waitFor(
           "every reply sent",
           sql<{ status: string; attempts: number }>`
@@ -63,9 +75,13 @@ describe("Bot API outage", () => {
         SELECT times, error FROM failure_history WHERE outbox_id IS NOT NULL ORDER BY id`
         assert.isAbove(history.reduce((sum, row) => sum + row.times, 0), OLD_ATTEMPT_LIMIT)
         assert.include(history[0]?.error ?? "", "500")
+        yield* waitFor("outbox:waiting to pass again", outboxCheck, (check) => check?.status === "pass", {
+          timeout: "30 seconds",
+          interval: "250 millis"
+        })
       }).pipe(
         // The backoff cap in milliseconds keeps the outage short in real time, not in attempts.
-        Effect.provide(app("outage_long", { SEND_RATE_PER_SECOND: "1000", OUTBOX_RETRY_MAX_MS: "100" }))
+        Effect.provide(app("outage_long", { SEND_RATE_PER_SECOND: "1000", OUTBOX_RETRY_MAX_MS: "100", HEALTH_OUTBOX_WARN_SECONDS: "1" }))
       ),
     200_000
   )
