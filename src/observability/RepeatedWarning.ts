@@ -29,8 +29,11 @@ export const describeCause = (cause: Cause.Cause<unknown>): string => {
 }
 
 export interface RepeatedWarning {
-  /** One occurrence: the first is a warning, later ones within the interval are counted; the full cause is at debug. */
-  readonly warn: (cause: Cause.Cause<unknown>) => Effect.Effect<void>
+  /**
+   * One occurrence: the first is a warning, later ones within the interval are counted; the full
+   * cause is at debug. `detail` replaces the one-line reason taken from the cause.
+   */
+  readonly warn: (cause: Cause.Cause<unknown>, detail?: string) => Effect.Effect<void>
   /** It works again: says so (with the count not yet logged) if a warning was logged; free otherwise. */
   readonly recovered: Effect.Effect<void>
 }
@@ -41,26 +44,36 @@ export interface RepeatedWarning {
  * and when it ended, not a stack trace per attempt: so the first occurrence is logged with a
  * one-line reason, then one line per interval with the count, then "recovered". Shared by every
  * fiber that reports the same failure; no fiber or timer of its own (a summary is due at the next
- * occurrence after the interval, or at recovery).
+ * occurrence after the interval, or at recovery). A caller that cannot afford to report recovery
+ * (a hot path) may leave it out: two quiet intervals end the episode, and the next failure is a
+ * first occurrence again.
  */
 export const repeatedWarning = (message: string): RepeatedWarning => {
   let since: number | undefined
   let loggedAt = 0
+  let lastAt = 0
   let unlogged = 0
   let total = 0
   return {
-    warn: (cause) =>
+    warn: (cause, detail) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const interval = Duration.toMillis(yield* RepeatedWarningInterval)
-        total++
+        const reason = detail ?? describeCause(cause)
         yield* Effect.logDebug(message, cause)
+        if (since !== undefined && now - lastAt > 2 * interval) since = undefined
+        lastAt = now
         if (since === undefined) {
+          const before = unlogged
           since = now
           loggedAt = now
           unlogged = 0
-          return yield* Effect.logWarning(`${message}: ${describeCause(cause)}`)
+          total = 1
+          return yield* Effect.logWarning(
+            `${message}: ${reason}${before > 0 ? ` (${before} more time${before === 1 ? "" : "s"} before)` : ""}`
+          )
         }
+        total++
         unlogged++
         if (now - loggedAt < interval) return
         const count = unlogged
@@ -69,7 +82,7 @@ export const repeatedWarning = (message: string): RepeatedWarning => {
         yield* Effect.logWarning(
           `${message}: ${count} more time${count === 1 ? "" : "s"} in the last ${
             Duration.format(Duration.millis(interval))
-          }, failing since ${Math.round((now - since) / 1000)} s; latest: ${describeCause(cause)}`
+          }, failing since ${Math.round((now - since) / 1000)} s; latest: ${reason}`
         )
       }),
     recovered: Effect.suspend(() => {
@@ -78,6 +91,7 @@ export const repeatedWarning = (message: string): RepeatedWarning => {
       const failures = total
       since = undefined
       total = 0
+      unlogged = 0
       return Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.logInfo(
           `${message}: recovered after ${Math.round((now - started) / 1000)} s and ${failures} failure${failures === 1 ? "" : "s"}`

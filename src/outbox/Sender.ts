@@ -75,8 +75,8 @@ export const Sender = {
         Effect.andThen(persistently(outbox.markSent(call))),
         Effect.map((next): Delivery => ({ _tag: "Sent", next })),
         Effect.catchTags({
-          ChatBlocked: (error) => failForGood(call, error.message),
-          BotApiRejected: (error) => failForGood(call, error.message),
+          ChatBlocked: (error) => failForGood(call, 403, error.description),
+          BotApiRejected: (error) => failForGood(call, error.errorCode, error.description),
           BotApiUnavailable: (error) => {
             // Telegram's flood wait when it named one (not an attempt: the call did nothing wrong),
             // else exponential backoff up to the cap.
@@ -107,13 +107,16 @@ export const Sender = {
       )
 
     // Telegram's own refusal (a 4xx other than 429): final, in Telegram's words.
-    const failForGood = (call: ClaimedCall, description: string) =>
+    const failForGood = (call: ClaimedCall, code: number, description: string) =>
       Effect.as(
         Effect.andThen(
-          Effect.logWarning(`Bot API refused ${call.method} to ${call.chatKey}: ${description}`).pipe(
+          Effect.logWarning(`Bot API refused ${call.method} to ${call.chatKey} (${code}): ${description}`).pipe(
             Effect.annotateLogs({ method: call.method, chat: call.chatKey, outbox_id: call.id })
           ),
-          Effect.andThen(persistently(outbox.fail(call, description, undefined)), Metric.update(Metrics.outboxCallsFailed, 1))
+          Effect.andThen(
+            persistently(outbox.fail(call, `Bot API ${code}: ${description}`, undefined)),
+            Metric.update(Metrics.outboxCallsFailed, 1)
+          )
         ),
         failed
       )

@@ -2,6 +2,7 @@ import { Api, type ApiClientOptions, GrammyError, HttpError, type RawApi } from 
 import type { ApiMethods, Message, Opts, WebhookInfo } from "grammy/types"
 import { Cause, Context, Data, Duration, Effect, Exit, Layer, Metric, Option, Redacted, Schedule, Schema } from "effect"
 import * as Metrics from "../observability/Metrics.ts"
+import { repeatedWarning } from "../observability/RepeatedWarning.ts"
 import { botApiFetch } from "./HttpFetch.ts"
 
 /** A Bot API method name, as grammY's `RawApi` knows them. */
@@ -203,6 +204,9 @@ export class BotApi extends Context.Service<BotApi, {
         )
       )
 
+      // During an outage every attempt of every call fails: one warning per interval, not per attempt.
+      const transientFailures = repeatedWarning("Bot API calls failing (5xx, 429, network); retrying")
+
       const retriable = (error: ChatBlocked | BotApiRejected | Transient): boolean =>
         error._tag === "BotApiTransient" &&
         (error.retryAfter === undefined || Duration.isLessThanOrEqualTo(error.retryAfter, MAX_IN_PLACE_FLOOD_WAIT))
@@ -215,9 +219,7 @@ export class BotApi extends Context.Service<BotApi, {
           catch: (error) => classify(method, payload, error)
         }).pipe(
           Effect.tapError((error) =>
-            error._tag === "BotApiTransient"
-              ? Effect.logWarning(`Bot API ${method} failed, may retry: ${error.reason}`)
-              : Effect.void
+            error._tag === "BotApiTransient" ? transientFailures.warn(Cause.fail(error), `${method}: ${error.reason}`) : Effect.void
           ),
           measured(method),
           Effect.withSpan(`BotApi.${method}`, { kind: "client", attributes: { "telegram.method": method } })

@@ -108,7 +108,7 @@ describe("the running service's log", () => {
         }])
         const update = JSON.stringify(sampleUpdate({ updateId: 7002, chatId: 5550701, text: "/start" }))
         assert.strictEqual(yield* postWebhook(service.baseUrl, update), 200)
-        yield* service.waitForOutput(/Bot API refused sendMessage to chat:5550701: Forbidden: bot was blocked by the user/)
+        yield* service.waitForOutput(/Bot API refused sendMessage to chat:5550701 \(403\): Forbidden: bot was blocked by the user/)
 
         yield* service.kill("SIGTERM")
         yield* service.exited
