@@ -20,6 +20,7 @@ import { Prometheus } from "./observability/Prometheus.ts"
 import { RuntimeMetrics } from "./observability/RuntimeMetrics.ts"
 import { Samplers } from "./observability/Samplers.ts"
 import { Outbox } from "./outbox/Outbox.ts"
+import { OutboxWaiting } from "./outbox/OutboxWaiting.ts"
 import { Sender } from "./outbox/Sender.ts"
 import { BotApiStandIn } from "./sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "./sandbox/sampleUpdate.ts"
@@ -117,7 +118,7 @@ const SandboxBanner = Layer.effectDiscard(Effect.gen(function*() {
   ].join("\n"))
 }))
 
-const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer).pipe(
+const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, OutboxWaiting.layer, Notifications.layer).pipe(
   Layer.provideMerge(Instance.layer),
   Layer.provideMerge(Database.layer)
 )

@@ -339,3 +339,29 @@ export const telemetrySettings: Effect.Effect<TelemetrySettings> = Effect.gen(fu
     )
   }
 })
+
+// --- outbox retries ---
+
+export interface OutboxSettings {
+  /** A call that keeps failing transiently is given up (status expired) once it is this old. */
+  readonly maxAge: Duration.Duration
+  /** Longest wait between two delivery attempts of a call that failed transiently. */
+  readonly retryMaxDelay: Duration.Duration
+  /** /health's outbox:waiting warns when the oldest undelivered call is older than this. */
+  readonly warnAge: Duration.Duration
+}
+
+/**
+ * OUTBOX_MAX_AGE (a period: `1d`, `36h`, `30m`; default 1d, as long as Telegram redelivers an
+ * update), OUTBOX_RETRY_MAX_MS (default 60000) and HEALTH_OUTBOX_WARN_SECONDS (default 300).
+ */
+export const outboxSettings: Effect.Effect<OutboxSettings, InvalidConfig> = Effect.gen(function*() {
+  const maxAgeText = yield* variable("OUTBOX_MAX_AGE", Config.String("OUTBOX_MAX_AGE"), "cannot be read")
+  const maxAge = Option.isNone(maxAgeText) ? Option.some(Duration.days(1)) : parsePeriod(maxAgeText.value)
+  if (Option.isNone(maxAge)) {
+    return yield* new InvalidConfig({ variable: "OUTBOX_MAX_AGE", reason: "must be a number and s, m, h, d or w (1d, 36h, 30m)" })
+  }
+  const retryMaxMs = yield* integer("OUTBOX_RETRY_MAX_MS", 60_000, 10, 3_600_000)
+  const warnSeconds = yield* integer("HEALTH_OUTBOX_WARN_SECONDS", 300, 1, 86_400 * 7)
+  return { maxAge: maxAge.value, retryMaxDelay: Duration.millis(retryMaxMs), warnAge: Duration.seconds(warnSeconds) }
+})

@@ -1,4 +1,5 @@
 import { Effect, type Semaphore } from "effect"
+import { repeatedWarning } from "../observability/RepeatedWarning.ts"
 import { pollInterval, type Wakeup } from "./Notifications.ts"
 
 /**
@@ -20,6 +21,7 @@ export const makeClaimLoop = <A, E>(options: {
   readonly wakeup: Wakeup
 }) => {
   let starved = false
+  const claimFailed = repeatedWarning(`claiming ${options.what} failed; retrying`)
   return {
     /**
      * Gives a slot back. The loop is woken only if it last found no free slot: waking it after
@@ -32,7 +34,8 @@ export const makeClaimLoop = <A, E>(options: {
       starved = free === 0
       const claimed = free === 0 ? 0 : yield* Effect.uninterruptible(Effect.gen(function*() {
         const claimed = yield* options.claim(free).pipe(
-          Effect.catchCause((cause) => Effect.as(Effect.logWarning(`claiming ${options.what} failed; retrying`, cause), []))
+          Effect.tap(() => claimFailed.recovered),
+          Effect.catchCause((cause) => Effect.as(claimFailed.warn(cause), []))
         )
         let started = 0
         for (const item of claimed) if (yield* options.place(item)) started++

@@ -227,13 +227,14 @@ export class Database extends Context.Service<Database, {
   })
 
   /**
-   * Pool on `url` with migrations applied. `statementTimeout` is every session's default
-   * `statement_timeout` (set at connect, so it costs no round trip).
+   * Pool on `url` with migrations applied (unless `migrate` is false: the ops CLI's read-only
+   * commands). `statementTimeout` is every session's default `statement_timeout` (set at connect,
+   * so it costs no round trip).
    */
   static readonly layerUrl = (
     url: Redacted.Redacted<string>,
     max: number,
-    options: { readonly statementTimeout?: Duration.Input } = {}
+    options: { readonly statementTimeout?: Duration.Input; readonly migrate?: boolean } = {}
   ) => {
     const parsed = new URL(Redacted.value(url))
     const sessionLimitMs = options.statementTimeout === undefined
@@ -258,7 +259,11 @@ export class Database extends Context.Service<Database, {
         return undefined
       }
     })
-    return Layer.effect(Database, Effect.tap(Database.make(max, { sessionLimitMs }), (db) => runMigrations(db.sql))).pipe(
+    const migrate = options.migrate ?? true
+    return Layer.effect(
+      Database,
+      Effect.tap(Database.make(max, { sessionLimitMs }), (db) => migrate ? runMigrations(db.sql) : Effect.void)
+    ).pipe(
       Layer.provideMerge(client)
     )
   }

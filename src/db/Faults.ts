@@ -1,4 +1,5 @@
-import { Effect, Predicate, Schedule } from "effect"
+import { Cause, Effect, Predicate, Schedule } from "effect"
+import { repeatedWarning } from "../observability/RepeatedWarning.ts"
 
 /**
  * The database or the Bot API was away: an error that says nothing about the update. PostgreSQL
@@ -14,6 +15,9 @@ export const isInfrastructureError = (error: unknown): boolean => {
   return typeof code === "string" && (code.startsWith("08") || code.startsWith("57P"))
 }
 
+// Every fiber waiting out the same outage reports to this one warning.
+const bookkeepingFailed = repeatedWarning("recording work's outcome failed; retrying every second")
+
 /**
  * Bookkeeping that must happen before a chat may go on in this instance's memory (recording a
  * failed run, returning what queued behind it) is retried while the database is away, keeping the
@@ -24,9 +28,18 @@ export const persistently = <A, E>(effect: Effect.Effect<A, E>) =>
   Effect.catchIf(
     effect,
     isInfrastructureError,
-    () =>
+    (error) =>
       Effect.andThen(
-        Effect.sleep("1 second"),
-        Effect.retry(effect, { schedule: Schedule.spaced("1 second"), while: isInfrastructureError })
-      )
+        bookkeepingFailed.warn(Cause.fail(error)),
+        Effect.andThen(
+          Effect.sleep("1 second"),
+          Effect.retry(
+            Effect.tapError(effect, (error) => isInfrastructureError(error) ? bookkeepingFailed.warn(Cause.fail(error)) : Effect.void),
+            {
+              schedule: Schedule.spaced("1 second"),
+              while: isInfrastructureError
+            }
+          )
+        )
+      ).pipe(Effect.tap(() => bookkeepingFailed.recovered))
   )

@@ -1,4 +1,5 @@
 import { Duration, Effect, Schedule, type Scope } from "effect"
+import { repeatedWarning } from "../observability/RepeatedWarning.ts"
 
 /** How long a lease lasts unless renewed: a killed instance's work is taken over this long after it died. */
 export const LEASE = Duration.seconds(10)
@@ -31,8 +32,10 @@ export const makeLeaseRenewal = <E>(
 ): Effect.Effect<LeaseRenewal, never, Scope.Scope> =>
   Effect.gen(function*() {
     const held = new Map<string, { readonly lease: HeldLease; readonly onLost: (() => void) | undefined }>()
+    const renewFailed = repeatedWarning("renewing leases failed; retrying")
     const renewAll = Effect.suspend(() => held.size === 0 ? Effect.succeed([]) : renew([...held.values()].map((entry) => entry.lease)))
     yield* renewAll.pipe(
+      Effect.tap(() => renewFailed.recovered),
       Effect.flatMap((lost) =>
         Effect.forEach(lost, (leaseId) => {
           const entry = held.get(leaseId)
@@ -42,7 +45,7 @@ export const makeLeaseRenewal = <E>(
           return Effect.logWarning(`the lease of ${entry.lease.id} was taken over by another instance; its attempt here does nothing more`)
         }, { discard: true })
       ),
-      Effect.catchCause((cause) => Effect.logWarning("renewing leases failed; retrying", cause)),
+      Effect.catchCause(renewFailed.warn),
       Effect.repeat(Schedule.spaced(RENEW_EVERY)),
       Effect.forkScoped
     )

@@ -1,6 +1,7 @@
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { Context, Duration, Effect, Layer, Queue, Schedule } from "effect"
 import { NOTIFY_CHANNEL } from "../inbox/Inbox.ts"
+import { repeatedWarning } from "../observability/RepeatedWarning.ts"
 import { Database } from "./Database.ts"
 
 /** A wake-up call that coalesces: many signals before a wait wake it once. */
@@ -30,10 +31,12 @@ export class Notifications extends Context.Service<Notifications, {
       const pg = yield* PgClient.PgClient
       const inbox = yield* makeWakeup
       const outbox = yield* makeWakeup
+      const lost = repeatedWarning("LISTEN connection lost; polling until it is back")
 
       const listen = Effect.scoped(Effect.gen(function*() {
         yield* db.holdSlot("background")
         const queue = yield* pg.listen(NOTIFY_CHANNEL)
+        yield* lost.recovered
         // Work may have arrived while we were not listening.
         yield* inbox.signal
         yield* outbox.signal
@@ -43,7 +46,7 @@ export class Notifications extends Context.Service<Notifications, {
         }
       }))
       yield* listen.pipe(
-        Effect.tapCause((cause) => Effect.logWarning("LISTEN connection lost; polling until it is back", cause)),
+        Effect.tapCause(lost.warn),
         Effect.retry(Schedule.min([Schedule.exponential("200 millis"), Schedule.spaced("5 seconds")])),
         Effect.forkScoped
       )

@@ -1,9 +1,10 @@
 import { Clock, DateTime, Duration, Effect, Exit, Fiber, Option } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
-import { AppConfig } from "../Config.ts"
+import { AppConfig, outboxSettings } from "../Config.ts"
 import { Database } from "../db/Database.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import { Lifecycle } from "../Lifecycle.ts"
+import { OutboxWaiting, type WaitingCalls } from "../outbox/OutboxWaiting.ts"
 import { type WebhookReport, WebhookStatus } from "../telegram/WebhookStatus.ts"
 
 type Status = "pass" | "warn" | "fail"
@@ -68,6 +69,9 @@ export const HealthRoutes = HttpRouter.use(Effect.fn(function*(router) {
   const webhook = yield* WebhookStatus
   const backlogWarnSeconds = Duration.toSeconds(config.backlogWarnAge)
 
+  const outboxWaiting = yield* OutboxWaiting
+  const outboxWarnSeconds = Duration.toSeconds((yield* outboxSettings).warnAge)
+
   yield* router.add("GET", "/health/live", Effect.sync(() => health({ status: "pass", checks: {} })))
 
   // One round trip answers both database checks: the backlog query's own time is the response time.
@@ -124,6 +128,7 @@ export const HealthRoutes = HttpRouter.use(Effect.fn(function*(router) {
             }]
           })
         }),
+        "outbox:waiting": [outboxWaitingCheck(yield* outboxWaiting.latest, outboxWarnSeconds, time)],
         ...(webhook.applicable ? { "telegram:webhook": [webhookCheck(report, nowMillis, time)] } : {}),
         "process:uptime": [{ observedValue: Math.round(process.uptime()), observedUnit: "s", status: "pass", time }],
         "process:memory": [{ observedValue: process.memoryUsage().rss, observedUnit: "bytes", status: "pass", time }]
@@ -132,6 +137,25 @@ export const HealthRoutes = HttpRouter.use(Effect.fn(function*(router) {
     })
   )
 }))
+
+/**
+ * Calls not yet delivered, from the samplers' last look (no query here): warns while the oldest is
+ * older than HEALTH_OUTBOX_WARN_SECONDS, such as during a Telegram or network outage. A warning,
+ * not a failure: the instance still takes updates, and the calls go out once Telegram is back.
+ */
+const outboxWaitingCheck = (latest: Option.Option<WaitingCalls>, warnSeconds: number, time: string): Check =>
+  Option.match(latest, {
+    onNone: () => ({ status: "pass", time, output: "not sampled yet" }),
+    onSome: (waiting) => {
+      const late = waiting.oldestSeconds > warnSeconds
+      return {
+        observedValue: { open: waiting.open, retrying: waiting.retrying, oldestSeconds: Math.round(waiting.oldestSeconds) },
+        status: late ? "warn" : "pass",
+        time: DateTime.formatIso(DateTime.makeUnsafe(waiting.at)),
+        ...(late ? { output: `oldest undelivered Bot API call is over ${warnSeconds} s old (npm run ops -- list --calls)` } : {})
+      }
+    }
+  })
 
 const webhookCheck = (report: Option.Option<WebhookReport>, nowMillis: number, time: string): Check =>
   Option.match(report, {

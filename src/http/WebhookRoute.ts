@@ -8,6 +8,7 @@ import { Lifecycle } from "../Lifecycle.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { currentTraceparent } from "../observability/TraceContext.ts"
 import { UpdateEnvelope, chatKeyOf, kindOf } from "../telegram/Update.ts"
+import { repeatedWarning } from "../observability/RepeatedWarning.ts"
 
 export const MAX_BODY_BYTES = 1024 * 1024
 /** Seconds Telegram is asked to wait before redelivering after a 503. */
@@ -35,6 +36,8 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
   const lifecycle = yield* Lifecycle
   // Compared in time independent of where they differ (hashing first also hides the length).
   const secretDigest = Option.map(config.webhookSecret, (secret) => digest(Redacted.value(secret)))
+  // While the database is away every delivery fails: one warning per interval, not one per request.
+  const storeFailed = repeatedWarning("could not store updates; answering 503")
 
   yield* router.add(
     "POST",
@@ -91,8 +94,12 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
               "refused" as const
             )
             : Effect.fail(error)),
+        Effect.tap(() => storeFailed.recovered),
         Effect.catchCause((cause) =>
-          Effect.as(Effect.logWarning(`could not store update ${updateId}; answered 503`, cause), "failed" as const)
+          Effect.as(
+            Effect.andThen(Effect.logDebug(`could not store update ${updateId}; answered 503`), storeFailed.warn(cause)),
+            "failed" as const
+          )
         )
       )
       if (stored === "refused") return answer(400, "the update cannot be stored")

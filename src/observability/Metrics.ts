@@ -154,3 +154,21 @@ export const heapSizeLimit = Metric.gauge("nodejs.heap.size_limit", {
   description: "The V8 heap's size limit (the heap cap, --max-old-space-size included)",
   attributes: { unit: "By" }
 })
+export const outboxCallsFailed = Metric.counter("steadfast.outbox.calls.failed", {
+  description: "Bot API calls refused for good by Telegram (4xx other than 429): status failed",
+  attributes: { unit: "{call}" },
+  incremental: true
+})
+export const outboxCallsDiscarded = Metric.counter("steadfast.outbox.calls.discarded", {
+  description: "Bot API calls given up after failing transiently for longer than OUTBOX_MAX_AGE: status expired",
+  attributes: { unit: "{call}" },
+  incremental: true
+})
+export const outboxWaiting = Metric.gauge("steadfast.outbox.waiting", {
+  description: "Undelivered Bot API calls that failed at least once and wait for their next attempt",
+  attributes: { unit: "{call}" }
+})
+export const outboxOldestAge = Metric.gauge("steadfast.outbox.oldest_waiting.age", {
+  description: "Age of the oldest undelivered Bot API call",
+  attributes: { unit: "s" }
+})

@@ -36,6 +36,15 @@ const toClaimedCall = (owner: string) => (row: typeof ClaimedRow.Type): ClaimedC
   traceparent: row.traceparent
 })
 
+/** When a transiently failed call is tried again, and whether that failure counts as an attempt. */
+export interface RetryLater {
+  readonly delay: Duration.Duration
+  /** False for a 429: Telegram asked us to slow down, the call itself did nothing wrong. */
+  readonly counted: boolean
+  /** Older than this, the call is given up (expired) instead. */
+  readonly maxAge: Duration.Duration
+}
+
 export interface ClaimedCall {
   /** The owner id it was leased under (see Instance). */
   readonly owner: string
@@ -65,12 +74,16 @@ export class Outbox extends Context.Service<Outbox, {
   readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<ClaimedCall>, SqlError | PoolTimeout>
   /** Marks a call sent; the chat's next call when this leased it to us. */
   readonly markSent: (call: ClaimedCall) => Effect.Effect<Option.Option<ClaimedCall>, SqlError | PoolTimeout>
-  /** Records a failed delivery: retried after `retryAfter`, or failed for good when it is undefined. */
+  /**
+   * Records a failed delivery: failed for good when `retry` is undefined; else retried after
+   * `retry.delay` (an attempt that is not `counted` is given back) unless the call is older than
+   * `retry.maxAge`, then expired. The row's new status; none when the lease was lost.
+   */
   readonly fail: (
     call: ClaimedCall,
     error: string,
-    retryAfter: Duration.Duration | undefined
-  ) => Effect.Effect<void, SqlError | PoolTimeout>
+    retry: RetryLater | undefined
+  ) => Effect.Effect<Option.Option<"pending" | "failed" | "expired">, SqlError | PoolTimeout>
   readonly release: (call: ClaimedCall) => Effect.Effect<void, SqlError | PoolTimeout>
   readonly leases: LeaseRenewal
 }>()("steadfast/outbox/Outbox") {
@@ -185,16 +198,22 @@ export class Outbox extends Context.Service<Outbox, {
 
         markSent: markSentBatched,
 
-        fail: (call, error, retryAfter) =>
-          db.withConnection(sql`
+        fail: (call, error, retry) => {
+          const expired = retry === undefined
+            ? sql`false`
+            : sql`created_at < now() - ${Duration.toMillis(retry.maxAge)} * interval '1 millisecond'`
+          return db.withConnection(sql<{ status: "pending" | "failed" | "expired" }>`
           UPDATE outbox SET
-            status = ${retryAfter === undefined ? "failed" : "pending"},
-            available_at = now() + ${retryAfter === undefined ? 0 : Duration.toMillis(retryAfter)} * interval '1 millisecond',
+            status = CASE WHEN ${retry === undefined} THEN 'failed' WHEN ${expired} THEN 'expired' ELSE 'pending' END,
+            attempts = CASE WHEN ${retry?.counted ?? true} THEN attempts ELSE greatest(attempts - 1, 0) END,
+            available_at = now() + ${retry === undefined ? 0 : Duration.toMillis(retry.delay)} * interval '1 millisecond',
             last_error = ${error.slice(0, 4000)},
             locked_until = NULL,
             lease_id = NULL,
             owner = NULL
-          WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid),
+          WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid
+          RETURNING status`).pipe(Effect.map((rows) => Option.map(Option.fromNullishOr(rows[0]), (row) => row.status)))
+        },
 
         release: releaseCall,
 

@@ -1,18 +1,19 @@
-import { Duration, Effect, FiberSet, Layer, Option, Semaphore } from "effect"
-import { AppConfig } from "../Config.ts"
+import { Duration, Effect, FiberSet, Layer, Metric, Option, Semaphore } from "effect"
+import { AppConfig, outboxSettings } from "../Config.ts"
 import { persistently } from "../db/Faults.ts"
 import { Instance } from "../db/Instance.ts"
 import { makeChatQueues } from "../db/ChatQueues.ts"
 import { makeClaimLoop } from "../db/ClaimLoop.ts"
 import { Notifications } from "../db/Notifications.ts"
 import { FiberDump } from "../observability/FiberDump.ts"
+import * as Metrics from "../observability/Metrics.ts"
 import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
 import { BotApi } from "../telegram/BotApi.ts"
 import { SendRate } from "../telegram/SendRate.ts"
 import { type ClaimedCall, Outbox } from "./Outbox.ts"
 
-/** Delivery attempts for a call the Bot API keeps failing transiently (5xx, network) before it is failed for good. */
-const MAX_DELIVERY_ATTEMPTS = 8
+/** The first wait before a transiently failed call is tried again; it doubles up to OUTBOX_RETRY_MAX_MS. */
+const FIRST_RETRY_DELAY = Duration.seconds(1)
 
 /** How a delivery ended: sent (with the chat's next call if it was leased to us), failed for good, or to be retried later. */
 type Delivery = { readonly _tag: "Sent"; readonly next: Option.Option<ClaimedCall> } | { readonly _tag: "Failed" } | {
@@ -25,13 +26,17 @@ const later: Delivery = { _tag: "Later" }
  * Sender fibers deliver outbox rows to the Bot API: one call in flight per chat (so a chat's
  * replies arrive in order), at most `SEND_RATE_PER_SECOND` calls per second overall. Calls reach
  * it from memory (written leased to us by the update's commit) or by claim (everything else). A
- * call that fails for good (blocked by the user, rejected) is kept with its error and the chat's
- * next call goes on; one that must wait (5xx, a long 429) goes back to the table with its delay,
- * holding no lease and no fiber meanwhile.
+ * call that fails for good (blocked by the user, rejected: Telegram's own refusal) is kept with
+ * its error and the chat's next call goes on; one that must wait (5xx, timeouts, connection errors,
+ * a long 429) goes back to the table with its delay, holding no lease and no fiber meanwhile, and
+ * the chat's later calls wait behind it. Such a call is retried with capped backoff for as long as
+ * OUTBOX_MAX_AGE (by age, never by a count: an outage of any length loses nothing younger), then
+ * expired: kept, counted, and requeueable by an operator.
  */
 export const Sender = {
   layer: Layer.effectDiscard(Effect.gen(function*() {
     const config = yield* AppConfig
+    const settings = yield* outboxSettings
     const outbox = yield* Outbox
     const botApi = yield* BotApi
     const { outbox: wakeup } = yield* Notifications
@@ -62,15 +67,20 @@ export const Sender = {
         Effect.andThen(persistently(outbox.markSent(call))),
         Effect.map((next): Delivery => ({ _tag: "Sent", next })),
         Effect.catchTags({
-          ChatBlocked: (error) => failForGood(call, error.message),
-          BotApiRejected: (error) => failForGood(call, error.message),
+          ChatBlocked: (error) => failForGood(call, 403, error.description),
+          BotApiRejected: (error) => failForGood(call, error.errorCode, error.description),
           BotApiUnavailable: (error) => {
-            if (call.attempts >= MAX_DELIVERY_ATTEMPTS) return failForGood(call, error.message)
-            // Telegram's flood wait when it named one, else exponential backoff.
-            const delay = error.retryAfterSeconds !== undefined
-              ? Duration.seconds(error.retryAfterSeconds)
-              : Duration.seconds(Math.min(60, 2 ** call.attempts))
-            return Effect.as(persistently(outbox.fail(call, error.message, delay)), later)
+            // Telegram's flood wait when it named one (not an attempt: the call did nothing wrong),
+            // else exponential backoff up to the cap.
+            const flood = error.retryAfterSeconds !== undefined
+            const delay = flood
+              ? Duration.seconds(error.retryAfterSeconds ?? 0)
+              : Duration.min(Duration.times(FIRST_RETRY_DELAY, 2 ** Math.min(30, Math.max(0, call.attempts - 1))), settings.retryMaxDelay)
+            return persistently(outbox.fail(call, error.message, { delay, counted: !flood, maxAge: settings.maxAge })).pipe(
+              Effect.flatMap((status): Effect.Effect<Delivery> =>
+                Option.isSome(status) && status.value === "expired" ? giveUp(call, error.message) : Effect.succeed(later)
+              )
+            )
           }
         }),
         Effect.onInterrupt(() => outbox.release(call).pipe(Effect.ignoreCause)),
@@ -88,13 +98,31 @@ export const Sender = {
         })
       )
 
-    const failForGood = (call: ClaimedCall, description: string) =>
+    // Telegram's own refusal (a 4xx other than 429): final, in Telegram's words.
+    const failForGood = (call: ClaimedCall, code: number, description: string) =>
       Effect.as(
         Effect.andThen(
-          Effect.logWarning(`Bot API refused ${call.method} to ${call.chatKey} for good: ${description}`).pipe(
-            Effect.annotateLogs({ method: call.method, chat: call.chatKey })
+          Effect.logWarning(`Bot API refused ${call.method} to ${call.chatKey} (${code}): ${description}`).pipe(
+            Effect.annotateLogs({ method: call.method, chat: call.chatKey, outbox_id: call.id })
           ),
-          persistently(outbox.fail(call, description, undefined))
+          Effect.andThen(
+            persistently(outbox.fail(call, `Bot API ${code}: ${description}`, undefined)),
+            Metric.update(Metrics.outboxCallsFailed, 1)
+          )
+        ),
+        failed
+      )
+
+    // Retries ran out of time, not Telegram's patience: the row is already expired; the chat goes on.
+    const giveUp = (call: ClaimedCall, description: string): Effect.Effect<Delivery> =>
+      Effect.as(
+        Effect.andThen(
+          Effect.logWarning(
+            `gave up on ${call.method} to ${call.chatKey}: still failing after OUTBOX_MAX_AGE (${
+              Duration.format(settings.maxAge)
+            }); last error: ${description}; requeue with: npm run ops -- retry --call ${call.id}`
+          ).pipe(Effect.annotateLogs({ method: call.method, chat: call.chatKey, outbox_id: call.id })),
+          Metric.update(Metrics.outboxCallsDiscarded, 1)
         ),
         failed
       )

@@ -2,6 +2,7 @@ import { Api, type ApiClientOptions, GrammyError, HttpError, type RawApi } from 
 import type { ApiMethods, Message, Opts, WebhookInfo } from "grammy/types"
 import { Cause, Context, Data, Duration, Effect, Exit, identity, Layer, Metric, Option, Redacted, Schedule, Schema } from "effect"
 import * as Metrics from "../observability/Metrics.ts"
+import { repeatedWarning } from "../observability/RepeatedWarning.ts"
 import { botApiFetch } from "./HttpFetch.ts"
 
 /** A Bot API method name, as grammY's `RawApi` knows them. */
@@ -150,6 +151,9 @@ const schedule = Schedule.exponential("200 millis", 2).pipe(
   )
 )
 
+// During an outage every attempt of every call fails: one warning per interval, not per attempt.
+const transientFailures = repeatedWarning("Bot API calls failing (5xx, 429, network); retrying")
+
 const botApiDurationBy = Metrics.tagged(Metrics.botApiDuration)
 
 const outcomeOf = (exit: Exit.Exit<unknown, ChatBlocked | BotApiRejected | Transient>): string => {
@@ -253,9 +257,7 @@ export class BotApi extends Context.Service<BotApi, {
         catch: (error) => classify(method, payload, error)
       }).pipe(
         Effect.tapError((error) =>
-          error._tag === "BotApiTransient"
-            ? Effect.logWarning(`Bot API ${method} failed, may retry: ${error.reason}`)
-            : Effect.void
+          error._tag === "BotApiTransient" ? transientFailures.warn(Cause.fail(error), `${method}: ${error.reason}`) : Effect.void
         ),
         // An attempt's client measures and traces its calls itself.
         traced ? measured(method) : identity,

@@ -208,5 +208,31 @@ export const mutations: ReadonlyArray<Mutation> = [
     replace: "false AS dead",
     test: "test/inbox/CrashCalls.test.ts",
     testName: "takes its process down"
+  },
+  {
+    name: "outbox-retries-by-count",
+    breaks: "an outage drops nothing: a transiently failing call is given up by a count of attempts, not by OUTBOX_MAX_AGE",
+    file: "src/outbox/Outbox.ts",
+    search: "sql`created_at < now() - ${Duration.toMillis(retry.maxAge)} * interval '1 millisecond'`",
+    replace: "sql`attempts >= 8`",
+    test: "test/outbox/Outage.test.ts",
+    testName: "old 8-attempt limit"
+  },
+  {
+    name: "repeated-warning-every-time",
+    breaks: "a repeated infrastructure failure is logged once per interval, not at every occurrence",
+    file: "src/observability/RepeatedWarning.ts",
+    search: "if (now - loggedAt < interval) return",
+    replace: "",
+    test: "test/observability/RepeatedWarning.test.ts"
+  },
+  {
+    name: "ops-look-migrates",
+    breaks: "the ops commands that only look never migrate the database",
+    file: "src/ops/TargetDatabase.ts",
+    search: "layerReadOnly: layer(false)",
+    replace: "layerReadOnly: layer(true)",
+    test: "test/ops/cli.test.ts",
+    testName: "never migrate"
   }
 ]

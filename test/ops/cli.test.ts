@@ -8,7 +8,8 @@ import { Database } from "../../src/db/Database.ts"
 import { EmbeddedDatabase } from "../../src/db/EmbeddedDatabase.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { testAppLayer } from "../support/TestApp.ts"
+import { faultyThenShipped, makeProbe, MARKS_TABLE_DDL } from "../support/handlers/FaultyHandlers.ts"
+import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 import { type OpsResult, runOps } from "./OpsProcess.ts"
 
@@ -33,10 +34,11 @@ interface Seed {
   readonly receivedAgo?: string
   /** Pending rows in a retry backoff become runnable this far ahead. */
   readonly availableIn?: string
+  readonly text?: string
 }
 
 const insertUpdate = (sql: Database["Service"]["sql"], seed: Seed) => {
-  const update = sampleUpdate({ updateId: seed.id, chatId: seed.chatId ?? 880_000 + seed.id, text: "/start" })
+  const update = sampleUpdate({ updateId: seed.id, chatId: seed.chatId ?? 880_000 + seed.id, text: seed.text ?? "/start" })
   const finished = seed.status === "done" || seed.status === "skipped" || seed.status === "dead"
   return sql`
     INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, last_error, trace_id,
@@ -107,6 +109,19 @@ const scratchDir = Effect.acquireRelease(
 // still need more than the default minute.
 const SLOW = 180_000
 
+/** How a failed query's error is stored: PostgreSQL's message last, under two generic ones and their stacks. */
+const PG_ERROR = [
+  "effect/sql/SqlError: PgConnection: Query failed",
+  "    at QueryMachine.onMessage (PgConnection.js:1027:26)",
+  "    at dispatch (PgConnection.js:182:59) {",
+  "  [cause]: effect/sql/SqlError/ConstraintError: PgConnection: Query failed",
+  "      at classifySqlState (sqlError.js:40:14) {",
+  `    [cause]: Error: null value in column "chat_key" of relation "inbox" violates not-null constraint`,
+  "        at classifyFields (PgConnection.js:1876:31)",
+  "  }",
+  "}"
+].join("\n")
+
 // Nothing listens on port 1: a command that tried the database would fail with exit code 1.
 const UNREACHABLE = { DATABASE_URL: "postgres://postgres:s3cr3t-pw@127.0.0.1:1/steadfast" }
 
@@ -136,6 +151,7 @@ describe("ops CLI", { timeout: SLOW }, () => {
         "  done  2",
         "  skipped  1",
         "  dead  2  (requeue with: npm run ops -- retry --all-dead)",
+        "  discarded  0",
         "  total  8",
         "  oldest pending: update 20, received 5m Ns ago",
         "outbox",
@@ -143,6 +159,8 @@ describe("ops CLI", { timeout: SLOW }, () => {
         "  sending  0",
         "  sent  2",
         "  failed  1",
+        "  expired  0",
+        "  discarded  0",
         "  total  4"
       ])
     }))
@@ -168,11 +186,12 @@ describe("ops CLI", { timeout: SLOW }, () => {
       assert.match(head ?? "", /^update 31\n {2}status {6}dead\n {2}kind {8}message\n {2}chat {8}chat:4242\n {2}attempts {4}5\n/)
       assert.match(head ?? "", /\n {2}received {4}\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \(2h 0m ago\)\n/)
       assert.match(head ?? "", /\n {2}finished {4}\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\n/)
-      assert.include(head ?? "", "\n  last error  Error: boom\n                  at handler (bot.ts:1)\n")
+      assert.include(head ?? "", "\n  error       Error: boom\n")
+      assert.include(head ?? "", "\nlast error in full\n  Error: boom\n                  at handler (bot.ts:1)\n")
       assert.include(head ?? "", "\n  trace id    4bf92f3577b34da6a3ce929d0e0e4736\n")
       assert.match(
         head ?? "",
-        /\nbot api calls\n {2}#\d+ sendMessage failed, 0 attempts, last error: Bot API 403: Forbidden: bot was blocked by the user\n$/
+        /\nbot api calls\n {2}#\d+ sendMessage failed, 0 attempts, created [^\n]+\n {6}Bot API 403: Forbidden: bot was blocked by the user\n$/
       )
       assert.deepStrictEqual(JSON.parse(raw ?? ""), sampleUpdate({ updateId: 31, chatId: 4242, text: "/start" }))
     }))
@@ -234,7 +253,8 @@ describe("ops CLI", { timeout: SLOW }, () => {
       yield* insertUpdate(sql, { id: 63, status: "dead", chatId: 6300, attempts: 5 })
       yield* insertUpdate(sql, { id: 64, status: "processing", chatId: 6300, attempts: 1 })
 
-      const first = yield* runOps(["retry", "--all-dead"], { DATABASE_URL: url })
+      // Nothing runs them here (no service): --wait 0s reports the requeue alone.
+      const first = yield* runOps(["retry", "--all-dead", "--wait", "0s"], { DATABASE_URL: url })
       assertSuccess(first, url)
       assert.strictEqual(first.stdout, "requeued 4 dead updates: 9, 61, 63, 1000000003\n")
       const rows = yield* sql<{ id: number; status: string; runnable: boolean }>`
@@ -317,13 +337,17 @@ describe("ops CLI", { timeout: SLOW }, () => {
   // The commands an operator mistypes most; each is a process start, so the list stays short.
   const badArguments: ReadonlyArray<readonly [ReadonlyArray<string>, string, string]> = [
     [["bogus"], `ops: Unknown subcommand "bogus" for "ops"`, "usage: ops <subcommand> [flags]"],
-    [["show"], "ops: Missing required argument: update_id", "usage: ops show [flags] <update_id>"],
+    [["show"], "ops: give either an update_id or --call <id>", "usage: ops show [flags] [<update_id>]"],
     [
       ["retry", "abc"],
       `ops: Invalid value for argument <update_id>: "abc". Expected: an update_id (a whole number)`,
       "usage: ops retry [flags] [<update_id>]"
     ],
-    [["retry", "5", "--all-dead"], "ops: give either an update_id or --all-dead", "usage: ops retry [flags] [<update_id>]"],
+    [
+      ["retry", "5", "--all-dead"],
+      "ops: give one of: an update_id, --all-dead, --call <id>, --all-expired",
+      "usage: ops retry [flags] [<update_id>]"
+    ],
     [
       ["purge", "--older-than", "7x"],
       `ops: Invalid value for flag --older-than: "7x". Expected: a duration such as 7d, 12h or 30m`,
@@ -357,7 +381,9 @@ describe("ops CLI", { timeout: SLOW }, () => {
       const help = yield* runOps(["--help"], UNREACHABLE)
       assert.strictEqual(help.code, 0)
       assert.strictEqual(help.stderr, "")
-      for (const command of ["stats", "show", "retry", "purge"]) assert.match(help.stdout, new RegExp(`\\n  ${command} `))
+      for (const command of ["stats", "list", "show", "retry", "discard", "purge"]) {
+        assert.match(help.stdout, new RegExp(`\\n  ${command} `))
+      }
     }))
 
   it.live("an unreachable database exits 1 with a one-line error that does not show the password", () =>
@@ -396,10 +422,162 @@ describe("ops CLI", { timeout: SLOW }, () => {
   it.live("without DATABASE_URL and no server running, it starts the embedded PostgreSQL under .data/ and stops it again", () =>
     Effect.gen(function*() {
       const dir = yield* scratchDir
-      const result = yield* runOps(["stats"], {}, { cwd: dir })
+      // purge changes rows, so it brings the new database's schema up first.
+      const result = yield* runOps(["purge", "--older-than", "7d"], {}, { cwd: dir })
       assert.strictEqual(result.code, 0, result.stderr)
-      assert.match(result.stdout, /^inbox\n {2}pending +0\n/)
+      assert.match(result.stdout, /^purged 0 inbox updates /)
       assert.isTrue(existsSync(join(dir, ".data/postgres/PG_VERSION")), "the data directory was created")
       assert.isFalse(existsSync(join(dir, ".data/postgres/postmaster.pid")), "the server was stopped")
+    }))
+  it.live("list filters updates by status, kind, chat and age, newest first, each with its innermost error; --json gives the rows", () =>
+    Effect.gen(function*() {
+      const { sql, url } = yield* setup("list")
+      yield* insertUpdate(sql, { id: 111, status: "dead", chatId: 1100, attempts: 5, lastError: PG_ERROR, receivedAgo: "3 hours" })
+      yield* insertUpdate(sql, { id: 112, status: "dead", chatId: 1100, attempts: 5, lastError: "Error: boom", receivedAgo: "10 minutes" })
+      yield* insertUpdate(sql, { id: 113, status: "done", chatId: 1100, receivedAgo: "3 hours" })
+      yield* insertUpdate(sql, { id: 114, status: "dead", chatId: 1101, attempts: 5, receivedAgo: "3 hours" })
+      yield* insertCall(sql, { updateId: 113, status: "failed" })
+
+      const dead = yield* runOps(["list", "--status", "dead", "--chat", "1100"], { DATABASE_URL: url })
+      assertSuccess(dead, url)
+      const [newest, oldest, ...more] = lines(dead.stdout)
+      assert.match(newest ?? "", /^112 +dead +message +chat:1100 +5 attempts +10m \d+s ago +Error: boom$/)
+      // The innermost message: PostgreSQL's, not the driver's "Query failed".
+      assert.match(oldest ?? "", /^111 +dead +message +chat:1100 +5 attempts +3h 0m ago +Error: null value in column "chat_key"/)
+      assert.deepStrictEqual(more, [])
+      const old = yield* runOps(["list", "--status", "dead", "--older-than", "1h", "--kind", "message", "--json"], { DATABASE_URL: url })
+      assertSuccess(old, url)
+      const rows = JSON.parse(old.stdout) as ReadonlyArray<{ update_id: string; chat_key: string; last_error: string | null }>
+      assert.deepStrictEqual(rows.map((row) => [row.update_id, row.chat_key, row.last_error]), [
+        ["114", "chat:1101", null],
+        ["111", "chat:1100", PG_ERROR]
+      ])
+      const calls = yield* runOps(["list", "--calls", "--status", "failed"], { DATABASE_URL: url })
+      assertSuccess(calls, url)
+      assert.match(
+        calls.stdout,
+        /^#\d+ +failed +sendMessage +chat:1 +0 attempts +\d+m \d+s ago +Bot API 403: Forbidden: bot was blocked by the user\n$/
+      )
+    }))
+
+  it.live("show puts PostgreSQL's message first and lists the error history; --json carries all of it", () =>
+    Effect.gen(function*() {
+      const { sql, url } = yield* setup("show_history")
+      yield* insertUpdate(sql, { id: 121, status: "pending", chatId: 1200 })
+      // Failures as the dispatcher records them: the same error twice, then another one.
+      for (const [attempts, error] of [[1, PG_ERROR], [2, PG_ERROR], [3, "Error: boom"]] as const) {
+        yield* sql`UPDATE inbox SET attempts = ${attempts}, last_error = ${error} WHERE update_id = 121`
+      }
+      yield* sql`UPDATE inbox SET status = 'dead', finished_at = now() WHERE update_id = 121`
+
+      const text = yield* runOps(["show", "121"], { DATABASE_URL: url })
+      assertSuccess(text, url)
+      assert.include(text.stdout, "\n  error       Error: boom\n")
+      assert.match(
+        text.stdout,
+        /\nerror history\n {2}attempts 1-2, 2× from \S+ to \S+: Error: null value in column "chat_key" of relation "inbox" violates not-null constraint {2}\(via effect\/sql\/SqlError\/ConstraintError: PgConnection: Query failed ← effect\/sql\/SqlError: PgConnection: Query failed\)\n {2}attempt 3, \S+: Error: boom\nlast error in full\n/
+      )
+      const json = yield* runOps(["show", "121", "--json"], { DATABASE_URL: url })
+      assertSuccess(json, url)
+      const details = JSON.parse(json.stdout) as {
+        status: string
+        history: ReadonlyArray<{ error: string; first_attempt: number; last_attempt: number; times: number }>
+      }
+      assert.strictEqual(details.status, "dead")
+      assert.deepStrictEqual(details.history.map((entry) => [entry.error, entry.first_attempt, entry.last_attempt, entry.times]), [
+        [PG_ERROR, 1, 2, 2],
+        ["Error: boom", 3, 3, 1]
+      ])
+    }))
+
+  it.live("discard gives up on a dead update: the row stays, no longer open or dead, and a redelivery of it is still ignored", () =>
+    Effect.gen(function*() {
+      const { sql, url } = yield* setup("discard")
+      const app = yield* Layer.build(testAppLayer({ databaseUrl: url }))
+      const base = yield* Effect.provideContext(baseUrl, app)
+      yield* insertUpdate(sql, { id: 131, status: "dead", chatId: 777_131, attempts: 5, lastError: "Error: malformed" })
+      yield* insertUpdate(sql, { id: 132, status: "done", chatId: 777_131 })
+
+      const result = yield* runOps(["discard", "131"], { DATABASE_URL: url })
+      assertSuccess(result, url)
+      assert.strictEqual(result.stdout, "discarded update 131: it will not run again, and a redelivery of it is still ignored\n")
+      const notDead = yield* runOps(["discard", "132"], { DATABASE_URL: url })
+      assert.strictEqual(notDead.code, 2)
+      assert.deepStrictEqual(lines(notDead.stderr), [databaseLine(url), "ops: update 132 is done, not dead: nothing changed"])
+
+      // Telegram redelivers it: stored already, so answered 200 and left as it is.
+      const redelivered = yield* postUpdate(base, sampleUpdate({ updateId: 131, chatId: 777_131, text: "/start" }))
+      assert.strictEqual(redelivered.status, 200)
+      assert.deepStrictEqual(
+        Option.map(yield* inboxRow(sql, 131), (row) => [row.status, row.last_error]),
+        Option.some(["discarded", "Error: malformed"])
+      )
+      const stats = yield* runOps(["stats"], { DATABASE_URL: url })
+      assert.match(stats.stdout, /\n {2}dead +0\n {2}discarded +1\n/)
+    }))
+
+  it.live("retry --all-dead with a service running reports which updates were done and which died again", () =>
+    Effect.gen(function*() {
+      const { sql, url } = yield* setup("retry_died_again")
+      yield* sql.unsafe(MARKS_TABLE_DDL)
+      const probe = yield* makeProbe
+      yield* Layer.build(testAppLayer({ databaseUrl: url, env: { MAX_ATTEMPTS: "1" }, handlers: faultyThenShipped(probe, "app") }))
+      yield* insertUpdate(sql, { id: 141, status: "dead", chatId: 777_141, attempts: 1, text: "/fail" })
+      yield* insertUpdate(sql, { id: 142, status: "dead", chatId: 777_142, attempts: 1, text: "/start" })
+
+      const result = yield* runOps(["retry", "--all-dead", "--wait", "60s"], { DATABASE_URL: url })
+      assertSuccess(result, url)
+      assert.deepStrictEqual(lines(result.stdout), [
+        "requeued 2 dead updates: 141, 142",
+        "done: 142",
+        "died again: 141 (see: npm run ops -- show <update_id>; dismiss: npm run ops -- discard <update_id>)"
+      ])
+    }))
+
+  it.live("retry --call and --all-expired requeue failed and expired calls; discard --call dismisses one; others are left alone", () =>
+    Effect.gen(function*() {
+      const { sql, url } = yield* setup("calls")
+      yield* insertUpdate(sql, { id: 151, status: "done" })
+      for (const status of ["failed", "expired", "expired", "sent"]) yield* insertCall(sql, { updateId: 151, status, ago: "2 days" })
+      const ids = (yield* sql<{ id: string }>`SELECT id::text AS id FROM outbox ORDER BY id`).map((row) => row.id)
+      const callRows = sql<{ status: string; attempts: number; runnable: boolean; fresh: boolean }>`
+        SELECT status, attempts, available_at <= now() AS runnable, created_at > now() - interval '1 minute' AS fresh
+        FROM outbox ORDER BY id`
+
+      const one = yield* runOps(["retry", "--call", ids[0]!], { DATABASE_URL: url })
+      assertSuccess(one, url)
+      assert.strictEqual(one.stdout, `requeued call ${ids[0]}\n`)
+      const discarded = yield* runOps(["discard", "--call", ids[1]!], { DATABASE_URL: url })
+      assertSuccess(discarded, url)
+      const all = yield* runOps(["retry", "--all-expired"], { DATABASE_URL: url })
+      assertSuccess(all, url)
+      assert.strictEqual(all.stdout, `requeued 1 expired call: ${ids[2]}\n`)
+      const sent = yield* runOps(["retry", "--call", ids[3]!], { DATABASE_URL: url })
+      assert.strictEqual(sent.code, 2)
+      assert.deepStrictEqual(lines(sent.stderr), [databaseLine(url), `ops: call ${ids[3]} is sent, not failed or expired: nothing changed`])
+
+      // Requeued calls start over: runnable now, no attempts used, and a fresh age for OUTBOX_MAX_AGE.
+      assert.deepStrictEqual((yield* callRows).map((row) => [row.status, row.attempts, row.runnable, row.fresh]), [
+        ["pending", 0, true, true],
+        ["discarded", 0, true, false],
+        ["pending", 0, true, true],
+        ["sent", 0, true, false]
+      ])
+    }))
+
+  // Each command finding no tables also shows that the one before it did not create them.
+  it.live("commands that only look never migrate, and no command prints the URL's query parameters", () =>
+    Effect.gen(function*() {
+      const url = yield* Effect.promise(() => freshDatabase("ops_no_migrate"))
+      for (const args of [["stats"], ["list"], ["show", "1"]]) {
+        const result = yield* runOps(args, { DATABASE_URL: url })
+        assert.strictEqual(result.code, 1, args.join(" "))
+        assert.include(result.stderr, "ops: the database has no steadfast tables yet")
+      }
+      const withQuery = "postgres://postgres@127.0.0.1:1/steadfast?sslmode=disable&password=s3cr3t-query"
+      const result = yield* runOps(["list"], { DATABASE_URL: withQuery })
+      assert.strictEqual(result.code, 1)
+      assert.strictEqual(lines(result.stderr)[0], "ops: database: postgres://postgres@127.0.0.1:1/steadfast")
+      assert.notInclude(result.stderr + result.stdout, "s3cr3t-query")
     }))
 })

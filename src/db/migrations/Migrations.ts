@@ -14,6 +14,7 @@ import inboxDeadIndex from "./0011_inbox_dead_index.ts"
 import handoff from "./0012_handoff.ts"
 import storeProbes from "./0013_store_probes.ts"
 import recordedCalls from "./0014_recorded_calls.ts"
+import operations from "./0015_operations.ts"
 import { BotMigrationFailed, BotMigrationsDirectory, sqlFileMigrations } from "./SqlFiles.ts"
 
 const migrate = Migrator.make({})
@@ -38,7 +39,8 @@ const migrateAll = Effect.gen(function*() {
       "0011_inbox_dead_index": inboxDeadIndex,
       "0012_handoff": handoff,
       "0013_store_probes": storeProbes,
-      "0014_recorded_calls": recordedCalls
+      "0014_recorded_calls": recordedCalls,
+      "0015_operations": operations
     }),
     table: "steadfast_migrations"
   })
