@@ -203,8 +203,8 @@ export class Bot extends Context.Service<Bot, {
                 traceparent
               }))
           const noChat = () => Effect.die(new Error(`update ${updateId} has no chat to reply to`))
-          // The attempt's calls, typed and with retries, for Effect handlers.
-          const attemptApi = BotApi.over(calls.api(), botApi.endpoint)
+          // The attempt's calls, typed, for Effect handlers.
+          const attemptApi = BotApi.ofCalls(botApi.endpoint, calls.call)
           const context: HandlerContext = {
             update,
             me: bot,

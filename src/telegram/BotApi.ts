@@ -1,6 +1,6 @@
 import { Api, type ApiClientOptions, GrammyError, HttpError, type RawApi } from "grammy"
 import type { ApiMethods, Message, Opts, WebhookInfo } from "grammy/types"
-import { Cause, Context, Data, Duration, Effect, Exit, identity, Layer, Metric, Option, Redacted, Schedule, Schema } from "effect"
+import { Cause, Context, Data, Duration, Effect, Exit, Layer, Metric, Option, Redacted, Schedule, Schema } from "effect"
 import * as Metrics from "../observability/Metrics.ts"
 import { repeatedWarning } from "../observability/RepeatedWarning.ts"
 import { botApiFetch } from "./HttpFetch.ts"
@@ -151,9 +151,6 @@ const schedule = Schedule.exponential("200 millis", 2).pipe(
   )
 )
 
-// During an outage every attempt of every call fails: one warning per interval, not per attempt.
-const transientFailures = repeatedWarning("Bot API calls failing (5xx, 429, network); retrying")
-
 const botApiDurationBy = Metrics.tagged(Metrics.botApiDuration)
 
 const outcomeOf = (exit: Exit.Exit<unknown, ChatBlocked | BotApiRejected | Transient>): string => {
@@ -227,22 +224,15 @@ export class BotApi extends Context.Service<BotApi, {
         // grammY types `fetch` as node-fetch's; it uses only what botApiFetch implements.
         fetch: botApiFetch as unknown as NonNullable<ApiClientOptions["fetch"]>
       })
-      return BotApi.over(api, endpoint, { maxRetries: options.maxRetries ?? 4, traced: true })
+      return BotApi.over(api, endpoint, options.maxRetries ?? 4)
     })
   }
 
-  /**
-   * The service over a grammY client of ours: an update's attempt client (whose calls are recorded,
-   * and traced there, so `traced` is false) or the service's own.
-   */
-  static over(
-    api: Api,
-    endpoint: BotApiEndpoint,
-    options: { readonly maxRetries?: number; readonly traced?: boolean } = {}
-  ): BotApi["Service"] {
+  /** The service over grammY's client, with retries in place, metrics and a span per call. */
+  private static over(api: Api, endpoint: BotApiEndpoint, maxRetries: number): BotApi["Service"] {
     const token = Redacted.value(endpoint.token)
-    const maxRetries = options.maxRetries ?? 4
-    const traced = options.traced ?? true
+    // During an outage every attempt of every call fails: one warning per interval, not per attempt.
+    const transientFailures = repeatedWarning("Bot API calls failing (5xx, 429, network); retrying")
     const classify = (method: string, payload: unknown, error: unknown) => classifyFailure(method, payload, error, token)
 
     const retriable = (error: ChatBlocked | BotApiRejected | Transient): boolean =>
@@ -259,9 +249,8 @@ export class BotApi extends Context.Service<BotApi, {
         Effect.tapError((error) =>
           error._tag === "BotApiTransient" ? transientFailures.warn(Cause.fail(error), `${method}: ${error.reason}`) : Effect.void
         ),
-        // An attempt's client measures and traces its calls itself.
-        traced ? measured(method) : identity,
-        traced ? Effect.withSpan(`BotApi.${method}`, { kind: "client", attributes: { "telegram.method": method } }) : identity
+        measured(method),
+        Effect.withSpan(`BotApi.${method}`, { kind: "client", attributes: { "telegram.method": method } })
       )
       return attempt.pipe(
         // The retry is set up only once the first attempt has failed (on the hot path it would cost
@@ -287,14 +276,21 @@ export class BotApi extends Context.Service<BotApi, {
       )
     }
 
+    return BotApi.ofCalls(endpoint, invoke)
+  }
+
+  /** The service over a function that makes any call: the service's own client, or an update's attempt. */
+  static ofCalls(
+    endpoint: BotApiEndpoint,
+    callRaw: (method: string, payload: Record<string, unknown>) => Effect.Effect<unknown, BotApiError>
+  ): BotApi["Service"] {
     // grammY resolves with the unwrapped `result` of the method it was asked for.
     const call = <M extends Method>(method: M, ...args: MethodArgs<M>) =>
-      Effect.map(invoke(method, args[0]), (result) => result as MethodResult<M>)
-
+      Effect.map(callRaw(method, args[0] ?? {}), (result) => result as MethodResult<M>)
     return BotApi.of({
       endpoint,
       call,
-      callRaw: invoke,
+      callRaw,
       sendMessage: (chatId, text, other) => call("sendMessage", { ...other, chat_id: toChatId(chatId), text }),
       getWebhookInfo: () => call("getWebhookInfo"),
       setWebhook: (url, other) => call("setWebhook", { ...other, url })

@@ -11,7 +11,8 @@ import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandI
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { awaitStatus, inboxRow } from "../support/FaultyApp.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
+import { spawnService } from "../support/ServiceProcess.ts"
+import { baseUrl, postUpdate, testAppLayer, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 
 const CHANNEL = -1001234567890
@@ -190,6 +191,29 @@ describe("a developer's grammY Bot with calls made at once", () => {
         )
         assert.strictEqual(sessions[0]?.n, 0, "no connection is left idle in a transaction")
         assert.strictEqual(sentTo(yield* app.standIn.calls, chatId).filter((text) => text === "late").length, 1)
+      }),
+    90_000
+  )
+})
+
+describe("the bot's own identity", () => {
+  it.live(
+    "a Bot API outage while getMe is asked is an outage, not an attempt: the update waits it out and is done, even with MAX_ATTEMPTS=1",
+    () =>
+      Effect.gen(function*() {
+        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        // Every getMe fails for a while: the one at start, and those of the update's first runs
+        // (each retried in place a few times).
+        yield* standIn.script("getMe", Array.from({ length: 12 }, () => ({ status: 502 })))
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("getme_outage"))
+        const probe = yield* pgProbe(databaseUrl)
+        const service = yield* spawnService(testEnv(databaseUrl, standIn.url, { MAX_ATTEMPTS: "1", SEND_RATE_PER_SECOND: "10000" }))
+        const update = command(710_003, "hello")
+        assert.strictEqual((yield* postUpdate(service.baseUrl, update)).status, 200)
+        const done = yield* awaitStatus(probe, update.update_id, "done", "60 seconds")
+        assert.strictEqual(done.attempts, 1, "the runs that failed for want of getMe were not counted")
+        const getMes = (yield* standIn.calls).filter((call) => call.method === "getMe").length
+        assert.isAtLeast(getMes, 13, "getMe was asked until it answered")
       }),
     90_000
   )

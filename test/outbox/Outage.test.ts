@@ -1,11 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Logger } from "effect"
+import { Context, Effect, Layer, Logger } from "effect"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { makeLogCapture } from "../support/FaultyApp.ts"
 import { repliesByChat, withoutImmediateRepeats } from "../support/Load.ts"
 import { waitFor } from "../support/PgProbe.ts"
+import { echoAfterCommit } from "../support/handlers/EchoAfterCommit.ts"
 import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 
@@ -17,7 +18,9 @@ const OLD_ATTEMPT_LIMIT = 8
 const internalError = { status: 500, body: { ok: false, error_code: 500, description: "Internal Server Error" } }
 
 const app = (label: string, env: Record<string, string>, logs = makeLogCapture()) =>
-  Layer.unwrap(Effect.map(Effect.promise(() => freshDatabase(label)), (url) => testAppLayer({ databaseUrl: url, env }))).pipe(
+  Layer.unwrap(
+    Effect.map(Effect.promise(() => freshDatabase(label)), (url) => testAppLayer({ databaseUrl: url, env, handlers: [echoAfterCommit] }))
+  ).pipe(
     Layer.provide(Logger.layer([logs.logger], { mergeWithExisting: true }))
   )
 
@@ -117,4 +120,38 @@ describe("Bot API outage", () => {
       assert.include(rows[0]?.last_error ?? "", "500: Internal Server Error")
     }).pipe(Effect.provide(app("outage_expired", { SEND_RATE_PER_SECOND: "1000", OUTBOX_MAX_AGE: "1s" }, logs)))
   }, 90_000)
+
+  it.live(
+    "a reply made at once while the Bot API is down fails its update's run without counting it: with MAX_ATTEMPTS=1 every reply still arrives, in chat order",
+    () =>
+      Effect.gen(function*() {
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("outage_at_once"))
+        const app = yield* Layer.build(testAppLayer({ databaseUrl, env: { MAX_ATTEMPTS: "1", SEND_RATE_PER_SECOND: "1000" } }))
+        const base = yield* Effect.provideContext(baseUrl, app)
+        const standIn = Context.get(app, BotApiStandIn)
+        // Each run makes its reply once (no retry in place): four runs meet the outage.
+        yield* standIn.script("sendMessage", Array.from({ length: 4 }, () => internalError))
+        const chatId = 9_530
+        const texts = ["down #1", "down #2"]
+        for (const [n, text] of texts.entries()) {
+          assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 95_301 + n, chatId, text }))).status, 200)
+        }
+        const calls = yield* standIn.awaitCalls(
+          (calls) => withoutImmediateRepeats(repliesByChat(calls).get(chatId) ?? []).length === 2,
+          "60 seconds"
+        )
+        assert.deepStrictEqual(withoutImmediateRepeats(repliesByChat(calls).get(chatId) ?? []), texts)
+        const { sql } = Context.get(app, Database)
+        const rows = yield* waitFor(
+          "both updates done",
+          sql<
+            { status: string; attempts: number }
+          >`SELECT status, attempts FROM inbox WHERE update_id IN (95301, 95302) ORDER BY update_id`,
+          (rows) => rows.every((row) => row.status === "done"),
+          { timeout: "10 seconds" }
+        )
+        assert.deepStrictEqual(rows.map((row) => row.status), ["done", "done"], "no update dead-lettered by the outage")
+      }),
+    90_000
+  )
 })

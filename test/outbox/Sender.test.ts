@@ -1,21 +1,14 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Schedule } from "effect"
-import { fallbackReply } from "../../src/bot/handlers/Basics.ts"
-import { makeHandler } from "../../src/bot/Handler.ts"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { MAX_IN_PLACE_FLOOD_WAIT } from "../../src/telegram/BotApi.ts"
+import { echoAfterCommit } from "../support/handlers/EchoAfterCommit.ts"
 import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 
 // The sender carries the calls handlers make after commit: this bot's only reply is one.
-const echoAfterCommit = makeHandler({
-  name: "echo-after-commit",
-  matches: (update) => update.message?.text !== undefined,
-  handle: ({ afterCommit, update }) => afterCommit.reply(fallbackReply(update.message?.text ?? ""))
-})
-
 const app = (label: string, env: Record<string, string>) =>
   Layer.unwrap(
     Effect.map(Effect.promise(() => freshDatabase(label)), (url) => testAppLayer({ databaseUrl: url, env, handlers: [echoAfterCommit] }))
