@@ -113,7 +113,7 @@ const processCases: ReadonlyArray<ProcessCase> = [
     alsoNeverPrinted: ["sandbox mode: no BOT_TOKEN", "Listening on"]
   },
   {
-    name: "an empty BOT_TOKEN (compose's ${BOT_TOKEN:-}) with a DATABASE_URL",
+    name: "an empty BOT_TOKEN (a secret that arrived empty) with a DATABASE_URL",
     changes: { BOT_TOKEN: "" },
     variable: "BOT_TOKEN",
     alsoNeverPrinted: ["sandbox mode: no BOT_TOKEN", "Listening on"]
