@@ -4,6 +4,7 @@ import { AppConfig } from "../Config.ts"
 import { Database } from "../db/Database.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import { Lifecycle } from "../Lifecycle.ts"
+import { redactUrls } from "../telegram/RedactUrls.ts"
 import { type WebhookReport, WebhookStatus } from "../telegram/WebhookStatus.ts"
 
 type Status = "pass" | "warn" | "fail"
@@ -149,11 +150,12 @@ const webhookCheck = (report: Option.Option<WebhookReport>, nowMillis: number, t
           urlIsOurs: r.urlIsOurs,
           pendingUpdateCount: r.pendingUpdateCount,
           lastErrorDate: r.lastErrorDate ?? null,
-          lastErrorMessage: r.lastErrorMessage ?? null
+          lastErrorMessage: r.lastErrorMessage === undefined ? null : redactUrls(r.lastErrorMessage)
         },
         status: problems.length > 0 ? "warn" : "pass",
         time: DateTime.formatIso(DateTime.makeUnsafe(r.checkedAt)),
-        ...(problems.length > 0 ? { output: problems.join("; ") } : {})
+        // The texts came from elsewhere (Telegram, an HTTP library): no URL leaves with them.
+        ...(problems.length > 0 ? { output: redactUrls(problems.join("; ")) } : {})
       }
     }
   })

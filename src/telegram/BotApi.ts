@@ -3,6 +3,7 @@ import type { ApiMethods, Message, Opts, WebhookInfo } from "grammy/types"
 import { Cause, Context, Data, Duration, Effect, Exit, Layer, Metric, Option, Redacted, Schedule, Schema } from "effect"
 import * as Metrics from "../observability/Metrics.ts"
 import { botApiFetch } from "./HttpFetch.ts"
+import { redactUrls } from "./RedactUrls.ts"
 
 /** A Bot API method name, as grammY's `RawApi` knows them. */
 export type Method = keyof RawApi
@@ -59,9 +60,9 @@ class Transient extends Data.TaggedError("BotApiTransient")<{
   readonly retryAfter?: Duration.Duration
 }> {}
 
-/** Scrubs a bot token, and any `/bot<token>/` URL segment, out of text copied from a foreign error. */
+/** Scrubs URLs (to scheme and host), a bot token and any `/bot<token>/` segment out of text copied from a foreign error. */
 export const redactToken = (text: string, token: string): string => {
-  let scrubbed = text.replace(/\/bot[^/\s]+\//g, "/bot<redacted>/")
+  let scrubbed = redactUrls(text).replace(/\/bot[^/\s]+\//g, "/bot<redacted>/")
   for (const variant of new Set([token, encodeURIComponent(token)])) {
     if (variant !== "") scrubbed = scrubbed.split(variant).join("<redacted>")
   }

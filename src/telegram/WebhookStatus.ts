@@ -1,6 +1,7 @@
 import { Clock, Context, Effect, Layer, Option, Schedule } from "effect"
 import { AppConfig } from "../Config.ts"
 import { BotApi } from "./BotApi.ts"
+import { redactUrls } from "./RedactUrls.ts"
 
 export interface WebhookReport {
   readonly checkedAt: number
@@ -46,7 +47,7 @@ export class WebhookStatus extends Context.Service<WebhookStatus, {
               lastErrorMessage: undefined
             })),
             checkedAt,
-            refreshError: info.failure.message
+            refreshError: redactUrls(info.failure.message)
           })
           return
         }
@@ -56,7 +57,7 @@ export class WebhookStatus extends Context.Service<WebhookStatus, {
           registered: info.success.url !== "",
           pendingUpdateCount: info.success.pending_update_count,
           lastErrorDate: info.success.last_error_date,
-          lastErrorMessage: info.success.last_error_message,
+          lastErrorMessage: info.success.last_error_message === undefined ? undefined : redactUrls(info.success.last_error_message),
           refreshError: undefined
         })
       })

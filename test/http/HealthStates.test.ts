@@ -210,7 +210,7 @@ describe("/health states", () => {
   it.live("in sandbox mode /health has no telegram:webhook check", () =>
     Effect.gen(function*() {
       const databaseUrl = yield* Effect.promise(() => freshDatabase("health_sandbox"))
-      const app = yield* Layer.build(appAgainst({ DATABASE_URL: databaseUrl, HOST: "127.0.0.1", PORT: "0" }))
+      const app = yield* Layer.build(appAgainst({ BOT_MODE: "sandbox", DATABASE_URL: databaseUrl, HOST: "127.0.0.1", PORT: "0" }))
       const base = yield* Effect.provideContext(baseUrl, app)
       const health = yield* healthUntil(base, "not fail", (h) => h.body.status !== "fail")
       const names = Object.keys(health.body.checks ?? {})
