@@ -66,7 +66,7 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
       )
       if (!("text" in body)) return body
       const envelope = decodeEnvelope(body.text)
-      if (Option.isNone(envelope)) return answer(400, "body must be a JSON object with an integer update_id")
+      if (Option.isNone(envelope)) return answer(400, "body must be a JSON object with a positive integer update_id")
 
       const update = envelope.value
       const updateId = update.update_id
