@@ -13,6 +13,7 @@ import { boundedServer, HTTP_LIMITS } from "./http/ListenerLimits.ts"
 import { WebhookRoute } from "./http/WebhookRoute.ts"
 import { Dispatcher } from "./inbox/Dispatcher.ts"
 import { Inbox } from "./inbox/Inbox.ts"
+import { OpenUpdates } from "./inbox/OpenUpdates.ts"
 import { Retention } from "./inbox/Retention.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 import { FiberDump } from "./observability/FiberDump.ts"
@@ -94,7 +95,7 @@ const SandboxBanner = Layer.effectDiscard(Effect.gen(function*() {
   ].join("\n"))
 }))
 
-const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer).pipe(
+const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, Notifications.layer, OpenUpdates.layer).pipe(
   Layer.provideMerge(Instance.layer),
   Layer.provideMerge(Database.layer)
 )

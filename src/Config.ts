@@ -50,6 +50,8 @@ export class AppConfig extends Context.Service<AppConfig, {
   readonly senderConcurrency: number
   /** /health warns when the oldest unprocessed update is older than this. */
   readonly backlogWarnAge: Duration.Duration
+  /** POST /webhook answers 503 while the inbox holds this many open (unprocessed) updates. */
+  readonly maxOpenUpdates: number
   /** Key of the invoice payload HMAC: PAYMENT_SECRET, or one derived from the bot token. */
   readonly paymentSecret: Redacted.Redacted<string>
 }>()("steadfast/Config") {
@@ -199,6 +201,7 @@ const load = Effect.gen(function*() {
   const sendRatePerSecond = yield* integer("SEND_RATE_PER_SECOND", 30, 1, 100_000)
   const senderConcurrency = yield* integer("SENDER_CONCURRENCY", 64, 1, 10_000)
   const backlogWarnSeconds = yield* integer("HEALTH_BACKLOG_WARN_SECONDS", 60, 1, 86_400)
+  const maxOpenUpdates = yield* integer("MAX_OPEN_UPDATES", 100_000, 1, 100_000_000)
 
   const paymentSecretValue = yield* secret(
     "PAYMENT_SECRET",
@@ -235,6 +238,7 @@ const load = Effect.gen(function*() {
     sendRatePerSecond,
     senderConcurrency,
     backlogWarnAge: Duration.seconds(backlogWarnSeconds),
+    maxOpenUpdates,
     paymentSecret
   })
 })

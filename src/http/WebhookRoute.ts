@@ -4,6 +4,7 @@ import { createHash, timingSafeEqual } from "node:crypto"
 import { AppConfig } from "../Config.ts"
 import { isDataError, refusalReason, storableUpdate } from "../db/Jsonb.ts"
 import { Inbox } from "../inbox/Inbox.ts"
+import { OpenUpdates } from "../inbox/OpenUpdates.ts"
 import { Lifecycle } from "../Lifecycle.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { currentTraceparent } from "../observability/TraceContext.ts"
@@ -33,6 +34,7 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
   const config = yield* AppConfig
   const inbox = yield* Inbox
   const lifecycle = yield* Lifecycle
+  const openUpdates = yield* OpenUpdates
   // Compared in time independent of where they differ (hashing first also hides the length).
   const secretDigest = Option.map(config.webhookSecret, (secret) => digest(Redacted.value(secret)))
 
@@ -48,6 +50,11 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
         if (given === undefined || !timingSafeEqual(digest(given), secretDigest.value)) {
           return answer(401, "missing or wrong secret token")
         }
+      }
+      // Shed before reading the body: past the cap Telegram keeps the update and slows down.
+      if (openUpdates.full()) {
+        yield* Metric.update(Metrics.webhookShed, 1)
+        return unavailable(`${openUpdates.max} or more updates are open; retry later`)
       }
       const contentType = (request.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase()
       if (contentType !== "application/json") return answer(415, "content type must be application/json")
