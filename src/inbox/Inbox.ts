@@ -234,11 +234,15 @@ export class Inbox extends Context.Service<Inbox, {
         ).pipe(Effect.asVoid)
 
       const leases = yield* makeLeaseRenewal((held) =>
-        db.withConnection(sql`
+        db.withConnection(
+          sql`
         UPDATE inbox SET locked_until = now() + ${leaseMs} * interval '1 millisecond'
         FROM unnest(${held.map((lease) => lease.id)}::bigint[], ${held.map((lease) => lease.leaseId)}::uuid[]) AS h(id, lease_id)
         WHERE inbox.update_id = h.id AND inbox.lease_id = h.lease_id
-          AND inbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`)
+          AND inbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`,
+          undefined,
+          "lease"
+        )
       )
 
       // Leased at store time and waiting for the dispatcher: urgent kinds first (Telegram cancels a
