@@ -80,7 +80,7 @@ const appAgainst = (env: Record<string, unknown>) =>
 
 describe("/health states", () => {
   it.live(
-    "/health goes pass, warn on a dead-lettered update, 503 fail within 1 s with PostgreSQL stopped, and recovers without a restart; liveness stays 200",
+    "/health goes pass, warn on a dead-lettered update, 503 fail within 1 s with PostgreSQL stopped (saying the connection was refused), and recovers without a restart; liveness stays 200",
     () =>
       Effect.gen(function*() {
         const cluster = yield* Effect.acquireRelease(Effect.promise(() => startCluster()), (cluster) =>
@@ -118,6 +118,14 @@ describe("/health states", () => {
         assert.strictEqual(failing.body.status, "fail", failing.text)
         assert.strictEqual(check(failing, "postgres:responseTime")?.status, "fail", failing.text)
         assert.isBelow(failing.elapsedMs, 1_000)
+        // The check names what it saw: once the pooled connections are gone, a refused connect.
+        const refused = yield* healthUntil(
+          base,
+          "to say the connection was refused",
+          (h) => (check(h, "postgres:responseTime")?.output ?? "").includes("connection refused"),
+          "10 seconds"
+        )
+        assert.strictEqual(refused.status, 503, refused.text)
         yield* assertLive(base, "with PostgreSQL stopped")
         const stillFailing = yield* get(base, "/health")
         assert.strictEqual(stillFailing.status, 503, stillFailing.text)
@@ -136,7 +144,7 @@ describe("/health states", () => {
   )
 
   it.live(
-    "/health answers 503 fail within 1 s while PostgreSQL accepts connections but answers nothing, and recovers when it answers again; liveness stays 200",
+    "/health answers 503 fail within 1 s while PostgreSQL accepts connections but answers nothing (saying it timed out), and recovers when it answers again; liveness stays 200",
     () =>
       Effect.gen(function*() {
         const databaseUrl = yield* Effect.promise(() => freshDatabase("health_hung"))
@@ -162,8 +170,10 @@ describe("/health states", () => {
           answers.push(hung)
           assert.isBelow(hung.elapsedMs, 1_000, `answer ${answers.length} with PostgreSQL hung came late: ${hung.text}`)
           assert.isBelow(answers.length, 100, "/health never reported the hung database")
-          if (hung.status === 503) assert.strictEqual(check(hung, "postgres:responseTime")?.status, "fail", hung.text)
-          else yield* Effect.sleep("100 millis")
+          if (hung.status === 503) {
+            assert.strictEqual(check(hung, "postgres:responseTime")?.status, "fail", hung.text)
+            assert.include(check(hung, "postgres:responseTime")?.output ?? "", "timed out", hung.text)
+          } else yield* Effect.sleep("100 millis")
         }
         yield* assertLive(base, "with PostgreSQL hung")
 
@@ -175,13 +185,13 @@ describe("/health states", () => {
   )
 
   it.live(
-    "in webhook mode, a recent delivery error reported by getWebhookInfo turns telegram:webhook to warn, without secrets",
+    "in webhook mode, a recent delivery error reported by getWebhookInfo turns telegram:webhook to warn, a new one shows within seconds, without secrets",
     () =>
       Effect.gen(function*() {
         const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
         const message = "Wrong response from the webhook: 502 Bad Gateway"
         const nowSeconds = Math.floor((yield* Clock.currentTimeMillis) / 1000)
-        // Set before the app exists: the first refresh runs at start, the next only 60 s later.
+        // Set before the app exists: the first refresh runs at start.
         yield* standIn.setWebhookInfo({ last_error_date: nowSeconds, last_error_message: message, pending_update_count: 3 })
         const databaseUrl = yield* Effect.promise(() => freshDatabase("health_webhook"))
         const app = yield* Layer.build(appAgainst(testEnv(databaseUrl, standIn.url, { PUBLIC_URL: "https://bot.example.test" })))
@@ -203,6 +213,17 @@ describe("/health states", () => {
         assert.strictEqual(health.body.status, "warn", health.text)
         assertNoSecrets(health.text)
         assert.isAtLeast((yield* standIn.calls).filter((call) => call.method === "getWebhookInfo").length, 1)
+
+        // A new delivery error shows within seconds, not after a minute.
+        const later = "Connection timed out while delivering"
+        yield* standIn.setWebhookInfo({ last_error_date: nowSeconds + 1, last_error_message: later, pending_update_count: 4 })
+        const refreshed = yield* healthUntil(
+          base,
+          "with the new delivery error",
+          (h) => (check(h, "telegram:webhook")?.output ?? "").includes(later),
+          "15 seconds"
+        )
+        assert.strictEqual(check(refreshed, "telegram:webhook")?.status, "warn", refreshed.text)
       }),
     60_000
   )
