@@ -1,9 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, ConfigProvider, Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
 import { makeAppLayer } from "../../src/App.ts"
+import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
-import { baseUrl, TEST_SECRET, TEST_TOKEN, testAppLayer, testEnv } from "../support/TestApp.ts"
+import { holdTransaction } from "../support/PgProbe.ts"
+import { baseUrl, postUpdate, TEST_SECRET, TEST_TOKEN, testAppLayer, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 import { tcpProxy } from "../support/TcpProxy.ts"
 import { execute } from "../support/TestHttp.ts"
@@ -225,6 +227,31 @@ describe("/health states", () => {
         )
         assert.strictEqual(check(refreshed, "telegram:webhook")?.status, "warn", refreshed.text)
       }),
+    60_000
+  )
+
+  it.live(
+    "a backlog count that cannot finish makes /health warn, naming the timeout, never fail: the instance still takes updates",
+    () =>
+      Effect.gen(function*() {
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("health_backlog_stuck"))
+        const app = yield* Layer.build(testAppLayer({ databaseUrl, env: { SHUTDOWN_GRACE_MS: "500" } }))
+        const base = yield* Effect.provideContext(baseUrl, app)
+        yield* healthUntil(base, "pass", (h) => h.body.status === "pass")
+        // The backlog query reads the outbox; an exclusive lock on it stalls the count, not the webhook.
+        const held = yield* holdTransaction(databaseUrl)
+        yield* held.query("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+        const stuck = yield* healthUntil(base, "to warn about the backlog count", (h) => {
+          assert.notStrictEqual(h.body.status, "fail", h.text)
+          return (check(h, "inbox:backlog")?.output ?? "").includes("timed out")
+        })
+        assert.strictEqual(stuck.status, 200, stuck.text)
+        assert.strictEqual(check(stuck, "inbox:backlog")?.status, "warn", stuck.text)
+        assert.strictEqual(check(stuck, "postgres:responseTime")?.status, "pass", stuck.text)
+        const posted = yield* postUpdate(base, sampleUpdate({ updateId: 9201, chatId: 9201, text: "still taken" }))
+        assert.strictEqual(posted.status, 200, posted.body)
+        yield* held.rollback
+      }).pipe(Effect.scoped),
     60_000
   )
 
