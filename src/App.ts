@@ -1,7 +1,6 @@
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Clock, Console, Effect, Layer, Redacted } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
-import { createServer } from "node:http"
 import type { Bot } from "./bot/Bot.ts"
 import { MyBot } from "./bot/MyBot.ts"
 import { AppConfig } from "./Config.ts"
@@ -10,9 +9,11 @@ import { Instance } from "./db/Instance.ts"
 import { Notifications } from "./db/Notifications.ts"
 import { HealthRoutes } from "./http/HealthRoutes.ts"
 import { HttpTracing, requestDuration } from "./http/HttpObservability.ts"
+import { boundedServer, HTTP_LIMITS } from "./http/ListenerLimits.ts"
 import { WebhookRoute } from "./http/WebhookRoute.ts"
 import { Dispatcher } from "./inbox/Dispatcher.ts"
 import { Inbox } from "./inbox/Inbox.ts"
+import { OpenUpdates } from "./inbox/OpenUpdates.ts"
 import { Retention } from "./inbox/Retention.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 import { FiberDump } from "./observability/FiberDump.ts"
@@ -43,34 +44,13 @@ const TelegramLayer = Layer.unwrap(Effect.gen(function*() {
   )
 }))
 
-/**
- * Limits of the HTTP server. Node's defaults let a client take 60 s to send its headers and
- * 300 s for a request, with no cap on connections: a few hundred sockets that dribble a request
- * line would hold the port. Telegram sends small bodies fast, so anything slower is not an update.
- */
-export const HTTP_LIMITS = {
-  /** Whole header block, from the connection's first byte (or the previous response on keep-alive). */
-  headersTimeoutMs: 10_000,
-  /** Whole request, headers and body (the body is at most 1 MiB). */
-  requestTimeoutMs: 20_000,
-  /** An idle keep-alive connection is closed after this. */
-  keepAliveTimeoutMs: 5_000,
-  /** Sockets at once; more are closed on arrival (Telegram opens at most 100, max_connections). */
-  maxConnections: 1_000
-} as const
+export { HTTP_LIMITS } from "./http/ListenerLimits.ts"
 
-const makeHttpServer = () => {
-  const server = createServer({
-    keepAliveTimeout: HTTP_LIMITS.keepAliveTimeoutMs,
-    headersTimeout: HTTP_LIMITS.headersTimeoutMs,
-    requestTimeout: HTTP_LIMITS.requestTimeoutMs,
-    // Node enforces the two timeouts above only when it sweeps its connections (every 30 s by
-    // default), so a slow client would live up to 30 s past its deadline.
-    connectionsCheckingInterval: 1_000
+const makeHttpServer = () =>
+  boundedServer({
+    maxConnections: HTTP_LIMITS.maxConnections,
+    maxConnectionsPerAddress: HTTP_LIMITS.maxConnectionsPerAddress
   })
-  server.maxConnections = HTTP_LIMITS.maxConnections
-  return server
-}
 
 const ServerLayer = Layer.unwrap(Effect.map(AppConfig, (config) =>
   NodeHttpServer.layer(makeHttpServer, {
@@ -118,7 +98,7 @@ const SandboxBanner = Layer.effectDiscard(Effect.gen(function*() {
   ].join("\n"))
 }))
 
-const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, OutboxWaiting.layer, Notifications.layer).pipe(
+const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, OutboxWaiting.layer, Notifications.layer, OpenUpdates.layer).pipe(
   Layer.provideMerge(Instance.layer),
   Layer.provideMerge(Database.layer)
 )

@@ -50,6 +50,8 @@ export class AppConfig extends Context.Service<AppConfig, {
   readonly senderConcurrency: number
   /** /health warns when the oldest unprocessed update is older than this. */
   readonly backlogWarnAge: Duration.Duration
+  /** POST /webhook answers 503 while the inbox holds this many open (unprocessed) updates. */
+  readonly maxOpenUpdates: number
   /** Key of the invoice payload HMAC: PAYMENT_SECRET, or one derived from the bot token. */
   readonly paymentSecret: Redacted.Redacted<string>
 }>()("steadfast/Config") {
@@ -113,6 +115,10 @@ export const databaseTarget: Effect.Effect<Option.Option<DatabaseTarget>, Invali
     : Effect.fail(new InvalidConfig({ variable: "DATABASE_URL", reason: "must be a postgres:// or postgresql:// URL, or embedded" }))
 }))
 
+/** Shortest WEBHOOK_SECRET accepted in webhook mode, and the length below which start-up warns. */
+export const WEBHOOK_SECRET_MIN = 16
+export const WEBHOOK_SECRET_GOOD = 32
+
 const botMode = Effect.gen(function*() {
   const token = yield* secret("BOT_TOKEN", TOKEN_PATTERN, "is not a bot token (expected <digits>:<characters>)")
   const webhookSecret = yield* secret("WEBHOOK_SECRET", SECRET_PATTERN, "must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
@@ -121,13 +127,31 @@ const botMode = Effect.gen(function*() {
     Config.Literals(["webhook", "polling", "sandbox"], "BOT_MODE"),
     "must be webhook, polling or sandbox"
   )
-  const tag = Option.getOrElse(chosen, () => Option.isSome(token) ? "webhook" as const : "sandbox" as const)
+  const databaseSet = Option.isSome(yield* variable("DATABASE_URL", Config.String("DATABASE_URL"), "cannot be read"))
+  // Sandbox mode is never a fallback for a token that did not arrive (a secret not mounted, an
+  // empty `${BOT_TOKEN:-}`): with a DATABASE_URL that would answer real updates from the stand-in.
+  const tag = Option.getOrElse(chosen, () => Option.isSome(token) || databaseSet ? "webhook" as const : "sandbox" as const)
   const mode = (): Effect.Effect<BotMode, InvalidConfig> => {
     if (tag === "sandbox") return Effect.succeed({ _tag: tag })
-    if (Option.isNone(token)) return Effect.fail(new InvalidConfig({ variable: "BOT_TOKEN", reason: `is required in ${tag} mode` }))
+    if (Option.isNone(token)) {
+      return Effect.fail(
+        new InvalidConfig({
+          variable: "BOT_TOKEN",
+          reason: Option.isNone(chosen)
+            ? "is missing or empty while DATABASE_URL is set (BOT_MODE=sandbox runs the local stand-in on purpose)"
+            : `is required in ${tag} mode`
+        })
+      )
+    }
     if (tag === "polling") return Effect.succeed({ _tag: tag, token: token.value })
     if (Option.isNone(webhookSecret)) {
       return Effect.fail(new InvalidConfig({ variable: "WEBHOOK_SECRET", reason: "is required in webhook mode" }))
+    }
+    // Anyone who can reach the port can try secrets: a short one can be guessed.
+    if (Redacted.value(webhookSecret.value).length < WEBHOOK_SECRET_MIN) {
+      return Effect.fail(
+        new InvalidConfig({ variable: "WEBHOOK_SECRET", reason: `must be at least ${WEBHOOK_SECRET_MIN} characters in webhook mode` })
+      )
     }
     return Effect.succeed({ _tag: tag, token: token.value, secret: webhookSecret.value })
   }
@@ -158,6 +182,8 @@ const load = Effect.gen(function*() {
     () => mode._tag === "sandbox" ? "127.0.0.1" : "0.0.0.0"
   )
   const listenPort = Option.getOrElse(yield* port("PORT"), () => 8080)
+  // Checked here too so a METRICS_PORT equal to PORT stops start-up before anything listens.
+  yield* metricsListen
   const dbPoolMax = yield* integer("DB_POOL_MAX", 10, RESERVED_CONNECTIONS + 1, 1000)
   const workerBudget = dbPoolMax - RESERVED_CONNECTIONS
   const workerConcurrency = yield* integer("WORKER_CONCURRENCY", workerBudget, 1, 1000)
@@ -175,6 +201,7 @@ const load = Effect.gen(function*() {
   const sendRatePerSecond = yield* integer("SEND_RATE_PER_SECOND", 30, 1, 100_000)
   const senderConcurrency = yield* integer("SENDER_CONCURRENCY", 64, 1, 10_000)
   const backlogWarnSeconds = yield* integer("HEALTH_BACKLOG_WARN_SECONDS", 60, 1, 86_400)
+  const maxOpenUpdates = yield* integer("MAX_OPEN_UPDATES", 100_000, 1, 100_000_000)
 
   const paymentSecretValue = yield* secret(
     "PAYMENT_SECRET",
@@ -189,6 +216,11 @@ const load = Effect.gen(function*() {
         .update("steadfast/invoice-payload/v1")
         .digest("base64url")
     ))
+
+  // Warned only once everything is valid, so a refused start still prints its one line.
+  if (mode._tag === "webhook" && Redacted.value(mode.secret).length < WEBHOOK_SECRET_GOOD) {
+    yield* Effect.logWarning(`WEBHOOK_SECRET is shorter than ${WEBHOOK_SECRET_GOOD} characters; a longer random secret is harder to guess`)
+  }
 
   return AppConfig.of({
     mode,
@@ -206,6 +238,7 @@ const load = Effect.gen(function*() {
     sendRatePerSecond,
     senderConcurrency,
     backlogWarnAge: Duration.seconds(backlogWarnSeconds),
+    maxOpenUpdates,
     paymentSecret
   })
 })
@@ -287,6 +320,27 @@ export const logSettings: Effect.Effect<LogSettings, InvalidConfig> = Effect.gen
 
 /** METRICS_PORT: Prometheus `GET /metrics` on this port when set. */
 export const metricsPort: Effect.Effect<Option.Option<number>, InvalidConfig> = port("METRICS_PORT")
+
+export interface MetricsListen {
+  readonly port: number
+  readonly host: string
+}
+
+/**
+ * Where `GET /metrics` listens, when METRICS_PORT is set: METRICS_HOST, else 127.0.0.1 (the
+ * metrics have no authentication, so only this machine sees them unless asked). A METRICS_PORT
+ * equal to PORT is refused: the second listener would die with EADDRINUSE.
+ */
+export const metricsListen: Effect.Effect<Option.Option<MetricsListen>, InvalidConfig> = Effect.gen(function*() {
+  const metrics = yield* metricsPort
+  if (Option.isNone(metrics)) return Option.none()
+  const main = Option.getOrElse(yield* port("PORT"), () => 8080)
+  if (metrics.value !== 0 && metrics.value === main) {
+    return yield* new InvalidConfig({ variable: "METRICS_PORT", reason: `must differ from PORT (both are ${main})` })
+  }
+  const host = Option.getOrElse(yield* variable("METRICS_HOST", Config.String("METRICS_HOST"), "cannot be read"), () => "127.0.0.1")
+  return Option.some({ port: metrics.value, host })
+})
 
 export interface TelemetrySettings {
   readonly traces: boolean

@@ -1,4 +1,7 @@
-import { Cause, Context, Effect, Layer } from "effect"
+import { Cause, Context, Duration, Effect, Layer } from "effect"
+
+/** How long a fatal error leaves the finalizers before the process exits regardless. */
+export const FATAL_SHUTDOWN_BOUND = Duration.seconds(8)
 
 /**
  * The process's view of its own shutdown. The first SIGTERM/SIGINT marks it draining at once
@@ -21,10 +24,26 @@ export class Lifecycle extends Context.Service<Lifecycle, {
         draining = true
         Effect.runSyncWith(context)(Effect.logInfo(`${signal} received: draining, then stopping (a second signal exits at once)`))
       }
-      // Last-resort diagnostics: log what escaped every Effect boundary, then exit non-zero.
+      // Last-resort diagnostics: log what escaped every Effect boundary, then stop the way SIGTERM
+      // does, so the finalizers that matter run (leases returned, telemetry flushed) and a restart
+      // need not wait out the leases; exit 1 all the same, and at once if that takes too long.
+      let failed = false
       const onFatal = (kind: string) => (error: unknown) => {
-        Effect.runSyncWith(context)(Effect.logFatal(`${kind}; exiting`, Cause.die(error)))
-        process.exit(1)
+        const run = Effect.runSyncWith(context)
+        run(Effect.logFatal(`${kind}; exiting`, Cause.die(error)))
+        if (failed) return
+        failed = true
+        process.exitCode = 1
+        Effect.runForkWith(context)(
+          Effect.sleep(FATAL_SHUTDOWN_BOUND).pipe(
+            Effect.andThen(Effect.sync(() => {
+              process.stderr.write(`shutdown after the fatal error took over ${Duration.format(FATAL_SHUTDOWN_BOUND)}; exiting now\n`)
+              process.exit(1)
+            }))
+          )
+        )
+        // The runtime's own SIGTERM handler interrupts the main fiber, closing every layer.
+        process.kill(process.pid, "SIGTERM")
       }
       const onUncaught = onFatal("uncaught exception")
       const onUnhandled = onFatal("unhandled promise rejection")
@@ -39,8 +58,11 @@ export class Lifecycle extends Context.Service<Lifecycle, {
           Effect.sync(() => {
             process.off("SIGTERM", onSignal)
             process.off("SIGINT", onSignal)
-            process.off("uncaughtException", onUncaught)
-            process.off("unhandledRejection", onUnhandled)
+            // Kept after a fatal error: a second one while the layers close must not crash the exit.
+            if (!failed) {
+              process.off("uncaughtException", onUncaught)
+              process.off("unhandledRejection", onUnhandled)
+            }
           })
       )
       return Lifecycle.of({ isDraining: () => draining })

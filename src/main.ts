@@ -28,7 +28,9 @@ Layer.launch(makeAppLayer().pipe(Layer.provide(Telemetry.layer))).pipe(
   }),
   NodeRuntime.runMain({
     disableErrorReporting: true,
-    // A signal ends the program by interruption: that is a clean stop, not a failure.
-    teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1)
+    // A signal ends the program by interruption: that is a clean stop, not a failure, unless a
+    // fatal error asked for the stop (Lifecycle sets exitCode 1 and then stops as SIGTERM does).
+    teardown: (exit, onExit) =>
+      onExit(Number(process.exitCode ?? 0) !== 0 ? 1 : Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1)
   })
 )

@@ -35,6 +35,9 @@ const MIN_CONNECTIONS = 2
 
 /**
  * Who uses a connection. Each workload has its own share of the pool:
+ * - `lease` (lease renewal) and `probe` (the readiness probe): one connection each, outside
+ *   `DB_POOL_MAX` and outside the gate, so no burst of ingress, handlers or background work can
+ *   ever make a lease expire or /health read as "database down";
  * - `handler`: update transactions (from their first statement), the batched finishes of
  *   handlers that wrote nothing, and a worker's own bookkeeping after a run (fail, release), at
  *   most `DB_POOL_MAX - RESERVED_CONNECTIONS` at once;
@@ -43,7 +46,10 @@ const MIN_CONNECTIONS = 2
  * - `ingress` (the inbox insert) and `health`: any free connection, and so always the ones the
  *   other two can never take.
  */
-export type Workload = "handler" | "background" | "ingress" | "health"
+export type Workload = "handler" | "background" | "ingress" | "health" | "lease" | "probe"
+
+/** Connections beyond DB_POOL_MAX, one for each dedicated workload (`lease`, `probe`). */
+export const DEDICATED_CONNECTIONS = 2
 
 /** The LISTEN connection and one for every loop's short statements. */
 const BACKGROUND_CONNECTIONS = 2
@@ -51,11 +57,18 @@ const BACKGROUND_CONNECTIONS = 2
 /**
  * Statement time limits of the workloads that must give up sooner than a handler transaction
  * (whose limit, UPDATE_TIMEOUT_MS, is the connection default). Each costs a transaction and a
- * `SET LOCAL` (three round trips), so only these two pay it: ingress once per batch of updates,
- * health at most once a second. Background statements keep the connection default: they share
- * two connections, and tripling their round trips would narrow those further.
+ * `SET LOCAL` (three round trips). Background statements pay it too: one stuck on a lock (a
+ * rolling migration) or a slow ANALYZE gives its connection back after 5 s instead of holding the
+ * claim loops and senders' bookkeeping behind it; a lease renewal gives up after 2 s and is tried
+ * again on its next round, well inside the lease.
  */
-const STATEMENT_LIMIT_MS: Partial<Record<Workload, number>> = { ingress: 3_000, health: 80 }
+export const STATEMENT_LIMIT_MS: Partial<Record<Workload, number>> = {
+  ingress: 3_000,
+  health: 80,
+  probe: 80,
+  background: 5_000,
+  lease: 2_000
+}
 
 /** Waiting for a pool connection took longer than allowed: the pool is saturated. */
 export class PoolTimeout extends Schema.TaggedError<PoolTimeout>()("PoolTimeout", {
@@ -125,7 +138,15 @@ export class Database extends Context.Service<Database, {
       handler: yield* Semaphore.make(Math.max(1, max - RESERVED_CONNECTIONS)),
       background: yield* Semaphore.make(Math.min(max, BACKGROUND_CONNECTIONS)),
       ingress: undefined,
-      health: undefined
+      health: undefined,
+      lease: undefined,
+      probe: undefined
+    }
+    // The dedicated workloads wait only for their own connection, never for the gate: the client
+    // has DEDICATED_CONNECTIONS more than the gate lets the others use.
+    const dedicated: Partial<Record<Workload, Semaphore.Semaphore>> = {
+      lease: yield* Semaphore.make(1),
+      probe: yield* Semaphore.make(1)
     }
     const withLimit = <A, E, R>(effect: Effect.Effect<A, E, R>, workload: Workload) => {
       const limitMs = STATEMENT_LIMIT_MS[workload]
@@ -211,10 +232,24 @@ export class Database extends Context.Service<Database, {
           return Effect.andThen(Metric.update(Metrics.connectionUseTime, (performance.now() - acquiredAt) / 1000), publish)
         })
       )
-    const withSlot = <A, E, R>(effect: Effect.Effect<A, E, R>, wait: Duration.Input | undefined, workload: Workload) =>
+    const withShared = <A, E, R>(effect: Effect.Effect<A, E, R>, wait: Duration.Input | undefined, workload: Workload) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(restore(acquire(wait, workload)), (acquiredAt) => Effect.ensuring(restore(effect), release(acquiredAt, workload)))
       )
+    // A dedicated connection: its own permit only, not counted in the pool's figures.
+    const withOwn = <A, E, R>(own: Semaphore.Semaphore, effect: Effect.Effect<A, E, R>, wait: Duration.Input | undefined) =>
+      Effect.uninterruptibleMask((restore) => {
+        const waitMs = wait === undefined ? defaultWaitMs : Duration.toMillis(Duration.fromInputUnsafe(wait))
+        return Effect.flatMap(
+          restore(Effect.timeoutOption(own.take(1), waitMs)),
+          (taken): Effect.Effect<A, E | PoolTimeout, R> =>
+            Option.isNone(taken) ? Effect.fail(new PoolTimeout({ waitedMs: waitMs })) : Effect.ensuring(restore(effect), own.release(1))
+        )
+      })
+    const withSlot = <A, E, R>(effect: Effect.Effect<A, E, R>, wait: Duration.Input | undefined, workload: Workload) => {
+      const own = dedicated[workload]
+      return own === undefined ? withShared(effect, wait, workload) : withOwn(own, effect, wait)
+    }
 
     return Database.of({
       sql,
@@ -243,7 +278,7 @@ export class Database extends Context.Service<Database, {
     const creation = connectionCreationTimer(decodeURIComponent(parsed.password))
     const client = PgClient.layer({
       url,
-      maxConnections: max,
+      maxConnections: max + DEDICATED_CONNECTIONS,
       // Warm connections keep the webhook's insert and the health check off the connect path.
       minConnections: MIN_CONNECTIONS,
       applicationName: APPLICATION_NAME,

@@ -1,10 +1,12 @@
-import { Clock, DateTime, Duration, Effect, Exit, Fiber, Option } from "effect"
+import { Clock, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Option } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import { AppConfig, outboxSettings } from "../Config.ts"
 import { Database } from "../db/Database.ts"
 import { Inbox } from "../inbox/Inbox.ts"
 import { Lifecycle } from "../Lifecycle.ts"
 import { OutboxWaiting, type WaitingCalls } from "../outbox/OutboxWaiting.ts"
+import { describeFault } from "./HealthFault.ts"
+import { redactUrls } from "../telegram/RedactUrls.ts"
 import { type WebhookReport, WebhookStatus } from "../telegram/WebhookStatus.ts"
 
 type Status = "pass" | "warn" | "fail"
@@ -20,9 +22,11 @@ interface Check {
 /** Each database check gets this long, so /health answers within 100 ms whatever the database does. */
 const CHECK_TIMEOUT = Duration.millis(80)
 /**
- * Requests within this long of a database probe share its answer, and concurrent ones share the
- * probe in flight: a burst of /health requests (or a scraper polling every instance) costs at
- * most one query per second, and nobody can load the database through an unauthenticated route.
+ * Requests within this long of a database probe share its answer, and a request that finds it
+ * older starts the next probe in the background and answers with the last one: a burst of /health
+ * requests (or a scraper polling every instance) costs at most one probe per second, nobody can
+ * load the database through an unauthenticated route, and no answer waits for the database
+ * (only the very first one, for at most CHECK_TIMEOUT). An outage shows within a second.
  */
 const PROBE_TTL = Duration.seconds(1)
 /** A webhook delivery error newer than this makes the telegram:webhook check warn. */
@@ -40,20 +44,31 @@ const health = (
     headers: { "cache-control": "no-store", ...headers }
   })
 
+/** A database check's answer and its time, or what went wrong in a few words. */
+type Outcome<A> =
+  | { readonly _tag: "answered"; readonly value: A; readonly elapsed: Duration.Duration }
+  | { readonly _tag: "fault"; readonly output: string }
+
+const fault = <A>(output: string): Outcome<A> => ({ _tag: "fault", output })
+const answered = <A>(value: A, elapsed: Duration.Duration): Outcome<A> => ({ _tag: "answered", value, elapsed })
+
 /**
- * Runs a database check under CHECK_TIMEOUT; none when it failed or took too long. The check runs
- * in a fiber of its own that is interrupted in the background: interrupting a query on a server
- * that answers nothing waits for a cancel request and a drain (seconds), and /health must not.
+ * Runs a database check under CHECK_TIMEOUT. The check runs in a fiber of its own that is
+ * interrupted in the background: interrupting a query on a server that answers nothing waits for
+ * a cancel request and a drain (seconds), and /health must not. A failure says what it saw
+ * (connection refused, authentication failed, timed out), never a URL.
  */
 const timed = <A, E, R>(check: Effect.Effect<A, E, R>) =>
   Effect.gen(function*() {
-    const fiber = yield* Effect.forkDetach(check)
+    const fiber = yield* Effect.forkDetach(Effect.timed(check))
     const exit = yield* Effect.timeoutOption(Fiber.await(fiber), CHECK_TIMEOUT)
     if (Option.isNone(exit)) {
       yield* Effect.forkDetach(Fiber.interrupt(fiber))
-      return Option.none<A>()
+      return fault<A>(`timed out: no answer within ${Duration.toMillis(CHECK_TIMEOUT)} ms`)
     }
-    return Exit.isSuccess(exit.value) ? Option.some(exit.value.value) : Option.none<A>()
+    return Exit.isSuccess(exit.value)
+      ? answered(exit.value.value[1], exit.value.value[0])
+      : fault<A>(describeFault(exit.value.cause))
   })
 
 /**
@@ -74,11 +89,42 @@ export const HealthRoutes = HttpRouter.use(Effect.fn(function*(router) {
 
   yield* router.add("GET", "/health/live", Effect.sync(() => health({ status: "pass", checks: {} })))
 
-  // One round trip answers both database checks: the backlog query's own time is the response time.
-  const probe = yield* Effect.cachedWithTTL(
-    Effect.all({ at: Clock.currentTimeMillis, backlog: timed(Effect.timed(inbox.backlog(CHECK_TIMEOUT))) }),
-    PROBE_TTL
-  )
+  // Readiness is "can this instance take updates": a trivial statement on the probe's own
+  // connection, which no burst of ingress, handlers or background work can take. The backlog
+  // counts run beside it on a shared one; when they are slow (a large backlog, a busy pool) they
+  // warn, and never take the instance out of the load balancer.
+  const probeOnce = Effect.all({
+    at: Clock.currentTimeMillis,
+    ready: timed(db.withConnection(db.sql`SELECT 1`, CHECK_TIMEOUT, "probe")),
+    backlog: timed(inbox.backlog(CHECK_TIMEOUT))
+  }, { concurrency: 2 })
+  type Probed = Effect.Success<typeof probeOnce>
+  let last: Probed | undefined
+  // The probe in flight, shared by every request that needs it before it ends.
+  let inflight: Deferred.Deferred<Probed> | undefined
+  const fibers = yield* FiberSet.make()
+  const start = Effect.gen(function*() {
+    if (inflight !== undefined) return inflight
+    const done = yield* Deferred.make<Probed>()
+    inflight = done
+    yield* FiberSet.run(
+      fibers,
+      Effect.flatMap(probeOnce, (probed) =>
+        Effect.andThen(
+          Effect.sync(() => {
+            last = probed
+            inflight = undefined
+          }),
+          Deferred.succeed(done, probed)
+        ))
+    )
+    return done
+  })
+  const probe = Effect.gen(function*() {
+    if (last === undefined) return yield* Deferred.await(yield* start)
+    if ((yield* Clock.currentTimeMillis) - last.at >= Duration.toMillis(PROBE_TTL)) yield* start
+    return last
+  })
 
   yield* router.add(
     "GET",
@@ -92,42 +138,44 @@ export const HealthRoutes = HttpRouter.use(Effect.fn(function*(router) {
       const probedAt = DateTime.formatIso(DateTime.makeUnsafe(probed.at))
       const pool = yield* db.stats
       const report = yield* webhook.report
+      const backlog = probed.backlog
 
       const checks: Record<string, ReadonlyArray<Check>> = {
-        "postgres:responseTime": [Option.match(probed.backlog, {
-          onNone: () => ({ status: "fail" as const, time: probedAt, output: "PostgreSQL did not answer in time" }),
-          onSome: ([elapsed]) => ({
-            observedValue: Duration.toMillis(elapsed),
-            observedUnit: "ms",
-            status: "pass" as const,
-            time: probedAt
-          })
-        })],
+        "postgres:responseTime": [
+          probed.ready._tag === "fault"
+            ? { status: "fail" as const, time: probedAt, output: `PostgreSQL: ${probed.ready.output}` }
+            : { observedValue: Duration.toMillis(probed.ready.elapsed), observedUnit: "ms", status: "pass" as const, time: probedAt }
+        ],
         "postgres:connections": [{
           observedValue: { used: pool.used, idle: pool.idle, max: pool.max, pending: pool.pending },
           status: pool.pending > 0 ? "warn" : "pass",
           time
         }],
-        ...Option.match(probed.backlog, {
-          onNone: () => ({
-            "inbox:backlog": [{ status: "fail" as const, time: probedAt, output: "inbox not readable in time" }],
-            "inbox:dead": [{ status: "fail" as const, time: probedAt, output: "inbox not readable in time" }]
-          }),
-          onSome: ([, b]) => ({
+        ...(backlog._tag === "fault"
+          ? {
+            "inbox:backlog": [{ status: "warn" as const, time: probedAt, output: `inbox not counted: ${backlog.output}` }],
+            "inbox:dead": [{ status: "warn" as const, time: probedAt, output: `inbox not counted: ${backlog.output}` }]
+          }
+          : {
             "inbox:backlog": [{
-              observedValue: { pending: b.pending, oldestSeconds: Math.round(b.oldestSeconds), outboxPending: b.outbox },
-              status: b.oldestSeconds > backlogWarnSeconds ? "warn" as const : "pass" as const,
+              observedValue: {
+                pending: backlog.value.pending,
+                oldestSeconds: Math.round(backlog.value.oldestSeconds),
+                outboxPending: backlog.value.outbox
+              },
+              status: backlog.value.oldestSeconds > backlogWarnSeconds ? "warn" as const : "pass" as const,
               time: probedAt,
-              ...(b.oldestSeconds > backlogWarnSeconds ? { output: `oldest pending update is over ${backlogWarnSeconds} s old` } : {})
+              ...(backlog.value.oldestSeconds > backlogWarnSeconds
+                ? { output: `oldest pending update is over ${backlogWarnSeconds} s old` }
+                : {})
             }],
             "inbox:dead": [{
-              observedValue: b.dead,
-              status: b.dead > 0 ? "warn" as const : "pass" as const,
+              observedValue: backlog.value.dead,
+              status: backlog.value.dead > 0 ? "warn" as const : "pass" as const,
               time: probedAt,
-              ...(b.dead > 0 ? { output: "dead-lettered updates need attention (npm run ops -- stats)" } : {})
+              ...(backlog.value.dead > 0 ? { output: "dead-lettered updates need attention (npm run ops -- stats)" } : {})
             }]
-          })
-        }),
+          }),
         "outbox:waiting": [outboxWaitingCheck(yield* outboxWaiting.latest, outboxWarnSeconds, time)],
         ...(webhook.applicable ? { "telegram:webhook": [webhookCheck(report, nowMillis, time)] } : {}),
         "process:uptime": [{ observedValue: Math.round(process.uptime()), observedUnit: "s", status: "pass", time }],
@@ -173,11 +221,12 @@ const webhookCheck = (report: Option.Option<WebhookReport>, nowMillis: number, t
           urlIsOurs: r.urlIsOurs,
           pendingUpdateCount: r.pendingUpdateCount,
           lastErrorDate: r.lastErrorDate ?? null,
-          lastErrorMessage: r.lastErrorMessage ?? null
+          lastErrorMessage: r.lastErrorMessage === undefined ? null : redactUrls(r.lastErrorMessage)
         },
         status: problems.length > 0 ? "warn" : "pass",
         time: DateTime.formatIso(DateTime.makeUnsafe(r.checkedAt)),
-        ...(problems.length > 0 ? { output: problems.join("; ") } : {})
+        // The texts came from elsewhere (Telegram, an HTTP library): no URL leaves with them.
+        ...(problems.length > 0 ? { output: redactUrls(problems.join("; ")) } : {})
       }
     }
   })

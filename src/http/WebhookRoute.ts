@@ -4,6 +4,7 @@ import { createHash, timingSafeEqual } from "node:crypto"
 import { AppConfig } from "../Config.ts"
 import { isDataError, refusalReason, storableUpdate } from "../db/Jsonb.ts"
 import { Inbox } from "../inbox/Inbox.ts"
+import { OpenUpdates } from "../inbox/OpenUpdates.ts"
 import { Lifecycle } from "../Lifecycle.ts"
 import * as Metrics from "../observability/Metrics.ts"
 import { currentTraceparent } from "../observability/TraceContext.ts"
@@ -34,6 +35,7 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
   const config = yield* AppConfig
   const inbox = yield* Inbox
   const lifecycle = yield* Lifecycle
+  const openUpdates = yield* OpenUpdates
   // Compared in time independent of where they differ (hashing first also hides the length).
   const secretDigest = Option.map(config.webhookSecret, (secret) => digest(Redacted.value(secret)))
   // While the database is away every delivery fails: one warning per interval, not one per request.
@@ -52,6 +54,11 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
           return answer(401, "missing or wrong secret token")
         }
       }
+      // Shed before reading the body: past the cap Telegram keeps the update and slows down.
+      if (openUpdates.full()) {
+        yield* Metric.update(Metrics.webhookShed, 1)
+        return unavailable(`${openUpdates.max} or more updates are open; retry later`)
+      }
       const contentType = (request.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase()
       if (contentType !== "application/json") return answer(415, "content type must be application/json")
       const declaredLength = Number(request.headers["content-length"] ?? "0")
@@ -69,7 +76,7 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
       )
       if (!("text" in body)) return body
       const envelope = decodeEnvelope(body.text)
-      if (Option.isNone(envelope)) return answer(400, "body must be a JSON object with an integer update_id")
+      if (Option.isNone(envelope)) return answer(400, "body must be a JSON object with a positive integer update_id")
 
       const update = envelope.value
       const updateId = update.update_id

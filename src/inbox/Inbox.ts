@@ -247,7 +247,8 @@ export class Inbox extends Context.Service<Inbox, {
 
       // Also answers the leases no row holds any more: another instance took their update over.
       const leases = yield* makeLeaseRenewal((held) =>
-        db.withConnection(sql<{ readonly lease_id: string }>`
+        db.withConnection(
+          sql<{ readonly lease_id: string }>`
         WITH h AS (
           SELECT * FROM unnest(${held.map((lease) => lease.id)}::bigint[], ${held.map((lease) => lease.leaseId)}::uuid[]) AS h(id, lease_id)
         ), renewed AS (
@@ -256,7 +257,10 @@ export class Inbox extends Context.Service<Inbox, {
             AND inbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'
         )
         SELECT h.lease_id::text AS lease_id FROM h
-        WHERE NOT EXISTS (SELECT 1 FROM inbox i WHERE i.update_id = h.id AND i.lease_id = h.lease_id)`).pipe(
+        WHERE NOT EXISTS (SELECT 1 FROM inbox i WHERE i.update_id = h.id AND i.lease_id = h.lease_id)`,
+          undefined,
+          "lease"
+        ).pipe(
           Effect.map((rows) => rows.map((row) => row.lease_id))
         )
       )

@@ -101,6 +101,10 @@ export const inboxDead = Metric.gauge("steadfast.inbox.dead", {
   description: "Dead-lettered updates",
   attributes: { unit: "{update}" }
 })
+export const webhookShed = Metric.counter("steadfast.webhook.shed", {
+  description: "POST /webhook answered 503 because the inbox held MAX_OPEN_UPDATES open updates",
+  attributes: { unit: "{update}" }
+})
 export const outboxBacklog = Metric.gauge("steadfast.outbox.backlog", {
   description: "Bot API calls waiting to be delivered",
   attributes: { unit: "{call}" }

@@ -99,11 +99,15 @@ export class Outbox extends Context.Service<Outbox, {
         UPDATE outbox SET status = 'pending', attempts = greatest(attempts - 1, 0), locked_until = NULL, lease_id = NULL, owner = NULL
         WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid`).pipe(Effect.asVoid)
       const leases = yield* makeLeaseRenewal((held) =>
-        db.withConnection(sql`
+        db.withConnection(
+          sql`
         UPDATE outbox SET locked_until = now() + ${leaseMs} * interval '1 millisecond'
         FROM unnest(${held.map((lease) => lease.id)}::bigint[], ${held.map((lease) => lease.leaseId)}::uuid[]) AS h(id, lease_id)
         WHERE outbox.id = h.id AND outbox.lease_id = h.lease_id
-          AND outbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`).pipe(Effect.as([]))
+          AND outbox.locked_until < now() + ${Duration.toMillis(RENEW_BELOW)} * interval '1 millisecond'`,
+          undefined,
+          "lease"
+        ).pipe(Effect.as([]))
       )
       // Handed-off calls still in the sender's memory, by lease id: their chat's next update waits for them.
       const settling = new Map<string, Deferred.Deferred<void>>()

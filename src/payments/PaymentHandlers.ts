@@ -199,7 +199,12 @@ const refundedPayment = makeHandler({
   matches: (update) => update.message?.refunded_payment !== undefined,
   handle: Effect.fn("Handler.refundedPayment")(function*({ afterCommit: { reply }, update }) {
     const refunded = yield* paymentContent(RefundedPayment, update.message?.refunded_payment, update, "a refunded_payment")
-    const balance = yield* recordRefund(refunded.telegram_payment_charge_id)
+    // Only the payer's own refund: Telegram sends it in the payer's chat, from the payer.
+    const payer = update.message?.from?.id
+    if (payer === undefined) {
+      return yield* Effect.logWarning(`refunded_payment ${refunded.telegram_payment_charge_id} without a sender; ignored`)
+    }
+    const balance = yield* recordRefund(refunded.telegram_payment_charge_id, BigInt(payer))
     if (Option.isNone(balance)) return
     yield* Effect.logWarning(`payment ${refunded.telegram_payment_charge_id} was refunded outside the bot; recorded`)
     yield* reply(`Your payment ${refunded.telegram_payment_charge_id} was refunded. Your balance: ${balance.value} credits.`)

@@ -356,7 +356,7 @@ export const refund = Effect.fn("Payments.refund")(function*(userId: bigint, cha
     yield* Effect.logWarning(`refund of ${payment.telegram_payment_charge_id} refused by Telegram: ${refused.value}`)
     return { _tag: "Refused", payment, description: refused.value } satisfies RefundOutcome
   }
-  const after = yield* recordRefund(payment.telegram_payment_charge_id)
+  const after = yield* recordRefund(payment.telegram_payment_charge_id, userId)
   return { _tag: "Refunded", payment, balance: Option.getOrElse(after, () => balance) } satisfies RefundOutcome
 })
 
@@ -364,14 +364,15 @@ const RefundedRow = Schema.Struct({ user_id: Schema.BigInt, order_id: Schema.Nul
 const decodeRefundedRows = decodeWith(RefundedRow)
 
 /**
- * Marks a payment refunded and debits what it credited; a no-op (none) when it already is.
- * Used after our own refund and for `refunded_payment` messages from Telegram.
+ * Marks a payment of `payerId` refunded and debits what it credited; a no-op (none) when it
+ * already is, or when the charge is not that user's (a message quoting someone else's charge id
+ * must never debit them). Used after our own refund and for `refunded_payment` messages.
  */
-export const recordRefund = Effect.fn("Payments.recordRefund")(function*(chargeId: string) {
+export const recordRefund = Effect.fn("Payments.recordRefund")(function*(chargeId: string, payerId: bigint) {
   const sql = yield* SqlClient
   const rows = yield* sql`
     UPDATE payments SET status = 'refunded', refunded_at = now()
-    WHERE telegram_payment_charge_id = ${chargeId} AND status <> 'refunded'
+    WHERE telegram_payment_charge_id = ${chargeId} AND user_id = ${payerId} AND status <> 'refunded'
     RETURNING user_id, order_id, credits`.pipe(Effect.flatMap(decodeRefundedRows))
   const refunded = rows[0]
   if (refunded === undefined) return Option.none<bigint>()

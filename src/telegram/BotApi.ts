@@ -4,6 +4,7 @@ import { Cause, Context, Data, Duration, Effect, Exit, Layer, Metric, Option, Re
 import * as Metrics from "../observability/Metrics.ts"
 import { repeatedWarning } from "../observability/RepeatedWarning.ts"
 import { botApiFetch } from "./HttpFetch.ts"
+import { redactUrls } from "./RedactUrls.ts"
 
 /** A Bot API method name, as grammY's `RawApi` knows them. */
 export type Method = keyof RawApi
@@ -60,9 +61,9 @@ class Transient extends Data.TaggedError("BotApiTransient")<{
   readonly retryAfter?: Duration.Duration
 }> {}
 
-/** Scrubs a bot token, and any `/bot<token>/` URL segment, out of text copied from a foreign error. */
+/** Scrubs URLs (to scheme and host), a bot token and any `/bot<token>/` segment out of text copied from a foreign error. */
 export const redactToken = (text: string, token: string): string => {
-  let scrubbed = text.replace(/\/bot[^/\s]+\//g, "/bot<redacted>/")
+  let scrubbed = redactUrls(text).replace(/\/bot[^/\s]+\//g, "/bot<redacted>/")
   for (const variant of new Set([token, encodeURIComponent(token)])) {
     if (variant !== "") scrubbed = scrubbed.split(variant).join("<redacted>")
   }

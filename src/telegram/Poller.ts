@@ -1,4 +1,4 @@
-import { Duration, Effect, Layer, type Redacted, Schedule } from "effect"
+import { Clock, Duration, Effect, Layer, type Redacted, Schedule } from "effect"
 import { AppConfig } from "../Config.ts"
 import { isDataError, refusalReason, storableUpdate } from "../db/Jsonb.ts"
 import { Inbox } from "../inbox/Inbox.ts"
@@ -7,6 +7,11 @@ import { ALLOWED_UPDATES, chatKeyOf, kindOf } from "./Update.ts"
 
 /** Seconds one getUpdates long poll may wait on Telegram's side. */
 const LONG_POLL_SECONDS = 25
+/**
+ * An empty answer that came back before this (a proxy or stand-in that does not hold the long
+ * poll) waits out the rest of it before the next poll, so the loop cannot spin against the API.
+ */
+export const MIN_EMPTY_POLL = Duration.seconds(1)
 
 /**
  * BOT_MODE=polling: long-polls getUpdates and stores each update in the inbox, exactly like the
@@ -28,6 +33,7 @@ export const Poller = {
 
       let offset: number | undefined
       const poll = Effect.gen(function*() {
+        const startedAt = yield* Clock.currentTimeMillis
         const updates = yield* botApi.call("getUpdates", {
           timeout: LONG_POLL_SECONDS,
           allowed_updates: [...ALLOWED_UPDATES],
@@ -52,6 +58,10 @@ export const Poller = {
                 : Effect.fail(error))
           )
           offset = update.update_id + 1
+        }
+        if (updates.length === 0) {
+          const elapsed = (yield* Clock.currentTimeMillis) - startedAt
+          if (elapsed < Duration.toMillis(MIN_EMPTY_POLL)) yield* Effect.sleep(Duration.toMillis(MIN_EMPTY_POLL) - elapsed)
         }
       })
       yield* poll.pipe(

@@ -119,9 +119,9 @@ export const invalidReason = (kind: UpdateKind, payload: unknown): string | unde
 
 export const isUpdateKind = (kind: string): kind is UpdateKind => (UPDATE_KINDS as ReadonlyArray<string>).includes(kind)
 
-/** What ingress needs to store an update: a JSON object with an integer update_id. */
+/** What ingress needs to store an update: a JSON object with a positive integer update_id (Telegram's start at 1). */
 export const UpdateEnvelope = Schema.fromJsonString(Schema.StructWithRest(
-  Schema.Struct({ update_id: Schema.Int }),
+  Schema.Struct({ update_id: Schema.Int.check(Schema.isGreaterThan(0)) }),
   [Schema.Record(Schema.String, Schema.Unknown)]
 ))
 

@@ -1,6 +1,7 @@
 import { Clock, Context, Effect, Layer, Option, Schedule } from "effect"
 import { AppConfig } from "../Config.ts"
 import { BotApi } from "./BotApi.ts"
+import { redactUrls } from "./RedactUrls.ts"
 
 export interface WebhookReport {
   readonly checkedAt: number
@@ -14,7 +15,8 @@ export interface WebhookReport {
   readonly refreshError: string | undefined
 }
 
-export const REFRESH_EVERY = "60 seconds"
+/** Often enough that /health shows a new delivery error or registration within seconds, one cheap call each time. */
+export const REFRESH_EVERY = "5 seconds"
 
 /**
  * Telegram's view of our webhook, refreshed by a background fiber so that health checks never
@@ -46,7 +48,7 @@ export class WebhookStatus extends Context.Service<WebhookStatus, {
               lastErrorMessage: undefined
             })),
             checkedAt,
-            refreshError: info.failure.message
+            refreshError: redactUrls(info.failure.message)
           })
           return
         }
@@ -56,7 +58,7 @@ export class WebhookStatus extends Context.Service<WebhookStatus, {
           registered: info.success.url !== "",
           pendingUpdateCount: info.success.pending_update_count,
           lastErrorDate: info.success.last_error_date,
-          lastErrorMessage: info.success.last_error_message,
+          lastErrorMessage: info.success.last_error_message === undefined ? undefined : redactUrls(info.success.last_error_message),
           refreshError: undefined
         })
       })

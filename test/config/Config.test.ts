@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Deferred, Effect, Option, Redacted } from "effect"
+import { ConfigProvider, Deferred, Effect, Logger, Option, Redacted } from "effect"
 import { AppConfig } from "../../src/Config.ts"
 import { type ServiceProcessError, spawnService } from "../support/ServiceProcess.ts"
 
@@ -106,6 +106,29 @@ const processCases: ReadonlyArray<ProcessCase> = [
     changes: { DATABASE_URL: undefined },
     variable: "DATABASE_URL"
   },
+  {
+    name: "no BOT_TOKEN with a DATABASE_URL: never a silent sandbox against the real database",
+    changes: { BOT_TOKEN: undefined },
+    variable: "BOT_TOKEN",
+    alsoNeverPrinted: ["sandbox mode: no BOT_TOKEN", "Listening on"]
+  },
+  {
+    name: "an empty BOT_TOKEN (a secret that arrived empty) with a DATABASE_URL",
+    changes: { BOT_TOKEN: "" },
+    variable: "BOT_TOKEN",
+    alsoNeverPrinted: ["sandbox mode: no BOT_TOKEN", "Listening on"]
+  },
+  {
+    name: "a WEBHOOK_SECRET of 15 characters in webhook mode (its value is not printed)",
+    changes: { WEBHOOK_SECRET: "short_Secret_15" },
+    variable: "WEBHOOK_SECRET",
+    alsoNeverPrinted: ["short_Secret_15"]
+  },
+  {
+    name: "METRICS_PORT equal to PORT",
+    changes: { PORT: "18471", METRICS_PORT: "18471" },
+    variable: "METRICS_PORT"
+  },
   { name: "LOG_LEVEL=verbose", changes: { LOG_LEVEL: "verbose" }, variable: "LOG_LEVEL" },
   {
     name: "WORKER_CONCURRENCY greater than DB_POOL_MAX - 4",
@@ -187,9 +210,51 @@ describe("configuration rules", () => {
 
   it.effect("HOST defaults to 127.0.0.1 in sandbox mode and 0.0.0.0 otherwise", () =>
     Effect.gen(function*() {
-      assert.strictEqual((yield* loadConfig({ BOT_TOKEN: undefined, WEBHOOK_SECRET: undefined })).host, "127.0.0.1")
-      assert.strictEqual((yield* loadConfig({ BOT_TOKEN: undefined, WEBHOOK_SECRET: undefined, HOST: "0.0.0.0" })).host, "0.0.0.0")
+      const sandbox = { BOT_MODE: "sandbox", BOT_TOKEN: undefined, WEBHOOK_SECRET: undefined }
+      assert.strictEqual((yield* loadConfig(sandbox)).host, "127.0.0.1")
+      assert.strictEqual((yield* loadConfig({ ...sandbox, HOST: "0.0.0.0" })).host, "0.0.0.0")
       assert.strictEqual((yield* loadConfig({})).host, "0.0.0.0")
+    }))
+
+  it.effect("sandbox mode only when asked for or with no DATABASE_URL; a missing or empty token otherwise refuses", () =>
+    Effect.gen(function*() {
+      const embedded = yield* loadConfig({ BOT_TOKEN: undefined, WEBHOOK_SECRET: undefined, DATABASE_URL: undefined })
+      assert.strictEqual(embedded.mode._tag, "sandbox")
+      const asked = yield* loadConfig({ BOT_MODE: "sandbox", BOT_TOKEN: undefined, WEBHOOK_SECRET: undefined })
+      assert.strictEqual(asked.mode._tag, "sandbox")
+      assert.strictEqual(asked.database._tag, "url")
+      for (const token of [undefined, ""]) {
+        const error = yield* configError({ BOT_TOKEN: token, WEBHOOK_SECRET: undefined })
+        assertInvalid(error, "BOT_TOKEN")
+        assert.include(error.message, "DATABASE_URL")
+      }
+      assertInvalid(yield* configError({ BOT_TOKEN: "", DATABASE_URL: "embedded" }), "BOT_TOKEN")
+      assertInvalid(yield* configError({ BOT_MODE: "polling", BOT_TOKEN: undefined }), "BOT_TOKEN")
+    }))
+
+  it.effect("WEBHOOK_SECRET: at least 16 characters in webhook mode, any length in sandbox mode", () =>
+    Effect.gen(function*() {
+      assertInvalid(yield* configError({ WEBHOOK_SECRET: "a" }), "WEBHOOK_SECRET")
+      assertInvalid(yield* configError({ WEBHOOK_SECRET: "x".repeat(15) }), "WEBHOOK_SECRET")
+      const sixteen = yield* loadConfig({ WEBHOOK_SECRET: "x".repeat(16) })
+      assert.strictEqual(sixteen.mode._tag, "webhook")
+      const sandbox = yield* loadConfig({ BOT_MODE: "sandbox", WEBHOOK_SECRET: "a" })
+      assert.strictEqual(sandbox.mode._tag, "sandbox")
+    }))
+
+  it.effect("a WEBHOOK_SECRET shorter than 32 characters starts with a warning that does not show it", () =>
+    Effect.gen(function*() {
+      const logs: Array<string> = []
+      const capture = Logger.make<unknown, void>(({ logLevel, message }) => {
+        logs.push(`${logLevel} ${Array.isArray(message) ? message.join(" ") : String(message)}`)
+      })
+      const short = "x".repeat(20)
+      yield* loadConfig({ WEBHOOK_SECRET: short }).pipe(Effect.provide(Logger.layer([capture])))
+      assert.isTrue(logs.some((line) => line.startsWith("Warn") && line.includes("WEBHOOK_SECRET")), logs.join("\n"))
+      assert.isFalse(logs.some((line) => line.includes(short)))
+      logs.length = 0
+      yield* loadConfig({ WEBHOOK_SECRET: "x".repeat(32) }).pipe(Effect.provide(Logger.layer([capture])))
+      assert.deepStrictEqual(logs, [])
     }))
 
   it.effect("WORKER_CONCURRENCY may use all of DB_POOL_MAX - 4, not more", () =>

@@ -1,9 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, ConfigProvider, Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
 import { makeAppLayer } from "../../src/App.ts"
+import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
-import { baseUrl, TEST_SECRET, TEST_TOKEN, testAppLayer, testEnv } from "../support/TestApp.ts"
+import { holdTransaction } from "../support/PgProbe.ts"
+import { baseUrl, postUpdate, TEST_SECRET, TEST_TOKEN, testAppLayer, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 import { tcpProxy } from "../support/TcpProxy.ts"
 import { execute } from "../support/TestHttp.ts"
@@ -80,7 +82,7 @@ const appAgainst = (env: Record<string, unknown>) =>
 
 describe("/health states", () => {
   it.live(
-    "/health goes pass, warn on a dead-lettered update, 503 fail within 1 s with PostgreSQL stopped, and recovers without a restart; liveness stays 200",
+    "/health goes pass, warn on a dead-lettered update, 503 fail within 1 s with PostgreSQL stopped (saying the connection was refused), and recovers without a restart; liveness stays 200",
     () =>
       Effect.gen(function*() {
         const cluster = yield* Effect.acquireRelease(Effect.promise(() => startCluster()), (cluster) =>
@@ -118,6 +120,14 @@ describe("/health states", () => {
         assert.strictEqual(failing.body.status, "fail", failing.text)
         assert.strictEqual(check(failing, "postgres:responseTime")?.status, "fail", failing.text)
         assert.isBelow(failing.elapsedMs, 1_000)
+        // The check names what it saw: once the pooled connections are gone, a refused connect.
+        const refused = yield* healthUntil(
+          base,
+          "to say the connection was refused",
+          (h) => (check(h, "postgres:responseTime")?.output ?? "").includes("connection refused"),
+          "10 seconds"
+        )
+        assert.strictEqual(refused.status, 503, refused.text)
         yield* assertLive(base, "with PostgreSQL stopped")
         const stillFailing = yield* get(base, "/health")
         assert.strictEqual(stillFailing.status, 503, stillFailing.text)
@@ -136,7 +146,7 @@ describe("/health states", () => {
   )
 
   it.live(
-    "/health answers 503 fail within 1 s while PostgreSQL accepts connections but answers nothing, and recovers when it answers again; liveness stays 200",
+    "/health answers 503 fail within 1 s while PostgreSQL accepts connections but answers nothing (saying it timed out), and recovers when it answers again; liveness stays 200",
     () =>
       Effect.gen(function*() {
         const databaseUrl = yield* Effect.promise(() => freshDatabase("health_hung"))
@@ -162,8 +172,10 @@ describe("/health states", () => {
           answers.push(hung)
           assert.isBelow(hung.elapsedMs, 1_000, `answer ${answers.length} with PostgreSQL hung came late: ${hung.text}`)
           assert.isBelow(answers.length, 100, "/health never reported the hung database")
-          if (hung.status === 503) assert.strictEqual(check(hung, "postgres:responseTime")?.status, "fail", hung.text)
-          else yield* Effect.sleep("100 millis")
+          if (hung.status === 503) {
+            assert.strictEqual(check(hung, "postgres:responseTime")?.status, "fail", hung.text)
+            assert.include(check(hung, "postgres:responseTime")?.output ?? "", "timed out", hung.text)
+          } else yield* Effect.sleep("100 millis")
         }
         yield* assertLive(base, "with PostgreSQL hung")
 
@@ -175,13 +187,13 @@ describe("/health states", () => {
   )
 
   it.live(
-    "in webhook mode, a recent delivery error reported by getWebhookInfo turns telegram:webhook to warn, without secrets",
+    "in webhook mode, a recent delivery error reported by getWebhookInfo turns telegram:webhook to warn, a new one shows within seconds, without secrets",
     () =>
       Effect.gen(function*() {
         const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
         const message = "Wrong response from the webhook: 502 Bad Gateway"
         const nowSeconds = Math.floor((yield* Clock.currentTimeMillis) / 1000)
-        // Set before the app exists: the first refresh runs at start, the next only 60 s later.
+        // Set before the app exists: the first refresh runs at start.
         yield* standIn.setWebhookInfo({ last_error_date: nowSeconds, last_error_message: message, pending_update_count: 3 })
         const databaseUrl = yield* Effect.promise(() => freshDatabase("health_webhook"))
         const app = yield* Layer.build(appAgainst(testEnv(databaseUrl, standIn.url, { PUBLIC_URL: "https://bot.example.test" })))
@@ -203,14 +215,50 @@ describe("/health states", () => {
         assert.strictEqual(health.body.status, "warn", health.text)
         assertNoSecrets(health.text)
         assert.isAtLeast((yield* standIn.calls).filter((call) => call.method === "getWebhookInfo").length, 1)
+
+        // A new delivery error shows within seconds, not after a minute.
+        const later = "Connection timed out while delivering"
+        yield* standIn.setWebhookInfo({ last_error_date: nowSeconds + 1, last_error_message: later, pending_update_count: 4 })
+        const refreshed = yield* healthUntil(
+          base,
+          "with the new delivery error",
+          (h) => (check(h, "telegram:webhook")?.output ?? "").includes(later),
+          "15 seconds"
+        )
+        assert.strictEqual(check(refreshed, "telegram:webhook")?.status, "warn", refreshed.text)
       }),
+    60_000
+  )
+
+  it.live(
+    "a backlog count that cannot finish makes /health warn, naming the timeout, never fail: the instance still takes updates",
+    () =>
+      Effect.gen(function*() {
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("health_backlog_stuck"))
+        const app = yield* Layer.build(testAppLayer({ databaseUrl, env: { SHUTDOWN_GRACE_MS: "500" } }))
+        const base = yield* Effect.provideContext(baseUrl, app)
+        yield* healthUntil(base, "pass", (h) => h.body.status === "pass")
+        // The backlog query reads the outbox; an exclusive lock on it stalls the count, not the webhook.
+        const held = yield* holdTransaction(databaseUrl)
+        yield* held.query("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+        const stuck = yield* healthUntil(base, "to warn about the backlog count", (h) => {
+          assert.notStrictEqual(h.body.status, "fail", h.text)
+          return (check(h, "inbox:backlog")?.output ?? "").includes("timed out")
+        })
+        assert.strictEqual(stuck.status, 200, stuck.text)
+        assert.strictEqual(check(stuck, "inbox:backlog")?.status, "warn", stuck.text)
+        assert.strictEqual(check(stuck, "postgres:responseTime")?.status, "pass", stuck.text)
+        const posted = yield* postUpdate(base, sampleUpdate({ updateId: 9201, chatId: 9201, text: "still taken" }))
+        assert.strictEqual(posted.status, 200, posted.body)
+        yield* held.rollback
+      }).pipe(Effect.scoped),
     60_000
   )
 
   it.live("in sandbox mode /health has no telegram:webhook check", () =>
     Effect.gen(function*() {
       const databaseUrl = yield* Effect.promise(() => freshDatabase("health_sandbox"))
-      const app = yield* Layer.build(appAgainst({ DATABASE_URL: databaseUrl, HOST: "127.0.0.1", PORT: "0" }))
+      const app = yield* Layer.build(appAgainst({ BOT_MODE: "sandbox", DATABASE_URL: databaseUrl, HOST: "127.0.0.1", PORT: "0" }))
       const base = yield* Effect.provideContext(baseUrl, app)
       const health = yield* healthUntil(base, "not fail", (h) => h.body.status !== "fail")
       const names = Object.keys(health.body.checks ?? {})

@@ -133,6 +133,21 @@ layer(appOnFreshDatabase("webhook_route"), { excludeTestServices: true })("POST 
       assert.deepStrictEqual([yield* countRows(url, 1401), yield* countRows(url, 1402)], [1, 1])
     }))
 
+  it.effect("an update_id of 0 or below is answered 400 and never stored", () =>
+    Effect.gen(function*() {
+      const base = yield* baseUrl
+      const { url } = yield* AppDatabase
+      const answers = yield* Effect.forEach(
+        [0, -7, -1_000_000],
+        (id) => postUpdate(base, { update_id: id, message: { message_id: 1, chat: { id: 1590, type: "private" }, text: "hi" } })
+      )
+      assert.deepStrictEqual(answers.map((r) => r.status), [400, 400, 400])
+      assert.include(answers[0]!.body, "positive integer update_id")
+      const stored = yield* queryRows(url, Schema.Struct({ n: Schema.Number }), "SELECT count(*)::int AS n FROM inbox WHERE update_id <= 0")
+      assert.strictEqual(stored[0]?.n, 0)
+      assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 1, chatId: 1591, text: "one" }))).status, 200)
+    }))
+
   it.effect("malformed JSON, a JSON array and a missing or non-integer update_id are answered 400", () =>
     Effect.gen(function*() {
       const base = yield* baseUrl

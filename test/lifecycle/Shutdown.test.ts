@@ -267,8 +267,9 @@ describe("sandbox mode", () => {
   it.live("without BOT_TOKEN the service prints a curl command, and posting it gets the bot's reply logged", () =>
     Effect.gen(function*() {
       const url = yield* Effect.promise(() => freshDatabase("sandbox_curl"))
-      // DATABASE_URL is set so the sandbox does not start an embedded database under .data/.
-      const service = yield* spawnService({ DATABASE_URL: url }, { startTimeout: "50 seconds" })
+      // DATABASE_URL is set so the sandbox does not start an embedded database under .data/; with
+      // a DATABASE_URL the sandbox is never a fallback, so it is asked for.
+      const service = yield* spawnService({ BOT_MODE: "sandbox", DATABASE_URL: url }, { startTimeout: "50 seconds" })
       const line = yield* service.waitForOutput(/^curl .*$/m)
       const parsed = /^curl -X POST (\S+) -H 'content-type: application\/json' -d '(.*)'$/.exec(line)
       assert.isNotNull(parsed, line)

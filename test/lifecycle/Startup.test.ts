@@ -91,15 +91,15 @@ describe("start-up and signals", () => {
   it.live("sandbox mode listens on 127.0.0.1 unless HOST says otherwise", () =>
     Effect.gen(function*() {
       const databaseUrl = yield* Effect.promise(() => freshDatabase("sandbox_bind"))
-      // HOST empty counts as unset; DATABASE_URL keeps the sandbox off the embedded server.
-      const service = yield* spawnService({ HOST: "", DATABASE_URL: databaseUrl })
+      // HOST empty counts as unset; DATABASE_URL keeps the sandbox off the embedded server, so the mode is asked for.
+      const service = yield* spawnService({ BOT_MODE: "sandbox", HOST: "", DATABASE_URL: databaseUrl })
       const port = Number(new URL(service.baseUrl).port)
       assert.match(yield* service.output, new RegExp(`Listening on http://127\\.0\\.0\\.1:${port}\\b`))
       assert.isTrue(yield* accepts("127.0.0.1", port))
       const external = Object.values(networkInterfaces()).flat().find((address) => address?.family === "IPv4" && !address.internal)
       if (external !== undefined) assert.isFalse(yield* accepts(external.address, port), `reachable on ${external.address}`)
 
-      const everywhere = yield* spawnService({ HOST: "0.0.0.0", DATABASE_URL: databaseUrl })
+      const everywhere = yield* spawnService({ BOT_MODE: "sandbox", HOST: "0.0.0.0", DATABASE_URL: databaseUrl })
       assert.match(yield* everywhere.output, /Listening on http:\/\/0\.0\.0\.0:\d+/)
     }).pipe(Effect.scoped))
 })

@@ -234,5 +234,74 @@ export const mutations: ReadonlyArray<Mutation> = [
     replace: "layerReadOnly: layer(true)",
     test: "test/ops/cli.test.ts",
     testName: "never migrate"
+  },
+  {
+    name: "sandbox-fallback",
+    breaks: "a missing BOT_TOKEN with a DATABASE_URL falls back to sandbox mode against the real database",
+    file: "src/Config.ts",
+    search: "Option.isSome(token) || databaseSet ?",
+    replace: "Option.isSome(token) ?",
+    test: "test/config/Config.test.ts",
+    testName: "sandbox mode only when asked for"
+  },
+  {
+    name: "one-address-takes-all",
+    breaks: "one remote address holds at most 100 sockets of the main port",
+    file: "src/http/ListenerLimits.ts",
+    search: "if (count >= cap) {",
+    replace: "if (count < 0) {",
+    test: "test/http/SlowClients.test.ts",
+    testName: "one remote address"
+  },
+  {
+    name: "urls-in-errors",
+    breaks: "error texts carry no URLs: the Bot API's errors keep theirs",
+    file: "src/telegram/BotApi.ts",
+    search: "let scrubbed = redactUrls(text).replace(",
+    replace: "let scrubbed = text.replace(",
+    test: "test/telegram/ErrorsWithoutUrls.test.ts"
+  },
+  {
+    name: "never-shed",
+    breaks: "past MAX_OPEN_UPDATES the webhook answers 503",
+    file: "src/http/WebhookRoute.ts",
+    search: "if (openUpdates.full()) {",
+    replace: "if (openUpdates.max < 0) {",
+    test: "test/inbox/Shedding.test.ts"
+  },
+  {
+    name: "lease-renewal-on-background",
+    breaks: "lease renewal has a connection no background statement can take",
+    file: "src/inbox/Inbox.ts",
+    search: "undefined,\n          \"lease\"",
+    replace: "undefined,\n          \"background\"",
+    test: "test/db/LeaseStarvation.test.ts"
+  },
+  {
+    name: "readiness-from-backlog",
+    breaks: "a slow backlog count is warn, never fail",
+    file: "src/http/HealthRoutes.ts",
+    search: "\"inbox:backlog\": [{ status: \"warn\" as const, time: probedAt, output: `inbox not counted: ${backlog.output}` }],",
+    replace: "\"inbox:backlog\": [{ status: \"fail\" as const, time: probedAt, output: `inbox not counted: ${backlog.output}` }],",
+    test: "test/http/HealthStates.test.ts",
+    testName: "backlog count that cannot finish"
+  },
+  {
+    name: "fatal-exits-at-once",
+    breaks: "a fatal error returns the leases before exiting",
+    file: "src/Lifecycle.ts",
+    search: "process.kill(process.pid, \"SIGTERM\")",
+    replace: "process.exit(1)",
+    test: "test/observability/FiberDump.test.ts",
+    testName: "lease of the update"
+  },
+  {
+    name: "refund-any-payer",
+    breaks: "a refund is recorded only for its payer",
+    file: "src/payments/Payments.ts",
+    search: "AND user_id = ${payerId} AND status <> 'refunded'",
+    replace: "AND status <> 'refunded'",
+    test: "test/payments/PaymentFlow.test.ts",
+    testName: "another user's charge id"
   }
 ]

@@ -1,7 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Context, Duration, Effect, Layer } from "effect"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
+import { FATAL_SHUTDOWN_BOUND } from "../../src/Lifecycle.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
@@ -113,4 +114,45 @@ describe("errors that escape every Effect boundary", () => {
         assert.include(output, "fatal-trigger: escaped every boundary")
       }), 60_000)
   }
+
+  it.live(
+    "a fatal error returns the lease of the update in flight before it exits with code 1, within the bound",
+    () =>
+      Effect.gen(function*() {
+        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("fatal_leases"))
+        const service = yield* spawnService(testEnv(databaseUrl, standIn.url, {
+          NODE_OPTIONS: `--import=${fatalTrigger}`,
+          UPDATE_TIMEOUT_MS: "120000"
+        }))
+        const probe = yield* pgProbe(databaseUrl)
+        // As above: an uncommitted users row keeps `/start` running, its update leased.
+        const blocker = new pg.Client({ connectionString: databaseUrl, application_name: "steadfast-test-blocker" })
+        blocker.on("error", () => undefined)
+        yield* Effect.acquireRelease(
+          Effect.promise(() => blocker.connect()),
+          () => Effect.promise(() => blocker.end().catch(() => undefined))
+        )
+        yield* Effect.promise(() => blocker.query("BEGIN"))
+        yield* Effect.promise(() => blocker.query("INSERT INTO users (telegram_id) VALUES ($1)", [USER_ID + 1]))
+        const posted = yield* postUpdate(service.baseUrl, sampleUpdate({ updateId: UPDATE_ID + 1, chatId: USER_ID + 1, text: "/start" }))
+        assert.strictEqual(posted.status, 200)
+        const leaseOf = probe.query<{ status: string; leased: boolean }>(
+          "SELECT status, (lease_id IS NOT NULL OR coalesce(locked_until > now(), false)) AS leased FROM inbox WHERE update_id = $1",
+          [UPDATE_ID + 1]
+        )
+        yield* waitFor("the update to be leased", leaseOf, (rows) => rows[0]?.leased === true, { timeout: "20 seconds" })
+
+        const startedAt = Date.now()
+        yield* service.kill("SIGWINCH")
+        const exit = yield* service.exited
+        const output = yield* service.output
+        assert.strictEqual(exit.code, 1, output)
+        assert.include(output, "uncaught exception; exiting")
+        assert.isBelow(Date.now() - startedAt, Duration.toMillis(FATAL_SHUTDOWN_BOUND) + 2_000, output)
+        const [row] = yield* leaseOf
+        assert.deepStrictEqual(row, { status: "pending", leased: false }, "the lease is returned: a restart takes the update at once")
+      }),
+    60_000
+  )
 })

@@ -1,6 +1,9 @@
 // GET /metrics scraped from the real process (`node src/main.ts`) on METRICS_PORT.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Metric } from "effect"
+import { Clock, Deferred, Effect, Metric } from "effect"
+import { connect, type Socket } from "node:net"
+import { networkInterfaces } from "node:os"
+import { HTTP_LIMITS } from "../../src/http/ListenerLimits.ts"
 import { prometheusName, render } from "../../src/observability/Prometheus.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
 import { fetchText, families, scrapeAfterOneUpdate } from "../support/Prometheus.ts"
@@ -109,4 +112,62 @@ describe("Prometheus", () => {
       assert.notMatch(yield* service.output, /\/metrics/)
       assert.strictEqual((yield* fetchText(`${service.baseUrl}/metrics`)).status, 404)
     }).pipe(Effect.scoped))
+
+  it.live(
+    "the metrics listener binds 127.0.0.1 by default, has the main server's limits and a small connection cap",
+    () =>
+      Effect.gen(function*() {
+        const databaseUrl = yield* Effect.promise(() => freshDatabase("prometheus_bounded"))
+        // HOST=0.0.0.0 for the main port: the metrics port stays on 127.0.0.1 all the same.
+        const service = yield* spawnService(testEnv(databaseUrl, "http://127.0.0.1:9", { METRICS_PORT: "0", HOST: "0.0.0.0" }))
+        const metricsUrl = new URL(yield* service.waitForOutput(/http:\/\/[^\s/]+:\d+\/metrics/))
+        assert.strictEqual(metricsUrl.hostname, "127.0.0.1")
+        const port = Number(metricsUrl.port)
+        const external = Object.values(networkInterfaces()).flat().find((a) => a?.family === "IPv4" && !a.internal)
+        if (external !== undefined) {
+          const reached = yield* openSocket(external.address, port).pipe(Effect.as(true), Effect.catch(() => Effect.succeed(false)))
+          assert.isFalse(reached, `metrics reachable on ${external.address}`)
+        }
+
+        // The cap: the 17th socket is closed on arrival while 16 hang.
+        const startedAt = yield* Clock.currentTimeMillis
+        const held = yield* Effect.forEach(Array.from({ length: HTTP_LIMITS.metricsMaxConnections }, () => 0), () =>
+          Effect.tap(openSocket("127.0.0.1", port), (s) => Effect.sync(() => s.socket.write("GET /metr"))))
+        const extra = yield* openSocket("127.0.0.1", port)
+        yield* Deferred.await(extra.closed).pipe(Effect.timeout("5 seconds"))
+        assert.isTrue(held.every(({ socket }) =>
+          !socket.destroyed
+        ))
+
+        // The headers timeout: the 16 hanging sockets are closed by the server, not after Node's 60 s.
+        yield* Effect.forEach(held, ({ closed }) => Deferred.await(closed), { discard: true }).pipe(
+          Effect.timeout(HTTP_LIMITS.headersTimeoutMs + 10_000)
+        )
+        assert.isAtLeast((yield* Clock.currentTimeMillis) - startedAt, HTTP_LIMITS.headersTimeoutMs - 1_000)
+        // Once they are gone, a scrape is served again.
+        assert.strictEqual((yield* fetchText(metricsUrl.href)).status, 200)
+        assert.strictEqual((yield* fetchText(`http://127.0.0.1:${port}/other`)).status, 404)
+      }).pipe(Effect.scoped),
+    60_000
+  )
 })
+
+/** A raw TCP socket; `closed` completes when the other side (or an error) closes it. */
+const openSocket = (host: string, port: number) =>
+  Effect.gen(function*() {
+    const closed = yield* Deferred.make<void>()
+    const connected = yield* Deferred.make<void, Error>()
+    const socket = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const socket: Socket = connect({ host, port })
+        socket.on("connect", () => Deferred.doneUnsafe(connected, Effect.void))
+        socket.on("error", (error) => Deferred.doneUnsafe(connected, Effect.fail(error)))
+        socket.on("close", () => Deferred.doneUnsafe(closed, Effect.void))
+        socket.on("data", () => undefined)
+        return socket
+      }),
+      (socket) => Effect.sync(() => socket.destroy())
+    )
+    yield* Deferred.await(connected).pipe(Effect.timeout("5 seconds"))
+    return { socket, closed }
+  })

@@ -3,6 +3,7 @@
 // stores in its own database.
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Clock, Context, Effect, Fiber, Layer, Schedule, Schema, type Scope } from "effect"
+import { fileURLToPath } from "node:url"
 import pg from "pg"
 import packageJson from "../../package.json" with { type: "json" }
 import { APPLICATION_NAME } from "../../src/Config.ts"
@@ -550,5 +551,29 @@ describe("telemetry switched off and shutdown", () => {
           received.logs.some((log) => String(log.body).startsWith("Listening on"))
         return complete ? received : undefined
       }, "5 seconds")
+    }).pipe(Effect.provide(BotApiStandIn.layer())))
+
+  it.live("a fatal error: the process exits 1 and the logs still buffered, its fatal line included, are flushed before it does", () =>
+    Effect.gen(function*() {
+      const receiver = yield* makeOtlpReceiver()
+      const standIn = yield* BotApiStandIn
+      const databaseUrl = yield* Effect.promise(() => freshDatabase("otel_fatal_flush"))
+      // Nothing is exported on a timer within the test: whatever arrives was flushed on the way out.
+      const service = yield* spawnService(testEnv(databaseUrl, standIn.url, {
+        NODE_OPTIONS: `--import=${fileURLToPath(new URL("../support/FatalTrigger.ts", import.meta.url))}`,
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        OTEL_SERVICE_NAME: "steadfast-test",
+        OTEL_METRIC_EXPORT_INTERVAL: "600000",
+        OTEL_BSP_SCHEDULE_DELAY: "600000",
+        OTEL_BLRP_SCHEDULE_DELAY: "600000"
+      }))
+      assert.deepStrictEqual((yield* receiver.requests).map((r) => r.path), [], "nothing exported before the fatal error")
+      yield* service.kill("SIGWINCH")
+      const exit = yield* service.exited.pipe(Effect.timeout("30 seconds"))
+      assert.deepStrictEqual(exit, { code: 1, signal: null }, yield* service.output)
+      yield* receiver.waitFor(
+        (received) => received.logs.some((log) => String(log.body).includes("uncaught exception; exiting")) ? received : undefined,
+        "5 seconds"
+      )
     }).pipe(Effect.provide(BotApiStandIn.layer())))
 })

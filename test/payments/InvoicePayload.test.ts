@@ -42,7 +42,7 @@ describe("invoice payload", () => {
 
   it.effect("PAYMENT_SECRET when set; otherwise a key derived from the bot token; never shown", () =>
     Effect.gen(function*() {
-      const base = { BOT_TOKEN: TOKEN, WEBHOOK_SECRET: "s3cret", DATABASE_URL: "postgres://u:p@127.0.0.1:1/db" }
+      const base = { BOT_TOKEN: TOKEN, WEBHOOK_SECRET: "s3cret-webhook_token", DATABASE_URL: "postgres://u:p@127.0.0.1:1/db" }
       const derived = yield* loadConfig(base)
       const again = yield* loadConfig(base)
       const otherBot = yield* loadConfig({ ...base, BOT_TOKEN: "987654321:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" })

@@ -92,6 +92,30 @@ describe("payments end to end", () => {
         yield* assertMoneyInvariants
       }))
 
+    it.effect("a refunded_payment naming another user's charge id changes nothing; the payer's own is recorded", () =>
+      Effect.gen(function*() {
+        const payer = yield* newShopper
+        const stranger = yield* newShopper
+        const invoice = yield* payer.buy("credits_100")
+        assert.deepStrictEqual(yield* payer.preCheckout(termsOf(invoice)), { ok: true })
+        const chargeId = nextChargeId()
+        yield* payer.pay({ ...termsOf(invoice), chargeId })
+        yield* payer.awaitMessages(1)
+
+        const forged = refundedPaymentUpdate(stranger.userId, { ...termsOf(invoice), chargeId })
+        yield* stranger.post(forged)
+        yield* awaitFinished(forged.update_id)
+        assert.deepInclude(yield* paymentState(chargeId), { status: "credited" })
+        assert.deepStrictEqual(yield* moneyOf(payer.userId), { balance: 100, ledger_sum: 100, ledger_entries: 1, payments: 1 })
+
+        const own = refundedPaymentUpdate(payer.userId, { ...termsOf(invoice), chargeId })
+        yield* payer.post(own)
+        yield* awaitFinished(own.update_id)
+        assert.deepInclude(yield* paymentState(chargeId), { status: "refunded" })
+        assert.deepStrictEqual(yield* moneyOf(payer.userId), { balance: 0, ledger_sum: 0, ledger_entries: 2, payments: 1 })
+        yield* assertMoneyInvariants
+      }))
+
     it.effect("/buy alone offers the catalogue as buttons; a tap answers the callback and sends that product's invoice", () =>
       Effect.gen(function*() {
         const standIn = yield* BotApiStandIn

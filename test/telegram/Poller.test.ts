@@ -1,8 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Layer, Redacted } from "effect"
+import { ConfigProvider, Duration, Effect, Layer, Redacted } from "effect"
 import { makeAppLayer } from "../../src/App.ts"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { MIN_EMPTY_POLL } from "../../src/telegram/Poller.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
@@ -96,4 +97,20 @@ describe("polling mode", () => {
       }).pipe(Effect.provide(BotApiStandIn.layer())),
     60_000
   )
+
+  it.live("an empty getUpdates answered at once waits at least 1 s before the next poll", () =>
+    Effect.gen(function*() {
+      const url = yield* Effect.promise(() => freshDatabase("poller_empty"))
+      const standIn = yield* BotApiStandIn
+      // Unscripted, the stand-in answers getUpdates with [] at once: a loop without a pause would spin.
+      yield* Effect.gen(function*() {
+        const calls = yield* standIn.awaitCalls(
+          (calls) => calls.filter((call) => call.method === "getUpdates").length >= 4,
+          "20 seconds"
+        )
+        const at = calls.filter((call) => call.method === "getUpdates").map((call) => call.at)
+        const gaps = at.slice(1).map((t, i) => t - at[i]!)
+        for (const gap of gaps) assert.isAtLeast(gap, Duration.toMillis(MIN_EMPTY_POLL) - 20, `gaps: ${gaps.join(", ")} ms`)
+      }).pipe(Effect.provide(pollingApp(url, standIn.url)))
+    }).pipe(Effect.provide(BotApiStandIn.layer())), 60_000)
 })
