@@ -19,7 +19,7 @@ const isCpuProfile = (value: unknown): value is CpuProfile =>
   typeof value === "object" && value !== null && "nodes" in value && Array.isArray(value.nodes) &&
   "samples" in value && Array.isArray(value.samples) && "timeDeltas" in value && Array.isArray(value.timeDeltas)
 
-/** The package or part a script belongs to: `effect`, `@effect/sql-pg`, `src/inbox`, `node:internal`, … */
+/** The package or part a script belongs to: `effect`, `@effect/sql-pg`, `src/queue`, `node:internal`, … */
 const areaOf = (url: string, functionName: string): string => {
   if (url === "") return functionName.startsWith("(") ? functionName : "(native)"
   const modules = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)

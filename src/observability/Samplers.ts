@@ -1,6 +1,6 @@
 import { Effect, Layer, Metric, Schedule } from "effect"
-import { Inbox } from "../inbox/Inbox.ts"
-import { OutboxWaiting } from "../outbox/OutboxWaiting.ts"
+import { Inbox } from "../queue/Inbox.ts"
+import { OutboxWaiting } from "../queue/OutboxWaiting.ts"
 import * as Metrics from "./Metrics.ts"
 
 const SAMPLE_EVERY = "5 seconds"

@@ -1,7 +1,7 @@
 import { Clock, Duration, Effect, Layer, type Redacted, Schedule } from "effect"
 import { AppConfig } from "../Config.ts"
 import { isDataError, refusalReason, storableUpdate } from "../db/Jsonb.ts"
-import { Inbox } from "../inbox/Inbox.ts"
+import { Inbox } from "../queue/Inbox.ts"
 import { BotApi } from "./BotApi.ts"
 import { ALLOWED_UPDATES, chatKeyOf, kindOf } from "./Update.ts"
 

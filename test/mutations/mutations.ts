@@ -22,35 +22,35 @@ export const mutations: ReadonlyArray<Mutation> = [
   {
     name: "finish-ignores-lease",
     breaks: "lease fencing: the finishing statement no longer checks the lease",
-    file: "src/inbox/Inbox.ts",
+    file: "src/queue/Inbox.ts",
     search: "WHERE inbox.update_id = i.update_id AND inbox.lease_id = i.lease_id",
     replace: "WHERE inbox.update_id = i.update_id",
-    test: "test/inbox/LeaseFencing.test.ts"
+    test: "test/queue/LeaseFencing.test.ts"
   },
   {
     name: "lost-lease-commits",
     breaks: "lease fencing: a finish that matched no row is ignored and the transaction commits",
-    file: "src/inbox/Dispatcher.ts",
+    file: "src/queue/Dispatcher.ts",
     search: "if (Option.isNone(finished)) return yield* new LeaseLost()",
     replace: "if (Option.isNone(finished)) return { result, finished: { next: Option.none(), calls: [] } }",
-    test: "test/inbox/LeaseFencing.test.ts"
+    test: "test/queue/LeaseFencing.test.ts"
   },
   {
     name: "chat-runs-beside-itself",
     breaks: "per-chat order: a chat's next update is claimable (from the table) while its previous one is still processing",
-    file: "src/inbox/Inbox.ts",
+    file: "src/queue/Inbox.ts",
     search: "WHERE e.chat_key = i.chat_key AND e.status IN ('pending', 'processing'))",
     replace: "WHERE e.chat_key = i.chat_key AND e.status = 'pending')",
-    test: "test/inbox/Ordering.test.ts",
+    test: "test/queue/Ordering.test.ts",
     testName: "a claim never takes"
   },
   {
     name: "handed-off-runs-beside-itself",
     breaks: "per-chat order: an update handed off in memory starts while its chat's previous one is still running",
-    file: "src/inbox/Dispatcher.ts",
+    file: "src/queue/Dispatcher.ts",
     search: "if (chats.isRunning(update.chatKey)) {\n              chats.enqueue(update)",
     replace: "if (chats.isRunning(update.chatKey) && false) {\n              chats.enqueue(update)",
-    test: "test/inbox/Ordering.test.ts",
+    test: "test/queue/Ordering.test.ts",
     testName: "waits, stored and ready"
   },
   {
@@ -59,7 +59,7 @@ export const mutations: ReadonlyArray<Mutation> = [
     file: "src/db/migrations/0013_store_probes.ts",
     search: "AND (e.status = 'pending' OR e.owner IS DISTINCT FROM me OR e.locked_until <= now())\n          LIMIT 1",
     replace: "AND e.locked_until <= now()\n          LIMIT 1",
-    test: "test/inbox/Ordering.test.ts",
+    test: "test/queue/Ordering.test.ts",
     testName: "not overtaken"
   },
   {
@@ -73,10 +73,10 @@ export const mutations: ReadonlyArray<Mutation> = [
   {
     name: "urgent-waits-in-line",
     breaks: "pre-checkout and shipping queries run before any backlog handed over in memory",
-    file: "src/inbox/Inbox.ts",
+    file: "src/queue/Inbox.ts",
     search: "(URGENT_KINDS.has(update.kind) ? waitingUrgent : waitingOther).push(update)",
     replace: "waitingOther.push(update)",
-    test: "test/inbox/BusyWorkers.test.ts",
+    test: "test/queue/BusyWorkers.test.ts",
     testName: "pre-checkout"
   },
   {
@@ -90,7 +90,7 @@ export const mutations: ReadonlyArray<Mutation> = [
       search: "handler: yield* Semaphore.make(Math.max(1, max - RESERVED_CONNECTIONS)),",
       replace: "handler: yield* Semaphore.make(max),"
     }],
-    test: "test/inbox/BusyWorkers.test.ts",
+    test: "test/queue/BusyWorkers.test.ts",
     testName: "still stores"
   },
   {
@@ -113,7 +113,7 @@ export const mutations: ReadonlyArray<Mutation> = [
   {
     name: "no-shutdown-grace",
     breaks: "SIGTERM drain: running handlers are interrupted at once instead of given SHUTDOWN_GRACE_MS",
-    file: "src/inbox/Dispatcher.ts",
+    file: "src/queue/Dispatcher.ts",
     search: "Effect.timeoutOption(FiberSet.awaitEmpty(workers), config.shutdownGrace)",
     replace: "Effect.timeoutOption(FiberSet.awaitEmpty(workers), Duration.zero)",
     test: "test/lifecycle/Shutdown.test.ts"
@@ -121,7 +121,7 @@ export const mutations: ReadonlyArray<Mutation> = [
   {
     name: "interrupted-update-kept",
     breaks: "SIGTERM drain: an update interrupted at shutdown keeps its lease instead of going back to pending",
-    file: "src/inbox/Dispatcher.ts",
+    file: "src/queue/Dispatcher.ts",
     search: "Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),",
     replace: "",
     test: "test/lifecycle/Shutdown.test.ts"
@@ -145,34 +145,34 @@ export const mutations: ReadonlyArray<Mutation> = [
   {
     name: "timeout-log-says-nothing",
     breaks: "a timed-out handler is logged with what it was doing",
-    file: "src/inbox/Dispatcher.ts",
+    file: "src/queue/Dispatcher.ts",
     search: "timedOut = describeFiber(handler)",
     replace: "timedOut = \"\"",
-    test: "test/inbox/Timeout.test.ts"
+    test: "test/queue/Timeout.test.ts"
   },
   {
     name: "handler-outlives-deadline",
     breaks: "a handler is interrupted at UPDATE_TIMEOUT_MS (its transaction rolls back, the update is retried)",
-    file: "src/inbox/Dispatcher.ts",
+    file: "src/queue/Dispatcher.ts",
     search: "          handler.interruptUnsafe()\n",
     replace: "",
-    test: "test/inbox/Timeout.test.ts"
+    test: "test/queue/Timeout.test.ts"
   },
   {
     name: "timed-store-waits-forever",
     breaks: "a timed store (the webhook's) gives up at STORE_TIMEOUT, so the webhook can answer 503",
-    file: "src/db/Batcher.ts",
+    file: "src/queue/Batcher.ts",
     search: "deadline: timed ? deadlines?.start(() => Deferred.doneUnsafe(done, deadlines.expired)) : undefined",
     replace: "deadline: undefined",
-    test: "test/db/Batcher.test.ts"
+    test: "test/queue/Batcher.test.ts"
   },
   {
     name: "settled-deadline-fires",
     breaks: "a deadline settled in time never fires",
-    file: "src/Deadlines.ts",
+    file: "src/queue/Deadlines.ts",
     search: "return { settle: () => void (entry.onExpire = undefined) }",
     replace: "return { settle: () => undefined }",
-    test: "test/db/Batcher.test.ts"
+    test: "test/queue/Batcher.test.ts"
   },
   {
     name: "fiber-dump-without-spans",
@@ -188,7 +188,7 @@ export const mutations: ReadonlyArray<Mutation> = [
     file: "src/bot/AttemptApi.ts",
     search: "if (earlier.method === method && earlier.digest === digestOf(body)) {",
     replace: "if (false) {",
-    test: "test/inbox/Retries.test.ts",
+    test: "test/queue/Retries.test.ts",
     testName: "recorded for the re-runs"
   },
   {
@@ -203,19 +203,19 @@ export const mutations: ReadonlyArray<Mutation> = [
   {
     name: "claim-count-unlimited",
     breaks: "an update that takes its process down on every run is claimed again forever instead of dead-lettered",
-    file: "src/inbox/Inbox.ts",
+    file: "src/queue/Inbox.ts",
     search: "i.status = 'processing' AND i.attempts >= ${maxAttempts} AS dead",
     replace: "false AS dead",
-    test: "test/inbox/CrashCalls.test.ts",
+    test: "test/queue/CrashCalls.test.ts",
     testName: "takes its process down"
   },
   {
     name: "outbox-retries-by-count",
     breaks: "an outage drops nothing: a transiently failing call is given up by a count of attempts, not by OUTBOX_MAX_AGE",
-    file: "src/outbox/Outbox.ts",
+    file: "src/queue/Outbox.ts",
     search: "sql`created_at < now() - ${Duration.toMillis(retry.maxAge)} * interval '1 millisecond'`",
     replace: "sql`attempts >= 8`",
-    test: "test/outbox/Outage.test.ts",
+    test: "test/queue/Outage.test.ts",
     testName: "old 8-attempt limit"
   },
   {
@@ -267,12 +267,12 @@ export const mutations: ReadonlyArray<Mutation> = [
     file: "src/http/WebhookRoute.ts",
     search: "if (openUpdates.full()) {",
     replace: "if (openUpdates.max < 0) {",
-    test: "test/inbox/Shedding.test.ts"
+    test: "test/queue/Shedding.test.ts"
   },
   {
     name: "lease-renewal-on-background",
     breaks: "lease renewal has a connection no background statement can take",
-    file: "src/inbox/Inbox.ts",
+    file: "src/queue/Inbox.ts",
     search: "undefined,\n          \"lease\"",
     replace: "undefined,\n          \"background\"",
     test: "test/db/LeaseStarvation.test.ts"

@@ -11,7 +11,7 @@ import { randomUUID } from "node:crypto"
 export class Instance extends Context.Service<Instance, {
   readonly owner: () => string
   readonly forget: Effect.Effect<void>
-}>()("steadfast/db/Instance") {
+}>()("steadfast/queue/Instance") {
   static readonly layer = Layer.sync(Instance, () => {
     let owner = randomUUID()
     return Instance.of({

@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Context, Duration, Effect, Layer, Logger, Option, Redacted } from "effect"
 import { Database } from "../../src/db/Database.ts"
 import { parsePeriod } from "../../src/Config.ts"
-import { Retention } from "../../src/inbox/Retention.ts"
+import { Retention } from "../../src/queue/Retention.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 
 const database = (label: string) =>

@@ -1,9 +1,9 @@
 import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import { makeBatcher } from "../db/Batcher.ts"
+import { makeBatcher } from "./Batcher.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
-import { Instance } from "../db/Instance.ts"
-import { LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "../db/LeaseRenewal.ts"
+import { Instance } from "./Instance.ts"
+import { LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "./LeaseRenewal.ts"
 
 /** A Bot API call a handler asked for; written to the outbox when the update finishes. */
 export interface OutgoingCall {
@@ -86,7 +86,7 @@ export class Outbox extends Context.Service<Outbox, {
   ) => Effect.Effect<Option.Option<"pending" | "failed" | "expired">, SqlError | PoolTimeout>
   readonly release: (call: ClaimedCall) => Effect.Effect<void, SqlError | PoolTimeout>
   readonly leases: LeaseRenewal
-}>()("steadfast/outbox/Outbox") {
+}>()("steadfast/queue/Outbox") {
   static readonly layer = Layer.effect(
     Outbox,
     Effect.gen(function*() {

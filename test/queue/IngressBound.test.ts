@@ -1,7 +1,7 @@
 import { assert, layer } from "@effect/vitest"
 import { Context, Effect, Exit, Fiber, Layer, Option } from "effect"
 import pg from "pg"
-import { INGRESS_CAPACITY, Inbox } from "../../src/inbox/Inbox.ts"
+import { INGRESS_CAPACITY, Inbox } from "../../src/queue/Inbox.ts"
 import { testAppLayer } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 import { inboxRow } from "../support/TestHttp.ts"

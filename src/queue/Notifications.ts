@@ -1,8 +1,8 @@
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { Context, Duration, Effect, Layer, Queue, Schedule } from "effect"
-import { NOTIFY_CHANNEL } from "../inbox/Inbox.ts"
+import { NOTIFY_CHANNEL } from "./Inbox.ts"
 import { repeatedWarning } from "../observability/RepeatedWarning.ts"
-import { Database } from "./Database.ts"
+import { Database } from "../db/Database.ts"
 
 /** A wake-up call that coalesces: many signals before a wait wake it once. */
 export interface Wakeup {
@@ -23,7 +23,7 @@ export const makeWakeup = Effect.map(Queue.sliding<void>(1), (queue): Wakeup => 
 export class Notifications extends Context.Service<Notifications, {
   readonly inbox: Wakeup
   readonly outbox: Wakeup
-}>()("steadfast/db/Notifications") {
+}>()("steadfast/queue/Notifications") {
   static readonly layer = Layer.effect(
     Notifications,
     Effect.gen(function*() {

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Metric } from "effect"
-import { OpenUpdates } from "../../src/inbox/OpenUpdates.ts"
+import { OpenUpdates } from "../../src/queue/OpenUpdates.ts"
 import * as Metrics from "../../src/observability/Metrics.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { waitFor } from "../support/PgProbe.ts"

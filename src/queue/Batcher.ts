@@ -1,5 +1,5 @@
 import { Cause, Deferred, type Duration, Effect, Exit, Option, Queue, type Scope } from "effect"
-import { type Deadline, makeDeadlines } from "../Deadlines.ts"
+import { type Deadline, makeDeadlines } from "./Deadlines.ts"
 
 /**
  * Groups concurrent single-item requests into one database round trip. Callers wait for their

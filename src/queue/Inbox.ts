@@ -1,11 +1,11 @@
 import { Context, Duration, Effect, Layer, Option, Queue, Schedule, Schema, type Tracer } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
-import { makeBatcher } from "../db/Batcher.ts"
+import { makeBatcher } from "./Batcher.ts"
 import { isDataError, storableStringify } from "../db/Jsonb.ts"
-import { type HeldLease, LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "../db/LeaseRenewal.ts"
-import type { ClaimedCall, OutgoingCall } from "../outbox/Outbox.ts"
+import { type HeldLease, LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "./LeaseRenewal.ts"
+import type { ClaimedCall, OutgoingCall } from "./Outbox.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
-import { Instance } from "../db/Instance.ts"
+import { Instance } from "./Instance.ts"
 import { RecordedCall } from "../telegram/RecordedCall.ts"
 
 /** The channel every instance LISTENs on; payload `inbox` or `outbox` says what has new work. */
@@ -227,7 +227,7 @@ export class Inbox extends Context.Service<Inbox, {
   readonly release: (update: Claimed) => Effect.Effect<void, SqlError | PoolTimeout>
   /** Renews the leases of updates this instance holds. */
   readonly leases: LeaseRenewal
-}>()("steadfast/inbox/Inbox") {
+}>()("steadfast/queue/Inbox") {
   static readonly layer = Layer.effect(
     Inbox,
     Effect.gen(function*() {

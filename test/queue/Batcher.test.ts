@@ -1,8 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
-import { makeBatcher } from "../../src/db/Batcher.ts"
-import { makeDeadlines } from "../../src/Deadlines.ts"
+import { makeBatcher } from "../../src/queue/Batcher.ts"
+import { makeDeadlines } from "../../src/queue/Deadlines.ts"
 
 class Late {
   readonly _tag = "Late"

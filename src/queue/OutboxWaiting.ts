@@ -27,7 +27,7 @@ export class OutboxWaiting extends Context.Service<OutboxWaiting, {
   readonly sample: Effect.Effect<WaitingCalls, SqlError | PoolTimeout>
   /** The last sample, none before the first. */
   readonly latest: Effect.Effect<Option.Option<WaitingCalls>>
-}>()("steadfast/outbox/OutboxWaiting") {
+}>()("steadfast/queue/OutboxWaiting") {
   static readonly layer = Layer.effect(
     OutboxWaiting,
     Effect.gen(function*() {

@@ -19,7 +19,7 @@ export class OpenUpdates extends Context.Service<OpenUpdates, {
   readonly max: number
   /** Whether the last count reached the cap (at most about a second old). */
   readonly full: () => boolean
-}>()("steadfast/inbox/OpenUpdates") {
+}>()("steadfast/queue/OpenUpdates") {
   static readonly layer = Layer.effect(
     OpenUpdates,
     Effect.gen(function*() {
