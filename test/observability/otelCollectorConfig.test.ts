@@ -5,12 +5,12 @@ import YAML from "yaml"
 
 // Static checks of otel-collector.yaml. They need no collector binary. They catch the
 // mistakes the collector only reports at start-up (undefined or unused components),
-// a wrong processor order, and ports that drift away from compose.yaml and README.md.
+// a wrong processor order, and ports that drift away from compose.yaml and the runbook (docs/operations.md).
 
 const root = fileURLToPath(new URL("../../", import.meta.url))
 const configPath = `${root}otel-collector.yaml`
 const composePath = `${root}compose.yaml`
-const readmePath = `${root}README.md`
+const runbookPath = `${root}docs/operations.md`
 
 type Dict = Record<string, unknown>
 
@@ -176,22 +176,22 @@ describe("otel-collector.yaml", () => {
     assert.strictEqual(dict(extensions["health_check"], "health_check")["endpoint"], "0.0.0.0:13133")
   })
 
-  it("README.md names the same ports as otel-collector.yaml and compose.yaml", () => {
+  it("the runbook names the same ports as otel-collector.yaml and compose.yaml", () => {
     const watched = [4317, 4318, 8889, 9090, 13133, 16686]
     const known = new Set([...endpointPorts(loadConfig()), ...composePublishedPorts()])
     const used = watched.filter((port) => known.has(port))
-    // The collector's OTLP ports must be there whatever the README says.
+    // The collector's OTLP ports must be there whatever the runbook says.
     assert.includeMembers(used, [4317, 4318], "the OTLP receiver ports are missing from the config")
 
-    // README.md is written separately. Until it exists there is nothing to compare.
-    if (fs.existsSync(readmePath)) {
-      const readme = fs.readFileSync(readmePath, "utf8")
+    // The runbook is written separately. Until it exists there is nothing to compare.
+    if (fs.existsSync(runbookPath)) {
+      const readme = fs.readFileSync(runbookPath, "utf8")
       const mentioned = new Set([...readme.matchAll(/\b(4317|4318|8889|9090|13133|16686)\b/g)].map((m) => Number(m[1])))
       for (const port of mentioned) {
-        assert.isTrue(known.has(port), `README.md mentions port ${port}, but neither otel-collector.yaml nor compose.yaml uses it`)
+        assert.isTrue(known.has(port), `docs/operations.md mentions port ${port}, but neither otel-collector.yaml nor compose.yaml uses it`)
       }
       for (const port of used) {
-        assert.isTrue(mentioned.has(port), `the stack uses port ${port}, but README.md does not mention it`)
+        assert.isTrue(mentioned.has(port), `the stack uses port ${port}, but docs/operations.md does not mention it`)
       }
     }
   })
