@@ -56,8 +56,8 @@ export type HandlerServices = SqlClient | BotApi | AppConfig
 /**
  * The failures a handler may end with: each rolls the update's transaction back. A lost database
  * connection (SqlError) or an unreachable Bot API (BotApiUnavailable) is retried without counting
- * toward MAX_ATTEMPTS; a chat that blocked the bot (ChatBlocked) or an invalid update is
- * dead-lettered at once; any other failure counts.
+ * toward MAX_ATTEMPTS; a chat that blocked the bot (ChatBlocked) ends the update skipped; an
+ * invalid update is dead-lettered at once; any other failure counts.
  */
 export type HandlerError = HandlerFailure | InvalidUpdate | SqlError | BotApiError
 

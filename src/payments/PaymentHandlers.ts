@@ -126,9 +126,9 @@ const buyCallback = makeHandler({
 
 /**
  * Telegram cancels the payment unless this is answered within 10 s of the user's tap, so the
- * answer is a direct Bot API call, not an outbox row that could wait behind the chat's other
- * messages (and the inbox claims these updates first). A retry after a failed commit answers the
- * same query again; Telegram refuses that with 400, which is logged, not retried.
+ * answer is made at once, never after commit behind the chat's other messages (and the inbox
+ * claims these updates first). A re-run after a failed commit gets the recorded answer back
+ * instead of answering the same query again.
  */
 const preCheckout = makeHandler({
   name: "pre-checkout",

@@ -34,7 +34,7 @@ counter.command("count", counterSession, (ctx) => ctx.reply(`Count: ${ctx.sessio
 
 counter.callbackQuery("count:+1", counterSession, (ctx) => {
   ctx.session.count += 1
-  // Queued in this order, sent in this order after the update commits (with the new count).
+  // Made in this order, at once; the new count commits with the update (a re-run gets both answers back).
   return ctx.answerCallbackQuery({ text: `Now ${ctx.session.count}` })
     .then(() => ctx.editMessageText(`Count: ${ctx.session.count}`, { reply_markup: keyboard }))
 })
