@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer } from "effect"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
-import { answeredCount, interleavedPlan, makePostStats, type Plan, postPlan, repliesByChat } from "../support/Load.ts"
+import { answeredCount, interleavedPlan, makePostStats, postPlan, repliesByChat, slicePlan } from "../support/Load.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { awaitIdlePool } from "../support/FaultyApp.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
@@ -13,7 +13,6 @@ const PER_CHAT = 30
 const TOTAL = CHATS * PER_CHAT
 
 /** The updates of each chat from index `from` up to `to` (exclusive). */
-const slice = (plan: Plan, from: number, to: number): Plan => plan.map((chat) => chat.slice(from, to))
 
 describe("PostgreSQL stopped and started under load", () => {
   it.live(
@@ -42,11 +41,11 @@ describe("PostgreSQL stopped and started under load", () => {
         const stats = makePostStats()
 
         // Before: a third of the load, partly answered.
-        yield* postPlan(base, slice(plan, 0, 10), stats)
+        yield* postPlan(base, slicePlan(plan, 0, 10), stats)
         yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) >= 20, "30 seconds")
 
         // During: the next third is posted while PostgreSQL stops under it; posters retry.
-        const during = yield* Effect.forkChild(postPlan(base, slice(plan, 10, 20), stats))
+        const during = yield* Effect.forkChild(postPlan(base, slicePlan(plan, 10, 20), stats))
         yield* Effect.promise(() => cluster.stop())
         yield* waitFor("503 answers while PostgreSQL is down", Effect.sync(() => stats.statuses.get(503) ?? 0), (n) => n >= 5, {
           timeout: "30 seconds"
@@ -59,7 +58,7 @@ describe("PostgreSQL stopped and started under load", () => {
         // After: PostgreSQL is back; the same process must recover on its own.
         yield* Effect.promise(() => cluster.start())
         yield* Fiber.join(during)
-        yield* postPlan(base, slice(plan, 20, PER_CHAT), stats)
+        yield* postPlan(base, slicePlan(plan, 20, PER_CHAT), stats)
         yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === TOTAL, "45 seconds")
 
         const probe = yield* pgProbe(databaseUrl)

@@ -4,11 +4,11 @@ import { makeAppLayer } from "../../src/App.ts"
 import { Bot } from "../../src/bot/Bot.ts"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
-import { pgProbe } from "../support/PgProbe.ts"
+import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { makeProbe, type Probe, recordingThenShipped } from "../support/handlers/FaultyHandlers.ts"
 import { baseUrl, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
-import { assertAnsweredInOrder, interleavedPlan, makePostStats, postAlternating } from "../support/Load.ts"
+import { assertAnsweredInOrder, interleavedPlan, makePostStats, postAlternating, slicePlan } from "../support/Load.ts"
 
 const CHATS = 10
 const PER_CHAT = 30
@@ -45,7 +45,12 @@ describe("two instances on one database", () => {
 
         const plan = interleavedPlan({ chats: CHATS, perChat: PER_CHAT, firstUpdateId: 80_000, firstChatId: 970_000, seed: 2 })
         const stats = makePostStats()
-        yield* postAlternating(plan, [a.base, b.base], stats)
+        // Half of each chat's updates, then the rest once every chat is idle, starting on the other
+        // instance: a chat stays with the instance that runs it while it is busy, so only an idle
+        // chat can move, and some must.
+        yield* postAlternating(slicePlan(plan, 0, PER_CHAT / 2), [a.base, b.base], stats)
+        yield* waitFor("the first halves done", pg.inboxStatuses, (statuses) => statuses["done"] === TOTAL / 2, { timeout: "30 seconds" })
+        yield* postAlternating(slicePlan(plan, PER_CHAT / 2, PER_CHAT), [b.base, a.base], stats)
         assert.strictEqual(stats.statuses.get(200), TOTAL)
         yield* assertAnsweredInOrder(plan, standIn, pg)
         assert.strictEqual((yield* standIn.calls).filter((call) => call.method === "sendMessage").length, TOTAL, "one reply per update")

@@ -162,12 +162,16 @@ export const answeredCount = (plan: Plan, calls: ReadonlyArray<RecordedCall>): n
 /** Drops immediate repeats: a reply delivered again after a crash lands right after itself. */
 export const withoutImmediateRepeats = <A>(items: ReadonlyArray<A>): Array<A> => items.filter((item, i) => i === 0 || items[i - 1] !== item)
 
+/** Each chat's updates `from` (inclusive) to `to` (exclusive). */
+export const slicePlan = (plan: Plan, from: number, to: number): Plan => plan.map((chat) => chat.slice(from, to))
+
 /** Posts the plan: chats concurrently, within a chat one update after another, alternating between `bases`. */
 export const postAlternating = (plan: Plan, bases: ReadonlyArray<string>, stats: PostStats) =>
   Effect.forEach(
     plan,
-    (chat) =>
-      Effect.forEach(chat, (planned, i) => postUntilStored(Effect.succeed(bases[i % bases.length]!), toUpdate(planned), stats), {
+    // Chats start on different instances: a chat's first update goes to base (chat index) mod n.
+    (chat, c) =>
+      Effect.forEach(chat, (planned, i) => postUntilStored(Effect.succeed(bases[(c + i) % bases.length]!), toUpdate(planned), stats), {
         discard: true
       }),
     {
