@@ -158,10 +158,10 @@ export const makeAttemptApi = Effect.fnUntraced(function*(options: {
       if (earlier !== undefined) {
         if (earlier.method === method && earlier.digest === digestOf(body)) {
           made.push({ n, method, body, result: earlier.result })
-          return Effect.withSpan(Effect.succeed({ ok: true, result: earlier.result } as const), `BotApi.${method}`, {
+          return Effect.succeed({ ok: true, result: earlier.result } as const).pipe(Effect.withSpan(`BotApi.${method}`, {
             kind: "client",
             attributes: { "telegram.method": method, "steadfast.recorded": true }
-          })
+          }))
         }
         // The handler asked something else this time: the call is made, and the record follows it.
         past.delete(n)

@@ -123,11 +123,12 @@ const withBatchSpan = (name: string, batch: ReadonlyArray<{ readonly span: Optio
   statement: Effect.Effect<A, E, R>
 ) => {
   const spans = batch.flatMap((item) => Option.toArray(item.span))
-  return Effect.withSpan(statement, name, {
+  // The curried form: the data-first one captures a stack trace on every call.
+  return statement.pipe(Effect.withSpan(name, {
     ...(spans[0] === undefined ? { root: true } : { parent: spans[0] }),
     links: spans.slice(1).map((span) => ({ span, attributes: {} })),
     attributes: { "steadfast.batch_size": batch.length }
-  })
+  }))
 }
 
 export type FailureOutcome = "retry" | "dead" | "skipped"
