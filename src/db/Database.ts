@@ -94,6 +94,9 @@ export interface PoolStats {
  * background work also pass a semaphore of their own share (see `Workload`), which is what keeps
  * connections free for the webhook's insert and the health check however busy the rest is.
  */
+/** How much longer than a statement a transaction may sit idle before the server ends it. */
+const IDLE_IN_TRANSACTION_MARGIN_MS = 5_000
+
 export class Database extends Context.Service<Database, {
   readonly sql: PgClient.PgClient
   /**
@@ -283,7 +286,14 @@ export class Database extends Context.Service<Database, {
       minConnections: MIN_CONNECTIONS,
       applicationName: APPLICATION_NAME,
       connectTimeout: "5 seconds",
-      ...(sessionLimitMs === undefined ? {} : { startupParameters: { statement_timeout: String(sessionLimitMs) } }),
+      // The backstop of PROTOCOL "attempt-over": a transaction left open (nothing should ever leave
+      // one) is ended by the server, its locks with it, a little after its statements' own limit.
+      ...(sessionLimitMs === undefined ? {} : {
+        startupParameters: {
+          statement_timeout: String(sessionLimitMs),
+          idle_in_transaction_session_timeout: String(sessionLimitMs + IDLE_IN_TRANSACTION_MARGIN_MS)
+        }
+      }),
       // Span attributes come from these options, not from the URL.
       host: parsed.hostname,
       port: Number(parsed.port || 5432),

@@ -7,6 +7,7 @@ import type { Update } from "grammy/types"
 import { Context, Deferred, Effect, Layer } from "effect"
 import type { BotDefinition } from "../../src/bot/Bot.ts"
 import type { SteadfastContext } from "../../src/bot/Grammy.ts"
+import { Database } from "../../src/db/Database.ts"
 import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { awaitStatus, inboxRow } from "../support/FaultyApp.ts"
@@ -86,7 +87,12 @@ const startApp = (label: string, seen: Seen) =>
       handlers: developersBot(seen),
       botOptions: { onStart: (api) => api.setMyCommands([{ command: "progress", description: "show progress" }]) }
     }))
-    return { base: yield* Effect.provideContext(baseUrl, app), standIn: Context.get(app, BotApiStandIn), pg }
+    return {
+      base: yield* Effect.provideContext(baseUrl, app),
+      standIn: Context.get(app, BotApiStandIn),
+      pg,
+      db: Context.get(app, Database)
+    }
   })
 
 const makeSeen = Effect.map(Deferred.make<void>(), (lateGate): Seen => ({ late: [], lateGate }))
@@ -190,6 +196,9 @@ describe("a developer's grammY Bot with calls made at once", () => {
           `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`
         )
         assert.strictEqual(sessions[0]?.n, 0, "no connection is left idle in a transaction")
+        // The server's backstop for a transaction left open: the statements' limit and a margin.
+        const backstop = yield* app.db.sql<{ idle_in_transaction_session_timeout: string }>`SHOW idle_in_transaction_session_timeout`
+        assert.strictEqual(backstop[0]?.idle_in_transaction_session_timeout, "6500ms")
         assert.strictEqual(sentTo(yield* app.standIn.calls, chatId).filter((text) => text === "late").length, 1)
       }),
     90_000
