@@ -51,9 +51,11 @@ export const makeChatQueues = <A extends { readonly chatKey: string }>(order: (i
       return drain
     },
     /** At shutdown, once the fibers are gone: what still waits goes back (`giveBack`). */
+    /** Gives back every item waiting here (shutdown); answers how many. */
     giveBackAll: (giveBack: (item: A) => Effect.Effect<void>) =>
-      Effect.suspend(() => Effect.forEach([...chats.values()].flat(), giveBack, { discard: true })).pipe(
-        Effect.ensuring(Effect.sync(() => chats.clear()))
-      )
+      Effect.suspend(() => {
+        const waiting = [...chats.values()].flat()
+        return Effect.as(Effect.forEach(waiting, giveBack, { discard: true }), waiting.length)
+      }).pipe(Effect.ensuring(Effect.sync(() => chats.clear())))
   }
 }

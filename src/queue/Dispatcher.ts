@@ -94,7 +94,13 @@ export const Dispatcher = {
     const release = (update: Claimed) =>
       persistently(inbox.release(update)).pipe(Effect.ignoreCause, Effect.ensuring(inbox.leases.release(update)))
     // Runs after the workers are gone (finalizers run in reverse): what waited behind them goes back.
-    yield* Effect.addFinalizer(() => chats.giveBackAll(giveBack))
+    yield* Effect.addFinalizer(() =>
+      Effect.flatMap(
+        chats.giveBackAll(giveBack),
+        (handedBack) =>
+          Effect.logInfo(`shutdown: ${handedBack} queued update(s) handed back to the table, to run after a restart or elsewhere`)
+      )
+    )
 
     const workers = yield* FiberSet.make<void>()
     yield* Effect.addFinalizer(() =>
@@ -106,8 +112,15 @@ export const Dispatcher = {
         ),
         Effect.andThen(Effect.timeoutOption(FiberSet.awaitEmpty(workers), config.shutdownGrace)),
         Effect.flatMap(Option.match({
-          onSome: () => Effect.void,
-          onNone: () => Effect.logWarning("shutdown grace period over; interrupting running updates")
+          onSome: () => Effect.logInfo("shutdown: every running update finished"),
+          onNone: () =>
+            Effect.flatMap(
+              FiberSet.size(workers),
+              (left) =>
+                Effect.logWarning(
+                  `shutdown grace period over; interrupting ${left} running update(s): rolled back and handed back, not counted`
+                )
+            )
         }))
       )
     )
@@ -137,6 +150,7 @@ export const Dispatcher = {
       // The attempt's Bot API calls: made at once, recorded with a failure so a re-run repeats none.
       let calls: AttemptApi | undefined
       return Effect.gen(function*() {
+        const startedAt = performance.now()
         calls = yield* bot.attempt(update.recorded)
         // Taken over elsewhere (its lease lost): this attempt makes no more calls; its commit is fenced.
         yield* inbox.leases.hold(update, calls.close)
@@ -171,7 +185,7 @@ export const Dispatcher = {
           failed = yield* recordFailure(update, message, calls.record())
           return yield* Effect.fail(new Cause.TimeoutError(message))
         }
-        if (Exit.isSuccess(exit)) return yield* recordOutcome(exit.value.result, exit.value.finished)
+        if (Exit.isSuccess(exit)) return yield* recordOutcome(update, exit.value.result, exit.value.finished, startedAt)
         if (Cause.hasInterruptsOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
         if (Option.exists(Cause.findErrorOption(exit.cause), Predicate.isTagged("LeaseLost"))) {
           yield* Effect.logWarning(`update ${update.updateId}: lease taken over by another instance; left to it`)
@@ -260,7 +274,7 @@ export const Dispatcher = {
         )
       )
 
-    const recordOutcome = (result: HandleResult, finished: Finished) =>
+    const recordOutcome = (update: Claimed, result: HandleResult, finished: Finished, startedAt: number) =>
       Effect.gen(function*() {
         // The chat's next update runs once these are out, so a chat sees its messages in update order.
         if (finished.calls.length > 0) yield* Effect.timeoutOption(yield* outbox.handOff(finished.calls), config.updateTimeout)
@@ -269,6 +283,16 @@ export const Dispatcher = {
           ...(result.handler === undefined ? {} : { "steadfast.handler": result.handler })
         })
         yield* Metric.update(processedBy({ outcome: result.status }), 1)
+        // One line per update for an operator without OpenTelemetry (at debug: off by default).
+        yield* Effect.logDebug(`update ${update.updateId} ${result.status}`).pipe(
+          Effect.annotateLogs({
+            kind: update.kind,
+            chat: update.chatKey,
+            outcome: result.status,
+            duration_ms: Math.round(performance.now() - startedAt),
+            ...(result.handler === undefined ? {} : { handler: result.handler })
+          })
+        )
         return { _tag: "Finished", next: finished.next } satisfies Outcome
       })
 

@@ -18,7 +18,10 @@ const Line = Schema.Struct({
   span_id: Schema.optional(Schema.String),
   update_id: Schema.optional(Schema.Unknown),
   method: Schema.optional(Schema.String),
-  chat: Schema.optional(Schema.String)
+  chat: Schema.optional(Schema.String),
+  kind: Schema.optional(Schema.String),
+  outcome: Schema.optional(Schema.String),
+  duration_ms: Schema.optional(Schema.Number)
 })
 type Line = typeof Line.Type
 const decodeJsonLine = Schema.decodeUnknownSync(Schema.fromJsonString(Line))
@@ -132,4 +135,29 @@ describe("the running service's log", () => {
         assert.match(refused?.trace_id ?? "", /^[0-9a-f]{32}$/)
       }).pipe(Effect.scoped, Effect.provide(BotApiStandIn.layer()))
   )
+
+  it.live("at debug, one line per processed update (kind, chat, outcome, duration, trace id); SIGTERM logs what it drained and handed back", () =>
+    Effect.gen(function*() {
+      const standIn = yield* BotApiStandIn
+      const databaseUrl = yield* Effect.promise(() => freshDatabase("logging_debug"))
+      const service = yield* spawnService(testEnv(databaseUrl, standIn.url, { LOG_LEVEL: "debug" }))
+      assert.strictEqual(
+        yield* postWebhook(service.baseUrl, JSON.stringify(sampleUpdate({ updateId: 7101, chatId: 5550711, text: "hi" }))),
+        200
+      )
+      yield* service.waitForOutput(/"message":"update 7101 done"/)
+      yield* service.kill("SIGTERM")
+      yield* service.exited
+      const lines = (yield* service.output).split("\n").filter((line) => line.trim() !== "").map(decodeLine)
+      const processed = lines.find((line) => line.message === "update 7101 done")
+      assert.strictEqual(processed?.level, "debug")
+      assert.strictEqual(processed?.update_id, 7101)
+      assert.strictEqual(processed?.kind, "message")
+      assert.strictEqual(processed?.chat, "chat:5550711")
+      assert.strictEqual(processed?.outcome, "done")
+      assert.isNumber(processed?.duration_ms)
+      assert.match(processed?.trace_id ?? "", /^[0-9a-f]{32}$/)
+      assert.isTrue(lines.some((line) => line.message === "shutdown: every running update finished"))
+      assert.isTrue(lines.some((line) => String(line.message).startsWith("shutdown: 0 queued update(s) handed back")))
+    }).pipe(Effect.scoped, Effect.provide(BotApiStandIn.layer())))
 })
