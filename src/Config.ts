@@ -409,6 +409,16 @@ export interface OutboxSettings {
  * OUTBOX_MAX_AGE (a period: `1d`, `36h`, `30m`; default 1d, as long as Telegram redelivers an
  * update), OUTBOX_RETRY_MAX_MS (default 60000) and HEALTH_OUTBOX_WARN_SECONDS (default 300).
  */
+/**
+ * CALLBACK_QUERY_MAX_AGE_SECONDS (default 60, 0: never): a button press older than this when its
+ * turn comes is finished as skipped without running. Telegram stops waiting for its answer long
+ * before, and acting on a tap minutes late (after a backlog) does more harm than good.
+ */
+export const callbackQueryMaxAge: Effect.Effect<Duration.Duration, InvalidConfig> = Effect.map(
+  integer("CALLBACK_QUERY_MAX_AGE_SECONDS", 60, 0, 86_400),
+  Duration.seconds
+)
+
 export const outboxSettings: Effect.Effect<OutboxSettings, InvalidConfig> = Effect.gen(function*() {
   const maxAgeText = yield* variable("OUTBOX_MAX_AGE", Config.String("OUTBOX_MAX_AGE"), "cannot be read")
   const maxAge = Option.isNone(maxAgeText) ? Option.some(Duration.days(1)) : parsePeriod(maxAgeText.value)

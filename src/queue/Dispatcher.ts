@@ -1,7 +1,7 @@
-import { Cause, Data, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Option, Predicate, Semaphore } from "effect"
+import { Cause, Clock, Data, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Option, Predicate, Semaphore } from "effect"
 import type { AttemptApi } from "../bot/AttemptApi.ts"
 import { Bot, type HandleResult } from "../bot/Bot.ts"
-import { AppConfig } from "../Config.ts"
+import { AppConfig, callbackQueryMaxAge } from "../Config.ts"
 import { Database } from "../db/Database.ts"
 import { isInfrastructureError, persistently } from "../db/Faults.ts"
 import { Instance } from "./Instance.ts"
@@ -74,6 +74,7 @@ const stopped: Outcome = { _tag: "Stopped" }
 export const Dispatcher = {
   layer: Layer.effectDiscard(Effect.gen(function*() {
     const config = yield* AppConfig
+    const callbackMaxAge = yield* callbackQueryMaxAge
     const db = yield* Database
     const inbox = yield* Inbox
     const outbox = yield* Outbox
@@ -151,6 +152,10 @@ export const Dispatcher = {
       let calls: AttemptApi | undefined
       return Effect.gen(function*() {
         const startedAt = performance.now()
+        if (update.kind === "callback_query" && Duration.isGreaterThan(callbackMaxAge, Duration.zero)) {
+          const age = Duration.millis((yield* Clock.currentTimeMillis) - update.receivedAt)
+          if (Duration.isGreaterThan(age, callbackMaxAge)) return yield* expire(update, age)
+        }
         calls = yield* bot.attempt(update.recorded)
         // Taken over elsewhere (its lease lost): this attempt makes no more calls; its commit is fenced.
         yield* inbox.leases.hold(update, calls.close)
@@ -273,6 +278,24 @@ export const Dispatcher = {
             )
         )
       )
+
+    // A button press whose turn came too late: finished as skipped, without running.
+    const expire = (update: Claimed, age: Duration.Duration) =>
+      Effect.gen(function*() {
+        const reason = `expired: its turn came ${Duration.format(age)} after it arrived (CALLBACK_QUERY_MAX_AGE_SECONDS)`
+        const outcome = yield* persistently(inbox.fail(update, reason, {
+          calls: [],
+          skip: true,
+          maxAttempts: config.maxAttempts,
+          backoff: Duration.zero,
+          traceId: yield* currentTraceId,
+          counted: true
+        }))
+        if (outcome === undefined) return stopped
+        yield* Metric.update(processedBy({ outcome: "expired" }), 1)
+        yield* Effect.logInfo(`update ${update.updateId} (${update.kind}) skipped: ${reason}`)
+        return dead
+      })
 
     const recordOutcome = (update: Claimed, result: HandleResult, finished: Finished, startedAt: number) =>
       Effect.gen(function*() {

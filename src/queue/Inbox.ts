@@ -1,4 +1,4 @@
-import { Context, Duration, Effect, Layer, Option, Queue, Schedule, Schema, type Tracer } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Option, Queue, Schedule, Schema, type Tracer } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { makeBatcher } from "./Batcher.ts"
 import { isDataError, storableStringify } from "../db/Jsonb.ts"
@@ -35,7 +35,8 @@ const ClaimedRow = Schema.Struct({
   attempts: Schema.Number,
   lease_id: Schema.String,
   traceparent: Schema.NullOr(Schema.String),
-  calls: Schema.optional(Schema.NullOr(Schema.Array(RecordedCall)))
+  calls: Schema.optional(Schema.NullOr(Schema.Array(RecordedCall))),
+  received_ms: Schema.Number
 })
 type ClaimedRow = typeof ClaimedRow.Type
 
@@ -50,6 +51,8 @@ export interface Claimed extends HeldLease {
   readonly traceparent: string | null
   /** The Bot API calls earlier attempts made, for this one to get back instead of making them again. */
   readonly recorded: ReadonlyArray<RecordedCall>
+  /** When the update was stored (epoch ms). */
+  readonly receivedAt: number
 }
 
 const toClaimed = (owner: string) => (row: ClaimedRow): Claimed => ({
@@ -62,7 +65,8 @@ const toClaimed = (owner: string) => (row: ClaimedRow): Claimed => ({
   attempts: row.attempts,
   leaseId: row.lease_id,
   traceparent: row.traceparent,
-  recorded: row.calls ?? []
+  recorded: row.calls ?? [],
+  receivedAt: row.received_ms
 })
 
 const FinishedRow = Schema.Struct({
@@ -322,22 +326,24 @@ export class Inbox extends Context.Service<Inbox, {
               "ingress"
             ).pipe(
               Effect.tap((rows) =>
-                Effect.forEach(rows, (row) => {
-                  if (row.lease_id === null) return Effect.void
-                  const update = firstOf.get(row.update_id)!.update
-                  return handOff({
-                    owner: me,
-                    id: row.update_id,
-                    updateId: update.updateId,
-                    chatKey: update.chatKey,
-                    kind: update.kind,
-                    payload: update.payload,
-                    attempts: 1,
-                    leaseId: row.lease_id,
-                    traceparent: update.traceparent,
-                    recorded: []
-                  })
-                }, { discard: true })
+                Effect.flatMap(Clock.currentTimeMillis, (storedAt) =>
+                  Effect.forEach(rows, (row) => {
+                    if (row.lease_id === null) return Effect.void
+                    const update = firstOf.get(row.update_id)!.update
+                    return handOff({
+                      owner: me,
+                      id: row.update_id,
+                      updateId: update.updateId,
+                      chatKey: update.chatKey,
+                      kind: update.kind,
+                      payload: update.payload,
+                      attempts: 1,
+                      leaseId: row.lease_id,
+                      traceparent: update.traceparent,
+                      recorded: [],
+                      receivedAt: storedAt
+                    })
+                  }, { discard: true }))
               ),
               Effect.map((rows) => {
                 const inserted = new Set(rows.map((row) => row.update_id))
@@ -418,7 +424,8 @@ export class Inbox extends Context.Service<Inbox, {
                              locked_until = now() + ${leaseMs} * interval '1 millisecond', owner = ${me}::uuid
             FROM successor s WHERE inbox.update_id = s.update_id
             RETURNING s.item, inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts,
-                      inbox.lease_id::text AS lease_id, inbox.traceparent, inbox.calls
+                      inbox.lease_id::text AS lease_id, inbox.traceparent, inbox.calls,
+                      extract(epoch FROM inbox.received_at)::float8 * 1000 AS received_ms
           ), calls AS (
             SELECT c.*, f.update_id, c.chat_key = f.chat_key AS own, held.chat_key IS NULL AS free
             FROM unnest(
@@ -550,7 +557,7 @@ export class Inbox extends Context.Service<Inbox, {
               ELSE inbox.last_error END
           FROM dying d WHERE inbox.update_id = d.update_id
           RETURNING inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id,
-                    inbox.traceparent, inbox.calls, d.dead`)
+                    inbox.traceparent, inbox.calls, extract(epoch FROM inbox.received_at)::float8 * 1000 AS received_ms, d.dead`)
           const dead = rows.filter((row) => row.dead === true)
           if (dead.length > 0) {
             yield* Effect.logError(
