@@ -22,12 +22,13 @@ export const otlpProtocol = Effect.fnUntraced(function*(signal: Signal) {
 
 /**
  * Batch sizes for a busy service. The SDK's defaults queue 2,048 spans, a quarter of a second
- * at 1,000 updates/s of about 9 spans each, and send 512 a request, one request at a time;
- * these hold about two seconds of a stalled collector and send fewer, larger requests.
- * OTEL_BSP_* / OTEL_BLRP_* override each value.
+ * at 1,000 updates/s of about 9 spans each; these hold about two seconds of a stalled collector.
+ * A request carries 512 spans, as the SDK's default, sent at least every second: a request is
+ * encoded whole in memory, and 2,048 a request measured a peak RSS of 1.19× the same build
+ * without export. OTEL_BSP_* / OTEL_BLRP_* override each value.
  */
 export const BATCH_DEFAULTS = {
-  spans: { maxQueueSize: 16_384, maxExportBatchSize: 2_048, scheduledDelayMillis: 2_000, exportTimeoutMillis: 10_000 },
+  spans: { maxQueueSize: 16_384, maxExportBatchSize: 512, scheduledDelayMillis: 1_000, exportTimeoutMillis: 10_000 },
   logs: { maxQueueSize: 8_192, maxExportBatchSize: 1_024, scheduledDelayMillis: 2_000, exportTimeoutMillis: 10_000 }
 } as const
 
