@@ -122,8 +122,8 @@ export const mutations: ReadonlyArray<Mutation> = [
     name: "interrupted-update-kept",
     breaks: "SIGTERM drain: an update interrupted at shutdown keeps its lease instead of going back to pending",
     file: "src/queue/Dispatcher.ts",
-    search: "Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),",
-    replace: "",
+    search: "          return inbox.release(update).pipe(Effect.ignoreCause)\n",
+    replace: "          return Effect.void\n",
     test: "test/lifecycle/Shutdown.test.ts"
   },
   {
