@@ -5,6 +5,9 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs"
 
 export const REPORT_START = "<!-- bench report: written by `npm run bench`, do not edit by hand -->"
 export const REPORT_END = "<!-- end of bench report -->"
+/** The telemetry round (`--telemetry`) keeps a section of its own, so neither run replaces the other's figures. */
+export const TELEMETRY_START = "<!-- bench telemetry report: written by `npm run bench -- --telemetry`, do not edit by hand -->"
+export const TELEMETRY_END = "<!-- end of bench telemetry report -->"
 
 export interface ReportTable {
   readonly title: string
@@ -46,14 +49,15 @@ export const renderReport = (report: Report): string =>
     ) => [`### ${t.title}`, "", ...(t.note === undefined ? [] : [t.note, ""]), markdownTable(t.header, t.rows), ""])
   ].join("\n")
 
-/** Replaces the report between the markers in `file` (appending the markers if it has none). */
-export const writeReport = (file: string, body: string): void => {
+/** Replaces the report of `kind` between its markers in `file` (appending the markers if it has none). */
+export const writeReport = (file: string, body: string, kind: "main" | "telemetry" = "main"): void => {
+  const [open, close] = kind === "main" ? [REPORT_START, REPORT_END] : [TELEMETRY_START, TELEMETRY_END]
   const current = existsSync(file) ? readFileSync(file, "utf8") : "# Benchmark\n"
-  const start = current.indexOf(REPORT_START)
-  const end = current.indexOf(REPORT_END)
-  const section = `${REPORT_START}\n\n${body.trimEnd()}\n\n${REPORT_END}`
+  const start = current.indexOf(open)
+  const end = current.indexOf(close)
+  const section = `${open}\n\n${body.trimEnd()}\n\n${close}`
   const next = start >= 0 && end > start
-    ? current.slice(0, start) + section + current.slice(end + REPORT_END.length)
+    ? current.slice(0, start) + section + current.slice(end + close.length)
     : `${current.trimEnd()}\n\n${section}\n`
   writeFileSync(file, next)
 }

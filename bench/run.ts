@@ -1321,7 +1321,11 @@ const main = async () => {
     // Only a full run replaces the figures in bench/README.md; a partial one reports beside its results.
     const partial = quick || settings.profile || values.only !== undefined || onlyPreCheckout
     const reportFile = partial ? join(resultsDir, "README.md") : join(root, "bench/README.md")
-    writeReport(reportFile, renderReport(markdownReport(report.finishedAt, results, verdicts, telemetry, preCheckout)))
+    writeReport(
+      reportFile,
+      renderReport(markdownReport(report.finishedAt, results, verdicts, telemetry, preCheckout)),
+      telemetry === undefined ? "main" : "telemetry"
+    )
     say(`report: ${partial ? "bench/results/README.md (a partial run leaves bench/README.md alone)" : "bench/README.md"}`)
   } finally {
     await admin.end().catch(() => undefined)
