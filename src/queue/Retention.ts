@@ -1,6 +1,7 @@
 import { Duration, Effect, Layer, Option, Schedule } from "effect"
 import { inboxRetention } from "../Config.ts"
 import { Database } from "../db/Database.ts"
+import { repeatedWarning } from "../observability/RepeatedWarning.ts"
 
 export interface RetentionOptions {
   /** Finished rows older than this are deleted (default 7 days). */
@@ -111,7 +112,11 @@ const layer = (options: RetentionOptions = {}) =>
           "and one whose inbox row is already gone would be handled again"
       )
     }
+    // A sweep that fails while the database is away is an infrastructure failure like the others:
+    // one line (stack at debug), then a count per interval.
+    const failed = repeatedWarning("retention sweep failed; next attempt after the interval")
     const once = sweep({ olderThan: retention, batchSize, includeDead: false }).pipe(
+      Effect.tap(() => failed.recovered),
       Effect.tap((result) => {
         const inbox = result.inbox.done + result.inbox.skipped
         const outbox = result.outbox.sent + result.outbox.failed
@@ -124,7 +129,7 @@ const layer = (options: RetentionOptions = {}) =>
           )
       }),
       // One failed sweep (database away, pool saturated) must not end the loop.
-      Effect.catchCause((cause) => Effect.logWarning("retention sweep failed; next attempt after the interval", cause))
+      Effect.catchCause(failed.warn)
     )
     yield* Effect.forkScoped(Effect.repeat(once, Schedule.spaced(interval)))
   }))

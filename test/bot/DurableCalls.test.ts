@@ -73,7 +73,7 @@ const developersBot = (seen: Seen): BotDefinition => {
       )
     )
   })
-  return [bot as never]
+  return [bot]
 }
 
 const startApp = (label: string, seen: Seen) =>
