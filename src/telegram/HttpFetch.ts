@@ -27,9 +27,13 @@ interface BotApiAnswer {
 export const botApiFetch = (url: string, init: BotApiRequest): Promise<BotApiAnswer> =>
   new Promise((resolve, reject) => {
     const target = new URL(url)
+    // A JSON body's length is known: without it Node sends the body chunked, in more writes.
+    const headers = typeof init.body === "string"
+      ? { ...init.headers, "content-length": String(Buffer.byteLength(init.body)) }
+      : init.headers
     const request = (target.protocol === "https:" ? https : http).request(target, {
       method: init.method ?? "GET",
-      ...(init.headers === undefined ? {} : { headers: init.headers }),
+      ...(headers === undefined ? {} : { headers }),
       ...(init.agent === undefined ? {} : { agent: init.agent }),
       ...(init.signal === undefined ? {} : { signal: init.signal })
     }, (response) => {
