@@ -50,8 +50,7 @@ export const makeChatQueues = <A extends { readonly chatKey: string }>(order: (i
       })
       return drain
     },
-    /** At shutdown, once the fibers are gone: what still waits goes back (`giveBack`). */
-    /** Gives back every item waiting here (shutdown); answers how many. */
+    /** At shutdown, once the fibers are gone: what still waits goes back (`giveBack`); answers how many. */
     giveBackAll: (giveBack: (item: A) => Effect.Effect<void>) =>
       Effect.suspend(() => {
         const waiting = [...chats.values()].flat()
