@@ -6,6 +6,7 @@ import { Database } from "../db/Database.ts"
 import { isInfrastructureError, persistently } from "../db/Faults.ts"
 import { Instance } from "./Instance.ts"
 import { lazyTransaction } from "../db/LazyTransaction.ts"
+import { backoff } from "./Backoff.ts"
 import { makeChatQueues } from "./ChatQueues.ts"
 import { makeClaimLoop } from "./ClaimLoop.ts"
 import { makeDeadlines } from "./Deadlines.ts"
@@ -21,15 +22,10 @@ import { type Claimed, type Finished, Inbox } from "./Inbox.ts"
 
 const currentTraceId = Effect.map(Effect.option(Effect.currentSpan), Option.match({ onNone: () => null, onSome: (span) => span.traceId }))
 
-const RETRY_BASE = Duration.seconds(1)
+const RETRY_FIRST = Duration.seconds(1)
+const RETRY_CAP = Duration.minutes(5)
 /** Runs that failed for lack of infrastructure are retried at least this often, however many there were. */
 const INFRASTRUCTURE_RETRY_CAP = Duration.seconds(30)
-
-/** Retry delay after the n-th failed attempt: exponential from `base`, capped at 5 minutes, with jitter. */
-export const retryBackoff = (base: Duration.Duration, attempt: number): Duration.Duration => {
-  const exponential = Duration.toMillis(base) * 2 ** Math.max(0, attempt - 1)
-  return Duration.millis(Math.min(exponential, 300_000) * (0.8 + Math.random() * 0.4))
-}
 
 /** A run that failed for lack of infrastructure is retried without counting toward MAX_ATTEMPTS. */
 const isInfrastructureFailure = (cause: Cause.Cause<unknown>): boolean => Option.exists(Cause.findErrorOption(cause), isInfrastructureError)
@@ -242,13 +238,13 @@ export const Dispatcher = {
     ) =>
       Effect.gen(function*() {
         const infrastructure = isInfrastructureFailure(cause)
-        const backoff = retryBackoff(RETRY_BASE, update.attempts)
+        const delay = backoff(update.attempts, { first: RETRY_FIRST, cap: infrastructure ? INFRASTRUCTURE_RETRY_CAP : RETRY_CAP })
         const blocked = blockedBy(cause)
         const outcome = yield* persistently(inbox.fail(update, error, {
           calls,
           skip: Option.isSome(blocked),
           maxAttempts: isInvalidUpdate(cause) ? 0 : config.maxAttempts,
-          backoff: infrastructure ? Duration.min(backoff, INFRASTRUCTURE_RETRY_CAP) : backoff,
+          backoff: delay,
           traceId: yield* currentTraceId,
           counted: !infrastructure
         }))

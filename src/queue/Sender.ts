@@ -10,6 +10,7 @@ import * as Metrics from "../observability/Metrics.ts"
 import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContext.ts"
 import { BotApi } from "../telegram/BotApi.ts"
 import { SendRate } from "../telegram/SendRate.ts"
+import { backoff } from "./Backoff.ts"
 import { type ClaimedCall, Outbox } from "./Outbox.ts"
 
 /** The first wait before a transiently failed call is tried again; it doubles up to OUTBOX_RETRY_MAX_MS. */
@@ -75,7 +76,7 @@ export const Sender = {
             const flood = error.retryAfterSeconds !== undefined
             const delay = flood
               ? Duration.seconds(error.retryAfterSeconds ?? 0)
-              : Duration.min(Duration.times(FIRST_RETRY_DELAY, 2 ** Math.min(30, Math.max(0, call.attempts - 1))), settings.retryMaxDelay)
+              : backoff(call.attempts, { first: FIRST_RETRY_DELAY, cap: settings.retryMaxDelay })
             return persistently(outbox.fail(call, error.message, { delay, counted: !flood, maxAge: settings.maxAge })).pipe(
               Effect.flatMap((status): Effect.Effect<Delivery> =>
                 Option.isSome(status) && status.value === "expired" ? giveUp(call, error.message) : Effect.succeed(later)

@@ -23,9 +23,17 @@ describe("ClaimLoop", () => {
         what: "items",
         concurrency: 2,
         slots,
-        claim: (limit) => Effect.sync(() => (limits.push(limit), backlog.splice(0, limit))),
+        claim: (limit) =>
+          Effect.sync(() => {
+            limits.push(limit)
+            return backlog.splice(0, limit)
+          }),
         // Each item starts in a slot the loop took, and holds it until the test frees it.
-        place: (item) => Effect.sync(() => (started.push(item), true)),
+        place: (item) =>
+          Effect.sync(() => {
+            started.push(item)
+            return true
+          }),
         wakeup
       })
       yield* Effect.forkScoped(loop.run)
