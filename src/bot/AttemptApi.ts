@@ -67,6 +67,18 @@ interface MadeCall {
 
 const botApiDurationBy = Metrics.tagged(Metrics.botApiDuration)
 
+/** A call's outcome as the service's own client labels it in `steadfast.botapi.call.duration`. */
+const outcomeOf = (response: ApiResponse<unknown>): string =>
+  response.ok ?
+    "ok"
+    : response.error_code === 403 ?
+    "blocked"
+    : response.error_code === 429 ?
+    "rate_limited"
+    : response.error_code >= 500 ?
+    "unavailable"
+    : "rejected"
+
 export interface AttemptApi {
   /** A grammY client of this attempt, without transformers; plugins building their own `Api` from its options share its calls. */
   readonly api: () => Api
@@ -143,7 +155,7 @@ export const makeAttemptApi = Effect.fnUntraced(function*(options: {
         Metric.update(
           botApiDurationBy({
             "telegram.method": method,
-            outcome: Exit.isFailure(exit) ? "unavailable" : exit.value.ok ? "ok" : exit.value.error_code === 403 ? "blocked" : "rejected"
+            outcome: Exit.isFailure(exit) ? "unavailable" : outcomeOf(exit.value)
           }),
           (performance.now() - startedAt) / 1000
         ))

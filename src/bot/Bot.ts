@@ -5,7 +5,7 @@ import { SqlClient } from "effect/sql/SqlClient"
 import { AppConfig } from "../Config.ts"
 import { currentTraceparent } from "../observability/TraceContext.ts"
 import type { OutgoingCall } from "../queue/Outbox.ts"
-import { BotApi, BotApiUnavailable } from "../telegram/BotApi.ts"
+import { BotApi, BotApiUnavailable, callClient, grammyClient } from "../telegram/BotApi.ts"
 import { SendRate } from "../telegram/SendRate.ts"
 import { chatKeyOf, invalidReason, isUpdateKind } from "../telegram/Update.ts"
 import type { RecordedCall } from "../telegram/RecordedCall.ts"
@@ -65,37 +65,26 @@ const chatIdKey = (payload: object): string | undefined => {
   return typeof chatId === "number" || typeof chatId === "string" ? `chat:${chatId}` : undefined
 }
 
-/** A client over `botApi` for code outside any update (start-up hooks, `bot.api` at start). */
-const directApi = (botApi: BotApi["Service"]): Transformer => (_prev, method, payload) =>
-  Effect.runPromise(
-    botApi.callRaw(method, { ...payload }).pipe(
-      Effect.map((result): ApiResponse<unknown> => ({ ok: true, result })),
-      Effect.catchTags({
-        BotApiRejected: (error) => Effect.succeed({ ok: false, error_code: error.errorCode, description: error.description } as const),
-        ChatBlocked: (error) => Effect.succeed({ ok: false, error_code: 403, description: error.description } as const),
-        BotApiUnavailable: (error) => Effect.succeed({ ok: false, error_code: 503, description: error.message } as const)
-      })
-    )
+/**
+ * A transformer that hands every call to `client` and answers with its outcome, as grammY's own
+ * client would: a refusal as Telegram's error object, a network failure thrown.
+ */
+const through = (client: () => Api): Transformer => (_prev, method, payload, signal) =>
+  callClient(client(), method, payload, signal).then(
+    (result): ApiResponse<unknown> => ({ ok: true, result }),
+    (error: unknown): ApiResponse<unknown> => {
+      if (!(error instanceof GrammyError)) throw error
+      return { ok: false, error_code: error.error_code, description: error.description, parameters: error.parameters }
+    }
   ) as ReturnType<Transformer>
 
 /**
  * A developer's own grammY `Bot`: its middleware, `bot.catch` and `bot.api` transformers apply to
  * every update; `bot.api` itself is routed to the attempt running (its calls are recorded like
- * `ctx.api`'s), and outside any update straight to Telegram.
+ * `ctx.api`'s), and outside any update to the service's own client.
  */
-const adoptBot = (bot: GrammyBot<never>, botApi: BotApi["Service"]): GrammyEntry => {
-  const route: Transformer = (prev, method, payload, signal) => {
-    const scope = updateScope.getStore()
-    if (scope === undefined) return directApi(botApi)(prev, method, payload, signal)
-    const call = (scope.api.raw as unknown as Record<string, (payload: unknown, signal: unknown) => Promise<unknown>>)[method]!
-    return call(payload, signal).then(
-      (result): ApiResponse<unknown> => ({ ok: true, result }),
-      (error: unknown): ApiResponse<unknown> => {
-        if (!(error instanceof GrammyError)) throw error
-        return { ok: false, error_code: error.error_code, description: error.description, parameters: error.parameters }
-      }
-    ) as ReturnType<Transformer>
-  }
+const adoptBot = (bot: GrammyBot<never>, direct: Api): GrammyEntry => {
+  const route = through(() => updateScope.getStore()?.api ?? direct)
   bot.api.config.use(route)
   return {
     middleware: bot.middleware() as unknown as MiddlewareFn<SteadfastContext>,
@@ -127,11 +116,13 @@ export class Bot extends Context.Service<Bot, {
         const botApi = yield* BotApi
         const config = yield* AppConfig
         const { throttle } = yield* SendRate
+        // For calls outside any update: grammY's client on the service's token, not recorded.
+        const direct = grammyClient(botApi.endpoint)
         const entries = definition.map((entry, index) =>
           isHandler(entry)
             ? entry
             : entry instanceof GrammyBot
-            ? { name: `bot#${index}`, ...adoptBot(entry, botApi) }
+            ? { name: `bot#${index}`, ...adoptBot(entry, direct) }
             : {
               name: `grammy#${index}`,
               middleware: entry.middleware() as unknown as MiddlewareFn<SteadfastContext>,
@@ -169,9 +160,7 @@ export class Bot extends Context.Service<Bot, {
         }
         if (options.onStart !== undefined) {
           const onStart = options.onStart
-          const api = new Api("steadfast")
-          api.config.use(directApi(botApi))
-          yield* Effect.tryPromise(() => onStart(api)).pipe(
+          yield* Effect.tryPromise(() => onStart(direct)).pipe(
             Effect.catchCause((cause) => Effect.logWarning("the bot's start-up hook failed", cause)),
             Effect.forkScoped
           )

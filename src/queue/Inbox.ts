@@ -520,7 +520,9 @@ export class Inbox extends Context.Service<Inbox, {
           const me = instance.owner()
           const rows = yield* db.withConnection(sql<{ readonly update_id: unknown; readonly dead: boolean }>`
           WITH next AS (
-            SELECT i.update_id FROM inbox i
+            -- An update whose lease ran out after maxAttempts claims never recorded an outcome: each
+            -- run took its instance down (or never got to say why). It is dead now, not claimed again.
+            SELECT i.update_id, i.status = 'processing' AND i.attempts >= ${maxAttempts} AS dead FROM inbox i
             -- attempts >= 0 (always true) names inbox_open, the claims' own index (migration 0013).
             WHERE i.status IN ('pending', 'processing') AND i.attempts >= 0
               AND CASE WHEN i.status = 'pending' THEN i.available_at <= now() ELSE i.locked_until < now() END
@@ -539,12 +541,6 @@ export class Inbox extends Context.Service<Inbox, {
             LIMIT ${limit}
             FOR UPDATE SKIP LOCKED
           )
-          -- An update whose lease ran out after maxAttempts claims never recorded an outcome: each
-          -- run took its instance down (or never got to say why). It is dead now, not claimed again.
-          , dying AS (
-            SELECT n.update_id, i.status = 'processing' AND i.attempts >= ${maxAttempts} AS dead
-            FROM next n JOIN inbox i ON i.update_id = n.update_id
-          )
           UPDATE inbox SET
             status = CASE WHEN d.dead THEN 'dead' ELSE 'processing' END,
             attempts = inbox.attempts + CASE WHEN d.dead THEN 0 ELSE 1 END,
@@ -555,7 +551,7 @@ export class Inbox extends Context.Service<Inbox, {
             last_error = CASE WHEN d.dead
               THEN 'claimed ' || inbox.attempts || ' times without an outcome (did its runs crash the process?)'
               ELSE inbox.last_error END
-          FROM dying d WHERE inbox.update_id = d.update_id
+          FROM next d WHERE inbox.update_id = d.update_id
           RETURNING inbox.update_id, inbox.chat_key, inbox.kind, inbox.payload, inbox.attempts, inbox.lease_id::text AS lease_id,
                     inbox.traceparent, inbox.calls, extract(epoch FROM inbox.received_at)::float8 * 1000 AS received_ms, d.dead`)
           const dead = rows.filter((row) => row.dead === true)

@@ -89,6 +89,24 @@ const paramless: Record<string, true | undefined> = {
 
 type RawCall = (...args: ReadonlyArray<unknown>) => Promise<unknown>
 
+/** Calls `method` through a grammY client by name, as its typed methods would. */
+export const callClient = (api: Api, method: string, payload: unknown, signal?: unknown): Promise<unknown> => {
+  const raw = (api.raw as unknown as Record<string, RawCall>)[method]!
+  return paramless[method] ? raw(signal) : raw(payload ?? {}, signal)
+}
+
+/**
+ * grammY's own client on the service's token and Bot API root, over `node:http`: the service's
+ * calls, and calls made outside any update (start-up hooks), which grammY makes as usual.
+ */
+export const grammyClient = (endpoint: BotApiEndpoint): Api =>
+  new Api(Redacted.value(endpoint.token), {
+    apiRoot: endpoint.apiRoot,
+    timeoutSeconds: endpoint.timeoutSeconds,
+    // grammY types `fetch` as node-fetch's; it uses only what botApiFetch implements.
+    fetch: botApiFetch as unknown as NonNullable<ApiClientOptions["fetch"]>
+  })
+
 const chatIdOf = (payload: unknown): number | string | undefined => {
   if (typeof payload !== "object" || payload === null || !("chat_id" in payload)) return undefined
   const chatId = payload.chat_id
@@ -219,13 +237,7 @@ export class BotApi extends Context.Service<BotApi, {
       const endpoint = { token: options.token, apiRoot: options.apiRoot, timeoutSeconds: Duration.toSeconds(callTimeout) }
       // grammY's own timer is the call's timeout: it aborts the request, and its error is transient.
       // (An Effect timeout would race two more fibers against every call.)
-      const api = new Api(Redacted.value(options.token), {
-        apiRoot: options.apiRoot,
-        timeoutSeconds: endpoint.timeoutSeconds,
-        // grammY types `fetch` as node-fetch's; it uses only what botApiFetch implements.
-        fetch: botApiFetch as unknown as NonNullable<ApiClientOptions["fetch"]>
-      })
-      return BotApi.over(api, endpoint, options.maxRetries ?? 4)
+      return BotApi.over(grammyClient(endpoint), endpoint, options.maxRetries ?? 4)
     })
   }
 
@@ -241,10 +253,9 @@ export class BotApi extends Context.Service<BotApi, {
       (error.retryAfter === undefined || Duration.isLessThanOrEqualTo(error.retryAfter, MAX_IN_PLACE_FLOOD_WAIT))
 
     const invoke = (method: string, payload: unknown): Effect.Effect<unknown, BotApiError> => {
-      const raw = (api.raw as unknown as Record<string, RawCall>)[method]
       const attempt = Effect.tryPromise({
         // The native signal works at runtime; grammY types it with the abort-controller polyfill.
-        try: (signal) => paramless[method] ? raw(signal) : raw(payload ?? {}, signal),
+        try: (signal) => callClient(api, method, payload, signal),
         catch: (error) => classify(method, payload, error)
       }).pipe(
         Effect.tapError((error) =>
