@@ -110,7 +110,9 @@ describe("polling mode", () => {
         )
         const at = calls.filter((call) => call.method === "getUpdates").map((call) => call.at)
         const gaps = at.slice(1).map((t, i) => t - at[i]!)
-        for (const gap of gaps) assert.isAtLeast(gap, Duration.toMillis(MIN_EMPTY_POLL) - 20, `gaps: ${gaps.join(", ")} ms`)
+        // Measured where the requests arrive: each arrival may be late by a busy machine's scheduling,
+        // which shortens the next gap by as much. A loop without the pause polls within milliseconds.
+        for (const gap of gaps) assert.isAtLeast(gap, Duration.toMillis(MIN_EMPTY_POLL) - 150, `gaps: ${gaps.join(", ")} ms`)
       }).pipe(Effect.provide(pollingApp(url, standIn.url)))
     }).pipe(Effect.provide(BotApiStandIn.layer())), 60_000)
 })
