@@ -2,7 +2,7 @@ import { Clock, Context, Duration, Effect, Layer, Option, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import type { Fragment } from "effect/sql/Statement"
 import { Database, type PoolTimeout } from "../db/Database.ts"
-import { NOTIFY_CHANNEL } from "../queue/Inbox.ts"
+import { NOTIFY_CHANNEL } from "../db/migrations/Functions.ts"
 import { Retention, type SweepOptions, type SweepResult } from "../queue/Retention.ts"
 
 /** No inbox row has this update_id. */

@@ -6,10 +6,8 @@ import { type HeldLease, LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW
 import type { ClaimedCall, OutgoingCall } from "./Outbox.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
 import { Instance } from "./Instance.ts"
+import { NOTIFY_CHANNEL } from "../db/migrations/Functions.ts"
 import { RecordedCall } from "../telegram/RecordedCall.ts"
-
-/** The channel every instance LISTENs on; payload `inbox` or `outbox` says what has new work. */
-export const NOTIFY_CHANNEL = "steadfast"
 
 export interface NewUpdate {
   readonly updateId: number

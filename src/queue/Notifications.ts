@@ -1,6 +1,6 @@
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { Context, Duration, Effect, Layer, Queue, Schedule } from "effect"
-import { NOTIFY_CHANNEL } from "./Inbox.ts"
+import { NOTIFY_CHANNEL } from "../db/migrations/Functions.ts"
 import { repeatedWarning } from "../observability/RepeatedWarning.ts"
 import { Database } from "../db/Database.ts"
 

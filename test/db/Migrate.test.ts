@@ -3,6 +3,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
+import { NOTIFY_CHANNEL } from "../../src/db/migrations/Functions.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 import { queryRows } from "../support/TestHttp.ts"
@@ -49,10 +50,25 @@ describe("npm run migrate", () => {
       )
       assert.deepStrictEqual(tables, [{ inbox: "inbox", outbox: "outbox" }])
 
+      // The store function has one text (Functions.ts), re-created by every run: an outdated one is replaced.
+      yield* queryRows(
+        databaseUrl,
+        Schema.Struct({}),
+        `CREATE OR REPLACE FUNCTION steadfast_store(ids bigint[], chat_keys text[], kinds text[], payloads text[], skipped boolean[],
+           priorities smallint[], traceparents text[], leasable integer, lease_ms integer, me uuid)
+         RETURNS TABLE (update_id bigint, status text, lease_id uuid) LANGUAGE sql AS 'SELECT NULL::bigint, NULL::text, NULL::uuid'`
+      )
       const second = yield* runMigrate({ DATABASE_URL: databaseUrl })
       assert.deepStrictEqual(second.exited, { code: 0, signal: null }, second.output)
       assert.notInclude(second.output, "applied migrations")
       assert.include(second.output, `database schema is at migration ${latest}`)
+      const [store] = yield* queryRows(
+        databaseUrl,
+        Schema.Struct({ definition: Schema.String }),
+        "SELECT pg_get_functiondef('steadfast_store'::regproc) AS definition"
+      )
+      assert.include(store?.definition, "pg_advisory_xact_lock")
+      assert.include(store?.definition, `pg_notify('${NOTIFY_CHANNEL}', 'inbox')`)
     }).pipe(Effect.scoped))
 
   it.live("without a database URL it exits 1 with one line naming DATABASE_URL", () =>

@@ -56,9 +56,9 @@ export const mutations: ReadonlyArray<Mutation> = [
   {
     name: "handoff-past-backlog",
     breaks: "per-chat order: a new update is handed off in memory although its chat has pending updates in the table",
-    file: "src/db/migrations/0013_store_probes.ts",
-    search: "AND (e.status = 'pending' OR e.owner IS DISTINCT FROM me OR e.locked_until <= now())\n          LIMIT 1",
-    replace: "AND e.locked_until <= now()\n          LIMIT 1",
+    file: "src/db/migrations/Functions.ts",
+    search: "AND (e.status = 'pending' OR e.owner IS DISTINCT FROM me OR e.locked_until <= now())\n        LIMIT 1",
+    replace: "AND e.locked_until <= now()\n        LIMIT 1",
     test: "test/queue/Ordering.test.ts",
     testName: "not overtaken"
   },

@@ -8,57 +8,7 @@ export default Effect.gen(function*() {
   // The instance whose lease a row is under: work of one owner may queue in its memory.
   yield* sql`ALTER TABLE inbox ADD COLUMN owner uuid`
   yield* sql`ALTER TABLE outbox ADD COLUMN owner uuid`
-  // Stores a batch of updates. An update is leased to `me` at once (up to `leasable` of them, a
-  // chat's in update_id order) when every open update of its chat is under a live lease of `me`:
-  // they then run one after the other in `me`'s memory (an expired one may be anybody's next). The advisory lock per chat makes that check see
-  // every update of the chat committed before it: a plain statement's snapshot could miss one
-  // committed by another instance a moment earlier, and both would run an update of one chat.
-  // Being plpgsql, the INSERT takes its snapshot after the locks are held.
-  yield* sql.unsafe(`
-    CREATE FUNCTION steadfast_store(
-      ids bigint[], chat_keys text[], kinds text[], payloads text[], skipped boolean[],
-      priorities smallint[], traceparents text[], leasable integer, lease_ms integer, me uuid
-    ) RETURNS TABLE (update_id bigint, status text, lease_id uuid)
-    LANGUAGE plpgsql AS $$
-    #variable_conflict use_column
-    BEGIN
-      PERFORM pg_advisory_xact_lock(1, k)
-      FROM (SELECT DISTINCT hashtext(key) AS k FROM unnest(chat_keys) AS key ORDER BY 1) AS locks;
-      RETURN QUERY
-      WITH input AS (
-        SELECT * FROM unnest(ids, chat_keys, kinds, payloads, skipped, priorities, traceparents)
-          WITH ORDINALITY AS t(update_id, chat_key, kind, payload, skipped, priority, traceparent, position)
-      ), decided AS (
-        SELECT i.*, NOT i.skipped AND NOT EXISTS (
-          SELECT 1 FROM inbox e
-          WHERE e.chat_key = i.chat_key AND e.status IN ('pending', 'processing')
-            AND (e.status = 'pending' OR e.owner IS DISTINCT FROM me OR e.locked_until <= now())) AS free
-        FROM input i
-      ), ranked AS (
-        SELECT d.*, d.free AND count(*) FILTER (WHERE d.free) OVER (ORDER BY d.chat_key, d.update_id) <= leasable AS lease
-        FROM decided d
-      ), inserted AS (
-        INSERT INTO inbox AS x (update_id, chat_key, kind, payload, status, priority, traceparent, finished_at, attempts, lease_id, locked_until, owner)
-        SELECT r.update_id, r.chat_key, r.kind, r.payload::jsonb,
-               CASE WHEN r.skipped THEN 'skipped' WHEN r.lease THEN 'processing' ELSE 'pending' END,
-               r.priority, nullif(r.traceparent, ''),
-               CASE WHEN r.skipped THEN now() END,
-               CASE WHEN r.lease THEN 1 ELSE 0 END,
-               CASE WHEN r.lease THEN gen_random_uuid() END,
-               CASE WHEN r.lease THEN now() + lease_ms * interval '1 millisecond' END,
-               CASE WHEN r.lease THEN me END
-        FROM ranked r ORDER BY r.position
-        ON CONFLICT ON CONSTRAINT inbox_pkey DO NOTHING
-        RETURNING x.update_id, x.status, x.lease_id
-      ), notified AS (
-        -- Claimers are woken only for an update that could run now but was not leased (no room in
-        -- memory): one behind another owner's update is leased by that update's finish (or, if the
-        -- owner died, claimed once the lease expires).
-        SELECT pg_notify('steadfast', 'inbox') WHERE EXISTS (
-          SELECT 1 FROM inserted n JOIN ranked r ON r.update_id = n.update_id WHERE n.status = 'pending' AND r.free)
-      )
-      SELECT n.update_id, n.status, n.lease_id FROM inserted n LEFT JOIN (SELECT count(*) AS c FROM notified) AS w ON true;
-    END $$`)
+  // steadfast_store, the statement of that hot path, is defined in Functions.ts (its current text).
   // The claim's "is a later update of this chat running" check is answered by inbox_open_by_chat;
   // a second index of running rows only cost a write on every hand-off.
   yield* sql`DROP INDEX IF EXISTS inbox_processing`

@@ -15,6 +15,7 @@ import handoff from "./0012_handoff.ts"
 import storeProbes from "./0013_store_probes.ts"
 import recordedCalls from "./0014_recorded_calls.ts"
 import operations from "./0015_operations.ts"
+import { createFunctions } from "./Functions.ts"
 import { BotMigrationFailed, BotMigrationsDirectory, sqlFileMigrations } from "./SqlFiles.ts"
 
 const migrate = Migrator.make({})
@@ -22,7 +23,7 @@ const migrate = Migrator.make({})
 /** An arbitrary constant naming the migration lock among PostgreSQL advisory locks. */
 const MIGRATION_LOCK = 7_346_281_001
 
-/** The service's migrations, then the bot's own `.sql` files (SqlFiles.ts), each recorded in its own table. */
+/** The service's migrations, its functions (Functions.ts), then the bot's own `.sql` files (SqlFiles.ts), each recorded in its own table. */
 const migrateAll = Effect.gen(function*() {
   const service = yield* migrate({
     loader: Migrator.fromRecord({
@@ -44,6 +45,7 @@ const migrateAll = Effect.gen(function*() {
     }),
     table: "steadfast_migrations"
   })
+  yield* createFunctions
   const files = yield* sqlFileMigrations(yield* BotMigrationsDirectory)
   const bot = yield* migrate({ loader: Effect.succeed(files), table: "bot_migrations" }).pipe(
     // The migrator wraps a file's failure in its own error: the file's own names it.
