@@ -12,6 +12,7 @@ import { HttpTracing, requestDuration } from "./http/HttpObservability.ts"
 import { boundedServer, HTTP_LIMITS } from "./http/ListenerLimits.ts"
 import { WebhookRoute } from "./http/WebhookRoute.ts"
 import { Dispatcher } from "./queue/Dispatcher.ts"
+import { Backlog } from "./queue/Backlog.ts"
 import { Inbox } from "./queue/Inbox.ts"
 import { OpenUpdates } from "./queue/OpenUpdates.ts"
 import { Retention } from "./queue/Retention.ts"
@@ -19,7 +20,6 @@ import { Lifecycle } from "./Lifecycle.ts"
 import { FiberDump } from "./observability/FiberDump.ts"
 import { Prometheus } from "./observability/Prometheus.ts"
 import { RuntimeMetrics } from "./observability/RuntimeMetrics.ts"
-import { Samplers } from "./observability/Samplers.ts"
 import { Outbox } from "./queue/Outbox.ts"
 import { OutboxWaiting } from "./queue/OutboxWaiting.ts"
 import { Sender } from "./queue/Sender.ts"
@@ -98,7 +98,13 @@ const SandboxBanner = Layer.effectDiscard(Effect.gen(function*() {
   ].join("\n"))
 }))
 
-const CoreLayer = Layer.mergeAll(Inbox.layer, Outbox.layer, OutboxWaiting.layer, Notifications.layer, OpenUpdates.layer).pipe(
+const CoreLayer = Layer.mergeAll(
+  Inbox.layer,
+  Outbox.layer,
+  Backlog.layer.pipe(Layer.provideMerge(OutboxWaiting.layer)),
+  Notifications.layer,
+  OpenUpdates.layer
+).pipe(
   Layer.provideMerge(Instance.layer),
   Layer.provideMerge(Database.layer)
 )
@@ -118,7 +124,6 @@ export const makeAppLayer = (options: { readonly bot?: ReturnType<typeof Bot.lay
     Layer.merge(Dispatcher.layer.pipe(Layer.provide(options.bot ?? MyBot.layer))),
     Layer.merge(Sender.layer),
     Layer.merge(Retention.layerConfig),
-    Layer.merge(Samplers.layer),
     Layer.merge(RuntimeMetrics.layer),
     Layer.merge(Prometheus.layer),
     Layer.merge(IngressLayer),

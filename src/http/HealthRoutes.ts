@@ -2,7 +2,7 @@ import { Clock, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Opt
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import { AppConfig, outboxSettings } from "../Config.ts"
 import { Database } from "../db/Database.ts"
-import { Inbox } from "../queue/Inbox.ts"
+import { Backlog } from "../queue/Backlog.ts"
 import { Lifecycle } from "../Lifecycle.ts"
 import { OutboxWaiting, type WaitingCalls } from "../queue/OutboxWaiting.ts"
 import { describeFault } from "./HealthFault.ts"
@@ -79,7 +79,7 @@ const timed = <A, E, R>(check: Effect.Effect<A, E, R>) =>
 export const HealthRoutes = HttpRouter.use(Effect.fn(function*(router) {
   const config = yield* AppConfig
   const db = yield* Database
-  const inbox = yield* Inbox
+  const queueBacklog = yield* Backlog
   const lifecycle = yield* Lifecycle
   const webhook = yield* WebhookStatus
   const backlogWarnSeconds = Duration.toSeconds(config.backlogWarnAge)
@@ -96,7 +96,7 @@ export const HealthRoutes = HttpRouter.use(Effect.fn(function*(router) {
   const probeOnce = Effect.all({
     at: Clock.currentTimeMillis,
     ready: timed(db.withConnection(db.sql`SELECT 1`, CHECK_TIMEOUT, "probe")),
-    backlog: timed(inbox.backlog(CHECK_TIMEOUT))
+    backlog: timed(queueBacklog.read(CHECK_TIMEOUT))
   }, { concurrency: 2 })
   type Probed = Effect.Success<typeof probeOnce>
   let last: Probed | undefined

@@ -1,4 +1,4 @@
-import { Cause, Deferred, type Duration, Effect, Exit, Option, Queue, type Scope } from "effect"
+import { Cause, Deferred, type Duration, Effect, Exit, Option, Queue, type Scope, type Tracer } from "effect"
 import { type Deadline, makeDeadlines } from "./Deadlines.ts"
 
 /**
@@ -65,3 +65,17 @@ export const makeBatcher = <A, B, E>(options: {
           ? Effect.andThen(Effect.suspend(() => Queue.offer(queue, request(item, done, timed))), Deferred.await(done))
           : Effect.suspend(() => Queue.offerUnsafe(queue, request(item, done, timed)) ? Deferred.await(done) : Effect.fail(full)))
   })
+
+/** A statement for a batch of requests, traced under the first request's span and linked from the others'. */
+export const withBatchSpan = (name: string, batch: ReadonlyArray<{ readonly span: Option.Option<Tracer.AnySpan> }>) =>
+<A, E, R>(
+  statement: Effect.Effect<A, E, R>
+) => {
+  const spans = batch.flatMap((item) => Option.toArray(item.span))
+  // The curried form: the data-first one captures a stack trace on every call.
+  return statement.pipe(Effect.withSpan(name, {
+    ...(spans[0] === undefined ? { root: true } : { parent: spans[0] }),
+    links: spans.slice(1).map((span) => ({ span, attributes: {} })),
+    attributes: { "steadfast.batch_size": batch.length }
+  }))
+}

@@ -18,7 +18,9 @@ import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContex
 import { Outbox } from "./Outbox.ts"
 import type { ChatBlocked } from "../telegram/BotApi.ts"
 import type { RecordedCall } from "../telegram/RecordedCall.ts"
-import { type Claimed, type Finished, Inbox } from "./Inbox.ts"
+import type { Claimed } from "./Claimed.ts"
+import type { Finished } from "./Finish.ts"
+import { Inbox } from "./Inbox.ts"
 
 const currentTraceId = Effect.map(Effect.option(Effect.currentSpan), Option.match({ onNone: () => null, onSome: (span) => span.traceId }))
 

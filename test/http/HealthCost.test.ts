@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Schema } from "effect"
-import { BACKLOG_QUERY } from "../../src/queue/Inbox.ts"
+import { BACKLOG_QUERY } from "../../src/queue/Backlog.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
 import { execute, queryRows } from "../support/TestHttp.ts"

@@ -22,7 +22,7 @@ export const mutations: ReadonlyArray<Mutation> = [
   {
     name: "finish-ignores-lease",
     breaks: "lease fencing: the finishing statement no longer checks the lease",
-    file: "src/queue/Inbox.ts",
+    file: "src/queue/Finish.ts",
     search: "WHERE inbox.update_id = i.update_id AND inbox.lease_id = i.lease_id",
     replace: "WHERE inbox.update_id = i.update_id",
     test: "test/queue/LeaseFencing.test.ts"
@@ -73,7 +73,7 @@ export const mutations: ReadonlyArray<Mutation> = [
   {
     name: "urgent-waits-in-line",
     breaks: "pre-checkout and shipping queries run before any backlog handed over in memory",
-    file: "src/queue/Inbox.ts",
+    file: "src/queue/HandOff.ts",
     search: "(URGENT_KINDS.has(update.kind) ? waitingUrgent : waitingOther).push(update)",
     replace: "waitingOther.push(update)",
     test: "test/queue/BusyWorkers.test.ts",
