@@ -1,4 +1,4 @@
-import { Effect, Option, Tracer } from "effect"
+import { Clock, Effect, type Exit, Option, Tracer } from "effect"
 
 /** W3C `traceparent` of the current span, or null when there is none. */
 export const currentTraceparent = Effect.map(
@@ -20,3 +20,23 @@ export const withTraceLogs = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     Effect.option(Effect.currentSpan),
     (span) => Option.isNone(span) ? effect : Effect.annotateLogs(effect, { trace_id: span.value.traceId, span_id: span.value.spanId })
   )
+
+/** What a run reports: its result, and the exit its span ends with. */
+export interface Reported<A> {
+  readonly value: A
+  readonly exit: Exit.Exit<unknown, unknown>
+}
+
+/**
+ * `body` in a span that ends with the exit `body` reports rather than its own: a run whose failure
+ * is recorded goes on with its outcome, while its span still shows the failure and its exception.
+ */
+export const withReportingSpan =
+  (name: string, options: Tracer.SpanOptionsNoTrace) => <A, R>(body: Effect.Effect<Reported<A>, never, R>): Effect.Effect<A, never, R> =>
+    Effect.useSpan(name, options, (span) =>
+      body.pipe(
+        Effect.flatMap(({ exit, value }) =>
+          Effect.as(Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.end(now, exit))), value)
+        ),
+        Effect.withParentSpan(span)
+      ))

@@ -1,43 +1,44 @@
 import { Effect, Queue, type Scope } from "effect"
-import type { Claimed } from "./Claimed.ts"
-
-/** Kinds Telegram needs answered within seconds jump the queue (they have their own chat key, so order is kept). */
-export const URGENT_KINDS: ReadonlySet<string> = new Set(["pre_checkout_query", "shipping_query"])
-/** Updates leased at store time and waiting in memory for a worker. */
-const HANDOFF_CAPACITY = 1_000
+import type { ChatWork } from "./ChatScheduler.ts"
 
 /**
- * Updates leased to this instance without a claim (by the store, or by the finish of their chat's
- * previous update) on their way to the dispatcher: urgent kinds first (Telegram cancels a payment
- * whose pre-checkout query waits 10 s), then in order of arrival. An update counts against the
- * capacity from the moment room is reserved for it until its lease is let go, so what the store
- * leases to us always fits.
+ * Work leased to this instance without a claim, on its way to its scheduler (PROTOCOL: the hot
+ * path): updates leased by the store or by the finish of their chat's previous update, calls
+ * leased by the commit that wrote them. Urgent items first, then in order of arrival. An item
+ * counts against `capacity` from the moment room is reserved for it until its lease is let go, so
+ * what the store leases to us always fits.
  */
-export interface HandOff {
-  /** Reserves room for up to `wanted` updates (synchronous); answers how many fit. */
+export interface HandOff<A> {
+  /** Reserves room for up to `wanted` items (synchronous); answers how many fit. */
   readonly reserveUnsafe: (wanted: number) => number
   readonly unreserveUnsafe: (reserved: number) => void
-  /** Queues a leased update for the dispatcher. */
-  readonly put: (update: Claimed) => Effect.Effect<void>
-  /** The next update, urgent kinds first (synchronous, so the dispatcher places it in the same step). */
-  readonly takeUnsafe: () => Claimed | undefined
-  /** The updates of `chatKey` still waiting (synchronous, for the same reason). */
-  readonly takeOfChatUnsafe: (chatKey: string) => ReadonlyArray<Claimed>
-  /** Waits until an update may have arrived since the last take. */
+  /** Queues a leased item for the scheduler (its lease is renewed from now on). */
+  readonly put: (item: A) => Effect.Effect<void>
+  /** The next item, urgent ones first (synchronous, so the scheduler places it in the same step). */
+  readonly takeUnsafe: () => A | undefined
+  /** The items of `chatKey` still waiting (synchronous, for the same reason). */
+  readonly takeOfChatUnsafe: (chatKey: string) => ReadonlyArray<A>
+  /** Waits until an item may have arrived since the last take. */
   readonly awaitArrival: Effect.Effect<void>
-  /** The update's lease is let go: its room is free. */
+  /** The item's lease is let go: its room is free. */
   readonly freeUnsafe: (leaseId: string) => void
 }
 
-export const makeHandOff = (options: {
-  /** Starts renewing the update's lease. */
-  readonly hold: (update: Claimed) => Effect.Effect<void>
-  /** Returns a leased update that never started to the table (shutdown). */
-  readonly giveBack: (update: Claimed) => Effect.Effect<void>
-}): Effect.Effect<HandOff, never, Scope.Scope> =>
+/** The side of a hand-off its scheduler takes from. */
+export type HandedOff<A> = Pick<HandOff<A>, "takeUnsafe" | "takeOfChatUnsafe" | "awaitArrival">
+
+export const makeHandOff = <A extends ChatWork>(options: {
+  readonly capacity: number
+  /** Items that jump the line (Telegram cancels a payment whose pre-checkout query waits 10 s). */
+  readonly isUrgent: (item: A) => boolean
+  /** Starts renewing the item's lease. */
+  readonly hold: (item: A) => Effect.Effect<void>
+  /** Returns an item that never started to the table (shutdown). */
+  readonly giveBack: (item: A) => Effect.Effect<void>
+}): Effect.Effect<HandOff<A>, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const waitingUrgent: Array<Claimed> = []
-    const waitingOther: Array<Claimed> = []
+    const waitingUrgent: Array<A> = []
+    const waitingOther: Array<A> = []
     const arrived = yield* Queue.sliding<void>(1)
     const inMemory = new Set<string>()
     let reserved = 0
@@ -46,23 +47,23 @@ export const makeHandOff = (options: {
     )
     return {
       reserveUnsafe: (wanted) => {
-        const room = Math.max(0, Math.min(wanted, HANDOFF_CAPACITY - inMemory.size - reserved))
+        const room = Math.max(0, Math.min(wanted, options.capacity - inMemory.size - reserved))
         reserved += room
         return room
       },
       unreserveUnsafe: (room) => void (reserved -= room),
-      put: (update) =>
+      put: (item) =>
         Effect.andThen(
-          options.hold(update),
+          options.hold(item),
           Effect.suspend(() => {
-            inMemory.add(update.leaseId)
-            ;(URGENT_KINDS.has(update.kind) ? waitingUrgent : waitingOther).push(update)
-            return Queue.offer(arrived, undefined)
+            inMemory.add(item.leaseId)
+            ;(options.isUrgent(item) ? waitingUrgent : waitingOther).push(item)
+            return Effect.asVoid(Queue.offer(arrived, undefined))
           })
         ),
       takeUnsafe: () => waitingUrgent.shift() ?? waitingOther.shift(),
       takeOfChatUnsafe: (chatKey) => {
-        const taken: Array<Claimed> = []
+        const taken: Array<A> = []
         for (const waiting of [waitingUrgent, waitingOther]) {
           for (let i = waiting.length - 1; i >= 0; i--) if (waiting[i]!.chatKey === chatKey) taken.unshift(...waiting.splice(i, 1))
         }

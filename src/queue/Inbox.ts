@@ -6,11 +6,14 @@ import { decodeRows } from "../db/Rows.ts"
 import { RecordedCall } from "../telegram/RecordedCall.ts"
 import { type Claimed, CLAIMED_COLUMNS, ClaimedRow, toClaimed } from "./Claimed.ts"
 import { type FinishRequest, type Finished, makeFinish } from "./Finish.ts"
-import { makeHandOff } from "./HandOff.ts"
+import { type HandedOff, makeHandOff } from "./HandOff.ts"
 import { Instance } from "./Instance.ts"
 import { LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "./LeaseRenewal.ts"
 import { keepPlannerStatisticsFresh } from "./PlannerStatistics.ts"
-import { makeStore, type NewUpdate, type StoreError } from "./Store.ts"
+import { makeStore, type NewUpdate, type StoreError, URGENT_KINDS } from "./Store.ts"
+
+/** Updates leased at store time and waiting in memory for a worker. */
+const HANDOFF_CAPACITY = 1_000
 
 export type FailureOutcome = "retry" | "dead" | "skipped"
 
@@ -19,17 +22,9 @@ const decodeStatus = decodeRows(Schema.Struct({ status: Schema.Literals(["pendin
 const decodeLost = decodeRows(Schema.Struct({ lease_id: Schema.String }))
 
 /**
- * The durable inbox. An update is stored already leased to this instance when nothing else holds
- * its chat (every open update of it is under this instance's live lease), and handed to the
- * dispatcher from memory (`takeHandedOffUnsafe`); finishing an update may lease the chat's next one the
- * same way. Everything else (a chat's backlog, retries, a dead instance's expired
- * leases, restarts) is claimed: a chat's update is claimable only once every earlier update of that
- * chat is finished (done, skipped or dead), which gives strict per-chat order across any number of
- * instances sharing the table.
- *
- * Effect's `PersistedQueue` was considered: it claims the oldest visible element of a queue with
- * SKIP LOCKED, but has no notion of a key whose earlier element is still in flight, so it cannot
- * keep one chat's updates in order while other chats run concurrently.
+ * The durable inbox (src/queue/PROTOCOL.md): updates are stored (Store.ts), leased to this
+ * instance at store time or by their chat's previous finish (the hot path, `handedOff`) or claimed
+ * from the table (the recovery path, `claim`), and finished (Finish.ts) or failed under their lease.
  */
 export class Inbox extends Context.Service<Inbox, {
   /**
@@ -40,15 +35,8 @@ export class Inbox extends Context.Service<Inbox, {
     update: NewUpdate,
     options?: { readonly timed?: boolean }
   ) => Effect.Effect<boolean, StoreError>
-  /**
-   * Takes the next update leased to this instance when it was stored (urgent kinds first), if any.
-   * Synchronous, so that the dispatcher decides where it goes in the same step.
-   */
-  readonly takeHandedOffUnsafe: () => Claimed | undefined
-  /** Takes the updates of `chatKey` still waiting to be taken (synchronous, for the same reason). */
-  readonly takeHandedOffOfChatUnsafe: (chatKey: string) => ReadonlyArray<Claimed>
-  /** Waits until an update may have been handed over since the last poll. */
-  readonly awaitHandedOff: Effect.Effect<void>
+  /** Updates leased to us when stored or by their chat's previous finish, for the dispatcher. */
+  readonly handedOff: HandedOff<Claimed>
   /**
    * Claims up to `limit` runnable updates, at most one per chat. One whose lease ran out after
    * `maxAttempts` claims is dead-lettered instead.
@@ -124,7 +112,9 @@ export class Inbox extends Context.Service<Inbox, {
         ).pipe(decodeLost, Effect.map((rows) => rows.map((row) => row.lease_id)))
       )
       // Leased but never started (shutdown): back to pending, uncounted, for whoever runs next.
-      const handOff = yield* makeHandOff({
+      const handOff = yield* makeHandOff<Claimed>({
+        capacity: HANDOFF_CAPACITY,
+        isUrgent: (update) => URGENT_KINDS.has(update.kind),
         hold: (update) => leases.hold(update),
         giveBack: (update) => release(update).pipe(Effect.ignoreCause)
       })
@@ -134,9 +124,7 @@ export class Inbox extends Context.Service<Inbox, {
 
       return Inbox.of({
         store,
-        takeHandedOffUnsafe: handOff.takeUnsafe,
-        takeHandedOffOfChatUnsafe: handOff.takeOfChatUnsafe,
-        awaitHandedOff: handOff.awaitArrival,
+        handedOff: handOff,
 
         claim: Effect.fn("Inbox.claim")(function*(limit, maxAttempts) {
           const me = instance.owner()

@@ -1,6 +1,7 @@
-import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schema } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { makeBatcher } from "./Batcher.ts"
+import { type HandedOff, makeHandOff } from "./HandOff.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
 import { Instance } from "./Instance.ts"
 import { LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "./LeaseRenewal.ts"
@@ -70,7 +71,8 @@ export class Outbox extends Context.Service<Outbox, {
    * the table), so the chat's next update runs after them.
    */
   readonly handOff: (calls: ReadonlyArray<ClaimedCall>) => Effect.Effect<Effect.Effect<void>>
-  readonly takeHandedOff: Effect.Effect<ReadonlyArray<ClaimedCall>>
+  /** The calls handed over, for the sender. */
+  readonly handedOff: HandedOff<ClaimedCall>
   readonly claim: (limit: number) => Effect.Effect<ReadonlyArray<ClaimedCall>, SqlError | PoolTimeout>
   /** Marks a call sent; the chat's next call when this leased it to us. */
   readonly markSent: (call: ClaimedCall) => Effect.Effect<Option.Option<ClaimedCall>, SqlError | PoolTimeout>
@@ -111,15 +113,14 @@ export class Outbox extends Context.Service<Outbox, {
       )
       // Handed-off calls still in the sender's memory, by lease id: their chat's next update waits for them.
       const settling = new Map<string, Deferred.Deferred<void>>()
-      // Unbounded, but only ever fed by the dispatcher's workers, which are bounded.
-      const handedOff = yield* Queue.unbounded<ReadonlyArray<ClaimedCall>>()
       // Handed over but never started (shutdown): back to pending, uncounted, for whoever sends next.
-      yield* Effect.addFinalizer(() =>
-        Effect.flatMap(
-          Queue.clear(handedOff),
-          (batches) => Effect.forEach(batches.flat(), (call) => releaseCall(call).pipe(Effect.ignoreCause), { discard: true })
-        )
-      )
+      // Unbounded, but only ever fed by the dispatcher's workers, which are bounded.
+      const handOff = yield* makeHandOff<ClaimedCall>({
+        capacity: Number.POSITIVE_INFINITY,
+        isUrgent: () => false,
+        hold: (call) => leases.hold(call),
+        giveBack: (call) => releaseCall(call).pipe(Effect.ignoreCause)
+      })
       // Deliveries finish concurrently; their "sent" marks share one statement per batch, which also
       // leases to us each chat's next call if it is waiting (the call marked sent was in its way).
       // One batch at a time, as for the inbox's finishes: fewer, larger statements. Two `= ANY`
@@ -166,12 +167,11 @@ export class Outbox extends Context.Service<Outbox, {
             settling.set(call.leaseId, deferred)
             return deferred
           })
-          return Effect.forEach(calls, (call) => leases.hold(call), { discard: true }).pipe(
-            Effect.andThen(Queue.offer(handedOff, calls)),
+          return Effect.forEach(calls, handOff.put, { discard: true }).pipe(
             Effect.as(Effect.forEach(settled, Deferred.await, { discard: true }))
           )
         },
-        takeHandedOff: Queue.take(handedOff),
+        handedOff: handOff,
         claim: Effect.fn("Outbox.claim")(function*(limit) {
           const me = instance.owner()
           const rows = yield* db.withConnection(sql`
@@ -228,6 +228,7 @@ export class Outbox extends Context.Service<Outbox, {
             Effect.andThen(
               leases.release(call),
               Effect.suspend(() => {
+                handOff.freeUnsafe(call.leaseId)
                 const deferred = settling.get(call.leaseId)
                 settling.delete(call.leaseId)
                 return deferred === undefined ? Effect.void : Deferred.done(deferred, Exit.void)

@@ -1,9 +1,7 @@
-import { Duration, Effect, FiberSet, Layer, Metric, Option, Semaphore } from "effect"
+import { Duration, Effect, Layer, Metric, Option } from "effect"
 import { AppConfig, outboxSettings } from "../Config.ts"
 import { persistently } from "../db/Faults.ts"
-import { Instance } from "./Instance.ts"
-import { makeChatQueues } from "./ChatQueues.ts"
-import { makeClaimLoop } from "./ClaimLoop.ts"
+import { makeChatScheduler, Step } from "./ChatScheduler.ts"
 import { Notifications } from "./Notifications.ts"
 import { FiberDump } from "../observability/FiberDump.ts"
 import * as Metrics from "../observability/Metrics.ts"
@@ -15,13 +13,6 @@ import { type ClaimedCall, Outbox } from "./Outbox.ts"
 
 /** The first wait before a transiently failed call is tried again; it doubles up to OUTBOX_RETRY_MAX_MS. */
 const FIRST_RETRY_DELAY = Duration.seconds(1)
-
-/** How a delivery ended: sent (with the chat's next call if it was leased to us), failed for good, or to be retried later. */
-type Delivery = { readonly _tag: "Sent"; readonly next: Option.Option<ClaimedCall> } | { readonly _tag: "Failed" } | {
-  readonly _tag: "Later"
-}
-const failed: Delivery = { _tag: "Failed" }
-const later: Delivery = { _tag: "Later" }
 
 /**
  * Sender fibers deliver outbox rows to the Bot API: one call in flight per chat (so a chat's
@@ -43,30 +34,16 @@ export const Sender = {
     const { outbox: wakeup } = yield* Notifications
     const { throttle } = yield* SendRate
     const fiberDump = yield* FiberDump
-    const instance = yield* Instance
-    const slots = yield* Semaphore.make(config.senderConcurrency)
 
-    // Chats delivering here, each with the calls leased to us that wait behind the one in flight,
-    // in id order. One fiber delivers a chat's calls one after the other, in one slot.
-    const chats = makeChatQueues<ClaimedCall>((call) => Number(call.id))
-    // Gives a call back to the table: at shutdown once (its lease expires if that fails), while
-    // running until it is done.
-    const giveBack = (call: ClaimedCall) => outbox.release(call).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call)))
-    const returnToTable = (call: ClaimedCall) =>
-      persistently(outbox.release(call)).pipe(Effect.ignoreCause, Effect.ensuring(outbox.leases.release(call)))
-    // Runs after the senders are gone (finalizers run in reverse): what waited behind them goes back.
-    yield* Effect.addFinalizer(() => chats.giveBackAll(giveBack))
-
-    const senders = yield* FiberSet.make<void>()
-    yield* Effect.addFinalizer(() => Effect.timeoutOption(FiberSet.awaitEmpty(senders), config.shutdownGrace))
-
-    const deliver = (call: ClaimedCall): Effect.Effect<Delivery> =>
+    // A delivery is Done when sent (with the chat's next call if marking it sent leased that to us),
+    // Passed when it failed for good, Stopped when it waits to be retried.
+    const deliver = (call: ClaimedCall): Effect.Effect<Step<ClaimedCall>> =>
       throttle.pipe(
         Effect.andThen(botApi.callRaw(call.method, call.payload)),
         // Once the call is made its outcome is known; if the database is away, recording it is
         // retried (the lease is renewed meanwhile; the updates are fenced by the lease id).
         Effect.andThen(persistently(outbox.markSent(call))),
-        Effect.map((next): Delivery => ({ _tag: "Sent", next })),
+        Effect.map(Step.done),
         Effect.catchTags({
           ChatBlocked: (error) => failForGood(call, 403, error.description),
           BotApiRejected: (error) => failForGood(call, error.errorCode, error.description),
@@ -78,8 +55,8 @@ export const Sender = {
               ? Duration.seconds(error.retryAfterSeconds ?? 0)
               : backoff(call.attempts, { first: FIRST_RETRY_DELAY, cap: settings.retryMaxDelay })
             return persistently(outbox.fail(call, error.message, { delay, counted: !flood, maxAge: settings.maxAge })).pipe(
-              Effect.flatMap((status): Effect.Effect<Delivery> =>
-                Option.isSome(status) && status.value === "expired" ? giveUp(call, error.message) : Effect.succeed(later)
+              Effect.flatMap((status): Effect.Effect<Step<ClaimedCall>> =>
+                Option.isSome(status) && status.value === "expired" ? giveUp(call, error.message) : Effect.succeed(Step.stopped)
               )
             )
           }
@@ -88,7 +65,9 @@ export const Sender = {
         Effect.ensuring(outbox.leases.release(call)),
         // Its outcome is not recorded: the call stays leased in the table till its lease expires
         // (deliverChat then forgets, so nothing of its chat overtakes it from memory).
-        Effect.catchCause((cause) => Effect.as(Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause), later)),
+        Effect.catchCause((cause) =>
+          Effect.as(Effect.logError(`delivering outbox call ${call.id} (${call.method}) failed`, cause), Step.stopped)
+        ),
         withTraceLogs,
         fiberDump.track(`deliver ${call.method} (outbox ${call.id})`),
         // Delivery continues the trace of the processing that queued the call.
@@ -111,11 +90,11 @@ export const Sender = {
             Metric.update(Metrics.outboxCallsFailed, 1)
           )
         ),
-        failed
+        Step.passed
       )
 
     // Retries ran out of time, not Telegram's patience: the row is already expired; the chat goes on.
-    const giveUp = (call: ClaimedCall, description: string): Effect.Effect<Delivery> =>
+    const giveUp = (call: ClaimedCall, description: string): Effect.Effect<Step<ClaimedCall>> =>
       Effect.as(
         Effect.andThen(
           Effect.logWarning(
@@ -125,66 +104,20 @@ export const Sender = {
           ).pipe(Effect.annotateLogs({ method: call.method, chat: call.chatKey, outbox_id: call.id })),
           Metric.update(Metrics.outboxCallsDiscarded, 1)
         ),
-        failed
+        Step.passed
       )
 
-    // Then the chat's next call: queued here, or leased to us by marking this one sent. If one has
-    // to wait, the rest go back to the table, to be claimed after it in id order; if one failed for
-    // good, the chat goes on.
-    const deliverChat = (call: ClaimedCall): Effect.Effect<void> =>
-      Effect.flatMap(deliver(call), (delivery) =>
-        Effect.suspend(() => {
-          const queue = chats.waiting(call.chatKey)
-          if (delivery._tag === "Sent") Option.map(delivery.next, chats.enqueue)
-          const next = delivery._tag === "Later" ? undefined : queue.shift()
-          if (next !== undefined) return deliverChat(next)
-          if (delivery._tag !== "Later") {
-            chats.letGo(call.chatKey)
-            return delivery._tag === "Failed" ? wakeup.signal : Effect.void
-          }
-          // The chat stays held here until all that queued behind (also meanwhile) is back. Calls of
-          // ours still on their way (leased just before) count as stale: they go back too.
-          return Effect.andThen(instance.forget, chats.drain(call.chatKey, returnToTable))
-        }))
-
-    const startInSlot = (call: ClaimedCall): Effect.Effect<unknown> =>
-      FiberSet.run(senders, deliverChat(call).pipe(Effect.ensuring(recovery.freeSlot)), {
-        startImmediately: true
-      })
-
-    // As in the dispatcher: a leased call is always delivering, queued here, or in the outbox's
-    // queue, and each of those gives it back when interrupted.
-    const handOffLoop = Effect.forever(
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(outbox.takeHandedOff), (calls) =>
-          Effect.forEach(calls, (call, index) => {
-            if (chats.isRunning(call.chatKey)) return Effect.sync(() => chats.enqueue(call))
-            // Leased before the instance forgot: an earlier call of its chat may be lost in the table.
-            if (call.owner !== instance.owner()) return giveBack(call)
-            chats.start(call.chatKey)
-            return restore(slots.take(1)).pipe(
-              Effect.onInterrupt(() =>
-                Effect.andThen(
-                  Effect.forEach(calls.slice(index), giveBack, { discard: true }),
-                  Effect.sync(() => chats.letGo(call.chatKey))
-                )
-              ),
-              Effect.andThen(startInSlot(call))
-            )
-          }, { discard: true }))
-      )
-    )
-
-    // Everything else, from the table.
-    const recovery = makeClaimLoop({
-      what: "outbox calls",
+    yield* makeChatScheduler<ClaimedCall>({
+      what: "outbox call",
       concurrency: config.senderConcurrency,
-      slots,
+      shutdownGrace: config.shutdownGrace,
+      order: (call) => Number(call.id),
+      step: deliver,
+      handOff: outbox.handedOff,
       claim: (limit) => outbox.claim(limit),
-      place: (call) => chats.place(call, startInSlot),
+      release: outbox.release,
+      letGo: outbox.leases.release,
       wakeup
     })
-    yield* Effect.forkScoped(handOffLoop)
-    yield* Effect.forkScoped(recovery.run)
   }))
 }

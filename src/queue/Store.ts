@@ -4,7 +4,8 @@ import { type Database, type PoolTimeout } from "../db/Database.ts"
 import { isDataError } from "../db/Jsonb.ts"
 import { decodeRows } from "../db/Rows.ts"
 import { makeBatcher, withBatchSpan } from "./Batcher.ts"
-import { type HandOff, URGENT_KINDS } from "./HandOff.ts"
+import type { Claimed } from "./Claimed.ts"
+import type { HandOff } from "./HandOff.ts"
 import type { Instance } from "./Instance.ts"
 import { LEASE } from "./LeaseRenewal.ts"
 
@@ -36,6 +37,9 @@ export class StoreTimeout extends Schema.TaggedError<StoreTimeout>()("StoreTimeo
   }
 }
 
+/** Kinds Telegram needs answered within seconds jump the queue (they have their own chat key, so order is kept). */
+export const URGENT_KINDS: ReadonlySet<string> = new Set(["pre_checkout_query", "shipping_query"])
+
 /** Requests waiting for the inbox insert; beyond this the webhook answers 503 at once. */
 export const INGRESS_CAPACITY = 2_000
 
@@ -61,7 +65,7 @@ interface StoreRequest {
 export const makeStore = (options: {
   readonly db: Database["Service"]
   readonly instance: Instance["Service"]
-  readonly handOff: HandOff
+  readonly handOff: HandOff<Claimed>
 }): Effect.Effect<
   (update: NewUpdate, storeOptions?: { readonly timed?: boolean }) => Effect.Effect<boolean, StoreError>,
   never,

@@ -47,9 +47,9 @@ export const mutations: ReadonlyArray<Mutation> = [
   {
     name: "handed-off-runs-beside-itself",
     breaks: "per-chat order: an update handed off in memory starts while its chat's previous one is still running",
-    file: "src/queue/Dispatcher.ts",
-    search: "if (chats.isRunning(update.chatKey)) {\n              chats.enqueue(update)",
-    replace: "if (chats.isRunning(update.chatKey) && false) {\n              chats.enqueue(update)",
+    file: "src/queue/ChatScheduler.ts",
+    search: "if (chats.isRunning(item.chatKey)) {\n              chats.enqueue(item)",
+    replace: "if (chats.isRunning(item.chatKey) && false) {\n              chats.enqueue(item)",
     test: "test/queue/Ordering.test.ts",
     testName: "waits, stored and ready"
   },
@@ -74,8 +74,8 @@ export const mutations: ReadonlyArray<Mutation> = [
     name: "urgent-waits-in-line",
     breaks: "pre-checkout and shipping queries run before any backlog handed over in memory",
     file: "src/queue/HandOff.ts",
-    search: "(URGENT_KINDS.has(update.kind) ? waitingUrgent : waitingOther).push(update)",
-    replace: "waitingOther.push(update)",
+    search: "(options.isUrgent(item) ? waitingUrgent : waitingOther).push(item)",
+    replace: "waitingOther.push(item)",
     test: "test/queue/BusyWorkers.test.ts",
     testName: "pre-checkout"
   },
@@ -113,8 +113,8 @@ export const mutations: ReadonlyArray<Mutation> = [
   {
     name: "no-shutdown-grace",
     breaks: "SIGTERM drain: running handlers are interrupted at once instead of given SHUTDOWN_GRACE_MS",
-    file: "src/queue/Dispatcher.ts",
-    search: "Effect.timeoutOption(FiberSet.awaitEmpty(workers), config.shutdownGrace)",
+    file: "src/queue/ChatScheduler.ts",
+    search: "Effect.timeoutOption(FiberSet.awaitEmpty(workers), options.shutdownGrace)",
     replace: "Effect.timeoutOption(FiberSet.awaitEmpty(workers), Duration.zero)",
     test: "test/lifecycle/Shutdown.test.ts"
   },
@@ -122,8 +122,8 @@ export const mutations: ReadonlyArray<Mutation> = [
     name: "interrupted-update-kept",
     breaks: "SIGTERM drain: an update interrupted at shutdown keeps its lease instead of going back to pending",
     file: "src/queue/Dispatcher.ts",
-    search: "          return inbox.release(update).pipe(Effect.ignoreCause)\n",
-    replace: "          return Effect.void\n",
+    search: "Effect.onInterrupt(() => inbox.release(update).pipe(Effect.ignoreCause)),",
+    replace: "Effect.onInterrupt(() => Effect.void),",
     test: "test/lifecycle/Shutdown.test.ts"
   },
   {
@@ -154,7 +154,7 @@ export const mutations: ReadonlyArray<Mutation> = [
     name: "handler-outlives-deadline",
     breaks: "a handler is interrupted at UPDATE_TIMEOUT_MS (its transaction rolls back, the update is retried)",
     file: "src/queue/Dispatcher.ts",
-    search: "          handler.interruptUnsafe()\n",
+    search: "        handler.interruptUnsafe()\n",
     replace: "",
     test: "test/queue/Timeout.test.ts"
   },
