@@ -19,6 +19,7 @@ export interface LazyTransaction {
 }
 
 /** Why a statement was refused: the attempt it belongs to has ended. */
+/** PROTOCOL: attempt-over (src/queue/PROTOCOL.md). */
 export const ATTEMPT_OVER = "this update's attempt is over (timed out or finished): its transaction takes no more statements"
 
 const savepointClients = new WeakMap<SqlClient, SqlClient>()

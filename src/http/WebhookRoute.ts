@@ -81,6 +81,7 @@ export const WebhookRoute = HttpRouter.use(Effect.fn(function*(router) {
       const update = envelope.value
       const updateId = update.update_id
       const kind = kindOf(update)
+      // PROTOCOL: stored-before-200.
       const stored = yield* inbox.store({
         updateId,
         chatKey: chatKeyOf(update, kind),

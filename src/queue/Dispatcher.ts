@@ -101,6 +101,7 @@ export const Dispatcher = {
           const chain = !lifecycle.isDraining() && queuedBehind() === 0
           const request = { update, status: result.status, calls: result.calls, traceId: yield* currentTraceId, chain }
           const finished = yield* transaction.last(inbox.finish(request), inbox.finishAlone(request))
+          // PROTOCOL: fencing.
           if (Option.isNone(finished)) return yield* new LeaseLost()
           return { result, finished: finished.value }
         }), db.holdSlot("handler"))

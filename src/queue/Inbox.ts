@@ -128,6 +128,7 @@ export class Inbox extends Context.Service<Inbox, {
 
         claim: Effect.fn("Inbox.claim")(function*(limit, maxAttempts) {
           const me = instance.owner()
+          // PROTOCOL: one-runner, chat-order, bounded-attempts.
           const rows = yield* db.withConnection(sql`
           WITH next AS (
             -- An update whose lease ran out after maxAttempts claims never recorded an outcome: each
@@ -179,6 +180,7 @@ export class Inbox extends Context.Service<Inbox, {
         finish,
         finishAlone,
 
+        // PROTOCOL: fencing, recorded-calls, bounded-attempts.
         fail: Effect.fn("Inbox.fail")(function*(update, error, { backoff, calls, counted, maxAttempts, skip = false, traceId }) {
           const rows = yield* db.withConnection(
             sql`

@@ -160,6 +160,7 @@ export class Outbox extends Context.Service<Outbox, {
         writers: 1
       })
       return Outbox.of({
+        // PROTOCOL: after-commit-order.
         handOff: (calls) => {
           if (calls.length === 0) return Effect.succeed(Effect.void)
           const settled = calls.map((call) => {
