@@ -1,12 +1,13 @@
 import { Context, Effect, Layer, Schedule, Schema } from "effect"
 import { AppConfig } from "../Config.ts"
 import { Database } from "../db/Database.ts"
+import { decodeRows } from "../db/Rows.ts"
 
 /** How often the open count is refreshed: the webhook reads a number, never the database. */
 export const REFRESH_OPEN_EVERY = "1 second"
 
 const Count = Schema.Struct({ n: Schema.Number })
-const decodeCount = Schema.decodeUnknownEffect(Schema.Array(Count))
+const decodeCount = decodeRows(Count)
 
 /**
  * The inbox's open (pending or processing) updates against MAX_OPEN_UPDATES. In a flood the
@@ -29,9 +30,7 @@ export class OpenUpdates extends Context.Service<OpenUpdates, {
       let open = 0
       const count = db.withConnection(
         db.sql`SELECT count(*)::int AS n FROM (
-          SELECT 1 FROM inbox WHERE status IN ('pending', 'processing') LIMIT ${max}) AS capped`.pipe(
-          Effect.flatMap(decodeCount)
-        ),
+          SELECT 1 FROM inbox WHERE status IN ('pending', 'processing') LIMIT ${max}) AS capped`.pipe(decodeCount),
         "1 second",
         // Ingress's class: any free connection (never behind background work) and a 3 s limit
         // that a count stopped at the cap stays well inside.

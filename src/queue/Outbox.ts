@@ -3,6 +3,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import { makeBatcher } from "./Batcher.ts"
 import { type HandedOff, makeHandOff } from "./HandOff.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
+import { decodeRows } from "../db/Rows.ts"
 import { Instance } from "./Instance.ts"
 import { LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "./LeaseRenewal.ts"
 
@@ -24,7 +25,8 @@ const ClaimedRow = Schema.Struct({
   lease_id: Schema.String,
   traceparent: Schema.NullOr(Schema.String)
 })
-const decodeClaimed = Schema.decodeUnknownEffect(Schema.Array(ClaimedRow))
+const decodeClaimed = decodeRows(ClaimedRow)
+const decodeStatus = decodeRows(Schema.Struct({ status: Schema.Literals(["pending", "failed", "expired"]) }))
 
 const toClaimedCall = (owner: string) => (row: typeof ClaimedRow.Type): ClaimedCall => ({
   owner,
@@ -151,7 +153,7 @@ export class Outbox extends Context.Service<Outbox, {
           FROM successor WHERE outbox.id = successor.id
           RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts,
                     outbox.lease_id::text AS lease_id, outbox.traceparent`).pipe(
-            Effect.flatMap((rows) => Effect.orDie(decodeClaimed(rows))),
+            decodeClaimed,
             Effect.flatMap((rows) => Effect.forEach(rows.map(toClaimedCall(me)), (next) => Effect.as(leases.hold(next), next))),
             Effect.map((next) => calls.map((call) => Option.fromNullishOr(next.find((candidate) => candidate.chatKey === call.chatKey))))
           )
@@ -196,7 +198,8 @@ export class Outbox extends Context.Service<Outbox, {
             owner = ${me}::uuid
           FROM next WHERE outbox.id = next.id
           RETURNING outbox.id::text AS id, outbox.chat_key, outbox.method, outbox.payload, outbox.attempts, outbox.lease_id::text AS lease_id, outbox.traceparent`)
-          const claimed = (yield* decodeClaimed(rows).pipe(Effect.orDie)).map(toClaimedCall(me))
+            .pipe(decodeClaimed)
+          const claimed = rows.map(toClaimedCall(me))
           yield* Effect.forEach(claimed, (lease) => leases.hold(lease), { discard: true })
           return claimed
         }),
@@ -207,7 +210,7 @@ export class Outbox extends Context.Service<Outbox, {
           const expired = retry === undefined
             ? sql`false`
             : sql`created_at < now() - ${Duration.toMillis(retry.maxAge)} * interval '1 millisecond'`
-          return db.withConnection(sql<{ status: "pending" | "failed" | "expired" }>`
+          return db.withConnection(sql`
           UPDATE outbox SET
             status = CASE WHEN ${retry === undefined} THEN 'failed' WHEN ${expired} THEN 'expired' ELSE 'pending' END,
             attempts = CASE WHEN ${retry?.counted ?? true} THEN attempts ELSE greatest(attempts - 1, 0) END,
@@ -217,7 +220,7 @@ export class Outbox extends Context.Service<Outbox, {
             lease_id = NULL,
             owner = NULL
           WHERE id = ${call.id}::bigint AND lease_id = ${call.leaseId}::uuid
-          RETURNING status`).pipe(Effect.map((rows) => Option.map(Option.fromNullishOr(rows[0]), (row) => row.status)))
+          RETURNING status`).pipe(decodeStatus, Effect.map((rows) => Option.map(Option.fromNullishOr(rows[0]), (row) => row.status)))
         },
 
         release: releaseCall,

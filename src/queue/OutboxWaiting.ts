@@ -1,6 +1,7 @@
 import { Clock, Context, Effect, Layer, Option, Schema } from "effect"
 import type { SqlError } from "effect/sql/SqlError"
 import { Database, type PoolTimeout } from "../db/Database.ts"
+import { decodeRows } from "../db/Rows.ts"
 
 /** Undelivered calls as last sampled. */
 export interface WaitingCalls {
@@ -15,7 +16,7 @@ export interface WaitingCalls {
 }
 
 const Row = Schema.Struct({ open: Schema.Number, retrying: Schema.Number, oldest_s: Schema.Number })
-const decode = Schema.decodeUnknownEffect(Schema.Array(Row))
+const decode = decodeRows(Row)
 
 /**
  * Calls waiting to be delivered, read from the outbox by the samplers every few seconds and kept
@@ -41,7 +42,7 @@ export class OutboxWaiting extends Context.Service<OutboxWaiting, {
               (count(*) FILTER (WHERE last_error IS NOT NULL))::int AS retrying,
               coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_s
             FROM outbox WHERE status IN ('pending', 'sending') AND attempts >= 0`).pipe(
-            Effect.flatMap((rows) => Effect.orDie(decode(rows)))
+            decode
           )
           const row = rows[0] ?? { open: 0, retrying: 0, oldest_s: 0 }
           const sample = { open: row.open, retrying: row.retrying, oldestSeconds: row.oldest_s, at: yield* Clock.currentTimeMillis }

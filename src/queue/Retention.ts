@@ -1,7 +1,10 @@
-import { Duration, Effect, Layer, Option, Schedule } from "effect"
+import { Duration, Effect, Layer, Option, Schedule, Schema } from "effect"
 import { inboxRetention } from "../Config.ts"
 import { Database } from "../db/Database.ts"
+import { decodeRows } from "../db/Rows.ts"
 import { repeatedWarning } from "../observability/RepeatedWarning.ts"
+
+const decodeDeleted = decodeRows(Schema.Struct({ status: Schema.String, n: Schema.Number }))
 
 export interface RetentionOptions {
   /** Finished rows older than this are deleted (default 7 days). */
@@ -49,7 +52,7 @@ const sweep = Effect.fn("Retention.sweep")(function*(options: SweepOptions) {
   // `ctid = ANY(ARRAY(...))` is a TID scan; SKIP LOCKED lets two instances sweep side by side.
   // The outer condition is re-checked on the latest row version, so a row an operator
   // requeued meanwhile (dead -> pending) is not deleted.
-  const inboxBatch = db.withConnection(sql<{ status: string; n: number }>`
+  const inboxBatch = db.withConnection(sql`
     WITH deleted AS (
       DELETE FROM inbox
       WHERE ctid = ANY(ARRAY(
@@ -59,10 +62,10 @@ const sweep = Effect.fn("Retention.sweep")(function*(options: SweepOptions) {
           FOR UPDATE SKIP LOCKED))
         AND status IN ${inboxStatuses}
       RETURNING status)
-    SELECT status, count(*)::int AS n FROM deleted GROUP BY status`)
+    SELECT status, count(*)::int AS n FROM deleted GROUP BY status`).pipe(decodeDeleted)
 
   // A failed call has no sent_at; Outbox.fail sets available_at to the time of failure.
-  const outboxBatch = db.withConnection(sql<{ status: string; n: number }>`
+  const outboxBatch = db.withConnection(sql`
     WITH deleted AS (
       DELETE FROM outbox
       WHERE ctid = ANY(ARRAY(
@@ -72,7 +75,7 @@ const sweep = Effect.fn("Retention.sweep")(function*(options: SweepOptions) {
           FOR UPDATE SKIP LOCKED))
         AND status IN ('sent', 'failed')
       RETURNING status)
-    SELECT status, count(*)::int AS n FROM deleted GROUP BY status`)
+    SELECT status, count(*)::int AS n FROM deleted GROUP BY status`).pipe(decodeDeleted)
 
   const totals = { done: 0, skipped: 0, dead: 0, sent: 0, failed: 0, batches: 0 }
   while (true) {
