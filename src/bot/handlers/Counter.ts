@@ -1,6 +1,6 @@
 // The README's "Write your first handler" example, twice: a /count command with a +1 button and a
 // per-chat counter, as a grammY Composer with a session, and the same in Effect style. Neither is
-// in the shipped bot; add `counter` (or `counterHandlers`) to src/bot/MyBot.ts to try it.
+// in the shipped bot; add `counter` (or `counterHandlers`) to src/MyBot.ts to try it.
 import { Composer, InlineKeyboard, session, type SessionFlavor } from "grammy"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
