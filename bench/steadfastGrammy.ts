@@ -5,7 +5,7 @@ import { Cause, Effect, Exit, Layer } from "effect"
 import { makeAppLayer } from "../src/App.ts"
 import { Bot } from "../src/bot/Bot.ts"
 import { grammyFallback, help } from "../src/bot/handlers/Basics.ts"
-import { commands } from "../src/bot/MyBot.ts"
+import { commands } from "../src/MyBot.ts"
 import { Telemetry } from "../src/observability/Telemetry.ts"
 
 process.removeAllListeners("SIGTERM")

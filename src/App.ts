@@ -2,7 +2,7 @@ import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Clock, Console, Effect, Layer, Redacted } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import type { Bot } from "./bot/Bot.ts"
-import { MyBot } from "./bot/MyBot.ts"
+import { MyBot } from "./MyBot.ts"
 import { AppConfig } from "./Config.ts"
 import { Database } from "./db/Database.ts"
 import { Instance } from "./queue/Instance.ts"
@@ -10,6 +10,8 @@ import { Notifications } from "./queue/Notifications.ts"
 import { HealthRoutes } from "./http/HealthRoutes.ts"
 import { HttpTracing, requestDuration } from "./http/HttpObservability.ts"
 import { boundedServer, HTTP_LIMITS } from "./http/ListenerLimits.ts"
+import { MetricsServer } from "./http/MetricsServer.ts"
+import { Poller } from "./http/Poller.ts"
 import { WebhookRoute } from "./http/WebhookRoute.ts"
 import { Dispatcher } from "./queue/Dispatcher.ts"
 import { Backlog } from "./queue/Backlog.ts"
@@ -18,7 +20,6 @@ import { OpenUpdates } from "./queue/OpenUpdates.ts"
 import { Retention } from "./queue/Retention.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 import { FiberDump } from "./observability/FiberDump.ts"
-import { Prometheus } from "./observability/Prometheus.ts"
 import { RuntimeMetrics } from "./observability/RuntimeMetrics.ts"
 import { Outbox } from "./queue/Outbox.ts"
 import { OutboxWaiting } from "./queue/OutboxWaiting.ts"
@@ -26,7 +27,6 @@ import { Sender } from "./queue/Sender.ts"
 import { BotApiStandIn } from "./sandbox/BotApiStandIn.ts"
 import { sampleUpdate } from "./sandbox/sampleUpdate.ts"
 import { BotApi } from "./telegram/BotApi.ts"
-import { Poller } from "./telegram/Poller.ts"
 import { SendRate } from "./telegram/SendRate.ts"
 import { WebhookRegistration } from "./telegram/WebhookRegistration.ts"
 import { WebhookStatus } from "./telegram/WebhookStatus.ts"
@@ -125,7 +125,7 @@ export const makeAppLayer = (options: { readonly bot?: ReturnType<typeof Bot.lay
     Layer.merge(Sender.layer),
     Layer.merge(Retention.layerConfig),
     Layer.merge(RuntimeMetrics.layer),
-    Layer.merge(Prometheus.layer),
+    Layer.merge(MetricsServer.layer),
     Layer.merge(IngressLayer),
     Layer.provideMerge(CoreLayer),
     Layer.provideMerge(SendRate.layer),

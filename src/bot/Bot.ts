@@ -1,30 +1,18 @@
 import { Api, Bot as GrammyBot, BotError, GrammyError, type MiddlewareFn, type MiddlewareObj, type Transformer } from "grammy"
 import type { ApiResponse, Update, UserFromGetMe } from "grammy/types"
-import { Context, Effect, Layer, Option, Ref, Schema, Semaphore } from "effect"
+import { Context, Effect, Layer, Option, Ref, Semaphore } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { AppConfig } from "../Config.ts"
 import { currentTraceparent } from "../observability/TraceContext.ts"
-import type { OutgoingCall } from "../queue/Outbox.ts"
 import { BotApi, BotApiUnavailable, callClient, grammyClient } from "../telegram/BotApi.ts"
 import { SendRate } from "../telegram/SendRate.ts"
 import { chatKeyOf, invalidReason, isUpdateKind } from "../telegram/Update.ts"
+import type { OutgoingCall } from "../telegram/OutgoingCall.ts"
 import type { RecordedCall } from "../telegram/RecordedCall.ts"
 import { type AttemptApi, makeAttemptApi } from "./AttemptApi.ts"
 import { type GrammyEntry, runGrammy, type SteadfastContext, updateScope } from "./Grammy.ts"
-import type { Handler, HandlerContext, HandlerError } from "./Handler.ts"
+import { type Handler, type HandlerContext, type HandlerError, InvalidUpdate } from "./Handler.ts"
 import { safePayload } from "./SafeText.ts"
-
-/**
- * An update of a known kind without what the pipeline or its handler needs (a `message` without
- * `chat`, a successful_payment the payments handler cannot read): never silently skipped.
- */
-export class InvalidUpdate extends Schema.TaggedError<InvalidUpdate>()("InvalidUpdate", {
-  reason: Schema.String
-}) {
-  override get message() {
-    return this.reason
-  }
-}
 
 export interface HandleResult {
   readonly status: "done" | "skipped"

@@ -4,13 +4,24 @@ import type { SqlClient } from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import type { AppConfig } from "../Config.ts"
 import type { BotApi, BotApiError, Method, MethodArgs, MethodResult } from "../telegram/BotApi.ts"
-import type { InvalidUpdate } from "./Bot.ts"
 
 /** A handler's own failure: the update's transaction rolls back and the update is retried. */
 export class HandlerFailure extends Schema.TaggedError<HandlerFailure>()("HandlerFailure", {
   reason: Schema.String
 }) {
   // Without it the message is empty, and the reason never reaches the log or the inbox's last_error.
+  override get message() {
+    return this.reason
+  }
+}
+
+/**
+ * An update of a known kind without what the pipeline or its handler needs (a `message` without
+ * `chat`, a successful_payment the payments handler cannot read): never silently skipped.
+ */
+export class InvalidUpdate extends Schema.TaggedError<InvalidUpdate>()("InvalidUpdate", {
+  reason: Schema.String
+}) {
   override get message() {
     return this.reason
   }

@@ -3,6 +3,7 @@ import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { updateScope } from "./Grammy.ts"
 import { storableStringify } from "../db/Jsonb.ts"
+import { decodeRows } from "../db/Rows.ts"
 
 /** A session value too large to store: its JSON is over the storage's `maxBytes`. */
 export class SessionTooLarge extends Schema.TaggedError<SessionTooLarge>()("SessionTooLarge", {
@@ -31,6 +32,8 @@ export const DEFAULT_SESSION_MAX_BYTES = 64 * 1024
 // Two storages on one namespace would read each other's values under the same chat key (one
 // feature's `initial()` skipped, its fields missing): refused when the second one is made.
 const namespacesInUse = new Set<string>()
+
+const decodeSession = decodeRows(Schema.Struct({ value: Schema.Unknown }))
 
 const inTransaction = <A, E>(effect: Effect.Effect<A, E, SqlClient>): Promise<A> => {
   const scope = updateScope.getStore()
@@ -63,8 +66,9 @@ export const sqlSessionStorage = <T>(options: SqlSessionStorageOptions = {}): St
     read: (key) =>
       inTransaction(Effect.gen(function*() {
         const sql = yield* SqlClient
-        const rows = yield* sql<{ readonly value: T }>`SELECT value FROM sessions WHERE key = ${stored(key)} FOR UPDATE`
-        return rows[0]?.value
+        const rows = yield* sql`SELECT value FROM sessions WHERE key = ${stored(key)} FOR UPDATE`.pipe(decodeSession)
+        // The value's type is the caller's (grammY's StorageAdapter<T>): what `write` stored for this key.
+        return rows[0]?.value as T | undefined
       })),
     write: (key, value) =>
       inTransaction(Effect.gen(function*() {

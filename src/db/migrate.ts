@@ -7,6 +7,7 @@ import { Cause, Console, Effect, Exit, Option, Schema } from "effect"
 import { databaseTarget, InvalidConfig } from "../Config.ts"
 import { Logging } from "../observability/Logging.ts"
 import { Database } from "./Database.ts"
+import { decodeRows } from "./Rows.ts"
 
 /** The pool's warm minimum; migrations use one connection of it. */
 const POOL_SIZE = 2
@@ -21,9 +22,10 @@ const migrate = Effect.gen(function*() {
   // Building the pool applies the migrations, under their advisory lock (src/db/migrations/Migrations.ts).
   yield* Effect.gen(function*() {
     const { sql } = yield* Database
-    const rows =
-      yield* sql`SELECT lpad(migration_id::text, 4, '0') || '_' || name AS name FROM steadfast_migrations ORDER BY migration_id DESC LIMIT 1`
-    const latest = (yield* Schema.decodeUnknownEffect(Schema.Array(Latest))(rows))[0]?.name ?? "none"
+    const rows = yield* sql`
+      SELECT lpad(migration_id::text, 4, '0') || '_' || name AS name FROM steadfast_migrations ORDER BY migration_id DESC LIMIT 1`
+      .pipe(decodeRows(Latest))
+    const latest = rows[0]?.name ?? "none"
     yield* Effect.logInfo(`database schema is at migration ${latest}`)
   }).pipe(Effect.provide(Database.layerUrl(target.value.url, POOL_SIZE)))
 })

@@ -3,6 +3,7 @@ import type { SqlError } from "effect/sql/SqlError"
 import type { Fragment } from "effect/sql/Statement"
 import { Database, type PoolTimeout } from "../db/Database.ts"
 import { NOTIFY_CHANNEL } from "../db/migrations/Functions.ts"
+import { decodeRows } from "../db/Rows.ts"
 import { Retention, type SweepOptions, type SweepResult } from "../queue/Retention.ts"
 
 /** No inbox row has this update_id. */
@@ -61,13 +62,17 @@ const FailureRow = Schema.Struct({
   first_at: Schema.String,
   last_at: Schema.String
 })
-const UpdateRow = Schema.Struct({
+/** The columns every view of an update starts with. */
+const updateColumns = {
   update_id: Schema.String,
   status: Schema.String,
   kind: Schema.String,
   chat_key: Schema.String,
   attempts: Schema.Number,
-  received_at: Schema.String,
+  received_at: Schema.String
+}
+const UpdateRow = Schema.Struct({
+  ...updateColumns,
   received_ago_ms: Schema.Number,
   available_at: Schema.String,
   available_in_ms: Schema.Number,
@@ -88,31 +93,13 @@ const OutboxRow = Schema.Struct({
   last_error: Schema.NullOr(Schema.String)
 })
 const UpdateListRow = Schema.Struct({
-  update_id: Schema.String,
-  status: Schema.String,
-  kind: Schema.String,
-  chat_key: Schema.String,
-  attempts: Schema.Number,
-  received_at: Schema.String,
+  ...updateColumns,
   age_ms: Schema.Number,
   last_error: Schema.NullOr(Schema.String)
 })
 const IdRow = Schema.Struct({ id: Schema.String })
 const StatusRow = Schema.Struct({ id: Schema.String, status: Schema.String })
 const ExistsRow = Schema.Struct({ present: Schema.Boolean })
-
-const decodeCounts = Schema.decodeUnknownEffect(Schema.Array(StatusCount))
-const decodeOldest = Schema.decodeUnknownEffect(Schema.Array(OldestPending))
-const decodeUpdate = Schema.decodeUnknownEffect(Schema.Array(UpdateRow))
-const decodeOutbox = Schema.decodeUnknownEffect(Schema.Array(OutboxRow))
-const decodeUpdateList = Schema.decodeUnknownEffect(Schema.Array(UpdateListRow))
-const decodeFailures = Schema.decodeUnknownEffect(Schema.Array(FailureRow))
-const decodeIds = Schema.decodeUnknownEffect(Schema.Array(IdRow))
-const decodeStatus = Schema.decodeUnknownEffect(Schema.Array(StatusRow))
-const decodeExists = Schema.decodeUnknownEffect(Schema.Array(ExistsRow))
-
-/** Rows that do not match their schema are a bug here, not something a caller can handle. */
-const rowsOf = <A>(decode: (rows: unknown) => Effect.Effect<A, Schema.SchemaError>) => (rows: unknown) => Effect.orDie(decode(rows))
 
 export interface Stats {
   readonly inbox: Record<string, number>
@@ -203,7 +190,7 @@ export class Operations extends Context.Service<Operations, {
               SELECT max(running.locked_until) FROM inbox running
               WHERE running.chat_key = inbox.chat_key AND running.status = 'processing'))
           WHERE status = 'dead' AND ${where}
-          RETURNING update_id::text AS id`.pipe(Effect.flatMap(rowsOf(decodeIds)))
+          RETURNING update_id::text AS id`.pipe(decodeRows(IdRow))
           // Delivered at commit: a running dispatcher claims the rows at once instead of at its next poll.
           if (ids.length > 0) yield* sql`SELECT pg_notify(${NOTIFY_CHANNEL}, 'inbox')`
           return ids.map((row) => row.id).sort(byNumericId)
@@ -221,14 +208,14 @@ export class Operations extends Context.Service<Operations, {
               SELECT max(running.locked_until) FROM outbox running
               WHERE running.chat_key = outbox.chat_key AND running.status = 'sending'))
           WHERE status IN ('failed', 'expired') AND ${where}
-          RETURNING id::text AS id`.pipe(Effect.flatMap(rowsOf(decodeIds)))
+          RETURNING id::text AS id`.pipe(decodeRows(IdRow))
           if (ids.length > 0) yield* sql`SELECT pg_notify(${NOTIFY_CHANNEL}, 'outbox')`
           return ids.map((row) => row.id).sort(byNumericId)
         }))
 
       // Read-only commands never migrate: a database of an older version may lack the history.
       const hasHistory = db.withConnection(sql`SELECT to_regclass('failure_history') IS NOT NULL AS present`).pipe(
-        Effect.flatMap(rowsOf(decodeExists)),
+        decodeRows(ExistsRow),
         Effect.map((rows) => rows[0]?.present === true)
       )
       const history = (column: "update_id" | "outbox_id", id: string) =>
@@ -236,7 +223,7 @@ export class Operations extends Context.Service<Operations, {
           !present ? Effect.succeed([]) : db.withConnection(sql`
             SELECT error, first_attempt, last_attempt, times,
               to_char(first_at AT TIME ZONE 'UTC', ${iso}) AS first_at, to_char(last_at AT TIME ZONE 'UTC', ${iso}) AS last_at
-            FROM failure_history WHERE ${sql(column)} = ${id}::bigint ORDER BY id`).pipe(Effect.flatMap(rowsOf(decodeFailures))))
+            FROM failure_history WHERE ${sql(column)} = ${id}::bigint ORDER BY id`).pipe(decodeRows(FailureRow)))
 
       const callColumns = sql`id::text AS id, update_id::text AS update_id, chat_key, method, status, attempts, last_error,
         to_char(created_at AT TIME ZONE 'UTC', ${iso}) AS created_at,
@@ -259,7 +246,7 @@ export class Operations extends Context.Service<Operations, {
           table === "inbox"
             ? sql`SELECT update_id::text AS id, status FROM inbox WHERE update_id = ${id}`
             : sql`SELECT id::text AS id, status FROM outbox WHERE id = ${id}`
-        ).pipe(Effect.flatMap(rowsOf(decodeStatus)), Effect.map((rows) => Option.fromNullishOr(rows[0])))
+        ).pipe(decodeRows(StatusRow), Effect.map((rows) => Option.fromNullishOr(rows[0])))
 
       return Operations.of({
         stats: Effect.gen(function*() {
@@ -267,17 +254,17 @@ export class Operations extends Context.Service<Operations, {
           SELECT status, count(*)::int AS n,
             (count(*) FILTER (WHERE status = 'pending' AND available_at > now()))::int AS backoff,
             (count(*) FILTER (WHERE status = 'processing' AND locked_until < now()))::int AS expired
-          FROM inbox GROUP BY status`).pipe(Effect.flatMap(rowsOf(decodeCounts)))
+          FROM inbox GROUP BY status`).pipe(decodeRows(StatusCount))
           const oldest = yield* db.withConnection(sql`
           SELECT update_id::text AS update_id, (extract(epoch FROM now() - received_at) * 1000)::float8 AS age_ms
           FROM inbox WHERE status = 'pending' ORDER BY received_at, update_id LIMIT 1`).pipe(
-            Effect.flatMap(rowsOf(decodeOldest))
+            decodeRows(OldestPending)
           )
           const outbox = yield* db.withConnection(sql`
           SELECT status, count(*)::int AS n,
             (count(*) FILTER (WHERE status = 'pending' AND available_at > now()))::int AS backoff, 0 AS expired
           FROM outbox GROUP BY status`).pipe(
-            Effect.flatMap(rowsOf(decodeCounts))
+            decodeRows(StatusCount)
           )
           return {
             inbox: Object.fromEntries(inbox.map((row) => [row.status, row.n])),
@@ -294,13 +281,13 @@ export class Operations extends Context.Service<Operations, {
             to_char(received_at AT TIME ZONE 'UTC', ${iso}) AS received_at,
             (extract(epoch FROM now() - received_at) * 1000)::float8 AS age_ms
           FROM inbox WHERE ${filters(filter, "received_at", "kind")}
-          ORDER BY update_id DESC LIMIT ${filter.limit}`).pipe(Effect.flatMap(rowsOf(decodeUpdateList)))
+          ORDER BY update_id DESC LIMIT ${filter.limit}`).pipe(decodeRows(UpdateListRow))
         }),
 
         listCalls: Effect.fn("Operations.listCalls")(function*(filter) {
           return yield* db.withConnection(sql`
           SELECT ${callColumns} FROM outbox WHERE ${filters(filter, "created_at", "method")}
-          ORDER BY id DESC LIMIT ${filter.limit}`).pipe(Effect.flatMap(rowsOf(decodeOutbox)))
+          ORDER BY id DESC LIMIT ${filter.limit}`).pipe(decodeRows(OutboxRow))
         }),
 
         show: Effect.fn("Operations.show")(function*(updateId) {
@@ -311,11 +298,11 @@ export class Operations extends Context.Service<Operations, {
             to_char(available_at AT TIME ZONE 'UTC', ${iso}) AS available_at,
             (extract(epoch FROM available_at - now()) * 1000)::float8 AS available_in_ms,
             to_char(finished_at AT TIME ZONE 'UTC', ${iso}) AS finished_at
-          FROM inbox WHERE update_id = ${updateId}`).pipe(Effect.flatMap(rowsOf(decodeUpdate)))
+          FROM inbox WHERE update_id = ${updateId}`).pipe(decodeRows(UpdateRow))
           const row = rows[0]
           if (row === undefined) return yield* new UpdateNotFound({ updateId })
           const calls = yield* db.withConnection(sql`
-          SELECT ${callColumns} FROM outbox WHERE update_id = ${updateId} ORDER BY id`).pipe(Effect.flatMap(rowsOf(decodeOutbox)))
+          SELECT ${callColumns} FROM outbox WHERE update_id = ${updateId} ORDER BY id`).pipe(decodeRows(OutboxRow))
           return {
             ...row,
             history: yield* history("update_id", row.update_id),
@@ -325,7 +312,7 @@ export class Operations extends Context.Service<Operations, {
 
         showCall: Effect.fn("Operations.showCall")(function*(callId) {
           const rows = yield* db.withConnection(sql`SELECT ${callColumns} FROM outbox WHERE id = ${callId}`).pipe(
-            Effect.flatMap(rowsOf(decodeOutbox))
+            decodeRows(OutboxRow)
           )
           const row = rows[0]
           if (row === undefined) return yield* new CallNotFound({ callId })
@@ -347,7 +334,7 @@ export class Operations extends Context.Service<Operations, {
           while (true) {
             const rows = ids.length === 0 ? [] : yield* db.withConnection(sql`
               SELECT update_id::text AS id, status FROM inbox WHERE update_id = ANY(${ids}::bigint[])`).pipe(
-              Effect.flatMap(rowsOf(decodeStatus))
+              decodeRows(StatusRow)
             )
             const open = rows.filter((row) => row.status === "pending" || row.status === "processing")
             if (open.length === 0 || (yield* Clock.currentTimeMillis) >= deadline) {
@@ -363,7 +350,7 @@ export class Operations extends Context.Service<Operations, {
           // The row stays: its update_id keeps a redelivery from being stored and run again.
           const rows = yield* db.withConnection(sql`
             UPDATE inbox SET status = 'discarded' WHERE update_id = ${updateId} AND status = 'dead'
-            RETURNING update_id::text AS id`).pipe(Effect.flatMap(rowsOf(decodeIds)))
+            RETURNING update_id::text AS id`).pipe(decodeRows(IdRow))
           if (rows[0] !== undefined) return rows[0].id
           const row = yield* statusOf("inbox", updateId)
           return yield* Option.isNone(row) ? new UpdateNotFound({ updateId }) : new NotDead({ updateId, status: row.value.status })
@@ -381,7 +368,7 @@ export class Operations extends Context.Service<Operations, {
         discardCall: Effect.fn("Operations.discardCall")(function*(callId) {
           const rows = yield* db.withConnection(sql`
             UPDATE outbox SET status = 'discarded' WHERE id = ${callId} AND status IN ('failed', 'expired')
-            RETURNING id::text AS id`).pipe(Effect.flatMap(rowsOf(decodeIds)))
+            RETURNING id::text AS id`).pipe(decodeRows(IdRow))
           if (rows[0] !== undefined) return rows[0].id
           const row = yield* statusOf("outbox", callId)
           return yield* Option.isNone(row) ? new CallNotFound({ callId }) : new NotFailed({ callId, status: row.value.status })

@@ -237,6 +237,14 @@ const list = Command.make("list", {
     Command.provide(ReadOnlyLayer)
   )
 
+/** `show` and `discard` act on one row: an update (by update_id) or a call (--call), never both or neither. */
+const updateOrCall = <Input extends { readonly updateId: Option.Option<number>; readonly call: Option.Option<number> }>(
+  target: Input
+) =>
+  Option.isSome(target.updateId) === Option.isSome(target.call)
+    ? Effect.fail(new CliError.ValidationError({ message: "give either an update_id or --call <id>" }))
+    : Effect.void
+
 const show = Command.make(
   "show",
   { updateId: updateId.pipe(Argument.optional), call: callId, json: jsonFlag },
@@ -256,11 +264,7 @@ const show = Command.make(
       "calls with theirs, and the raw update. With --call <id>: one Bot API call and its error history"
   ),
   Command.withShortDescription("One update or call in full"),
-  Command.validate(({ call, updateId }) =>
-    Option.isSome(updateId) === Option.isSome(call)
-      ? Effect.fail(new CliError.ValidationError({ message: "give either an update_id or --call <id>" }))
-      : Effect.void
-  ),
+  Command.validate(updateOrCall),
   Command.provide(ReadOnlyLayer)
 )
 
@@ -340,11 +344,7 @@ const discard = Command.make("discard", { updateId: updateId.pipe(Argument.optio
         "ignored, and /health's inbox:dead no longer counts it), or with --call <id> on a failed or expired Bot API call"
     ),
     Command.withShortDescription("Dismiss a dead update or a failed call"),
-    Command.validate(({ call, updateId }) =>
-      Option.isSome(updateId) === Option.isSome(call)
-        ? Effect.fail(new CliError.ValidationError({ message: "give either an update_id or --call <id>" }))
-        : Effect.void
-    ),
+    Command.validate(updateOrCall),
     Command.provide(OperationsLayer)
   )
 

@@ -1,15 +1,15 @@
 // The payments feature's handlers, in Effect style: Telegram Stars invoices, pre-checkout,
 // crediting, balance, refunds and the support commands Telegram requires of payment bots.
-// To remove the feature, delete src/payments/ and its line in src/bot/MyBot.ts.
+// To remove the feature, delete src/payments/ and its line in src/MyBot.ts.
 import type { Update } from "grammy/types"
 import { Effect, Option, Schema } from "effect"
-import { InvalidUpdate } from "../bot/Bot.ts"
 import {
   commandArgument,
   type Handler,
   type HandlerContext,
   type HandlerError,
   type HandlerServices,
+  InvalidUpdate,
   isCommand,
   makeHandler
 } from "../bot/Handler.ts"

@@ -2,6 +2,7 @@ import type { Opts } from "grammy/types"
 import { Duration, Effect, Option, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { AppConfig } from "../Config.ts"
+import { decodeRows } from "../db/Rows.ts"
 import { BotApi } from "../telegram/BotApi.ts"
 import type { PreCheckoutQuery, SuccessfulPayment } from "../telegram/Update.ts"
 import { CURRENCY, ORDER_TTL, type Product } from "./Catalogue.ts"
@@ -18,16 +19,10 @@ import { signOrderPayload, verifyOrderPayload } from "./InvoicePayload.ts"
  */
 export const EXPIRY_GRACE = Duration.minutes(5)
 
-const decodeWith = <S extends Schema.Top & { readonly DecodingServices: never }>(schema: S) => {
-  const decode = Schema.decodeUnknownEffect(Schema.Array(schema))
-  // A row that does not match its schema is a bug in this file, not a condition to handle.
-  return (rows: ReadonlyArray<unknown>) => Effect.orDie(decode(rows))
-}
-
 const IdRow = Schema.Struct({ id: Schema.BigInt })
-const decodeIds = decodeWith(IdRow)
+const decodeIds = decodeRows(IdRow)
 const CreditsRow = Schema.Struct({ credits: Schema.BigInt })
-const decodeCredits = decodeWith(CreditsRow)
+const decodeCredits = decodeRows(CreditsRow)
 
 // ---------------------------------------------------------------------------------------------
 // Orders and invoices
@@ -52,7 +47,7 @@ export const createOrder = Effect.fn("Payments.createOrder")(function*(input: {
     INSERT INTO orders (user_id, chat_id, product, credits, amount, currency, update_id, expires_at)
     VALUES (${input.userId}, ${input.chatId}, ${product.id}, ${product.credits}, ${product.amount}, ${CURRENCY},
             ${input.updateId}, now() + ${Duration.toMillis(ORDER_TTL)} * interval '1 millisecond')
-    RETURNING id`.pipe(Effect.flatMap(decodeIds))
+    RETURNING id`.pipe(decodeIds)
   const orderId = rows[0]!.id
   yield* Effect.annotateCurrentSpan({ "steadfast.order_id": String(orderId), "steadfast.product": product.id })
   return {
@@ -107,7 +102,7 @@ const PreCheckoutRow = Schema.Struct({
   currency: Schema.String,
   expired: Schema.Boolean
 })
-const decodePreCheckoutRows = decodeWith(PreCheckoutRow)
+const decodePreCheckoutRows = decodeRows(PreCheckoutRow)
 
 /**
  * Decides a pre-checkout query with one read of its order: it must exist, belong to the payer,
@@ -121,7 +116,7 @@ export const checkPreCheckout = Effect.fn("Payments.checkPreCheckout")(function*
   yield* Effect.annotateCurrentSpan({ "steadfast.order_id": String(orderId.value) })
   const rows = yield* sql`
     SELECT user_id, status, amount, currency, expires_at <= now() AS expired
-    FROM orders WHERE id = ${orderId.value}`.pipe(Effect.flatMap(decodePreCheckoutRows))
+    FROM orders WHERE id = ${orderId.value}`.pipe(decodePreCheckoutRows)
   const order = rows[0]
   if (order === undefined) return reject("unknown_order")
   if (order.user_id !== BigInt(query.from.id)) return reject("not_yours")
@@ -151,9 +146,9 @@ const OrderRow = Schema.Struct({
   status: Schema.String,
   expired: Schema.Boolean
 })
-const decodeOrderRows = decodeWith(OrderRow)
+const decodeOrderRows = decodeRows(OrderRow)
 const StatusRow = Schema.Struct({ status: Schema.String })
-const decodeStatusRows = decodeWith(StatusRow)
+const decodeStatusRows = decodeRows(StatusRow)
 
 /** Why a payment cannot be matched to its order, or undefined when it can. */
 const mismatch = (
@@ -201,7 +196,7 @@ export const recordSuccessfulPayment = Effect.fn("Payments.recordSuccessfulPayme
            expires_at + ${Duration.toMillis(EXPIRY_GRACE)} * interval '1 millisecond'
              < coalesce(to_timestamp(${input.paidAt ?? null}::double precision), now()) AS expired
     FROM orders WHERE id = ${orderId.value}
-    FOR UPDATE`.pipe(Effect.flatMap(decodeOrderRows)))[0]
+    FOR UPDATE`.pipe(decodeOrderRows))[0]
   const reason = mismatch(order, orderId, input.userId, payment)
   const credits = reason === undefined && order !== undefined ? order.credits : 0
 
@@ -215,7 +210,7 @@ export const recordSuccessfulPayment = Effect.fn("Payments.recordSuccessfulPayme
     RETURNING telegram_payment_charge_id`
   if (inserted.length === 0) {
     const existing = yield* sql`SELECT status FROM payments WHERE telegram_payment_charge_id = ${chargeId}`.pipe(
-      Effect.flatMap(decodeStatusRows)
+      decodeStatusRows
     )
     yield* Effect.annotateCurrentSpan({ "steadfast.payment_outcome": "duplicate" })
     return { _tag: "Duplicate", status: existing[0]?.status ?? "unknown" } satisfies PaymentOutcome
@@ -248,7 +243,7 @@ const credit = Effect.fnUntraced(function*(userId: bigint, delta: number, kind: 
         ON CONFLICT (user_id) DO UPDATE SET credits = balances.credits + excluded.credits, updated_at = now()
         RETURNING credits`
     : sql`UPDATE balances SET credits = credits + ${delta}, updated_at = now() WHERE user_id = ${userId} RETURNING credits`).pipe(
-      Effect.flatMap(decodeCredits)
+      decodeCredits
     )
   const balance = rows[0]
   if (balance === undefined) return yield* Effect.die(new Error(`debit of ${-delta} for user ${userId}, who has no balance`))
@@ -260,7 +255,7 @@ const credit = Effect.fnUntraced(function*(userId: bigint, delta: number, kind: 
 
 export const balanceOf = Effect.fn("Payments.balanceOf")(function*(userId: bigint) {
   const sql = yield* SqlClient
-  const rows = yield* sql`SELECT credits FROM balances WHERE user_id = ${userId}`.pipe(Effect.flatMap(decodeCredits))
+  const rows = yield* sql`SELECT credits FROM balances WHERE user_id = ${userId}`.pipe(decodeCredits)
   return rows[0]?.credits ?? 0n
 })
 
@@ -275,7 +270,7 @@ const PaymentRow = Schema.Struct({
   status: Schema.String
 })
 export type PaymentRow = typeof PaymentRow.Type
-const decodePaymentRows = decodeWith(PaymentRow)
+const decodePaymentRows = decodeRows(PaymentRow)
 
 /** The user's most recent payments, newest first. */
 export const recentPayments = Effect.fn("Payments.recentPayments")(function*(userId: bigint, limit: number) {
@@ -285,7 +280,7 @@ export const recentPayments = Effect.fn("Payments.recentPayments")(function*(use
     FROM payments p LEFT JOIN orders o ON o.id = p.order_id
     WHERE p.user_id = ${userId}
     ORDER BY p.received_at DESC, p.telegram_payment_charge_id
-    LIMIT ${limit}`.pipe(Effect.flatMap(decodePaymentRows))
+    LIMIT ${limit}`.pipe(decodePaymentRows)
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -322,7 +317,7 @@ export const refund = Effect.fn("Payments.refund")(function*(userId: bigint, cha
         SELECT p.telegram_payment_charge_id, p.user_id, p.order_id, o.product, p.total_amount, p.currency, p.credits, p.status
         FROM payments p LEFT JOIN orders o ON o.id = p.order_id
         WHERE p.user_id = ${userId} AND p.telegram_payment_charge_id = ${chargeId}
-        FOR UPDATE OF p`).pipe(Effect.flatMap(decodePaymentRows))
+        FOR UPDATE OF p`).pipe(decodePaymentRows)
   const payment = candidates[0]
   if (payment === undefined) {
     return (chargeId === undefined ? { _tag: "NothingToRefund" } : { _tag: "NotFound", chargeId }) satisfies RefundOutcome
@@ -332,7 +327,7 @@ export const refund = Effect.fn("Payments.refund")(function*(userId: bigint, cha
     return { _tag: "AlreadyRefunded", chargeId: payment.telegram_payment_charge_id } satisfies RefundOutcome
   }
 
-  const balanceRows = yield* sql`SELECT credits FROM balances WHERE user_id = ${userId} FOR UPDATE`.pipe(Effect.flatMap(decodeCredits))
+  const balanceRows = yield* sql`SELECT credits FROM balances WHERE user_id = ${userId} FOR UPDATE`.pipe(decodeCredits)
   const balance = balanceRows[0]?.credits ?? 0n
   if (balance < BigInt(payment.credits)) return { _tag: "CreditsUsed", payment, balance } satisfies RefundOutcome
 
@@ -361,7 +356,7 @@ export const refund = Effect.fn("Payments.refund")(function*(userId: bigint, cha
 })
 
 const RefundedRow = Schema.Struct({ user_id: Schema.BigInt, order_id: Schema.NullOr(Schema.BigInt), credits: Schema.Number })
-const decodeRefundedRows = decodeWith(RefundedRow)
+const decodeRefundedRows = decodeRows(RefundedRow)
 
 /**
  * Marks a payment of `payerId` refunded and debits what it credited; a no-op (none) when it
@@ -373,7 +368,7 @@ export const recordRefund = Effect.fn("Payments.recordRefund")(function*(chargeI
   const rows = yield* sql`
     UPDATE payments SET status = 'refunded', refunded_at = now()
     WHERE telegram_payment_charge_id = ${chargeId} AND user_id = ${payerId} AND status <> 'refunded'
-    RETURNING user_id, order_id, credits`.pipe(Effect.flatMap(decodeRefundedRows))
+    RETURNING user_id, order_id, credits`.pipe(decodeRefundedRows)
   const refunded = rows[0]
   if (refunded === undefined) return Option.none<bigint>()
   if (refunded.order_id !== null) {
@@ -385,7 +380,7 @@ export const recordRefund = Effect.fn("Payments.recordRefund")(function*(chargeI
   // A refund Telegram made on its own may find credits already spent: debit what is left, so the
   // balance never goes negative and still equals the ledger's sum.
   const available = yield* sql`SELECT credits FROM balances WHERE user_id = ${refunded.user_id} FOR UPDATE`.pipe(
-    Effect.flatMap(decodeCredits)
+    decodeCredits
   )
   const debit = Math.min(refunded.credits, Number(available[0]?.credits ?? 0n))
   if (debit < refunded.credits) {

@@ -7,15 +7,6 @@ import { decodeRows } from "../db/Rows.ts"
 import { Instance } from "./Instance.ts"
 import { LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "./LeaseRenewal.ts"
 
-/** A Bot API call a handler asked for; written to the outbox when the update finishes. */
-export interface OutgoingCall {
-  readonly chatKey: string
-  readonly method: string
-  readonly payload: Record<string, unknown>
-  /** The span that asked for it, so the delivery joins the same trace. */
-  readonly traceparent: string | null
-}
-
 const ClaimedRow = Schema.Struct({
   id: Schema.Union([Schema.BigInt, Schema.Number, Schema.String]),
   chat_key: Schema.String,

@@ -1,9 +1,12 @@
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Effect, Layer, Option, Redacted, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { AppConfig } from "../Config.ts"
 import { Database } from "../db/Database.ts"
+import { decodeRows } from "../db/Rows.ts"
 import { BotApi } from "./BotApi.ts"
 import { ALLOWED_UPDATES } from "./Update.ts"
+
+const SettingRow = Schema.Struct({ value: Schema.String })
 
 /**
  * With PUBLIC_URL set, makes Telegram's webhook point at us. getWebhookInfo cannot show the
@@ -26,7 +29,7 @@ export const WebhookRegistration = {
 
     const info = yield* botApi.getWebhookInfo()
     const stored = yield* db.withConnection(
-      sql<{ value: string }>`SELECT value FROM settings WHERE key = 'webhook_fingerprint'`
+      sql`SELECT value FROM settings WHERE key = 'webhook_fingerprint'`.pipe(decodeRows(SettingRow))
     )
     const sameAllowed = JSON.stringify([...(info.allowed_updates ?? [])].sort()) === JSON.stringify([...ALLOWED_UPDATES].sort())
     if (info.url === url && sameAllowed && stored[0]?.value === fingerprint) {

@@ -96,10 +96,10 @@ export const mutations: ReadonlyArray<Mutation> = [
   {
     name: "offset-before-store",
     breaks: "polling offset: getUpdates confirms an update before it is stored",
-    file: "src/telegram/Poller.ts",
+    file: "src/http/Poller.ts",
     search: "for (const update of updates) {",
     replace: "for (const update of updates) {\n        offset = update.update_id + 1",
-    test: "test/telegram/Poller.test.ts"
+    test: "test/http/Poller.test.ts"
   },
   {
     name: "order-not-locked",

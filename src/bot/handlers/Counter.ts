@@ -1,9 +1,10 @@
 // The README's "Write your first handler" example, twice: a /count command with a +1 button and a
 // per-chat counter, as a grammY Composer with a session, and the same in Effect style. Neither is
-// in the shipped bot; add `counter` (or `counterHandlers`) to src/bot/MyBot.ts to try it.
+// in the shipped bot; add `counter` (or `counterHandlers`) to src/MyBot.ts to try it.
 import { Composer, InlineKeyboard, session, type SessionFlavor } from "grammy"
 import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
+import { decodeRows } from "../../db/Rows.ts"
 import type { SteadfastContext } from "../Grammy.ts"
 import { isCommand, makeHandler } from "../Handler.ts"
 import { sqlSessionStorage } from "../SessionStorage.ts"
@@ -42,8 +43,7 @@ counter.callbackQuery("count:+1", counterSession, (ctx) => {
 // ---------------------------------------------------------------------------------------------
 // Effect style: the same counter, kept in the same table through the transaction's SqlClient
 
-const CountRow = Schema.Struct({ count: Schema.Number })
-const decodeCount = Schema.decodeUnknownEffect(Schema.Array(CountRow))
+const decodeCount = decodeRows(Schema.Struct({ count: Schema.Number }))
 
 const increment = Effect.fn("Counter.increment")(function*(key: string, by: number) {
   const sql = yield* SqlClient
@@ -51,7 +51,7 @@ const increment = Effect.fn("Counter.increment")(function*(key: string, by: numb
     INSERT INTO sessions (key, value) VALUES (${key}, jsonb_build_object('count', ${by}::int))
     ON CONFLICT (key) DO UPDATE
       SET value = jsonb_build_object('count', coalesce((sessions.value->>'count')::int, 0) + ${by}::int), updated_at = now()
-    RETURNING (value->>'count')::int AS count`.pipe(Effect.flatMap(decodeCount), Effect.orDie)
+    RETURNING (value->>'count')::int AS count`.pipe(decodeCount)
   return rows[0]?.count ?? 0
 })
 

@@ -5,7 +5,7 @@ import { Clock, Effect, type Latch, Stream, SubscriptionRef } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import type { BotDefinition } from "../../../src/bot/Bot.ts"
 import { fallback } from "../../../src/bot/handlers/Basics.ts"
-import { myBot } from "../../../src/bot/MyBot.ts"
+import { myBot } from "../../../src/MyBot.ts"
 import { type Handler, HandlerFailure, isCommand, makeHandler } from "../../../src/bot/Handler.ts"
 
 /** Created by the test in its fresh database before the app starts. */

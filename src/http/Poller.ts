@@ -2,8 +2,8 @@ import { Clock, Duration, Effect, Layer, type Redacted, Schedule } from "effect"
 import { AppConfig } from "../Config.ts"
 import { isDataError, refusalReason, storableUpdate } from "../db/Jsonb.ts"
 import { Inbox } from "../queue/Inbox.ts"
-import { BotApi } from "./BotApi.ts"
-import { ALLOWED_UPDATES, chatKeyOf, kindOf } from "./Update.ts"
+import { BotApi } from "../telegram/BotApi.ts"
+import { ALLOWED_UPDATES, chatKeyOf, kindOf } from "../telegram/Update.ts"
 
 /** Seconds one getUpdates long poll may wait on Telegram's side. */
 const LONG_POLL_SECONDS = 25

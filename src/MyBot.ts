@@ -2,10 +2,10 @@
 // that takes it: an Effect handler whose `matches` is true, or grammY middleware (a Composer) that
 // handles it instead of calling `next()`. Write a handler under src/bot/handlers/ and add it here;
 // see "Write your first handler" in the README.
-import { paymentHandlers } from "../payments/PaymentHandlers.ts"
-import { Bot, type BotDefinition } from "./Bot.ts"
-import type { Handler } from "./Handler.ts"
-import { fallback, help, start } from "./handlers/Basics.ts"
+import { paymentHandlers } from "./payments/PaymentHandlers.ts"
+import { Bot, type BotDefinition } from "./bot/Bot.ts"
+import type { Handler } from "./bot/Handler.ts"
+import { fallback, help, start } from "./bot/handlers/Basics.ts"
 
 /** The commands, each with its /help line. */
 export const commands: ReadonlyArray<Handler> = [
