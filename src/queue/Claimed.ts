@@ -2,6 +2,8 @@ import { Schema } from "effect"
 import { RecordedCall } from "../telegram/RecordedCall.ts"
 import type { HeldLease } from "./LeaseRenewal.ts"
 
+/** Work leased to this instance, as the queue holds it: an update, or a call to make after commit. */
+
 /** An update leased to this instance (as `owner`): `attempts` counts this run. */
 export interface Claimed extends HeldLease {
   readonly owner: string
@@ -47,4 +49,39 @@ export const toClaimed = (owner: string) => (row: typeof ClaimedRow.Type): Claim
   traceparent: row.traceparent,
   recorded: row.calls ?? [],
   receivedAt: row.received_ms
+})
+
+/** A call to make after commit, leased to this instance (as `owner`) for delivery. */
+export interface ClaimedCall {
+  /** The owner id it was leased under (see Instance). */
+  readonly owner: string
+  readonly id: string
+  readonly chatKey: string
+  readonly method: string
+  readonly payload: Record<string, unknown>
+  readonly attempts: number
+  readonly leaseId: string
+  readonly traceparent: string | null
+}
+
+/** A leased outbox row as the claim and the "sent" mark return it. */
+export const ClaimedCallRow = Schema.Struct({
+  id: Schema.Union([Schema.BigInt, Schema.Number, Schema.String]),
+  chat_key: Schema.String,
+  method: Schema.String,
+  payload: Schema.Record(Schema.String, Schema.Unknown),
+  attempts: Schema.Number,
+  lease_id: Schema.String,
+  traceparent: Schema.NullOr(Schema.String)
+})
+
+export const toClaimedCall = (owner: string) => (row: typeof ClaimedCallRow.Type): ClaimedCall => ({
+  owner,
+  id: String(row.id),
+  chatKey: row.chat_key,
+  method: row.method,
+  payload: row.payload,
+  attempts: row.attempts,
+  leaseId: row.lease_id,
+  traceparent: row.traceparent
 })

@@ -5,10 +5,9 @@ import { NOTIFY_CHANNEL } from "../db/migrations/Functions.ts"
 import { decodeRows } from "../db/Rows.ts"
 import type { OutgoingCall } from "../telegram/OutgoingCall.ts"
 import { makeBatcher, withBatchSpan } from "./Batcher.ts"
-import { type Claimed, CLAIMED_COLUMNS, ClaimedRow, toClaimed } from "./Claimed.ts"
+import { type Claimed, type ClaimedCall, CLAIMED_COLUMNS, ClaimedRow, toClaimed } from "./Claimed.ts"
 import type { Instance } from "./Instance.ts"
 import { LEASE } from "./LeaseRenewal.ts"
-import type { ClaimedCall } from "./Outbox.ts"
 import { isSqlDataError } from "./Store.ts"
 
 /** How a handler's run ends: the update's status, the calls it queued, whether to lease its chat's next update. */

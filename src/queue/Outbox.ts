@@ -4,31 +4,12 @@ import { makeBatcher } from "./Batcher.ts"
 import { type HandedOff, makeHandOff } from "./HandOff.ts"
 import { Database, type PoolTimeout } from "../db/Database.ts"
 import { decodeRows } from "../db/Rows.ts"
+import { type ClaimedCall, ClaimedCallRow, toClaimedCall } from "./Claimed.ts"
 import { Instance } from "./Instance.ts"
 import { LEASE, type LeaseRenewal, makeLeaseRenewal, RENEW_BELOW } from "./LeaseRenewal.ts"
 
-const ClaimedRow = Schema.Struct({
-  id: Schema.Union([Schema.BigInt, Schema.Number, Schema.String]),
-  chat_key: Schema.String,
-  method: Schema.String,
-  payload: Schema.Record(Schema.String, Schema.Unknown),
-  attempts: Schema.Number,
-  lease_id: Schema.String,
-  traceparent: Schema.NullOr(Schema.String)
-})
-const decodeClaimed = decodeRows(ClaimedRow)
+const decodeClaimed = decodeRows(ClaimedCallRow)
 const decodeStatus = decodeRows(Schema.Struct({ status: Schema.Literals(["pending", "failed", "expired"]) }))
-
-const toClaimedCall = (owner: string) => (row: typeof ClaimedRow.Type): ClaimedCall => ({
-  owner,
-  id: String(row.id),
-  chatKey: row.chat_key,
-  method: row.method,
-  payload: row.payload,
-  attempts: row.attempts,
-  leaseId: row.lease_id,
-  traceparent: row.traceparent
-})
 
 /** When a transiently failed call is tried again, and whether that failure counts as an attempt. */
 export interface RetryLater {
@@ -37,18 +18,6 @@ export interface RetryLater {
   readonly counted: boolean
   /** Older than this, the call is given up (expired) instead. */
   readonly maxAge: Duration.Duration
-}
-
-export interface ClaimedCall {
-  /** The owner id it was leased under (see Instance). */
-  readonly owner: string
-  readonly id: string
-  readonly chatKey: string
-  readonly method: string
-  readonly payload: Record<string, unknown>
-  readonly attempts: number
-  readonly leaseId: string
-  readonly traceparent: string | null
 }
 
 /**

@@ -9,7 +9,8 @@ import { spanFromTraceparent, withTraceLogs } from "../observability/TraceContex
 import { BotApi } from "../telegram/BotApi.ts"
 import { SendRate } from "../telegram/SendRate.ts"
 import { backoff } from "./Backoff.ts"
-import { type ClaimedCall, Outbox } from "./Outbox.ts"
+import type { ClaimedCall } from "./Claimed.ts"
+import { Outbox } from "./Outbox.ts"
 
 /** The first wait before a transiently failed call is tried again; it doubles up to OUTBOX_RETRY_MAX_MS. */
 const FIRST_RETRY_DELAY = Duration.seconds(1)
