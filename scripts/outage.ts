@@ -14,7 +14,7 @@ import { join } from "node:path"
 import { makeAppLayer } from "../src/App.ts"
 import { Database } from "../src/db/Database.ts"
 import { EmbeddedDatabase } from "../src/db/EmbeddedDatabase.ts"
-import { BotApiStandIn } from "../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../test/support/BotApiRecorder.ts"
 import { sampleUpdate } from "../src/sandbox/sampleUpdate.ts"
 
 const minutesArg = process.argv.indexOf("--minutes")
@@ -73,7 +73,7 @@ const program = Effect.gen(function*() {
   )
   const pgContext = yield* Layer.build(EmbeddedDatabase.layer(join(dir, "postgres")))
   const databaseUrl = Redacted.value(Context.get(pgContext, EmbeddedDatabase).url)
-  const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+  const standIn = Context.get(yield* Layer.build(BotApiRecorder.layer()), BotApiRecorder)
   const proxy = yield* faultProxy(standIn.url)
 
   const warnings = new Map<string, number>()

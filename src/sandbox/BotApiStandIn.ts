@@ -1,33 +1,31 @@
 import type { Message, UserFromGetMe, WebhookInfo } from "grammy/types"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
-import { Clock, Context, Duration, Effect, FiberSet, Layer, Option, Ref, Schema, Stream, SubscriptionRef } from "effect"
+import { Clock, Context, Effect, FiberSet, Layer, Option, Ref, Schema } from "effect"
 
-/** One Bot API request as the stand-in saw it: the token is never part of it. */
-export interface RecordedCall {
+/** One Bot API request as the stand-in received it: the token is never part of it. */
+export interface IncomingCall {
   readonly method: string
-  readonly params: Record<string, unknown>
+  /** The request's parameters; undefined when its body could not be parsed. */
+  readonly params: Record<string, unknown> | undefined
   readonly at: number
-  /** What the stand-in answered with, when the call succeeded (a sent Message, `true`, …). */
-  readonly result?: unknown
+}
+
+/** An HTTP answer: a Telegram result or error object, or a raw string (a proxy's HTML error page). */
+export interface Answer {
+  readonly status: number
+  readonly body: unknown
 }
 
 /**
- * A canned answer. `body` defaults to a Telegram error object for `status`; a string body is sent
- * as-is (a proxy's HTML error page). `delayMs` replaces the `setDelay` wait for this call.
+ * How calls are answered. Sandbox mode answers every call from the stand-in's model of the Bot
+ * API; the tests' recorder (test/support/BotApiRecorder.ts) wraps that model to record, script
+ * and delay answers, so the tests exercise the very server sandbox mode runs.
  */
-export interface ScriptedResponse {
-  readonly status: number
-  readonly body?: unknown
-  readonly delayMs?: number
-}
-
-export class StandInTimeout extends Schema.TaggedError<StandInTimeout>()("StandInTimeout", {
-  timeout: Schema.String,
-  seen: Schema.String
-}) {
-  override get message(): string {
-    return `condition not met within ${this.timeout}; seen ${this.seen}`
-  }
+export interface Responder {
+  /** The answer to `call`; `model` is the sandbox's own. Interrupted when the client hangs up first. */
+  readonly respond: (call: IncomingCall, model: Effect.Effect<Answer>) => Effect.Effect<Answer>
+  /** Runs when the client hangs up before its answer was sent. */
+  readonly hungUp: (call: IncomingCall) => Effect.Effect<void>
 }
 
 export class StandInListenError extends Schema.TaggedError<StandInListenError>()("StandInListenError", {
@@ -37,16 +35,6 @@ export class StandInListenError extends Schema.TaggedError<StandInListenError>()
   override get message(): string {
     return `Bot API stand-in could not listen on 127.0.0.1:${this.port}: ${this.reason}`
   }
-}
-
-interface Recorded {
-  readonly calls: ReadonlyArray<RecordedCall>
-  readonly aborted: ReadonlyArray<RecordedCall>
-}
-
-interface Answer {
-  readonly status: number
-  readonly body: unknown
 }
 
 const JsonParams = Schema.fromJsonString(Schema.Record(Schema.String, Schema.Unknown))
@@ -63,7 +51,8 @@ const descriptions: Record<number, string> = {
   502: "Bad Gateway"
 }
 
-const telegramError = (status: number, description?: string): Answer => ({
+/** A Telegram error object for `status`, with the description Telegram gives it. */
+export const telegramError = (status: number, description?: string): Answer => ({
   status,
   body: {
     ok: false,
@@ -168,14 +157,6 @@ const multipartFields = (body: string, boundary: string): Record<string, unknown
   return fields
 }
 
-const summarize = (calls: ReadonlyArray<RecordedCall>): string => {
-  if (calls.length === 0) return "no calls"
-  const counts = new Map<string, number>()
-  for (const call of calls) counts.set(call.method, (counts.get(call.method) ?? 0) + 1)
-  const parts = Array.from(counts, ([method, n]) => `${method} x${n}`)
-  return `${calls.length} call${calls.length === 1 ? "" : "s"} (${parts.join(", ")})`
-}
-
 const readBody = (req: IncomingMessage) =>
   Effect.callback<string>((resume) => {
     const chunks: Array<Buffer> = []
@@ -219,8 +200,6 @@ export interface StandInOptions {
   readonly port?: number
   /** Logs what the bot sends, as a chat would show it (sandbox mode). */
   readonly logMessages?: boolean
-  /** How many of the latest calls (and aborted calls) are kept for `calls`; 10 000 by default. */
-  readonly maxCalls?: number
 }
 
 const botIdFrom = (token: string): number => integer(token.split(":")[0]) ?? 1000000001
@@ -228,42 +207,13 @@ const botIdFrom = (token: string): number => integer(token.split(":")[0]) ?? 100
 export class BotApiStandIn extends Context.Service<BotApiStandIn, {
   /** The apiRoot to hand to grammY, e.g. `http://127.0.0.1:41234`. */
   readonly url: string
-  /** The last `maxCalls` calls received (10 000 by default), oldest first. */
-  readonly calls: Effect.Effect<ReadonlyArray<RecordedCall>>
-  /** Calls whose client hung up before the stand-in answered (timeouts, interruptions). */
-  readonly aborted: Effect.Effect<ReadonlyArray<RecordedCall>>
-  /** Forgets the recorded and aborted calls. */
-  readonly clear: Effect.Effect<void>
-  /** Waits until `predicate` holds for the recorded calls, re-checking on every new call. */
-  readonly awaitCalls: (
-    predicate: (calls: ReadonlyArray<RecordedCall>) => boolean,
-    timeout?: Duration.Input
-  ) => Effect.Effect<ReadonlyArray<RecordedCall>, StandInTimeout>
-  /** Waits until `predicate` holds for the aborted calls. */
-  readonly awaitAborted: (
-    predicate: (aborted: ReadonlyArray<RecordedCall>) => boolean,
-    timeout?: Duration.Input
-  ) => Effect.Effect<ReadonlyArray<RecordedCall>, StandInTimeout>
-  /** The next `responses.length` calls of `method` get these answers, in order. */
-  readonly script: (method: string, responses: ReadonlyArray<ScriptedResponse>) => Effect.Effect<void>
-  /** Every call but getMe waits this long before it is answered. */
-  readonly setDelay: (ms: number) => Effect.Effect<void>
-  /** Overrides fields of what getWebhookInfo returns. */
-  readonly setWebhookInfo: (patch: Partial<WebhookInfo>) => Effect.Effect<void>
 }>()("steadfast/sandbox/BotApiStandIn") {
   static layer(options?: StandInOptions) {
     return Layer.effect(BotApiStandIn, BotApiStandIn.make(options ?? {}))
   }
 
-  static make = Effect.fnUntraced(function*(options: StandInOptions) {
+  static make = Effect.fnUntraced(function*(options: StandInOptions, responder?: Responder) {
     const logMessages = options.logMessages ?? false
-    const maxCalls = Math.max(1, options.maxCalls ?? 10_000)
-    // A ring of the last calls: a sandbox left running for days must not keep every call it saw.
-    const keepLast = (calls: ReadonlyArray<RecordedCall>, call: RecordedCall): ReadonlyArray<RecordedCall> =>
-      calls.length < maxCalls ? [...calls, call] : [...calls.slice(calls.length - maxCalls + 1), call]
-    const recorded = yield* SubscriptionRef.make<Recorded>({ calls: [], aborted: [] })
-    const scripts = yield* Ref.make<ReadonlyMap<string, ReadonlyArray<ScriptedResponse>>>(new Map())
-    const delayMs = yield* Ref.make(0)
     // Per chat, the last message id issued: ids count up per chat, as Telegram's do, and an edit or
     // delete of an id never issued (or deleted) is refused as Telegram refuses it.
     const chats = new Map<string, { last: number; readonly deleted: Set<number> }>()
@@ -277,17 +227,6 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
       return state !== undefined && messageId >= 1 && messageId <= state.last && !state.deleted.has(messageId)
     }
     const webhook = yield* Ref.make<WebhookInfo>({ url: "", has_custom_certificate: false, pending_update_count: 0 })
-    const webhookOverrides = yield* Ref.make<Partial<WebhookInfo>>({})
-
-    const takeScript = (method: string) =>
-      Ref.modify(scripts, (map): [ScriptedResponse | undefined, ReadonlyMap<string, ReadonlyArray<ScriptedResponse>>] => {
-        const queue = map.get(method)
-        if (queue === undefined || queue.length === 0) return [undefined, map]
-        const next = new Map(map)
-        if (queue.length === 1) next.delete(method)
-        else next.set(method, queue.slice(1))
-        return [queue[0], next]
-      })
 
     const messageIn = Effect.fnUntraced(function*(botId: number, chatId: string, messageId: number) {
       const now = yield* Clock.currentTimeMillis
@@ -403,11 +342,8 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
         case "deleteWebhook":
           yield* Ref.set(webhook, { url: "", has_custom_certificate: false, pending_update_count: 0 })
           return ok(true)
-        case "getWebhookInfo": {
-          const info = yield* Ref.get(webhook)
-          const overrides = yield* Ref.get(webhookOverrides)
-          return ok({ ...info, ...overrides } satisfies WebhookInfo)
-        }
+        case "getWebhookInfo":
+          return ok(yield* Ref.get(webhook))
         case "deleteMessage": {
           const chatId = text(params.chat_id)
           const messageId = integer(params.message_id)
@@ -522,32 +458,18 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
       const botId = botIdFrom(decodeURIComponent(route[1] ?? ""))
       const method = route[2] ?? ""
       const params = parseParams(req, body, url.searchParams)
-      const call: RecordedCall = { method, params: params ?? {}, at }
-      yield* SubscriptionRef.update(recorded, (r) => ({ ...r, calls: keepLast(r.calls, call) }))
-      const scripted = yield* takeScript(method)
-      // The service asks getMe once, at start: a delay models slow deliveries, not a slow start.
-      const delay = scripted?.delayMs ?? (method === "getMe" ? 0 : yield* Ref.get(delayMs))
+      const call: IncomingCall = { method, params, at }
+      const model = params === undefined ? Effect.succeed(badRequest("can't parse request body")) : answer(botId, method, params)
       const respond = Effect.gen(function*() {
-        if (delay > 0) yield* Effect.sleep(Duration.millis(delay))
-        const result = scripted !== undefined
-          ? (scripted.body === undefined ? telegramError(scripted.status) : { status: scripted.status, body: scripted.body })
-          : params === undefined
-          ? badRequest("can't parse request body")
-          : yield* answer(botId, method, params)
+        const result = yield* (responder === undefined ? model : responder.respond(call, model))
         if (logMessages) {
           yield* Effect.log(
             `Bot API ${method}${params?.["chat_id"] === undefined ? "" : ` (chat ${String(params["chat_id"])})`}: ${result.status}`
           )
         }
-        if (result.status === 200 && typeof result.body === "object" && result.body !== null && "result" in result.body) {
-          const answered = { ...call, result: result.body.result }
-          yield* SubscriptionRef.update(recorded, (r) => ({ ...r, calls: r.calls.map((known) => known === call ? answered : known) }))
-        }
         send(res, result)
       })
-      const hungUp = clientGone(res).pipe(
-        Effect.andThen(SubscriptionRef.update(recorded, (r) => ({ ...r, aborted: keepLast(r.aborted, call) })))
-      )
+      const hungUp = clientGone(res).pipe(Effect.andThen(responder === undefined ? Effect.void : responder.hungUp(call)))
       yield* Effect.raceFirst(respond, hungUp)
     })
 
@@ -582,42 +504,8 @@ export class BotApiStandIn extends Context.Service<BotApiStandIn, {
     const address = server.address()
     const url = `http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : options.port}`
 
-    const awaitState = (
-      select: (r: Recorded) => ReadonlyArray<RecordedCall>,
-      predicate: (calls: ReadonlyArray<RecordedCall>) => boolean,
-      timeout: Duration.Input
-    ) =>
-      SubscriptionRef.changes(recorded).pipe(
-        Stream.map(select),
-        Stream.filter(predicate),
-        Stream.runHead,
-        // changes() never ends, so runHead only returns once a matching state was published.
-        Effect.map(Option.getOrElse((): ReadonlyArray<RecordedCall> => [])),
-        Effect.timeoutOrElse({
-          duration: timeout,
-          orElse: () =>
-            Effect.flatMap(SubscriptionRef.get(recorded), (r) =>
-              Effect.fail(
-                new StandInTimeout({
-                  timeout: Duration.format(Duration.fromInputUnsafe(timeout)),
-                  seen: `${summarize(r.calls)}, ${r.aborted.length} aborted`
-                })
-              ))
-        })
-      )
-
     if (logMessages) yield* Effect.log(`Bot API stand-in listening on ${url}`)
 
-    return BotApiStandIn.of({
-      url,
-      calls: Effect.map(SubscriptionRef.get(recorded), (r) => r.calls),
-      aborted: Effect.map(SubscriptionRef.get(recorded), (r) => r.aborted),
-      clear: SubscriptionRef.set(recorded, { calls: [], aborted: [] }),
-      awaitCalls: (predicate, timeout = "5 seconds") => awaitState((r) => r.calls, predicate, timeout),
-      awaitAborted: (predicate, timeout = "5 seconds") => awaitState((r) => r.aborted, predicate, timeout),
-      script: (method, responses) => Ref.update(scripts, (map) => new Map(map).set(method, [...(map.get(method) ?? []), ...responses])),
-      setDelay: (ms) => Ref.set(delayMs, ms),
-      setWebhookInfo: (patch) => Ref.update(webhookOverrides, (current) => ({ ...current, ...patch }))
-    })
+    return BotApiStandIn.of({ url })
   })
 }

@@ -8,7 +8,7 @@ import { Context, Deferred, Effect, Layer } from "effect"
 import type { BotDefinition } from "../../src/bot/Bot.ts"
 import type { SteadfastContext } from "../../src/bot/Grammy.ts"
 import { Database } from "../../src/db/Database.ts"
-import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { awaitStatus, inboxRow } from "../support/FaultyApp.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
@@ -89,7 +89,7 @@ const startApp = (label: string, seen: Seen) =>
     }))
     return {
       base: yield* Effect.provideContext(baseUrl, app),
-      standIn: Context.get(app, BotApiStandIn),
+      standIn: Context.get(app, BotApiRecorder),
       pg,
       db: Context.get(app, Database)
     }
@@ -210,7 +210,7 @@ describe("the bot's own identity", () => {
     "a Bot API outage while getMe is asked is an outage, not an attempt: the update waits it out and is done, even with MAX_ATTEMPTS=1",
     () =>
       Effect.gen(function*() {
-        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const standIn = Context.get(yield* Layer.build(BotApiRecorder.layer()), BotApiRecorder)
         // Every getMe fails for a while: the one at start, and those of the update's first runs
         // (each retried in place a few times).
         yield* standIn.script("getMe", Array.from({ length: 12 }, () => ({ status: 502 })))

@@ -9,7 +9,7 @@ import type { BotDefinition } from "../../src/bot/Bot.ts"
 import type { SteadfastContext } from "../../src/bot/Grammy.ts"
 import { counter, type CounterContext, type CounterSession, counterStorage } from "../../src/bot/handlers/Counter.ts"
 import { fallback } from "../../src/bot/handlers/Basics.ts"
-import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { awaitStatus, inboxRow } from "../support/FaultyApp.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
@@ -67,7 +67,7 @@ const testBot = (seen: Seen): BotDefinition => {
 const startApp = (databaseUrl: string, seen: Seen) =>
   Effect.gen(function*() {
     const app = yield* Layer.build(testAppLayer({ databaseUrl, env, handlers: testBot(seen) }))
-    return { base: yield* Effect.provideContext(baseUrl, app), standIn: Context.get(app, BotApiStandIn) }
+    return { base: yield* Effect.provideContext(baseUrl, app), standIn: Context.get(app, BotApiRecorder) }
   })
 
 const makeSeen = Effect.gen(function*() {

@@ -7,7 +7,7 @@ import { makeAppLayer } from "../../src/App.ts"
 import { Bot } from "../../src/bot/Bot.ts"
 import type { SteadfastContext } from "../../src/bot/Grammy.ts"
 import { grammyFallback } from "../../src/bot/handlers/Basics.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { assertAnsweredInOrder, interleavedPlan, makePostStats, postAlternating } from "../support/Load.ts"
 import { pgProbe } from "../support/PgProbe.ts"
 import { baseUrl, testEnv } from "../support/TestApp.ts"
@@ -35,7 +35,7 @@ describe("grammY middleware on two instances", () => {
   it.live("each update is handled once and every chat's grammY replies arrive in update_id order", () =>
     Effect.gen(function*() {
       const databaseUrl = yield* Effect.promise(() => freshDatabase("grammy_two_instances"))
-      const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+      const standIn = Context.get(yield* Layer.build(BotApiRecorder.layer()), BotApiRecorder)
       const handledBy = new Map<number, Array<string>>()
       const [a, b] = yield* Effect.all([
         startInstance("a", databaseUrl, standIn.url, handledBy),

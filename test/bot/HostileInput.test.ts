@@ -8,7 +8,7 @@ import { fallbackReply } from "../../src/bot/handlers/Basics.ts"
 import { makeHandler, isCommand } from "../../src/bot/Handler.ts"
 import { myBot } from "../../src/MyBot.ts"
 import { PRIVATE_ONLY } from "../../src/payments/PaymentHandlers.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import {
   commandUpdate,
@@ -61,7 +61,7 @@ describe("hostile input", () => {
   })((it) => {
     it.effect("commands addressed to another bot are not answered; ours are, whatever the case of our username", () =>
       Effect.gen(function*() {
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const shopper = yield* newShopper
         const ignored = ["/balance@other_bot", "/refund@other_bot", "/help@other_bot", "/paysupport@other_bot x"]
         const ids = ignored.map(() => nextUpdateId())
@@ -75,7 +75,7 @@ describe("hostile input", () => {
 
     it.effect("payment commands in a group answer “send this to me in a private chat” and reveal nothing", () =>
       Effect.gen(function*() {
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const shopper = yield* newShopper
         const { chargeId } = yield* buyAndPay(shopper, "credits_100")
 

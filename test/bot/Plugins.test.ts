@@ -19,7 +19,7 @@ import type { InlineKeyboardMarkup, Update } from "grammy/types"
 import { Context as EffectContext, Effect, Exit, Layer, Scope } from "effect"
 import type { SteadfastContext } from "../../src/bot/Grammy.ts"
 import { sqlSessionStorage } from "../../src/bot/SessionStorage.ts"
-import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { inboxRow } from "../support/FaultyApp.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
@@ -118,7 +118,7 @@ const makeBot = () => {
 const startApp = (databaseUrl: string) =>
   Effect.gen(function*() {
     const app = yield* Layer.build(testAppLayer({ databaseUrl, env, handlers: [makeBot()] }))
-    return { base: yield* Effect.provideContext(baseUrl, app), standIn: EffectContext.get(app, BotApiStandIn) }
+    return { base: yield* Effect.provideContext(baseUrl, app), standIn: EffectContext.get(app, BotApiRecorder) }
   })
 
 let lastId = 60_000

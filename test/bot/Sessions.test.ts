@@ -5,7 +5,7 @@ import { Composer, session, type SessionFlavor } from "grammy"
 import { Context, Effect, Layer } from "effect"
 import type { SteadfastContext } from "../../src/bot/Grammy.ts"
 import { sqlSessionStorage } from "../../src/bot/SessionStorage.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { awaitStatus, inboxRow } from "../support/FaultyApp.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
@@ -47,7 +47,7 @@ const setup = (label: string) =>
   Effect.gen(function*() {
     const databaseUrl = yield* Effect.promise(() => freshDatabase(label))
     const app = yield* Layer.build(testAppLayer({ databaseUrl, env, handlers: [tally, notes] }))
-    return { base: yield* Effect.provideContext(baseUrl, app), standIn: Context.get(app, BotApiStandIn), pg: yield* pgProbe(databaseUrl) }
+    return { base: yield* Effect.provideContext(baseUrl, app), standIn: Context.get(app, BotApiRecorder), pg: yield* pgProbe(databaseUrl) }
   })
 
 describe("sqlSessionStorage", () => {

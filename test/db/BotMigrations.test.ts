@@ -11,7 +11,7 @@ import { SqlClient } from "effect/sql/SqlClient"
 import type { SteadfastContext } from "../../src/bot/Grammy.ts"
 import { runMigrations } from "../../src/db/migrations/Migrations.ts"
 import { BotMigrationFailed, BotMigrationsDirectory } from "../../src/db/migrations/SqlFiles.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { inboxRow } from "../support/FaultyApp.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
@@ -115,7 +115,7 @@ describe("the bot's .sql migrations", () => {
       const pg = yield* pgProbe(databaseUrl)
       yield* postUpdate(base, sampleUpdate({ updateId: 1, chatId: 840_001, text: "/notes" }))
       yield* waitFor("the update done", inboxRow(pg, 1), (row) => row?.status === "done", { timeout: "20 seconds" })
-      const replies = (yield* Context.get(app, BotApiStandIn).calls).filter((call) => call.method === "sendMessage")
+      const replies = (yield* Context.get(app, BotApiRecorder).calls).filter((call) => call.method === "sendMessage")
       assert.deepStrictEqual(replies.map((call) => call.params["text"]), ["notes: 1"])
     }), 60_000)
 })

@@ -3,7 +3,7 @@ import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Ref, Schema } 
 import { isCommand, makeHandler } from "../../src/bot/Handler.ts"
 import { Database, STATEMENT_LIMIT_MS } from "../../src/db/Database.ts"
 import { LEASE } from "../../src/queue/LeaseRenewal.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
@@ -38,7 +38,7 @@ describe("background work cannot starve leases", () => {
         // Opened however the test ends (before the app closes), so a failed assertion leaves nothing waiting.
         yield* Effect.addFinalizer(() => Effect.all([Deferred.succeed(heldUntil, undefined), Deferred.succeed(release, undefined)]))
         const db = Context.get(app, Database)
-        const standIn = Context.get(app, BotApiStandIn)
+        const standIn = Context.get(app, BotApiRecorder)
         const base = yield* Effect.provideContext(baseUrl, app)
         const probe = yield* pgProbe(databaseUrl)
 

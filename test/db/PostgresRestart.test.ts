@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer } from "effect"
 import { Database } from "../../src/db/Database.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { answeredCount, interleavedPlan, makePostStats, postPlan, repliesByChat, slicePlan } from "../support/Load.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { awaitIdlePool } from "../support/FaultyApp.ts"
@@ -30,7 +30,7 @@ describe("PostgreSQL stopped and started under load", () => {
           databaseUrl,
           env: { UPDATE_TIMEOUT_MS: "2000", SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" }
         }))
-        const standIn = Context.get(app, BotApiStandIn)
+        const standIn = Context.get(app, BotApiRecorder)
         const db = Context.get(app, Database)
         const serviceUrl = yield* Effect.provideContext(baseUrl, app)
         const base = Effect.succeed(serviceUrl)

@@ -4,7 +4,7 @@ import { Effect } from "effect"
 import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import YAML from "yaml"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { exposes, families, scrapeAfterOneUpdate } from "../support/Prometheus.ts"
 
 const root = fileURLToPath(new URL("../../", import.meta.url))
@@ -149,5 +149,5 @@ describe("alert rules and dashboard against a running service", () => {
       assert.isAbove(checked, 40)
       yield* service.kill("SIGTERM")
       assert.deepStrictEqual(yield* service.exited, { code: 0, signal: null })
-    }).pipe(Effect.scoped, Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.scoped, Effect.provide(BotApiRecorder.layer())))
 })

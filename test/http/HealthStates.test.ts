@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Clock, ConfigProvider, Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
 import { makeAppLayer } from "../../src/App.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { holdTransaction } from "../support/PgProbe.ts"
 import { baseUrl, postUpdate, TEST_SECRET, TEST_TOKEN, testAppLayer, testEnv } from "../support/TestApp.ts"
@@ -190,7 +190,7 @@ describe("/health states", () => {
     "in webhook mode, a recent delivery error reported by getWebhookInfo turns telegram:webhook to warn, a new one shows within seconds, without secrets",
     () =>
       Effect.gen(function*() {
-        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const standIn = Context.get(yield* Layer.build(BotApiRecorder.layer()), BotApiRecorder)
         const message = "Wrong response from the webhook: 502 Bad Gateway"
         const nowSeconds = Math.floor((yield* Clock.currentTimeMillis) / 1000)
         // Set before the app exists: the first refresh runs at start.

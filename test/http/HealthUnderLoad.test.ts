@@ -4,7 +4,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { waitFor } from "../support/PgProbe.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
@@ -28,7 +28,7 @@ describe("readiness under load", () => {
     `during a burst of ${BURST} updates with a ${BACKLOG}-row backlog, /health polled every 100 ms answers 200 every time, within 100 ms (all but a stalled few)`,
     () =>
       Effect.gen(function*() {
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const databaseUrl = yield* Effect.promise(() => freshDatabase("health_under_load"))
         const service = yield* spawnService(testEnv(databaseUrl, standIn.url))
         // The backlog: open rows written directly, not yet due, so they weigh on every count
@@ -82,7 +82,7 @@ describe("readiness under load", () => {
         assert.isTrue(times.every((ms) => ms < 1_000), `answers (ms): ${times.join(", ")}`)
         // The backlog shows, as a warning.
         assert.include(seen[seen.length - 1]!.body, `"inbox:backlog"`)
-      }).pipe(Effect.scoped, Effect.provide(BotApiStandIn.layer())),
+      }).pipe(Effect.scoped, Effect.provide(BotApiRecorder.layer())),
     120_000
   )
 })

@@ -1,6 +1,6 @@
 import { assert, layer } from "@effect/vitest"
 import { Context, Effect, Layer, Schema } from "effect"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
@@ -36,7 +36,7 @@ layer(appOnFreshDatabase, { excludeTestServices: true })("input PostgreSQL refus
   it.effect("NUL and unpaired surrogate escapes are stored with U+FFFD in their place and answered", () =>
     Effect.gen(function*() {
       const base = yield* baseUrl
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const cases = ["\\u0000", "\\ud800", "\\udfff", "\\ud83d", "x\\ude00"]
       const statuses = yield* Effect.forEach(cases, (escaped, index) =>
         Effect.map(postUpdate(base, poisoned(3000 + index, escaped)), (response) => response.status))

@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Layer, Redacted } from "effect"
 import { makeAppLayer } from "../../src/App.ts"
 import { Database } from "../../src/db/Database.ts"
-import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { MIN_EMPTY_POLL } from "../../src/http/Poller.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { testEnv } from "../support/TestApp.ts"
@@ -21,7 +21,7 @@ describe("polling mode", () => {
   it.live("deletes the webhook, then long-polls getUpdates, answers what it got and asks for the next offset", () =>
     Effect.gen(function*() {
       const url = yield* Effect.promise(() => freshDatabase("poller"))
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const first = sampleUpdate({ updateId: 7001, chatId: 7001, text: "polled one" })
       const second = sampleUpdate({ updateId: 7005, chatId: 7002, text: "polled two" })
       // The stand-in has no getUpdates of its own: the first poll returns two updates, the next
@@ -46,7 +46,7 @@ describe("polling mode", () => {
         assert.strictEqual(polls[1]?.params["offset"], second.update_id + 1)
         assert.strictEqual(polls.length, 2, "the second poll is still open")
       }).pipe(Effect.provide(pollingApp(url, standIn.url)))
-    }).pipe(Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.provide(BotApiRecorder.layer())))
 
   it.live(
     "an update fetched but not stored is not confirmed: the next getUpdates asks from it again, and it is answered",
@@ -73,7 +73,7 @@ describe("polling mode", () => {
         )
         yield* execute(url, `CREATE TRIGGER store_fault BEFORE INSERT ON inbox FOR EACH ROW EXECUTE FUNCTION store_fault()`)
 
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         // Like Telegram: an update not confirmed by a later offset is returned again.
         yield* standIn.script("getUpdates", [
           { status: 200, body: { ok: true, result: [first, second] } },
@@ -94,14 +94,14 @@ describe("polling mode", () => {
             "the offset moved past each update only once it was stored"
           )
         }).pipe(Effect.provide(pollingApp(url, standIn.url)))
-      }).pipe(Effect.provide(BotApiStandIn.layer())),
+      }).pipe(Effect.provide(BotApiRecorder.layer())),
     60_000
   )
 
   it.live("an empty getUpdates answered at once waits at least 1 s before the next poll", () =>
     Effect.gen(function*() {
       const url = yield* Effect.promise(() => freshDatabase("poller_empty"))
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       // Unscripted, the stand-in answers getUpdates with [] at once: a loop without a pause would spin.
       yield* Effect.gen(function*() {
         const calls = yield* standIn.awaitCalls(
@@ -114,5 +114,5 @@ describe("polling mode", () => {
         // which shortens the next gap by as much. A loop without the pause polls within milliseconds.
         for (const gap of gaps) assert.isAtLeast(gap, Duration.toMillis(MIN_EMPTY_POLL) - 150, `gaps: ${gaps.join(", ")} ms`)
       }).pipe(Effect.provide(pollingApp(url, standIn.url)))
-    }).pipe(Effect.provide(BotApiStandIn.layer())), 60_000)
+    }).pipe(Effect.provide(BotApiRecorder.layer())), 60_000)
 })

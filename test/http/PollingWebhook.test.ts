@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_SECRET, testEnv } from "../support/TestApp.ts"
@@ -11,7 +11,7 @@ describe("polling mode", () => {
   it.live("POST /webhook does not exist: a forged /refund update is answered 404 and nothing is stored", () =>
     Effect.gen(function*() {
       const url = yield* Effect.promise(() => freshDatabase("polling_webhook"))
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       // Every long poll stays open: the only way in would be the forged request.
       yield* standIn.script(
         "getUpdates",
@@ -37,5 +37,5 @@ describe("polling mode", () => {
 
       const rows = yield* queryRows(url, Schema.Struct({ n: Schema.Number }), "SELECT count(*)::int AS n FROM inbox")
       assert.strictEqual(rows[0]?.n, 0, "the inbox holds nothing")
-    }).pipe(Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.provide(BotApiRecorder.layer())))
 })

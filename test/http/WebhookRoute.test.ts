@@ -3,7 +3,7 @@ import { Clock, Context, Duration, Effect, Layer, Schedule, Schema } from "effec
 import pg from "pg"
 import { MAX_BODY_BYTES } from "../../src/http/WebhookRoute.ts"
 import { STORE_TIMEOUT } from "../../src/queue/Store.ts"
-import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { baseUrl, postUpdate, TEST_SECRET, testAppLayer } from "../support/TestApp.ts"
@@ -29,7 +29,7 @@ const repliesIn = (calls: ReadonlyArray<RecordedCall>, chatId: number) =>
 
 /** Waits until the stand-in has received `text` for `chatId`, then returns every reply that chat got. */
 const awaitReply = (chatId: number, text: string) =>
-  Effect.flatMap(BotApiStandIn, (standIn) =>
+  Effect.flatMap(BotApiRecorder, (standIn) =>
     Effect.map(
       standIn.awaitCalls((calls) => repliesIn(calls, chatId).includes(replyTo(text)), "15 seconds"),
       (calls) => repliesIn(calls, chatId)
@@ -176,7 +176,7 @@ layer(appOnFreshDatabase("webhook_route"), { excludeTestServices: true })("POST 
     Effect.gen(function*() {
       const base = yield* baseUrl
       const { url } = yield* AppDatabase
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const update = sampleUpdate({ updateId: 1601, chatId: 1601, text: "/start", firstName: "Grace" })
       const response = yield* postUpdate(base, update)
       assert.strictEqual(response.status, 200)

@@ -3,7 +3,7 @@
 // chat's replies keep their order across the instances and the restarts.
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer, Ref } from "effect"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import {
   answeredCount,
   interleavedPlan,
@@ -27,7 +27,7 @@ describe("rolling restart", () => {
     "two instances restarted one after the other through npm start under load: every update answered once, in order, none late",
     () =>
       Effect.gen(function*() {
-        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const standIn = Context.get(yield* Layer.build(BotApiRecorder.layer()), BotApiRecorder)
         // Calls take a moment, so deliveries are in flight when a signal comes.
         yield* standIn.setDelay(20)
         const databaseUrl = yield* Effect.promise(() => freshDatabase("rolling_restart"))

@@ -3,7 +3,7 @@ import { Clock, Effect, Fiber, Schedule, Schema } from "effect"
 import { connect } from "node:net"
 import pg from "pg"
 import { fallbackReply } from "../../src/bot/handlers/Basics.ts"
-import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_SECRET, testEnv } from "../support/TestApp.ts"
@@ -86,7 +86,7 @@ describe("shutdown", () => {
   it.live("SIGTERM with a webhook request and reply deliveries in flight: the request is answered 200, a later request on its keep-alive connection gets 503 with Retry-After, the process exits 0 and leaves nothing half-done", () =>
     Effect.gen(function*() {
       const url = yield* Effect.promise(() => freshDatabase("shutdown_inflight"))
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       // Each delivery takes seconds, so the Sender is mid-call when the signal comes.
       yield* standIn.setDelay(3_000)
       const service = yield* spawnService(testEnv(url, standIn.url, { SHUTDOWN_GRACE_MS: "15000" }), { startTimeout: "50 seconds" })
@@ -148,12 +148,12 @@ describe("shutdown", () => {
       for (const row of done) assert.include(delivered, `${row.chat_id}:${fallbackReply(row.text)}`)
       assert.include(done.map((row) => `${row.chat_id}:${fallbackReply(row.text)}`), inDelivery)
       assert.deepStrictEqual(yield* standIn.aborted, [])
-    }).pipe(Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.provide(BotApiRecorder.layer())))
 
   it.live("a second SIGTERM during a slow shutdown exits at once with a non-zero code", () =>
     Effect.gen(function*() {
       const url = yield* Effect.promise(() => freshDatabase("shutdown_second_signal"))
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       // A delivery that never gets an answer keeps the Sender, and so the shutdown, busy for the whole grace period.
       yield* standIn.setDelay(120_000)
       const service = yield* spawnService(testEnv(url, standIn.url, { SHUTDOWN_GRACE_MS: "60000" }), { startTimeout: "50 seconds" })
@@ -177,7 +177,7 @@ describe("shutdown", () => {
       assert.isTrue(exit.code !== null || exit.signal !== null)
       // "At once": well inside the minute the first shutdown would still be waiting.
       assert.isBelow(elapsed, 10_000)
-    }).pipe(Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.provide(BotApiRecorder.layer())))
 })
 
 describe("shutdown with handlers running", () => {
@@ -186,7 +186,7 @@ describe("shutdown with handlers running", () => {
     () =>
       Effect.gen(function*() {
         const url = yield* Effect.promise(() => freshDatabase("shutdown_drain"))
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const grace = 4_000
         const env = testEnv(url, standIn.url, {
           SHUTDOWN_GRACE_MS: String(grace),
@@ -258,7 +258,7 @@ describe("shutdown with handlers running", () => {
         yield* waitForEmptyOutbox(url)
         const calls = yield* standIn.calls
         assert.deepStrictEqual([greeted(calls, quick), greeted(calls, slow)], [1, 1], "each update answered once across both processes")
-      }).pipe(Effect.provide(BotApiStandIn.layer())),
+      }).pipe(Effect.provide(BotApiRecorder.layer())),
     120_000
   )
 })

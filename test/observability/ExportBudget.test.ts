@@ -4,7 +4,7 @@
 // change that adds per-update export fails here and has to say why.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { type FlatSpan, makeOtlpReceiver, spansNamed } from "../support/OtlpReceiver.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
@@ -27,7 +27,7 @@ describe("telemetry exported per update", () => {
   it.live("an echo update exports a bounded number of spans, attributes, events and log records", () =>
     Effect.gen(function*() {
       const receiver = yield* makeOtlpReceiver()
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const databaseUrl = yield* Effect.promise(() => freshDatabase("otel_budget"))
       const service = yield* spawnService(testEnv(databaseUrl, standIn.url, {
         OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
@@ -84,5 +84,5 @@ describe("telemetry exported per update", () => {
       assert.isAtMost(figures.attributes, BUDGET.attributes, report)
       assert.isAtMost(figures.events, BUDGET.events, report)
       assert.isAtMost(figures.logRecords, BUDGET.logRecords, report)
-    }).pipe(Effect.provide(BotApiStandIn.layer()), Effect.scoped), { timeout: 90_000 })
+    }).pipe(Effect.provide(BotApiRecorder.layer()), Effect.scoped), { timeout: 90_000 })
 })

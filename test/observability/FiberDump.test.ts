@@ -3,7 +3,7 @@ import { Context, Duration, Effect, Layer } from "effect"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
 import { FATAL_SHUTDOWN_BOUND } from "../../src/Lifecycle.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
@@ -20,7 +20,7 @@ describe("SIGUSR2 fiber dump", () => {
     "SIGUSR2 logs the stuck update's fiber and stops nothing: the process lives on and the update is answered once unblocked",
     () =>
       Effect.gen(function*() {
-        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const standIn = Context.get(yield* Layer.build(BotApiRecorder.layer()), BotApiRecorder)
         const databaseUrl = yield* Effect.promise(() => freshDatabase("fiber_dump"))
         // A long handler timeout: the update must still be running when the dump is taken.
         // Pretty lines: the dump is read as text, its entries one per line.
@@ -99,7 +99,7 @@ describe("errors that escape every Effect boundary", () => {
   ) {
     it.live(`an unhandled ${kind} is logged as "${logged}" and the process exits with code 1`, () =>
       Effect.gen(function*() {
-        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const standIn = Context.get(yield* Layer.build(BotApiRecorder.layer()), BotApiRecorder)
         const databaseUrl = yield* Effect.promise(() => freshDatabase(`fatal_${kind}`))
         const service = yield* spawnService(testEnv(databaseUrl, standIn.url, {
           NODE_OPTIONS: `--import=${fatalTrigger}`,
@@ -119,7 +119,7 @@ describe("errors that escape every Effect boundary", () => {
     "a fatal error returns the lease of the update in flight before it exits with code 1, within the bound",
     () =>
       Effect.gen(function*() {
-        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const standIn = Context.get(yield* Layer.build(BotApiRecorder.layer()), BotApiRecorder)
         const databaseUrl = yield* Effect.promise(() => freshDatabase("fatal_leases"))
         const service = yield* spawnService(testEnv(databaseUrl, standIn.url, {
           NODE_OPTIONS: `--import=${fatalTrigger}`,

@@ -3,7 +3,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer, Schema } from "effect"
 import { TestConsole } from "effect/testing"
 import { Logging } from "../../src/observability/Logging.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_SECRET, TEST_TOKEN, testEnv } from "../support/TestApp.ts"
@@ -97,7 +97,7 @@ describe("the running service's log", () => {
     "without a terminal every line is JSON; a processing line carries trace_id, span_id and update_id; a refused call is a warning; no token anywhere",
     () =>
       Effect.gen(function*() {
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const databaseUrl = yield* Effect.promise(() => freshDatabase("logging"))
         const service = yield* spawnService(testEnv(databaseUrl, standIn.url))
 
@@ -133,12 +133,12 @@ describe("the running service's log", () => {
         assert.strictEqual(refused?.chat, "chat:5550701")
         assert.include(String(refused?.message), "Forbidden: bot was blocked by the user")
         assert.match(refused?.trace_id ?? "", /^[0-9a-f]{32}$/)
-      }).pipe(Effect.scoped, Effect.provide(BotApiStandIn.layer()))
+      }).pipe(Effect.scoped, Effect.provide(BotApiRecorder.layer()))
   )
 
   it.live("at debug, one line per processed update (kind, chat, outcome, duration, trace id); SIGTERM logs what it drained and handed back", () =>
     Effect.gen(function*() {
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const databaseUrl = yield* Effect.promise(() => freshDatabase("logging_debug"))
       const service = yield* spawnService(testEnv(databaseUrl, standIn.url, { LOG_LEVEL: "debug" }))
       assert.strictEqual(
@@ -159,5 +159,5 @@ describe("the running service's log", () => {
       assert.match(processed?.trace_id ?? "", /^[0-9a-f]{32}$/)
       assert.isTrue(lines.some((line) => line.message === "shutdown: every running update finished"))
       assert.isTrue(lines.some((line) => String(line.message).startsWith("shutdown: 0 queued update(s) handed back")))
-    }).pipe(Effect.scoped, Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.scoped, Effect.provide(BotApiRecorder.layer())))
 })

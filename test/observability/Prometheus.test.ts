@@ -5,7 +5,7 @@ import { connect, type Socket } from "node:net"
 import { networkInterfaces } from "node:os"
 import { HTTP_LIMITS } from "../../src/http/ListenerLimits.ts"
 import { prometheusName, render } from "../../src/observability/Prometheus.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { fetchText, families, scrapeAfterOneUpdate } from "../support/Prometheus.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_TOKEN, testEnv } from "../support/TestApp.ts"
@@ -103,7 +103,7 @@ describe("Prometheus", () => {
 
       yield* service.kill("SIGTERM")
       assert.deepStrictEqual(yield* service.exited, { code: 0, signal: null })
-    }).pipe(Effect.scoped, Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.scoped, Effect.provide(BotApiRecorder.layer())))
 
   it.live("without METRICS_PORT nothing listens besides the service", () =>
     Effect.gen(function*() {

@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Clock, Context, Duration, Effect, Layer, Logger, References } from "effect"
 import { RepeatedWarningInterval } from "../../src/observability/RepeatedWarning.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { makeLogCapture } from "../support/FaultyApp.ts"
 import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
@@ -30,7 +30,7 @@ describe("logs during a PostgreSQL outage", () => {
             Layer.provide(Layer.succeed(RepeatedWarningInterval, INTERVAL))
           )
         )
-        const standIn = Context.get(app, BotApiStandIn)
+        const standIn = Context.get(app, BotApiRecorder)
         const base = yield* Effect.provideContext(baseUrl, app)
         // Running before the outage: an update answered.
         assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 97_001, chatId: 9_700, text: "before" }))).status, 200)

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url"
 import pg from "pg"
 import packageJson from "../../package.json" with { type: "json" }
 import { APPLICATION_NAME } from "../../src/Config.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import {
   descendantsOf,
@@ -110,7 +110,7 @@ const nowNanos = Clock.currentTimeNanos
 
 class Exporting extends Context.Service<Exporting, {
   readonly receiver: OtlpReceiver
-  readonly standIn: BotApiStandIn["Service"]
+  readonly standIn: BotApiRecorder["Service"]
   readonly service: ServiceProcess
   readonly db: Probe
 }>()("test/observability/Exporting") {
@@ -118,7 +118,7 @@ class Exporting extends Context.Service<Exporting, {
     Exporting,
     Effect.gen(function*() {
       const receiver = yield* makeOtlpReceiver()
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const db = yield* databaseWithOwnRole("otel")
       const service = yield* spawnService(testEnv(db.url, standIn.url, {
         ...fastExport,
@@ -133,7 +133,7 @@ class Exporting extends Context.Service<Exporting, {
       }))
       return Exporting.of({ receiver, standIn, service, db })
     })
-  ).pipe(Layer.provide(BotApiStandIn.layer()))
+  ).pipe(Layer.provide(BotApiRecorder.layer()))
 }
 
 const InboxRow = Schema.Struct({ status: Schema.String, trace_id: Schema.NullOr(Schema.String), traceparent: Schema.NullOr(Schema.String) })
@@ -475,7 +475,7 @@ describe("telemetry switched off and shutdown", () => {
     Effect.gen(function*() {
       // Listening where an exporter with default settings would send (localhost:4318), if free.
       const receiver = yield* makeOtlpReceiver({ port: 4318 }).pipe(Effect.catch(() => makeOtlpReceiver()))
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const databaseUrl = yield* Effect.promise(() => freshDatabase("otel_off"))
       const service = yield* spawnService(testEnv(databaseUrl, standIn.url))
       assert.strictEqual(yield* postWebhook(service.baseUrl, startUpdate(1, 5550201)), 200)
@@ -483,12 +483,12 @@ describe("telemetry switched off and shutdown", () => {
       yield* service.kill("SIGTERM")
       yield* service.exited.pipe(Effect.timeout("20 seconds"))
       assert.deepStrictEqual((yield* receiver.requests).map((r) => r.path), [])
-    }).pipe(Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.provide(BotApiRecorder.layer())))
 
   it.live("spans the export queue cannot hold are counted in steadfast.telemetry.lost and reported in a warning", () =>
     Effect.gen(function*() {
       const receiver = yield* makeOtlpReceiver()
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const databaseUrl = yield* Effect.promise(() => freshDatabase("otel_lost"))
       // A queue of 4 spans, exported only every 10 minutes (or once 4 are queued).
       const service = yield* spawnService(testEnv(databaseUrl, standIn.url, {
@@ -513,12 +513,12 @@ describe("telemetry switched off and shutdown", () => {
       assert.isAbove(lost ?? 0, 0)
       const warning = yield* service.waitForOutput(/telemetry: dropped \d+ spans \(export queue full\)/)
       assert.notInclude(warning, TEST_TOKEN)
-    }).pipe(Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.provide(BotApiRecorder.layer())))
 
   it.live("SIGTERM: the process exits 0 and the spans, metrics and logs still buffered are flushed before it does", () =>
     Effect.gen(function*() {
       const receiver = yield* makeOtlpReceiver()
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const db = yield* databaseWithOwnRole("otel_flush")
       // Nothing is exported on a timer within the test: whatever arrives was flushed at shutdown.
       const service = yield* spawnService(testEnv(db.url, standIn.url, {
@@ -551,12 +551,12 @@ describe("telemetry switched off and shutdown", () => {
           received.logs.some((log) => String(log.body).startsWith("Listening on"))
         return complete ? received : undefined
       }, "5 seconds")
-    }).pipe(Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.provide(BotApiRecorder.layer())))
 
   it.live("a fatal error: the process exits 1 and the logs still buffered, its fatal line included, are flushed before it does", () =>
     Effect.gen(function*() {
       const receiver = yield* makeOtlpReceiver()
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const databaseUrl = yield* Effect.promise(() => freshDatabase("otel_fatal_flush"))
       // Nothing is exported on a timer within the test: whatever arrives was flushed on the way out.
       const service = yield* spawnService(testEnv(databaseUrl, standIn.url, {
@@ -575,5 +575,5 @@ describe("telemetry switched off and shutdown", () => {
         (received) => received.logs.some((log) => String(log.body).includes("uncaught exception; exiting")) ? received : undefined,
         "5 seconds"
       )
-    }).pipe(Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.provide(BotApiRecorder.layer())))
 })

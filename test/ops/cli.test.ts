@@ -6,7 +6,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Database } from "../../src/db/Database.ts"
 import { EmbeddedDatabase } from "../../src/db/EmbeddedDatabase.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { faultyThenShipped, makeProbe, MARKS_TABLE_DDL } from "../support/handlers/FaultyHandlers.ts"
 import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
@@ -281,7 +281,7 @@ describe("ops CLI", { timeout: SLOW }, () => {
     Effect.gen(function*() {
       const { sql, url } = yield* setup("retry_service")
       const app = yield* Layer.build(testAppLayer({ databaseUrl: url }))
-      const standIn = Context.get(app, BotApiStandIn)
+      const standIn = Context.get(app, BotApiRecorder)
       yield* insertUpdate(sql, { id: 71, status: "dead", chatId: 777_071, attempts: 5, lastError: "Error: boom" })
       // Dead means never claimed again: nothing is sent until the operator retries.
       yield* Effect.sleep("1500 millis")

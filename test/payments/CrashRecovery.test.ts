@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Schema } from "effect"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { baseUrl, postUpdate } from "../support/TestApp.ts"
 import {
@@ -36,7 +36,7 @@ describe("database failure while crediting", () => {
         // A short handler timeout keeps the lease (timeout + 5 s) of the interrupted attempt short.
         const app = yield* Layer.build(paymentAppOn(url, { env: { UPDATE_TIMEOUT_MS: "5000", SHUTDOWN_GRACE_MS: "1000" } }))
         const db = Context.get(app, PaymentDb)
-        const standIn = Context.get(app, BotApiStandIn)
+        const standIn = Context.get(app, BotApiRecorder)
         const base = yield* Effect.provideContext(baseUrl, app)
         const shopper = makeShopper(base, standIn, db)
         const withDb = Effect.provideService(PaymentDb, db)

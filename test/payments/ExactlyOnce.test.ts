@@ -4,7 +4,7 @@ import { SqlClient } from "effect/sql/SqlClient"
 import { AppConfig } from "../../src/Config.ts"
 import { findProduct } from "../../src/payments/Catalogue.ts"
 import { createOrder, type IssuedOrder, type PaymentOutcome, recordSuccessfulPayment } from "../../src/payments/Payments.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { baseUrl, testEnv } from "../support/TestApp.ts"
 import { holdTransaction } from "../support/PgProbe.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
@@ -37,7 +37,7 @@ describe("exactly-once crediting", () => {
   layer(paymentAppLayer("payments_once"), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
     it.effect("the same successful_payment delivered again, and again under a new update_id, credits once and sends one receipt", () =>
       Effect.gen(function*() {
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const shopper = yield* newShopper
         const invoice = yield* shopper.buy("credits_100")
         const chargeId = nextChargeId()
@@ -60,7 +60,7 @@ describe("exactly-once crediting", () => {
 
     it.effect("the crediting transaction's connection dying after the order is marked paid: rolled back, retried, credited exactly once", () =>
       Effect.gen(function*() {
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const shopper = yield* newShopper
         const invoice = yield* shopper.buy("credits_500")
         const orderId = orderIdOf(invoice.payload)
@@ -257,7 +257,7 @@ const twoInstances = (label: string) =>
     const one = yield* Layer.build(paymentAppOn(url))
     const two = yield* Layer.build(paymentAppOn(url))
     const instance = (app: typeof one) =>
-      Effect.map(Effect.provideContext(baseUrl, app), (base) => ({ base, standIn: Context.get(app, BotApiStandIn) }))
+      Effect.map(Effect.provideContext(baseUrl, app), (base) => ({ base, standIn: Context.get(app, BotApiRecorder) }))
     const a = yield* instance(one)
     const b = yield* instance(two)
     // Either instance may process an update and deliver its calls: watch both stand-ins.

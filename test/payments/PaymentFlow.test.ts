@@ -1,6 +1,6 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Schema } from "effect"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import {
   assertMoneyInvariants,
   awaitFinished,
@@ -27,7 +27,7 @@ describe("payments end to end", () => {
   layer(paymentAppLayer("payments_flow"), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
     it.effect("/buy → pre-checkout → successful_payment → /balance → /refund: credited once, then refunded and debited", () =>
       Effect.gen(function*() {
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const shopper = yield* newShopper
 
         // /buy with a product: a pending order and a Stars invoice whose payload is signed.
@@ -118,7 +118,7 @@ describe("payments end to end", () => {
 
     it.effect("/buy alone offers the catalogue as buttons; a tap answers the callback and sends that product's invoice", () =>
       Effect.gen(function*() {
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const shopper = yield* newShopper
         yield* shopper.say("/buy")
         const offer = (yield* standIn.calls).filter((call) => call.method === "sendMessage" && call.params["chat_id"] === shopper.userId)[0]
@@ -149,7 +149,7 @@ describe("payments end to end", () => {
 
     it.effect("refundStarPayment answering 400: nothing changes and the user is told why; a later refund succeeds", () =>
       Effect.gen(function*() {
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const shopper = yield* newShopper
         const { chargeId } = yield* buyAndPay(shopper, "credits_500")
 
@@ -175,7 +175,7 @@ describe("payments end to end", () => {
 
     it.effect("a refund Telegram already made (CHARGE_ALREADY_REFUNDED on a retried refund) is recorded once", () =>
       Effect.gen(function*() {
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const shopper = yield* newShopper
         const { chargeId } = yield* buyAndPay(shopper, "credits_100")
         // What the retry of a refund whose transaction failed after Telegram's refund would see.
@@ -191,7 +191,7 @@ describe("payments end to end", () => {
 
     it.effect("a user who blocked the bot: the receipt's 403 does not undo the credit; the outbox row is failed with the error", () =>
       Effect.gen(function*() {
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const db = yield* PaymentDb
         const shopper = yield* newShopper
         const invoice = yield* shopper.buy("credits_100")

@@ -5,7 +5,7 @@ import type { Update } from "grammy/types"
 import { Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
 import pg from "pg"
 import type { BotDefinition } from "../../src/bot/Bot.ts"
-import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
@@ -357,7 +357,7 @@ export interface CallSource {
 }
 
 /** The calls of several stand-ins together, in order of arrival (one chat's calls are never concurrent). */
-export const allCalls = (standIns: ReadonlyArray<BotApiStandIn["Service"]>): CallSource => {
+export const allCalls = (standIns: ReadonlyArray<BotApiRecorder["Service"]>): CallSource => {
   const calls = Effect.map(Effect.forEach(standIns, (standIn) => standIn.calls), (lists) => lists.flat().sort((a, b) => a.at - b.at))
   return {
     calls,
@@ -419,7 +419,7 @@ export const makeShopper = (base: string, standIn: CallSource, db: PaymentDb["Se
 
 /** A new shopper (a new user) of the app in context. */
 export const newShopper = Effect.gen(function*() {
-  return makeShopper(yield* baseUrl, yield* BotApiStandIn, yield* PaymentDb)
+  return makeShopper(yield* baseUrl, yield* BotApiRecorder, yield* PaymentDb)
 })
 
 /** Terms as the invoice states them: what an honest client pays. */

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Latch } from "effect"
-import type { RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import type { RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { startFaultyApp } from "../support/FaultyApp.ts"
 import { awaitProbe } from "../support/handlers/FaultyHandlers.ts"

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Ref } from "effect"
 import pg from "pg"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { testEnv } from "../support/TestApp.ts"
@@ -20,7 +20,7 @@ describe("kill -9 and restart", () => {
     "after SIGKILL mid-processing (handlers in their transactions, calls in flight), a new process on the same database answers every update in per-chat order, repeating only calls of updates that were running at the kill",
     () =>
       Effect.gen(function*() {
-        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const standIn = Context.get(yield* Layer.build(BotApiRecorder.layer()), BotApiRecorder)
         const databaseUrl = yield* Effect.promise(() => freshDatabase("crash"))
         const first = yield* spawnService(testEnv(databaseUrl, standIn.url, { UPDATE_TIMEOUT_MS: "5000", SEND_RATE_PER_SECOND: "10000" }))
         const probe = yield* pgProbe(databaseUrl)

@@ -3,7 +3,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import pg from "pg"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { awaitStatus } from "../support/FaultyApp.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
@@ -24,7 +24,7 @@ describe("calls made at once under kill -9", () => {
     "kill -9 during a handler that made two calls: after the restart each call reached Telegram at most twice and the update is done",
     () =>
       Effect.gen(function*() {
-        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const standIn = Context.get(yield* Layer.build(BotApiRecorder.layer()), BotApiRecorder)
         const databaseUrl = yield* Effect.promise(() => freshDatabase("crash_calls"))
         const first = yield* service(databaseUrl, standIn.url)
         const probe = yield* pgProbe(databaseUrl)
@@ -68,7 +68,7 @@ describe("calls made at once under kill -9", () => {
     "an update that takes its process down every time is dead-lettered at its claim after MAX_ATTEMPTS runs, and its chat goes on",
     () =>
       Effect.gen(function*() {
-        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const standIn = Context.get(yield* Layer.build(BotApiRecorder.layer()), BotApiRecorder)
         const databaseUrl = yield* Effect.promise(() => freshDatabase("crash_loop"))
         const probe = yield* pgProbe(databaseUrl)
         const env = { MAX_ATTEMPTS: "2" }

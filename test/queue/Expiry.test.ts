@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import type { Update } from "grammy/types"
 import { Context, Effect, Layer } from "effect"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { awaitStatus } from "../support/FaultyApp.ts"
 import { pgProbe } from "../support/PgProbe.ts"
@@ -35,7 +35,7 @@ describe("stale updates", () => {
           testAppLayer({ databaseUrl, env: { CALLBACK_QUERY_MAX_AGE_SECONDS: "1", SEND_RATE_PER_SECOND: "1000" } })
         )
         const base = yield* Effect.provideContext(baseUrl, app)
-        const standIn = Context.get(app, BotApiStandIn)
+        const standIn = Context.get(app, BotApiRecorder)
         const pg = yield* pgProbe(databaseUrl)
         const chatId = 680_001
         // The chat's first update takes 2 s (its reply waits at the Bot API); the tap queues behind it.

@@ -2,7 +2,7 @@ import { assert, layer } from "@effect/vitest"
 import { Context, Effect, Layer, Schedule, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { HandlerFailure, isCommand, makeHandler } from "../../src/bot/Handler.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { BotApi } from "../../src/telegram/BotApi.ts"
 import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
@@ -73,7 +73,7 @@ layer(app, { excludeTestServices: true })("infrastructure faults are not attempt
   it.effect("a handler that finds the Bot API unreachable is retried until it answers, not dead-lettered", () =>
     Effect.gen(function*() {
       const { url } = yield* AppDatabase
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const unavailable = { status: 502, body: { ok: false, error_code: 502, description: "Bad Gateway" } }
       // More 502s than the client's own retries (4) allow: the run fails with BotApiUnavailable.
       yield* standIn.script("getChat", Array.from({ length: 6 }, () => unavailable))

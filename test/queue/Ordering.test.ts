@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Latch, Layer } from "effect"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { startFaultyApp } from "../support/FaultyApp.ts"
 import { awaitProbe } from "../support/handlers/FaultyHandlers.ts"
@@ -21,7 +21,7 @@ describe("per-chat order under concurrency", () => {
         const databaseUrl = yield* Effect.promise(() => freshDatabase("ordering"))
         // 20 workers: every chat's next update can be in flight at once, the most room for disorder.
         const app = yield* Layer.build(testAppLayer({ databaseUrl, env: { SEND_RATE_PER_SECOND: "10000", DB_POOL_MAX: "24" } }))
-        const standIn = Context.get(app, BotApiStandIn)
+        const standIn = Context.get(app, BotApiRecorder)
         const base = yield* Effect.provideContext(baseUrl, app)
         const probe = yield* pgProbe(databaseUrl)
 

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Logger } from "effect"
 import { Database } from "../../src/db/Database.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { makeLogCapture } from "../support/FaultyApp.ts"
 import { repliesByChat, withoutImmediateRepeats } from "../support/Load.ts"
@@ -30,7 +30,7 @@ describe("Bot API outage", () => {
     () =>
       Effect.gen(function*() {
         const base = yield* baseUrl
-        const standIn = yield* BotApiStandIn
+        const standIn = yield* BotApiRecorder
         const { sql } = yield* Database
         const chats = [9_510, 9_511]
         // More 500s than two chats' first calls could use up under the old limit: one of them at least
@@ -94,7 +94,7 @@ describe("Bot API outage", () => {
     const logs = makeLogCapture()
     return Effect.gen(function*() {
       const base = yield* baseUrl
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       // One delivery attempt's worth: by its end (seconds of in-place retries) the call is past 1s.
       yield* standIn.script("sendMessage", Array.from({ length: ANSWERS_PER_ATTEMPT }, () => internalError))
       assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 95_201, chatId: 9_520, text: "too late" }))).status, 200)
@@ -128,7 +128,7 @@ describe("Bot API outage", () => {
         const databaseUrl = yield* Effect.promise(() => freshDatabase("outage_at_once"))
         const app = yield* Layer.build(testAppLayer({ databaseUrl, env: { MAX_ATTEMPTS: "1", SEND_RATE_PER_SECOND: "1000" } }))
         const base = yield* Effect.provideContext(baseUrl, app)
-        const standIn = Context.get(app, BotApiStandIn)
+        const standIn = Context.get(app, BotApiRecorder)
         // Each run makes its reply once (no retry in place): four runs meet the outage.
         yield* standIn.script("sendMessage", Array.from({ length: 4 }, () => internalError))
         const chatId = 9_530

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Schedule } from "effect"
 import { Database } from "../../src/db/Database.ts"
-import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { MAX_IN_PLACE_FLOOD_WAIT } from "../../src/telegram/BotApi.ts"
 import { echoAfterCommit } from "../support/handlers/EchoAfterCommit.ts"
@@ -23,7 +23,7 @@ describe("Sender", () => {
   it.live("never sends more than SEND_RATE_PER_SECOND calls per second, all chats together, after commit or at once", () =>
     Effect.gen(function*() {
       const base = yield* baseUrl
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const chats = Array.from({ length: 15 }, (_, i) => 9100 + i)
       yield* Effect.forEach(chats, (chatId, i) => postUpdate(base, sampleUpdate({ updateId: 91_000 + i, chatId, text: `rate ${i}` })), {
         concurrency: 15
@@ -40,7 +40,7 @@ describe("Sender", () => {
   it.live("a reply refused for good (403, blocked by the user) is kept as failed and the chat's next reply still goes out", () =>
     Effect.gen(function*() {
       const base = yield* baseUrl
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       yield* standIn.script("sendMessage", [{
         status: 403,
         body: { ok: false, error_code: 403, description: "Forbidden: bot was blocked by the user" }
@@ -65,7 +65,7 @@ describe("Sender", () => {
   it.live("a 429 longer than the in-place cap puts the call back in the outbox for that long, holding no lease, then sends it once", () =>
     Effect.gen(function*() {
       const base = yield* baseUrl
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       const { sql } = yield* Database
       yield* standIn.script("sendMessage", [{
         status: 429,

@@ -3,7 +3,7 @@ import { ConfigProvider, Context, Effect, Layer, SubscriptionRef } from "effect"
 import { makeAppLayer } from "../../src/App.ts"
 import { Bot } from "../../src/bot/Bot.ts"
 import { Database } from "../../src/db/Database.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { makeProbe, type Probe, recordingThenShipped } from "../support/handlers/FaultyHandlers.ts"
 import { baseUrl, testEnv } from "../support/TestApp.ts"
@@ -34,7 +34,7 @@ describe("two instances on one database", () => {
     () =>
       Effect.gen(function*() {
         const databaseUrl = yield* Effect.promise(() => freshDatabase("two_instances"))
-        const standIn = Context.get(yield* Layer.build(BotApiStandIn.layer()), BotApiStandIn)
+        const standIn = Context.get(yield* Layer.build(BotApiRecorder.layer()), BotApiRecorder)
         const probe = yield* makeProbe
         const [a, b] = yield* Effect.all([
           startInstance("a", databaseUrl, standIn.url, probe),

@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Logger, Schema } from "effect"
 import { BotApiStandIn, type StandInOptions } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder, type RecorderOptions } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 
 const token = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"
@@ -35,40 +36,26 @@ const withStandIn = <A, E>(
   options?: StandInOptions
 ) => Effect.flatMap(BotApiStandIn, body).pipe(Effect.provide(BotApiStandIn.layer(options)))
 
+const withRecorder = <A, E>(
+  body: (recorder: BotApiRecorder["Service"]) => Effect.Effect<A, E, BotApiRecorder>,
+  options?: RecorderOptions
+) => Effect.flatMap(BotApiRecorder, body).pipe(Effect.provide(BotApiRecorder.layer(options)))
+
 describe("BotApiStandIn", () => {
-  it.live("records a JSON sendMessage without the token and answers with a Message", () =>
+  it.live("accepts JSON, form bodies and query strings, answering with the Message sent", () =>
     withStandIn((standIn) =>
       Effect.gen(function*() {
         assert.match(standIn.url, /^http:\/\/127\.0\.0\.1:\d+$/)
-        const first = yield* post(standIn.url, "sendMessage", { json: { chat_id: 42, text: "Hello" } })
-        const second = yield* post(standIn.url, "sendMessage", { json: { chat_id: 42, text: "Again" } })
-        assert.strictEqual(first.status, 200)
-        assert.deepInclude(first.body.result as object, { text: "Hello", chat: { id: 42, type: "private", first_name: "Sandbox user" } })
-        const firstId = (first.body.result as { message_id: number }).message_id
-        const secondId = (second.body.result as { message_id: number }).message_id
-        assert.strictEqual(secondId, firstId + 1)
-        const calls = yield* standIn.calls
-        assert.deepStrictEqual(calls.map((c) => [c.method, c.params]), [
-          ["sendMessage", { chat_id: 42, text: "Hello" }],
-          ["sendMessage", { chat_id: 42, text: "Again" }]
-        ])
-        assert.notInclude(JSON.stringify(calls), "ABC-DEF")
-        assert.isTrue(calls.every((c) => c.at > 1_600_000_000_000))
-      })
-    ))
-
-  it.live("accepts form bodies and query strings", () =>
-    withStandIn((standIn) =>
-      Effect.gen(function*() {
+        const json = yield* post(standIn.url, "sendMessage", { json: { chat_id: 42, text: "Hello" } })
         const form = yield* post(standIn.url, "sendMessage", { form: "chat_id=7&text=hi%20there" })
-        assert.strictEqual(form.status, 200)
         const query = yield* post(standIn.url, "sendMessage", undefined, "?chat_id=8&text=from%20query")
-        assert.strictEqual(query.status, 200)
-        const calls = yield* standIn.calls
-        assert.deepStrictEqual(calls.map((c) => c.params), [
-          { chat_id: "7", text: "hi there" },
-          { chat_id: "8", text: "from query" }
-        ])
+        assert.deepStrictEqual([json.status, form.status, query.status], [200, 200, 200])
+        assert.deepInclude(json.body.result as object, { text: "Hello", chat: { id: 42, type: "private", first_name: "Sandbox user" } })
+        assert.deepInclude(form.body.result as object, { text: "hi there", chat: { id: 7, type: "private", first_name: "Sandbox user" } })
+        assert.deepInclude(query.body.result as object, {
+          text: "from query",
+          chat: { id: 8, type: "private", first_name: "Sandbox user" }
+        })
       })
     ))
 
@@ -109,79 +96,6 @@ describe("BotApiStandIn", () => {
       })
     ))
 
-  it.live("answers scripted responses in order, then resumes normal behaviour", () =>
-    withStandIn((standIn) =>
-      Effect.gen(function*() {
-        yield* standIn.script("sendMessage", [
-          {
-            status: 429,
-            body: { ok: false, error_code: 429, description: "Too Many Requests: retry after 3", parameters: { retry_after: 3 } }
-          },
-          { status: 500 },
-          { status: 403, body: { ok: false, error_code: 403, description: "Forbidden: bot was blocked by the user" } }
-        ])
-        const statuses: Array<number> = []
-        const descriptions: Array<string | undefined> = []
-        for (const i of [0, 1, 2, 3]) {
-          const reply = yield* post(standIn.url, "sendMessage", { json: { chat_id: 1, text: `n${i}` } })
-          statuses.push(reply.status)
-          descriptions.push(reply.body.description)
-        }
-        assert.deepStrictEqual(statuses, [429, 500, 403, 200])
-        assert.deepStrictEqual(descriptions, [
-          "Too Many Requests: retry after 3",
-          "Internal Server Error",
-          "Forbidden: bot was blocked by the user",
-          undefined
-        ])
-        const other = yield* post(standIn.url, "getMe")
-        assert.strictEqual(other.status, 200)
-      })
-    ))
-
-  it.live("a delayed answer does not hold up other requests", () =>
-    withStandIn((standIn) =>
-      Effect.gen(function*() {
-        yield* standIn.script("sendMessage", [{ status: 200, body: { ok: true, result: true }, delayMs: 10_000 }])
-        const slow = yield* Effect.forkChild(post(standIn.url, "sendMessage", { json: { chat_id: 1, text: "slow" } }))
-        yield* standIn.awaitCalls((calls) => calls.length === 1)
-        const [elapsed, fast] = yield* Effect.timed(post(standIn.url, "getMe"))
-        assert.strictEqual(fast.status, 200)
-        assert.isBelow(Duration.toMillis(elapsed), 5_000)
-        yield* Fiber.interrupt(slow)
-        // The client gave up on the slow request, which the stand-in notices.
-        const aborted = yield* standIn.awaitAborted((a) => a.length === 1)
-        assert.strictEqual(aborted[0]?.method, "sendMessage")
-      })
-    ))
-
-  it.live("setDelay makes every call but getMe wait", () =>
-    withStandIn((standIn) =>
-      Effect.gen(function*() {
-        yield* standIn.setDelay(300)
-        const [elapsed] = yield* Effect.timed(post(standIn.url, "sendMessage", { json: { chat_id: 1, text: "slow" } }))
-        assert.isAtLeast(Duration.toMillis(elapsed), 290)
-        // The service asks getMe once at start: a delay models slow deliveries, not a slow start.
-        yield* standIn.setDelay(60_000)
-        const me = yield* post(standIn.url, "getMe").pipe(Effect.timeout("20 seconds"))
-        assert.strictEqual(me.status, 200)
-        yield* standIn.setDelay(0)
-      })
-    ))
-
-  it.live("awaitCalls fails with StandInTimeout summarising the calls seen", () =>
-    withStandIn((standIn) =>
-      Effect.gen(function*() {
-        yield* post(standIn.url, "getMe")
-        yield* post(standIn.url, "getMe")
-        const error = yield* Effect.flip(standIn.awaitCalls((calls) => calls.some((c) => c.method === "sendMessage"), "200 millis"))
-        assert.strictEqual(error._tag, "StandInTimeout")
-        assert.include(error.message, "2 calls (getMe x2)")
-        yield* standIn.clear
-        assert.deepStrictEqual(yield* standIn.calls, [])
-      })
-    ))
-
   it.live("getMe, webhooks, invoices and payment answers have the Bot API shapes", () =>
     withStandIn((standIn) =>
       Effect.gen(function*() {
@@ -191,15 +105,12 @@ describe("BotApiStandIn", () => {
           json: { url: "https://example.org/hook", secret_token: "s3cret", allowed_updates: ["message"] }
         })
         assert.strictEqual(set.body.result, true)
-        yield* standIn.setWebhookInfo({ pending_update_count: 5, last_error_date: 1700000000, last_error_message: "Connection refused" })
         const info = yield* post(standIn.url, "getWebhookInfo")
         assert.deepStrictEqual(info.body.result, {
           url: "https://example.org/hook",
           has_custom_certificate: false,
-          pending_update_count: 5,
-          allowed_updates: ["message"],
-          last_error_date: 1700000000,
-          last_error_message: "Connection refused"
+          pending_update_count: 0,
+          allowed_updates: ["message"]
         })
         const deleted = yield* post(standIn.url, "deleteWebhook")
         assert.strictEqual(deleted.body.result, true)
@@ -287,12 +198,141 @@ describe("BotApiStandIn", () => {
     assert.deepInclude(update.message.chat, { id: 5, type: "private" })
     assert.isUndefined(sampleUpdate({ text: "plain" }).message.entities)
   })
+})
+
+// The recorder the tests use (test/support/BotApiRecorder.ts), built on the stand-in above.
+describe("BotApiRecorder", () => {
+  it.live("records a JSON sendMessage without the token and answers with a Message", () =>
+    withRecorder((recorder) =>
+      Effect.gen(function*() {
+        assert.match(recorder.url, /^http:\/\/127\.0\.0\.1:\d+$/)
+        const first = yield* post(recorder.url, "sendMessage", { json: { chat_id: 42, text: "Hello" } })
+        const second = yield* post(recorder.url, "sendMessage", { json: { chat_id: 42, text: "Again" } })
+        assert.strictEqual(first.status, 200)
+        assert.deepInclude(first.body.result as object, { text: "Hello", chat: { id: 42, type: "private", first_name: "Sandbox user" } })
+        const firstId = (first.body.result as { message_id: number }).message_id
+        const secondId = (second.body.result as { message_id: number }).message_id
+        assert.strictEqual(secondId, firstId + 1)
+        const calls = yield* recorder.calls
+        assert.deepStrictEqual(calls.map((c) => [c.method, c.params]), [
+          ["sendMessage", { chat_id: 42, text: "Hello" }],
+          ["sendMessage", { chat_id: 42, text: "Again" }]
+        ])
+        assert.notInclude(JSON.stringify(calls), "ABC-DEF")
+        assert.isTrue(calls.every((c) => c.at > 1_600_000_000_000))
+      })
+    ))
+
+  it.live("records the parameters of form bodies and query strings", () =>
+    withRecorder((recorder) =>
+      Effect.gen(function*() {
+        const form = yield* post(recorder.url, "sendMessage", { form: "chat_id=7&text=hi%20there" })
+        assert.strictEqual(form.status, 200)
+        const query = yield* post(recorder.url, "sendMessage", undefined, "?chat_id=8&text=from%20query")
+        assert.strictEqual(query.status, 200)
+        const calls = yield* recorder.calls
+        assert.deepStrictEqual(calls.map((c) => c.params), [
+          { chat_id: "7", text: "hi there" },
+          { chat_id: "8", text: "from query" }
+        ])
+      })
+    ))
+
+  it.live("answers scripted responses in order, then resumes normal behaviour", () =>
+    withRecorder((recorder) =>
+      Effect.gen(function*() {
+        yield* recorder.script("sendMessage", [
+          {
+            status: 429,
+            body: { ok: false, error_code: 429, description: "Too Many Requests: retry after 3", parameters: { retry_after: 3 } }
+          },
+          { status: 500 },
+          { status: 403, body: { ok: false, error_code: 403, description: "Forbidden: bot was blocked by the user" } }
+        ])
+        const statuses: Array<number> = []
+        const descriptions: Array<string | undefined> = []
+        for (const i of [0, 1, 2, 3]) {
+          const reply = yield* post(recorder.url, "sendMessage", { json: { chat_id: 1, text: `n${i}` } })
+          statuses.push(reply.status)
+          descriptions.push(reply.body.description)
+        }
+        assert.deepStrictEqual(statuses, [429, 500, 403, 200])
+        assert.deepStrictEqual(descriptions, [
+          "Too Many Requests: retry after 3",
+          "Internal Server Error",
+          "Forbidden: bot was blocked by the user",
+          undefined
+        ])
+        const other = yield* post(recorder.url, "getMe")
+        assert.strictEqual(other.status, 200)
+      })
+    ))
+
+  it.live("a delayed answer does not hold up other requests", () =>
+    withRecorder((recorder) =>
+      Effect.gen(function*() {
+        yield* recorder.script("sendMessage", [{ status: 200, body: { ok: true, result: true }, delayMs: 10_000 }])
+        const slow = yield* Effect.forkChild(post(recorder.url, "sendMessage", { json: { chat_id: 1, text: "slow" } }))
+        yield* recorder.awaitCalls((calls) => calls.length === 1)
+        const [elapsed, fast] = yield* Effect.timed(post(recorder.url, "getMe"))
+        assert.strictEqual(fast.status, 200)
+        assert.isBelow(Duration.toMillis(elapsed), 5_000)
+        yield* Fiber.interrupt(slow)
+        // The client gave up on the slow request, which the stand-in notices.
+        const aborted = yield* recorder.awaitAborted((a) => a.length === 1)
+        assert.strictEqual(aborted[0]?.method, "sendMessage")
+      })
+    ))
+
+  it.live("setDelay makes every call but getMe wait", () =>
+    withRecorder((recorder) =>
+      Effect.gen(function*() {
+        yield* recorder.setDelay(300)
+        const [elapsed] = yield* Effect.timed(post(recorder.url, "sendMessage", { json: { chat_id: 1, text: "slow" } }))
+        assert.isAtLeast(Duration.toMillis(elapsed), 290)
+        // The service asks getMe once at start: a delay models slow deliveries, not a slow start.
+        yield* recorder.setDelay(60_000)
+        const me = yield* post(recorder.url, "getMe").pipe(Effect.timeout("20 seconds"))
+        assert.strictEqual(me.status, 200)
+        yield* recorder.setDelay(0)
+      })
+    ))
+
+  it.live("awaitCalls fails with StandInTimeout summarising the calls seen", () =>
+    withRecorder((recorder) =>
+      Effect.gen(function*() {
+        yield* post(recorder.url, "getMe")
+        yield* post(recorder.url, "getMe")
+        const error = yield* Effect.flip(recorder.awaitCalls((calls) => calls.some((c) => c.method === "sendMessage"), "200 millis"))
+        assert.strictEqual(error._tag, "StandInTimeout")
+        assert.include(error.message, "2 calls (getMe x2)")
+        yield* recorder.clear
+        assert.deepStrictEqual(yield* recorder.calls, [])
+      })
+    ))
 
   it.live("keeps only the last maxCalls calls, oldest first", () =>
-    withStandIn((standIn) =>
+    withRecorder((recorder) =>
       Effect.gen(function*() {
-        for (const i of [1, 2, 3, 4, 5]) yield* post(standIn.url, "sendMessage", { json: { chat_id: 1, text: `m${i}` } })
-        const calls = yield* standIn.awaitCalls((calls) => calls.at(-1)?.params["text"] === "m5")
+        for (const i of [1, 2, 3, 4, 5]) yield* post(recorder.url, "sendMessage", { json: { chat_id: 1, text: `m${i}` } })
+        const calls = yield* recorder.awaitCalls((calls) => calls.at(-1)?.params["text"] === "m5")
         assert.deepStrictEqual(calls.map((call) => call.params["text"]), ["m3", "m4", "m5"])
       }), { maxCalls: 3 }))
+
+  it.live("setWebhookInfo overrides fields of the stand-in's own getWebhookInfo answer", () =>
+    withRecorder((recorder) =>
+      Effect.gen(function*() {
+        yield* post(recorder.url, "setWebhook", { json: { url: "https://example.org/hook", allowed_updates: ["message"] } })
+        yield* recorder.setWebhookInfo({ pending_update_count: 5, last_error_date: 1700000000, last_error_message: "Connection refused" })
+        const info = yield* post(recorder.url, "getWebhookInfo")
+        assert.deepStrictEqual(info.body.result, {
+          url: "https://example.org/hook",
+          has_custom_certificate: false,
+          pending_update_count: 5,
+          allowed_updates: ["message"],
+          last_error_date: 1700000000,
+          last_error_message: "Connection refused"
+        })
+      })
+    ))
 })

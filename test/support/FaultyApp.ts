@@ -2,7 +2,7 @@
 // shipped ones, and every log line captured so a test can check what was reported.
 import { Cause, Context, Effect, Latch, Layer, Logger, type Scope } from "effect"
 import { Database } from "../../src/db/Database.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "./BotApiRecorder.ts"
 import { type PgProbe, pgProbe, waitFor } from "./PgProbe.ts"
 import { faultyThenShipped, makeProbe, MARKS_TABLE_DDL, type Probe } from "./handlers/FaultyHandlers.ts"
 import { baseUrl, testAppLayer } from "./TestApp.ts"
@@ -52,7 +52,7 @@ export interface FaultyApp {
   readonly latch: Latch.Latch
   readonly logs: LogCapture
   readonly db: Database["Service"]
-  readonly standIn: BotApiStandIn["Service"]
+  readonly standIn: BotApiRecorder["Service"]
 }
 
 /**
@@ -85,7 +85,7 @@ export const startFaultyApp = (
       latch,
       logs,
       db: Context.get(app, Database),
-      standIn: Context.get(app, BotApiStandIn)
+      standIn: Context.get(app, BotApiRecorder)
     } satisfies FaultyApp
   })
 

@@ -3,7 +3,7 @@
 // redelivering whatever was not answered 200), and reading the replies back per chat.
 import { assert } from "@effect/vitest"
 import { Data, Effect, Schedule } from "effect"
-import type { BotApiStandIn, RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import type { BotApiRecorder, RecordedCall } from "./BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { type PgProbe, waitFor } from "./PgProbe.ts"
 import { TEST_SECRET } from "./TestApp.ts"
@@ -181,7 +181,7 @@ export const postAlternating = (plan: Plan, bases: ReadonlyArray<string>, stats:
   )
 
 /** Waits until every planned update is answered and the outbox is drained; each chat's replies came in update_id order. */
-export const assertAnsweredInOrder = (plan: Plan, standIn: BotApiStandIn["Service"], pg: PgProbe) =>
+export const assertAnsweredInOrder = (plan: Plan, standIn: BotApiRecorder["Service"], pg: PgProbe) =>
   Effect.gen(function*() {
     const total = plan.reduce((sum, chat) => sum + chat.length, 0)
     yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === total, "60 seconds")

@@ -1,7 +1,7 @@
 // Scraping a running service's GET /metrics and reading the Prometheus text format.
 import { Effect, Schedule } from "effect"
 import { request } from "node:http"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "./BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "./ServiceProcess.ts"
 import { testEnv } from "./TestApp.ts"
@@ -48,7 +48,7 @@ export const exposes = (found: ReadonlyMap<string, string>, name: string): boole
  */
 export const scrapeAfterOneUpdate = (name: string, updateId: number, chatId: number, env: Record<string, string> = {}) =>
   Effect.gen(function*() {
-    const standIn = yield* BotApiStandIn
+    const standIn = yield* BotApiRecorder
     const databaseUrl = yield* Effect.promise(() => freshDatabase(name))
     const service = yield* spawnService(testEnv(databaseUrl, standIn.url, { METRICS_PORT: "0", ...env }))
     const metricsUrl = yield* service.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\/metrics/)

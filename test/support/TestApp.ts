@@ -4,7 +4,7 @@ import { ConfigProvider, Effect, Layer } from "effect"
 import { HttpServer } from "effect/http"
 import { makeAppLayer } from "../../src/App.ts"
 import { Bot, type BotDefinition, type BotOptions } from "../../src/bot/Bot.ts"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "./BotApiRecorder.ts"
 
 export const TEST_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 export const TEST_SECRET = "s3cret-webhook_token"
@@ -31,11 +31,11 @@ export const testAppLayer = (options: {
   readonly botOptions?: BotOptions
 }) =>
   Layer.unwrap(
-    Effect.map(BotApiStandIn, (standIn) =>
+    Effect.map(BotApiRecorder, (standIn) =>
       makeAppLayer(options.handlers === undefined ? {} : { bot: Bot.layerWith(options.handlers, options.botOptions) }).pipe(
         Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(testEnv(options.databaseUrl, standIn.url, options.env))))
       ))
-  ).pipe(Layer.provideMerge(BotApiStandIn.layer()))
+  ).pipe(Layer.provideMerge(BotApiRecorder.layer()))
 
 /** Base URL of the app's HTTP server. */
 export const baseUrl = Effect.map(

@@ -3,7 +3,7 @@ import { Cause, Duration, Effect, Fiber, Logger, Redacted } from "effect"
 import { InputFile } from "grammy"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
-import { BotApiStandIn } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { BotApi, type BotApiError, redactToken } from "../../src/telegram/BotApi.ts"
 
 const token = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"
@@ -15,14 +15,14 @@ const tooManyRequests = {
 
 /** Runs `body` with a fresh stand-in and a BotApi client pointed at it. */
 const withBotApi = <A, E>(
-  body: (botApi: BotApi["Service"], standIn: BotApiStandIn["Service"]) => Effect.Effect<A, E>,
+  body: (botApi: BotApi["Service"], standIn: BotApiRecorder["Service"]) => Effect.Effect<A, E>,
   options: { readonly callTimeout?: Duration.Input; readonly maxRetries?: number } = {}
 ) =>
   Effect.gen(function*() {
-    const standIn = yield* BotApiStandIn
+    const standIn = yield* BotApiRecorder
     const botApi = yield* BotApi.make({ token: Redacted.make(token), apiRoot: standIn.url, ...options })
     return yield* body(botApi, standIn)
-  }).pipe(Effect.provide(BotApiStandIn.layer()))
+  }).pipe(Effect.provide(BotApiRecorder.layer()))
 
 const assertNoToken = (error: BotApiError | Error) => {
   for (const text of [String(error), error.message, JSON.stringify(error), Cause.pretty(Cause.fail(error))]) {

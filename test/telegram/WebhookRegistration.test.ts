@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Layer } from "effect"
 import { makeAppLayer } from "../../src/App.ts"
-import { BotApiStandIn, type RecordedCall } from "../../src/sandbox/BotApiStandIn.ts"
+import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { ALLOWED_UPDATES } from "../../src/telegram/Update.ts"
 import { TEST_SECRET, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
@@ -16,7 +16,7 @@ const WEBHOOK_URL = `${PUBLIC_URL}/webhook`
  */
 const startAndStop = (databaseUrl: string, env: Record<string, string>) =>
   Effect.gen(function*() {
-    const standIn = yield* BotApiStandIn
+    const standIn = yield* BotApiRecorder
     yield* standIn.clear
     yield* Effect.provide(
       Effect.void,
@@ -48,29 +48,29 @@ describe("webhook registration", () => {
       assert.strictEqual(again.length, 1, JSON.stringify(rotated))
       assert.strictEqual(again[0]?.params["url"], WEBHOOK_URL)
       assert.strictEqual(again[0]?.params["secret_token"], "rotated-secret_2")
-    }).pipe(Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.provide(BotApiRecorder.layer())))
 
   it.live("registers again when Telegram reports another URL, although the stored fingerprint matches", () =>
     Effect.gen(function*() {
       const url = yield* Effect.promise(() => freshDatabase("webhook_reregistration"))
-      const standIn = yield* BotApiStandIn
+      const standIn = yield* BotApiRecorder
       assert.strictEqual(setWebhookCalls(yield* startAndStop(url, { PUBLIC_URL })).length, 1)
       // Someone pointed the bot elsewhere (another deployment, a manual setWebhook).
       yield* standIn.setWebhookInfo({ url: "https://elsewhere.example.test/hook" })
       const calls = yield* startAndStop(url, { PUBLIC_URL })
       assert.deepStrictEqual(setWebhookCalls(calls).map((call) => call.params["url"]), [WEBHOOK_URL])
-    }).pipe(Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.provide(BotApiRecorder.layer())))
 
   it.live("a PUBLIC_URL with a trailing slash registers a single-slash /webhook URL", () =>
     Effect.gen(function*() {
       const url = yield* Effect.promise(() => freshDatabase("webhook_trailing_slash"))
       const calls = yield* startAndStop(url, { PUBLIC_URL: `${PUBLIC_URL}/` })
       assert.deepStrictEqual(setWebhookCalls(calls).map((call) => call.params["url"]), [WEBHOOK_URL])
-    }).pipe(Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.provide(BotApiRecorder.layer())))
 
   it.live("without PUBLIC_URL the webhook is not registered", () =>
     Effect.gen(function*() {
       const url = yield* Effect.promise(() => freshDatabase("webhook_no_public_url"))
       assert.deepStrictEqual(setWebhookCalls(yield* startAndStop(url, {})), [])
-    }).pipe(Effect.provide(BotApiStandIn.layer())))
+    }).pipe(Effect.provide(BotApiRecorder.layer())))
 })
