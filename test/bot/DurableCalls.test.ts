@@ -10,11 +10,11 @@ import type { SteadfastContext } from "../../src/bot/Grammy.ts"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { awaitStatus, inboxRow } from "../support/FaultyApp.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
-import { baseUrl, postUpdate, testAppLayer, testEnv } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { baseUrl, testAppLayer, testEnv } from "../support/TestApp.ts"
+import { awaitStatus, freshDatabase, inboxRow, pgProbe } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const CHANNEL = -1001234567890
 const env = { SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200", UPDATE_TIMEOUT_MS: "1500" }
@@ -172,7 +172,7 @@ describe("a developer's grammY Bot with calls made at once", () => {
         const chatId = 710_002
         const late = command(chatId, "/late")
         yield* postUpdate(app.base, late)
-        yield* waitFor(
+        yield* eventually(
           "the first attempt timed out",
           inboxRow(app.pg, late.update_id),
           (row) => (row?.last_error ?? "").includes("timed out"),
@@ -181,7 +181,7 @@ describe("a developer's grammY Bot with calls made at once", () => {
           }
         )
         yield* Deferred.succeed(seen.lateGate, undefined)
-        yield* waitFor(
+        yield* eventually(
           "what the late run tried",
           Effect.sync(() => seen.late.filter((entry) => entry.startsWith("1:"))),
           (entries) => entries.length === 2,

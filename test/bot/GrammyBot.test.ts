@@ -11,10 +11,10 @@ import { counter, type CounterContext, type CounterSession, counterStorage } fro
 import { fallback } from "../../src/bot/handlers/Basics.ts"
 import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { awaitStatus, inboxRow } from "../support/FaultyApp.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { awaitStatus, freshDatabase, inboxRow, pgProbe } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const MAX_ATTEMPTS = 2
 const env = { MAX_ATTEMPTS: String(MAX_ATTEMPTS), SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" }
@@ -134,7 +134,7 @@ describe("a grammY Composer bot in the pipeline", () => {
         // A command: getChat and the reply went to the Bot API when they were made.
         yield* post(app.base, sampleUpdate({ updateId: nextId(), chatId, text: "/hello" }))
         const afterHello = yield* app.standIn.awaitCalls((calls) => texts(calls, chatId).length === 1, "20 seconds")
-        yield* waitFor("the reply's result", Effect.sync(() => seen.replyResults.length), (n) => n === 1, { timeout: "10 seconds" })
+        yield* eventually("the reply's result", Effect.sync(() => seen.replyResults.length), (n) => n === 1, { timeout: "10 seconds" })
         assert.deepStrictEqual(texts(afterHello, chatId), ["Hello Ada (private)"])
         assert.isTrue(afterHello.some((call) => call.method === "getChat" && Number(call.params["chat_id"]) === chatId))
         const replied = seen.replyResults[0] as { message_id?: unknown; text?: unknown }
@@ -242,6 +242,6 @@ describe("a grammY Composer bot in the pipeline", () => {
       yield* Deferred.succeed(seen.gate, undefined)
       const calls = yield* app.standIn.awaitCalls((calls) => texts(calls, chatId).length === 1, "20 seconds")
       assert.deepStrictEqual(texts(calls, chatId), ["after the gate"])
-      yield* waitFor("the update done", inboxRow(pg, updateId), (row) => row?.status === "done", { timeout: "10 seconds" })
+      yield* eventually("the update done", inboxRow(pg, updateId), (row) => row?.status === "done", { timeout: "10 seconds" })
     }), 60_000)
 })

@@ -9,9 +9,8 @@ import type { SteadfastContext } from "../../src/bot/Grammy.ts"
 import { grammyFallback } from "../../src/bot/handlers/Basics.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { assertAnsweredInOrder, interleavedPlan, makePostStats, postAlternating } from "../support/Load.ts"
-import { pgProbe } from "../support/PgProbe.ts"
 import { baseUrl, testEnv } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { freshDatabase, pgProbe } from "../support/TestDatabase.ts"
 
 const CHATS = 6
 const PER_CHAT = 20

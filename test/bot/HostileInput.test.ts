@@ -12,7 +12,6 @@ import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import {
   commandUpdate,
-  eventually,
   inboxState,
   messagesTo,
   moneyOf,
@@ -22,7 +21,9 @@ import {
   paymentAppLayer,
   buyAndPay
 } from "../payments/PaymentSupport.ts"
-import { baseUrl, postUpdate } from "../support/TestApp.ts"
+import { eventually } from "../support/Eventually.ts"
+import { baseUrl } from "../support/TestApp.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const LONE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
 
@@ -52,7 +53,7 @@ const post = (update: unknown) =>
   })
 
 const awaitDead = (updateId: number) =>
-  eventually(`update ${updateId} dead`, inboxState(updateId), (row) => row?.status === "dead", "60 seconds")
+  eventually(`update ${updateId} dead`, inboxState(updateId), (row) => row?.status === "dead", { timeout: "60 seconds" })
 
 describe("hostile input", () => {
   layer(paymentAppLayer("hostile_input", { env: { MAX_ATTEMPTS: "2" }, handlers: [careless, ...myBot] }), {
@@ -141,7 +142,7 @@ describe("hostile input", () => {
         assert.strictEqual(yield* shopper.say("/careless"), `half ${"😀".slice(0, 1)} and nul \u0000 end`)
         const db = yield* PaymentDb
         // The reply is made while the update runs; its done mark follows.
-        const rows = yield* db.query(Schema.Struct({ status: Schema.String }), "SELECT status FROM inbox WHERE chat_key = $1", [
+        const rows = yield* db.rows(Schema.Struct({ status: Schema.String }), "SELECT status FROM inbox WHERE chat_key = $1", [
           `chat:${shopper.userId}`
         ]).pipe(Effect.repeat({ schedule: Schedule.spaced("20 millis"), until: (rows) => rows[0]?.status !== "processing", times: 250 }))
         assert.deepStrictEqual(rows, [{ status: "done" }])

@@ -21,10 +21,10 @@ import type { SteadfastContext } from "../../src/bot/Grammy.ts"
 import { sqlSessionStorage } from "../../src/bot/SessionStorage.ts"
 import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { inboxRow } from "../support/FaultyApp.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
-import { baseUrl, postUpdate, TEST_TOKEN, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { baseUrl, TEST_TOKEN, testAppLayer } from "../support/TestApp.ts"
+import { freshDatabase, inboxRow, pgProbe } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const env = { SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" }
 
@@ -137,7 +137,7 @@ const say = (base: string, pg: Effect.Success<ReturnType<typeof pgProbe>>, chatI
   Effect.gen(function*() {
     const updateId = nextId()
     yield* post(base, sampleUpdate({ updateId, chatId, text }))
-    yield* waitFor(`"${text}" done`, inboxRow(pg, updateId), (row) => row?.status === "done", { timeout: "20 seconds" })
+    yield* eventually(`"${text}" done`, inboxRow(pg, updateId), (row) => row?.status === "done", { timeout: "20 seconds" })
   })
 
 const callbackUpdate = (chatId: number, messageId: number, data: string): Update => ({
@@ -203,7 +203,7 @@ describe("grammY plugins in a developer's Bot", () => {
 
       const press = callbackUpdate(chatId, messageId, (button as { callback_data: string }).callback_data)
       yield* post(app.base, press)
-      yield* waitFor("the press done", inboxRow(pg, press.update_id), (row) => row?.status === "done", { timeout: "20 seconds" })
+      yield* eventually("the press done", inboxRow(pg, press.update_id), (row) => row?.status === "done", { timeout: "20 seconds" })
       const edits = sent(yield* app.standIn.calls, chatId, "editMessageReplyMarkup")
       assert.strictEqual(edits.length, 1)
       assert.strictEqual(edits[0]!.params["message_id"], messageId)

@@ -7,10 +7,10 @@ import type { SteadfastContext } from "../../src/bot/Grammy.ts"
 import { sqlSessionStorage } from "../../src/bot/SessionStorage.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { awaitStatus, inboxRow } from "../support/FaultyApp.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { awaitStatus, freshDatabase, inboxRow, pgProbe } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const MAX_ATTEMPTS = 2
 const env = { MAX_ATTEMPTS: String(MAX_ATTEMPTS), SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" }
@@ -58,7 +58,7 @@ describe("sqlSessionStorage", () => {
       for (const text of ["/tally", "/note milk", "/tally", "/note eggs"]) {
         const updateId = nextId()
         yield* postUpdate(base, sampleUpdate({ updateId, chatId, text }))
-        yield* waitFor(`${text} done`, inboxRow(pg, updateId), (row) => row?.status === "done", { timeout: "20 seconds" })
+        yield* eventually(`${text} done`, inboxRow(pg, updateId), (row) => row?.status === "done", { timeout: "20 seconds" })
       }
       const replies = (yield* standIn.calls).filter((call) => call.method === "sendMessage").map((call) => call.params["text"])
       assert.deepStrictEqual(replies, ["Count: 1", "Notes: milk", "Count: 2", "Notes: milk, eggs"])

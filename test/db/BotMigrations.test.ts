@@ -13,10 +13,10 @@ import { runMigrations } from "../../src/db/migrations/Migrations.ts"
 import { BotMigrationFailed, BotMigrationsDirectory } from "../../src/db/migrations/SqlFiles.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { inboxRow } from "../support/FaultyApp.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { freshDatabase, inboxRow, pgProbe } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 /** A new folder holding `files` (name → SQL), removed when the test ends. */
 const folderOf = (files: Record<string, string>) =>
@@ -114,7 +114,7 @@ describe("the bot's .sql migrations", () => {
       const base = yield* Effect.provideContext(baseUrl, app)
       const pg = yield* pgProbe(databaseUrl)
       yield* postUpdate(base, sampleUpdate({ updateId: 1, chatId: 840_001, text: "/notes" }))
-      yield* waitFor("the update done", inboxRow(pg, 1), (row) => row?.status === "done", { timeout: "20 seconds" })
+      yield* eventually("the update done", inboxRow(pg, 1), (row) => row?.status === "done", { timeout: "20 seconds" })
       const replies = (yield* Context.get(app, BotApiRecorder).calls).filter((call) => call.method === "sendMessage")
       assert.deepStrictEqual(replies.map((call) => call.params["text"]), ["notes: 1"])
     }), 60_000)

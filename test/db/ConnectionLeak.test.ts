@@ -5,8 +5,9 @@ import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { awaitIdlePool, startFaultyApp } from "../support/FaultyApp.ts"
 import { interleavedPlan, makePostStats, postPlan, replyToken } from "../support/Load.ts"
 import { awaitProbe } from "../support/handlers/FaultyHandlers.ts"
-import { postUpdate } from "../support/TestApp.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
+import { postUpdate } from "../support/TestHttp.ts"
+import { pgProbe } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
 
 const POOL_MAX = 10
 
@@ -58,7 +59,7 @@ describe("no connection leak", () => {
         assert.deepStrictEqual([...posted.statuses.entries()], [[200, texts.length]], "every update was stored at the first attempt")
         assert.strictEqual(posted.failures, 0)
 
-        const statuses = yield* waitFor(
+        const statuses = yield* eventually(
           "every update finished",
           app.pg.inboxStatuses,
           (counts) => (counts["done"] ?? 0) + (counts["dead"] ?? 0) === texts.length,
@@ -84,7 +85,7 @@ describe("no connection leak", () => {
         }
 
         yield* awaitIdlePool(app.db)
-        yield* waitFor(
+        yield* eventually(
           "no session active or idle in transaction",
           app.pg.appSessions,
           (sessions) => sessions.every((session) => session.state === "idle"),
@@ -122,7 +123,7 @@ describe("no connection leak", () => {
         assert.isAtLeast(during.used, 4, "three hanging transactions and the LISTEN connection hold slots")
 
         yield* Scope.close(appScope, Exit.void)
-        yield* waitFor("every app session closed", pg.appSessions, (sessions) => sessions.length === 0, { timeout: "10 seconds" })
+        yield* eventually("every app session closed", pg.appSessions, (sessions) => sessions.length === 0, { timeout: "10 seconds" })
         const rows = yield* pg.query<{ status: string; attempts: number; lease_id: string | null }>(
           `SELECT status, attempts, lease_id FROM inbox WHERE update_id IN (110001, 110002, 110003)`
         )
@@ -148,7 +149,7 @@ describe("no connection leak", () => {
           // As ingress: it is the one workload that may take every slot (the others have a share).
           () => Effect.forkChild(app.db.withConnection(Effect.never, undefined, "ingress"), { startImmediately: true })
         )
-        yield* waitFor("all slots held", app.db.stats, (stats) => stats.idle === 0, { timeout: "5 seconds" })
+        yield* eventually("all slots held", app.db.stats, (stats) => stats.idle === 0, { timeout: "5 seconds" })
 
         const started = Date.now()
         const exit = yield* Effect.exit(app.db.withConnection(app.db.sql`SELECT 1`, "300 millis"))
@@ -161,7 +162,7 @@ describe("no connection leak", () => {
         const response = yield* postUpdate(app.base, sampleUpdate({ updateId: 120_001, chatId: 996_001, text: "u120001" }))
         const tookMs = Date.now() - postedAt
         assert.strictEqual(response.status, 503)
-        assert.strictEqual(response.headers.get("retry-after"), "5")
+        assert.strictEqual(response.headers["retry-after"], "5")
         assert.isBelow(tookMs, 6_000, "the webhook answers instead of hanging")
         assert.isAbove((yield* app.db.stats).timeouts, 0)
 

@@ -5,9 +5,10 @@ import { Database, STATEMENT_LIMIT_MS } from "../../src/db/Database.ts"
 import { LEASE } from "../../src/queue/LeaseRenewal.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { freshDatabase, pgProbe } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const UPDATE_ID = 930_001
 const CHAT = 930_001
@@ -60,7 +61,7 @@ describe("background work cannot starve leases", () => {
         const startedAt = Date.now()
         let lowest = Infinity
         // Watched the whole time: the lease never runs out and never changes hands.
-        yield* waitFor(
+        yield* eventually(
           "the background connections to be held for 15 s",
           Effect.gen(function*() {
             const [row] = yield* lease
@@ -82,7 +83,7 @@ describe("background work cannot starve leases", () => {
         assert.isBelow(Date.now() - slowStartedAt, STATEMENT_LIMIT_MS.background! + 5_000)
 
         yield* Deferred.succeed(release, undefined)
-        yield* waitFor(
+        yield* eventually(
           "the update done",
           probe.query<{ status: string }>("SELECT status FROM inbox WHERE update_id = $1", [UPDATE_ID]),
           (rows) => rows[0]?.status === "done",

@@ -5,8 +5,7 @@ import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import { NOTIFY_CHANNEL } from "../../src/db/migrations/Functions.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
-import { queryRows } from "../support/TestHttp.ts"
+import { freshDatabase, pgProbe } from "../support/TestDatabase.ts"
 
 const root = fileURLToPath(new URL("../../", import.meta.url))
 const ENTRY = "src/db/migrate.ts"
@@ -36,15 +35,14 @@ describe("npm run migrate", () => {
       const latest = migrationFiles.at(-1)!.replace(/\.ts$/, "")
       assert.match(first.output, /applied migrations: 0*1_inbox, /)
       assert.include(first.output, `database schema is at migration ${latest}`)
-      const applied = yield* queryRows(
-        databaseUrl,
+      const pg = yield* pgProbe(databaseUrl)
+      const applied = yield* pg.rows(
         Schema.Struct({ migration_id: Schema.Number }),
         "SELECT migration_id FROM steadfast_migrations ORDER BY migration_id"
       )
       assert.strictEqual(applied.length, migrationFiles.length)
       // The tables the service needs exist without the service having started.
-      const tables = yield* queryRows(
-        databaseUrl,
+      const tables = yield* pg.rows(
         Schema.Struct({ inbox: Schema.String, outbox: Schema.String }),
         "SELECT to_regclass('inbox')::text AS inbox, to_regclass('outbox')::text AS outbox"
       )

@@ -2,15 +2,15 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer } from "effect"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
-import { answeredCount, interleavedPlan, makePostStats, postPlan, repliesByChat, slicePlan } from "../support/Load.ts"
+import { answeredCount, assertAnsweredInOrder, interleavedPlan, makePostStats, postPlan, slicePlan } from "../support/Load.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { awaitIdlePool } from "../support/FaultyApp.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
+import { pgProbe } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
 
 const CHATS = 10
 const PER_CHAT = 30
-const TOTAL = CHATS * PER_CHAT
 
 /** The updates of each chat from index `from` up to `to` (exclusive). */
 
@@ -47,7 +47,7 @@ describe("PostgreSQL stopped and started under load", () => {
         // During: the next third is posted while PostgreSQL stops under it; posters retry.
         const during = yield* Effect.forkChild(postPlan(base, slicePlan(plan, 10, 20), stats))
         yield* Effect.promise(() => cluster.stop())
-        yield* waitFor("503 answers while PostgreSQL is down", Effect.sync(() => stats.statuses.get(503) ?? 0), (n) => n >= 5, {
+        yield* eventually("503 answers while PostgreSQL is down", Effect.sync(() => stats.statuses.get(503) ?? 0), (n) => n >= 5, {
           timeout: "30 seconds"
         })
         const health = yield* Effect.promise(() => fetch(`${serviceUrl}/health`).then((response) => response.status))
@@ -59,16 +59,8 @@ describe("PostgreSQL stopped and started under load", () => {
         yield* Effect.promise(() => cluster.start())
         yield* Fiber.join(during)
         yield* postPlan(base, slicePlan(plan, 20, PER_CHAT), stats)
-        yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === TOTAL, "45 seconds")
-
-        const probe = yield* pgProbe(databaseUrl)
-        yield* waitFor("every update done", probe.inboxStatuses, (statuses) => statuses["done"] === TOTAL, { timeout: "30 seconds" })
-        const replies = repliesByChat(yield* standIn.calls)
-        for (const chat of plan) {
-          // A delivery cut off by the outage may be repeated; order must hold regardless.
-          const got = (replies.get(chat[0]!.chatId) ?? []).filter((token, i, all) => i === 0 || all[i - 1] !== token)
-          assert.deepStrictEqual(got, chat.map((planned) => planned.text), `replies to chat ${chat[0]!.chatId}`)
-        }
+        // A delivery cut off by the outage may be repeated; order must hold regardless.
+        yield* assertAnsweredInOrder(plan, standIn, yield* pgProbe(databaseUrl), { timeout: "45 seconds", repeats: "immediate" })
         yield* awaitIdlePool(db)
       }),
     180_000

@@ -4,10 +4,10 @@ import { Context, Deferred, Effect, Exit, Fiber, Layer, Queue, Redacted, Schedul
 import { Database } from "../../src/db/Database.ts"
 import { isCommand, makeHandler } from "../../src/bot/Handler.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { waitFor } from "../support/PgProbe.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
-import { inboxRow } from "../support/TestHttp.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { eventually } from "../support/Eventually.ts"
+import { postUpdate } from "../support/TestHttp.ts"
+import { freshDatabase, inboxRow, pgProbe } from "../support/TestDatabase.ts"
 
 const POOL_MAX = 6
 
@@ -28,6 +28,7 @@ describe("pool shares and statement limits", () => {
     () =>
       Effect.gen(function*() {
         const databaseUrl = yield* Effect.promise(() => freshDatabase("workloads_reserve"))
+        const pg = yield* pgProbe(databaseUrl)
         const latch = yield* Deferred.make<void>()
         const entered = yield* Queue.unbounded<number>()
         // Begins its transaction (and so takes its pool slot) with a statement, and holds it until the latch opens.
@@ -60,14 +61,14 @@ describe("pool shares and statement limits", () => {
         )
         // Handlers, LISTEN and one holder use their shares whole; the other holders (started at once,
         // so already waiting) queue on the background share, not on the pool.
-        yield* waitFor("the handler and background shares in use", db.stats, (stats) => stats.used === workers + 2, {
+        yield* eventually("the handler and background shares in use", db.stats, (stats) => stats.used === workers + 2, {
           timeout: "10 seconds"
         })
 
         const update = sampleUpdate({ updateId: 910_100, chatId: 910_100, text: "still heard" })
         const stored = yield* postUpdate(base, update)
         assert.strictEqual(stored.status, 200, stored.body)
-        assert.strictEqual((yield* inboxRow(databaseUrl, 910_100))?.update_id, "910100")
+        assert.strictEqual((yield* inboxRow(pg, 910_100))?.update_id, "910100")
         // One answer may miss its 80 ms on a loaded machine; a later one reads the database.
         const health = yield* Effect.promise(() => fetch(`${base}/health`).then((response) => response.text())).pipe(
           Effect.repeat({
@@ -80,9 +81,9 @@ describe("pool shares and statement limits", () => {
 
         yield* Deferred.succeed(latch, undefined)
         yield* Effect.forEach(holders, Fiber.join, { discard: true })
-        yield* waitFor(
+        yield* eventually(
           "the blocked updates done",
-          Effect.all(Array.from({ length: workers }, (_, i) => inboxRow(databaseUrl, 910_001 + i))),
+          Effect.all(Array.from({ length: workers }, (_, i) => inboxRow(pg, 910_001 + i))),
           (rows) => rows.every((row) => row?.status === "done"),
           { timeout: "20 seconds" }
         )

@@ -3,7 +3,7 @@ import { Clock, Effect, Schema } from "effect"
 import { BACKLOG_QUERY } from "../../src/queue/Backlog.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
-import { execute, queryRows } from "../support/TestHttp.ts"
+import { type PgProbe, pgProbe } from "../support/TestDatabase.ts"
 
 interface PlanNode {
   readonly "Node Type": string
@@ -17,9 +17,9 @@ interface PlanNode {
 const ExplainRow = Schema.Struct({ "QUERY PLAN": Schema.Array(Schema.Struct({ Plan: Schema.Unknown })) })
 
 /** Runs the backlog query under EXPLAIN (ANALYZE, BUFFERS): the buffers it touched and the tables it scanned whole. */
-const explainBacklog = (url: string) =>
+const explainBacklog = (pg: PgProbe) =>
   Effect.gen(function*() {
-    const rows = yield* queryRows(url, ExplainRow, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${BACKLOG_QUERY}`)
+    const rows = yield* pg.rows(ExplainRow, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${BACKLOG_QUERY}`)
     // The JSON's shape is PostgreSQL's; only the fields read here are typed.
     const root = rows[0]!["QUERY PLAN"][0]!.Plan as PlanNode
     const nodes: Array<PlanNode> = []
@@ -39,22 +39,20 @@ const explainBacklog = (url: string) =>
   })
 
 /** Finished rows up to update_id `upTo`, inserted by the server itself. */
-const fillDone = (url: string, from: number, upTo: number) =>
+const fillDone = (pg: PgProbe, from: number, upTo: number) =>
   Effect.andThen(
-    execute(
-      url,
+    pg.query(
       `
       INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, finished_at)
       SELECT g, 'chat:' || (g % 5000), 'message', '{}', 'done', 1, now() FROM generate_series($1::bigint, $2::bigint) g`,
       [from, upTo]
     ),
-    execute(url, "ANALYZE inbox")
+    pg.query("ANALYZE inbox")
   )
 
-const backlogCalls = (url: string) =>
+const backlogCalls = (pg: PgProbe) =>
   Effect.map(
-    queryRows(
-      url,
+    pg.rows(
       Schema.Struct({ calls: Schema.Number }),
       `
       SELECT coalesce(sum(calls), 0)::int AS calls FROM pg_stat_statements
@@ -75,22 +73,20 @@ describe("/health cost", () => {
           (cluster) => Effect.promise(() => cluster.dispose())
         )
         const url = yield* Effect.promise(() => createDatabase(cluster.url("postgres"), "health_cost"))
-        yield* execute(url, "CREATE EXTENSION pg_stat_statements")
+        const pg = yield* pgProbe(url)
+        yield* pg.query("CREATE EXTENSION pg_stat_statements")
 
         yield* Effect.gen(function*() {
           // A few dead letters and open rows (not due for a day, so the app leaves them alone) keep every index non-empty.
-          yield* execute(
-            url,
-            `
+          yield* pg.query(`
           INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, finished_at, available_at)
           SELECT g, 'chat:open' || g, 'message', '{}', CASE WHEN g % 2 = 0 THEN 'dead' ELSE 'pending' END, 1,
                  CASE WHEN g % 2 = 0 THEN now() END, now() + interval '1 day'
-          FROM generate_series(2000001, 2000010) g`
-          )
-          yield* fillDone(url, 1, 10_000)
-          const small = yield* explainBacklog(url)
-          yield* fillDone(url, 10_001, 1_000_000)
-          const large = yield* explainBacklog(url)
+          FROM generate_series(2000001, 2000010) g`)
+          yield* fillDone(pg, 1, 10_000)
+          const small = yield* explainBacklog(pg)
+          yield* fillDone(pg, 10_001, 1_000_000)
+          const large = yield* explainBacklog(pg)
           yield* Effect.log(
             `backlog query buffers: ${small.buffers} with 10k finished rows, ${large.buffers} with 1M (${large.scans.join(", ")})`
           )
@@ -98,7 +94,7 @@ describe("/health cost", () => {
           assert.isAtMost(large.buffers, small.buffers, `buffers with 1M rows (${large.buffers}) vs 10k (${small.buffers})`)
 
           const base = yield* baseUrl
-          yield* execute(url, "SELECT pg_stat_statements_reset()")
+          yield* pg.query("SELECT pg_stat_statements_reset()")
           const started = yield* Clock.currentTimeMillis
           const answers = yield* Effect.forEach(
             Array.from({ length: 50 }),
@@ -107,7 +103,7 @@ describe("/health cost", () => {
           )
           const elapsedMs = (yield* Clock.currentTimeMillis) - started
           assert.isTrue(answers.every((status) => status === 200 || status === 503), answers.join(","))
-          const calls = yield* backlogCalls(url)
+          const calls = yield* backlogCalls(pg)
           // The metrics sampler asks for the backlog too, every 5 s.
           const allowed = 1 + Math.floor(elapsedMs / 1_000) + 1 + Math.floor(elapsedMs / 5_000)
           yield* Effect.log(`50 concurrent /health requests over ${elapsedMs} ms: ${calls} backlog queries`)

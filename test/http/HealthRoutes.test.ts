@@ -2,7 +2,7 @@ import { assert, describe, inject, it, layer } from "@effect/vitest"
 import { Clock, Context, Effect, Layer, Schedule, Schema } from "effect"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { baseUrl, TEST_SECRET, TEST_TOKEN, testAppLayer } from "../support/TestApp.ts"
-import { execute } from "../support/TestHttp.ts"
+import { pgProbe } from "../support/TestDatabase.ts"
 
 // Distinctive credentials, so that finding them in an answer cannot be a coincidence.
 const DB_USER = "health_owner"
@@ -15,14 +15,12 @@ const DB_PASSWORD = "pw-Hq8vDistinctive"
 const databaseWithOwnPassword = (adminUrl: string, name: string) =>
   Effect.gen(function*() {
     const url = yield* Effect.promise(() => createDatabase(adminUrl, name))
-    yield* execute(
-      adminUrl,
-      `DO $$ BEGIN
+    const pg = yield* pgProbe(url)
+    yield* pg.query(`DO $$ BEGIN
       IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '${DB_USER}') THEN
         CREATE ROLE ${DB_USER} LOGIN PASSWORD '${DB_PASSWORD}';
-      END IF; END $$`
-    )
-    yield* execute(adminUrl, `ALTER DATABASE "${name}" OWNER TO ${DB_USER}`)
+      END IF; END $$`)
+    yield* pg.query(`ALTER DATABASE "${name}" OWNER TO ${DB_USER}`)
     const appUrl = new URL(url)
     appUrl.username = DB_USER
     appUrl.password = DB_PASSWORD
@@ -93,13 +91,11 @@ layer(appLayer, { excludeTestServices: true })("GET /health", (it) => {
   it.effect("a dead-lettered update turns /health to warn, still with HTTP 200", () =>
     Effect.gen(function*() {
       const { url } = yield* AppDatabase
+      const pg = yield* pgProbe(url)
       yield* Effect.acquireRelease(
-        execute(
-          url,
-          `INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, last_error, finished_at)
-                      VALUES (9001, 'chat:9001', 'message', '{"update_id":9001}', 'dead', 5, 'boom', now())`
-        ),
-        () => execute(url, "DELETE FROM inbox WHERE update_id = 9001")
+        pg.query(`INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, last_error, finished_at)
+                      VALUES (9001, 'chat:9001', 'message', '{"update_id":9001}', 'dead', 5, 'boom', now())`),
+        () => pg.query("DELETE FROM inbox WHERE update_id = 9001")
       )
       // Answers are shared for a second, so the dead letter shows up on a later one.
       const health = yield* healthUntil((health) => health.body.status === "warn")

@@ -4,11 +4,10 @@ import { makeAppLayer } from "../../src/App.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
-import { holdTransaction } from "../support/PgProbe.ts"
-import { baseUrl, postUpdate, TEST_SECRET, TEST_TOKEN, testAppLayer, testEnv } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { baseUrl, TEST_SECRET, TEST_TOKEN, testAppLayer, testEnv } from "../support/TestApp.ts"
 import { tcpProxy } from "../support/TcpProxy.ts"
-import { execute } from "../support/TestHttp.ts"
+import { freshDatabase, holdTransaction, pgProbe } from "../support/TestDatabase.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const Status = Schema.Literals(["pass", "warn", "fail"])
 const Check = Schema.Struct({
@@ -90,6 +89,7 @@ describe("/health states", () => {
         const databaseUrl = yield* Effect.promise(() =>
           createDatabase(cluster.url("postgres"), "health_states")
         )
+        const pg = yield* pgProbe(databaseUrl)
         // Built once: "without a restart" is this layer never being rebuilt.
         const app = yield* Layer.build(testAppLayer({ databaseUrl, env: { SHUTDOWN_GRACE_MS: "500" } }))
         const base = yield* Effect.provideContext(baseUrl, app)
@@ -98,11 +98,8 @@ describe("/health states", () => {
         assert.strictEqual(passing.status, 200)
         yield* assertLive(base, "while passing")
 
-        yield* execute(
-          databaseUrl,
-          `INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, last_error, finished_at)
-                                     VALUES (9101, 'chat:9101', 'message', '{"update_id":9101}', 'dead', 5, 'boom', now())`
-        )
+        yield* pg.query(`INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, last_error, finished_at)
+                                     VALUES (9101, 'chat:9101', 'message', '{"update_id":9101}', 'dead', 5, 'boom', now())`)
         const warning = yield* healthUntil(base, "warn", (h) => h.body.status === "warn")
         assert.strictEqual(warning.status, 200)
         assert.strictEqual(check(warning, "inbox:dead")?.status, "warn", warning.text)

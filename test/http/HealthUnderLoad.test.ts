@@ -6,11 +6,11 @@ import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { waitFor } from "../support/PgProbe.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { testEnv } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
-import { execute, postWebhook } from "../support/TestHttp.ts"
+import { eventually } from "../support/Eventually.ts"
+import { freshDatabase, pgProbe } from "../support/TestDatabase.ts"
+import { postStatus } from "../support/TestHttp.ts"
 
 const BURST = 2_000
 const BACKLOG = 50_000
@@ -30,17 +30,15 @@ describe("readiness under load", () => {
       Effect.gen(function*() {
         const standIn = yield* BotApiRecorder
         const databaseUrl = yield* Effect.promise(() => freshDatabase("health_under_load"))
+        const pg = yield* pgProbe(databaseUrl)
         const service = yield* spawnService(testEnv(databaseUrl, standIn.url))
         // The backlog: open rows written directly, not yet due, so they weigh on every count
         // without being worked off while the test looks.
-        yield* execute(
-          databaseUrl,
-          `INSERT INTO inbox (update_id, chat_key, kind, payload, available_at, received_at)
+        yield* pg.query(`INSERT INTO inbox (update_id, chat_key, kind, payload, available_at, received_at)
            SELECT id, 'chat:' || (id % 5000), 'message', jsonb_build_object('update_id', id),
                   now() + interval '1 hour', now() - interval '10 minutes'
-           FROM generate_series(1, ${BACKLOG}) AS id`
-        )
-        yield* execute(databaseUrl, "ANALYZE inbox")
+           FROM generate_series(1, ${BACKLOG}) AS id`)
+        yield* pg.query("ANALYZE inbox")
 
         // Polled from a process of its own, so the test's work (posting the burst) never delays a measurement.
         const poller = yield* Effect.acquireRelease(
@@ -56,12 +54,12 @@ describe("readiness under load", () => {
           lines.push(...parts)
         })
         const exited = Effect.callback<void>((resume) => void poller.once("exit", () => resume(Effect.void)))
-        yield* waitFor("the poller's first answer", Effect.sync(() => lines.length), (n) => n > 0, { timeout: "20 seconds" })
+        yield* eventually("the poller's first answer", Effect.sync(() => lines.length), (n) => n > 0, { timeout: "20 seconds" })
 
         const statuses = yield* Effect.forEach(
           Array.from({ length: BURST }, (_, i) => 200_000 + i),
           (updateId) =>
-            postWebhook(
+            postStatus(
               service.baseUrl,
               JSON.stringify(sampleUpdate({ updateId, chatId: 60_000 + (updateId % 400), text: `burst ${updateId}` }))
             ),

@@ -2,9 +2,9 @@ import { assert, layer } from "@effect/vitest"
 import { Context, Effect, Layer, Schema } from "effect"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
-import { queryRows } from "../support/TestHttp.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { postUpdate } from "../support/TestHttp.ts"
+import { freshDatabase, type PgProbe, pgProbe } from "../support/TestDatabase.ts"
 
 class AppDatabase extends Context.Service<AppDatabase, { readonly url: string }>()("test/PoisonDatabase") {}
 
@@ -22,9 +22,8 @@ const poisoned = (updateId: number, escaped: string) =>
 /** JSON nested deeper than PostgreSQL's parser allows, though JavaScript parses it. */
 const tooDeep = (updateId: number) => `{"update_id":${updateId},"message":{"deep":${"[".repeat(200_000)}${"]".repeat(200_000)}}}`
 
-const storedStatuses = (url: string, from: number, to: number) =>
-  queryRows(
-    url,
+const storedStatuses = (pg: PgProbe, from: number, to: number) =>
+  pg.rows(
     Schema.Struct({ update_id: Schema.String, status: Schema.String }),
     "SELECT update_id::text, status FROM inbox WHERE update_id BETWEEN $1 AND $2 ORDER BY update_id",
     [from, to]
@@ -62,6 +61,7 @@ layer(appOnFreshDatabase, { excludeTestServices: true })("input PostgreSQL refus
     Effect.gen(function*() {
       const base = yield* baseUrl
       const { url } = yield* AppDatabase
+      const pg = yield* pgProbe(url)
       const bodies = Array.from({ length: 30 }, (_, index) => {
         const updateId = 3100 + index
         if (index % 10 === 3) return { updateId, body: poisoned(updateId, "\\u0000"), poison: true }
@@ -77,7 +77,7 @@ layer(appOnFreshDatabase, { excludeTestServices: true })("input PostgreSQL refus
         // A poisoned update is stored (200) or refused for good (4xx); never "try again" (5xx).
         else assert.isBelow(answers[index]!, 500, `poisoned update ${bodies[index]!.updateId}`)
       })
-      const stored = new Set((yield* storedStatuses(url, 3100, 3129)).map((row) => Number(row.update_id)))
+      const stored = new Set((yield* storedStatuses(pg, 3100, 3129)).map((row) => Number(row.update_id)))
       for (const { updateId, poison } of bodies) if (!poison) assert.isTrue(stored.has(updateId), `update ${updateId} stored`)
       // The too-deep one is refused for good: redelivering it gets the same 4xx, never 503.
       const again = yield* postUpdate(base, tooDeep(3107))

@@ -6,8 +6,7 @@ import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { MIN_EMPTY_POLL } from "../../src/http/Poller.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { testEnv } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
-import { execute } from "../support/TestHttp.ts"
+import { freshDatabase, pgProbe } from "../support/TestDatabase.ts"
 
 const replyTo = (text: string) => `I don't understand “${text}”. Try /help`
 
@@ -53,25 +52,23 @@ describe("polling mode", () => {
     () =>
       Effect.gen(function*() {
         const url = yield* Effect.promise(() => freshDatabase("poller_store_fails"))
+        const pg = yield* pgProbe(url)
         // The schema first, so the fault can be planted before the poller's first getUpdates.
         yield* Effect.scoped(Layer.build(Database.layerUrl(Redacted.make(url), 2)))
         const first = sampleUpdate({ updateId: 7101, chatId: 7101, text: "stored" })
         const second = sampleUpdate({ updateId: 7102, chatId: 7102, text: "not stored at first" })
         // Storing the second update fails once, between getUpdates and the store, as a transient
         // fault would (a sequence is not rolled back with the failed insert).
-        yield* execute(url, `CREATE SEQUENCE store_fault`)
-        yield* execute(
-          url,
-          `
+        yield* pg.query(`CREATE SEQUENCE store_fault`)
+        yield* pg.query(`
         CREATE FUNCTION store_fault() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
           IF NEW.update_id = ${second.update_id} AND nextval('store_fault') = 1 THEN
             RAISE EXCEPTION 'injected: storing update % fails', NEW.update_id USING ERRCODE = 'serialization_failure';
           END IF;
           RETURN NEW;
-        END $$`
-        )
-        yield* execute(url, `CREATE TRIGGER store_fault BEFORE INSERT ON inbox FOR EACH ROW EXECUTE FUNCTION store_fault()`)
+        END $$`)
+        yield* pg.query(`CREATE TRIGGER store_fault BEFORE INSERT ON inbox FOR EACH ROW EXECUTE FUNCTION store_fault()`)
 
         const standIn = yield* BotApiRecorder
         // Like Telegram: an update not confirmed by a later offset is returned again.

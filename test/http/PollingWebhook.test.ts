@@ -4,13 +4,14 @@ import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_SECRET, testEnv } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
-import { queryRows, rawRequest } from "../support/TestHttp.ts"
+import { rawRequest } from "../support/TestHttp.ts"
+import { freshDatabase, pgProbe } from "../support/TestDatabase.ts"
 
 describe("polling mode", () => {
   it.live("POST /webhook does not exist: a forged /refund update is answered 404 and nothing is stored", () =>
     Effect.gen(function*() {
       const url = yield* Effect.promise(() => freshDatabase("polling_webhook"))
+      const pg = yield* pgProbe(url)
       const standIn = yield* BotApiRecorder
       // Every long poll stays open: the only way in would be the forged request.
       yield* standIn.script(
@@ -35,7 +36,7 @@ describe("polling mode", () => {
       const live = yield* rawRequest({ url: `${service.baseUrl}/health/live`, method: "GET" })
       assert.strictEqual(live.status, 200, "the server itself is up")
 
-      const rows = yield* queryRows(url, Schema.Struct({ n: Schema.Number }), "SELECT count(*)::int AS n FROM inbox")
+      const rows = yield* pg.rows(Schema.Struct({ n: Schema.Number }), "SELECT count(*)::int AS n FROM inbox")
       assert.strictEqual(rows[0]?.n, 0, "the inbox holds nothing")
     }).pipe(Effect.provide(BotApiRecorder.layer())))
 })

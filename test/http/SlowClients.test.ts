@@ -3,9 +3,9 @@ import { Clock, Deferred, Effect, Schedule } from "effect"
 import { connect, type Socket } from "node:net"
 import { HTTP_LIMITS } from "../../src/App.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
-import { inboxRow, rawRequest } from "../support/TestHttp.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { postUpdate, rawRequest } from "../support/TestHttp.ts"
+import { freshDatabase, inboxRow, pgProbe } from "../support/TestDatabase.ts"
 
 const SLOW_SOCKETS = 200
 
@@ -70,7 +70,7 @@ describe("slow HTTP clients", () => {
           const update = sampleUpdate({ updateId: 880_001, chatId: 880_001, text: "through the crowd" })
           const stored = yield* postUpdate(base, update)
           assert.strictEqual(stored.status, 200, stored.body)
-          assert.strictEqual((yield* inboxRow(databaseUrl, 880_001))?.update_id, "880001")
+          assert.strictEqual((yield* inboxRow(yield* pgProbe(databaseUrl), 880_001))?.update_id, "880001")
           assert.isTrue(sockets.every(({ socket }) => !socket.destroyed), "the slow sockets were still open while the service answered")
 
           // Each socket is closed by the server: the headers timeout plus the connection sweep's period, with margin.

@@ -4,19 +4,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer, Ref } from "effect"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
-import {
-  answeredCount,
-  interleavedPlan,
-  makePostStats,
-  postUntilStored,
-  repliesByChat,
-  toUpdate,
-  withoutImmediateRepeats
-} from "../support/Load.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
+import { answeredCount, assertAnsweredInOrder, interleavedPlan, makePostStats, postUntilStored, toUpdate } from "../support/Load.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { testEnv } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { freshDatabase, pgProbe } from "../support/TestDatabase.ts"
 
 const CHATS = 20
 const PER_CHAT = 25
@@ -61,14 +52,8 @@ describe("rolling restart", () => {
         yield* Fiber.join(posting)
 
         // Shutdown returns what it held, so nothing waits for a lease to expire.
-        yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === TOTAL, "15 seconds")
-        const pg = yield* pgProbe(databaseUrl)
-        yield* waitFor("every update done", pg.inboxStatuses, (statuses) => statuses["done"] === TOTAL, { timeout: "15 seconds" })
-        const replies = repliesByChat(yield* standIn.calls)
-        for (const chat of plan) {
-          // A call cut off by a shutdown's end of grace may be repeated by its update's re-run, right after itself.
-          assert.deepStrictEqual(withoutImmediateRepeats(replies.get(chat[0]!.chatId) ?? []), chat.map((planned) => planned.text))
-        }
+        // A call cut off by a shutdown's end of grace may be repeated by its update's re-run, right after itself.
+        yield* assertAnsweredInOrder(plan, standIn, yield* pgProbe(databaseUrl), { timeout: "15 seconds", repeats: "immediate" })
       }),
     180_000
   )

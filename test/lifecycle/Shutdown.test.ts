@@ -1,15 +1,14 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Effect, Fiber, Schedule, Schema } from "effect"
+import { Clock, Effect, Fiber, Schema } from "effect"
 import { connect } from "node:net"
-import pg from "pg"
 import { fallbackReply } from "../../src/bot/handlers/Basics.ts"
 import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_SECRET, testEnv } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
-import { holdTransaction } from "../support/PgProbe.ts"
-import { inboxRow, queryRows, rawRequest, singleSocketAgent } from "../support/TestHttp.ts"
+import { rawRequest, singleSocketAgent } from "../support/TestHttp.ts"
+import { eventually } from "../support/Eventually.ts"
+import { freshDatabase, holdTransaction, inboxRow, type PgProbe, pgProbe } from "../support/TestDatabase.ts"
 
 const webhookHeaders = { "content-type": "application/json", "x-telegram-bot-api-secret-token": TEST_SECRET }
 
@@ -22,63 +21,56 @@ const sentMessages = (calls: ReadonlyArray<RecordedCall>) =>
  * reliably in flight for as long as we like. Rolling back lets the service's insert through.
  */
 const holdInboxRow = (url: string, updateId: number) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const client = new pg.Client({ connectionString: url })
-      await client.connect()
-      await client.query("BEGIN")
-      await client.query(
-        "INSERT INTO inbox (update_id, chat_key, kind, payload) VALUES ($1, 'chat:held', 'message', '{}')",
-        [updateId]
-      )
-      return client
-    }),
-    (client) => Effect.promise(() => client.query("ROLLBACK").then(() => client.end()).catch(() => undefined))
-  ).pipe(Effect.map((client) => ({
-    release: Effect.promise(() => client.query("ROLLBACK"))
-  })))
+  Effect.tap(
+    holdTransaction(url),
+    (held) => held.query("INSERT INTO inbox (update_id, chat_key, kind, payload) VALUES ($1, 'chat:held', 'message', '{}')", [updateId])
+  )
 
 /** Waits until `count` of the service's statements (those like `statement`) wait on a lock: a row the test holds. */
-const awaitLockedStatements = (url: string, count: number, statement = "%") =>
-  queryRows(
-    url,
-    Schema.Struct({ n: Schema.Number }),
-    `
-    SELECT count(*)::int AS n FROM pg_stat_activity
-    WHERE application_name = 'steadfast' AND datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE $1`,
-    [statement]
-  ).pipe(
-    Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => (rows[0]?.n ?? 0) >= count }),
-    Effect.timeout("30 seconds")
+const awaitLockedStatements = (db: PgProbe, count: number, statement = "%") =>
+  eventually(
+    `${count} of the service's statements waiting on a lock`,
+    db.rows(
+      Schema.Struct({ n: Schema.Number }),
+      `SELECT count(*)::int AS n FROM pg_stat_activity
+       WHERE application_name = 'steadfast' AND datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE $1`,
+      [statement]
+    ),
+    (rows) => (rows[0]?.n ?? 0) >= count,
+    { timeout: "30 seconds" }
   )
 
 /** Waits until the service's inbox insert is blocked on our held row. */
-const awaitBlockedInsert = (url: string) => awaitLockedStatements(url, 1, "%steadfast_store%")
+const awaitBlockedInsert = (db: PgProbe) => awaitLockedStatements(db, 1, "%steadfast_store%")
 
 /** Waits until nothing accepts connections on `port` any more: the server has closed. */
 const awaitClosedPort = (port: number) =>
-  Effect.callback<boolean>((resume) => {
-    const socket = connect({ host: "127.0.0.1", port })
-    socket.once("connect", () => {
-      socket.destroy()
-      resume(Effect.succeed(false))
-    })
-    socket.once("error", () => resume(Effect.succeed(true)))
-  }).pipe(
-    Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (closed) => closed }),
-    Effect.timeout("20 seconds")
+  eventually(
+    `port ${port} closed`,
+    Effect.callback<boolean>((resume) => {
+      const socket = connect({ host: "127.0.0.1", port })
+      socket.once("connect", () => {
+        socket.destroy()
+        resume(Effect.succeed(false))
+      })
+      socket.once("error", () => resume(Effect.succeed(true)))
+    }),
+    (closed) => closed,
+    { timeout: "20 seconds" }
   )
 
-const waitForEmptyOutbox = (url: string) =>
-  queryRows(url, Schema.Struct({ n: Schema.Number }), `SELECT count(*)::int AS n FROM outbox WHERE status IN ('pending', 'sending')`).pipe(
-    Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => rows[0]?.n === 0 }),
-    Effect.timeout("30 seconds")
+const waitForEmptyOutbox = (db: PgProbe) =>
+  eventually(
+    "an empty outbox queue",
+    db.rows(Schema.Struct({ n: Schema.Number }), `SELECT count(*)::int AS n FROM outbox WHERE status IN ('pending', 'sending')`),
+    (rows) => rows[0]?.n === 0,
+    { timeout: "30 seconds" }
   )
 
 const Status = Schema.Struct({ status: Schema.String, n: Schema.Number })
-const statusCounts = (url: string, table: "inbox" | "outbox") =>
+const statusCounts = (db: PgProbe, table: "inbox" | "outbox") =>
   Effect.map(
-    queryRows(url, Status, `SELECT status, count(*)::int AS n FROM ${table} GROUP BY status ORDER BY status`),
+    db.rows(Status, `SELECT status, count(*)::int AS n FROM ${table} GROUP BY status ORDER BY status`),
     (rows) => Object.fromEntries(rows.map((row) => [row.status, row.n]))
   )
 
@@ -86,6 +78,7 @@ describe("shutdown", () => {
   it.live("SIGTERM with a webhook request and reply deliveries in flight: the request is answered 200, a later request on its keep-alive connection gets 503 with Retry-After, the process exits 0 and leaves nothing half-done", () =>
     Effect.gen(function*() {
       const url = yield* Effect.promise(() => freshDatabase("shutdown_inflight"))
+      const db = yield* pgProbe(url)
       const standIn = yield* BotApiRecorder
       // Each delivery takes seconds, so the Sender is mid-call when the signal comes.
       yield* standIn.setDelay(3_000)
@@ -99,7 +92,7 @@ describe("shutdown", () => {
       const inFlight = yield* rawRequest({ url: webhook, headers: webhookHeaders, chunks: [JSON.stringify(inFlightUpdate)], agent }).pipe(
         Effect.forkScoped
       )
-      yield* awaitBlockedInsert(url)
+      yield* awaitBlockedInsert(db)
 
       // Three chats with two updates each: a chat's second reply waits for its first.
       const updates = [1, 2, 3].flatMap((chat) =>
@@ -115,7 +108,7 @@ describe("shutdown", () => {
       // The listener closes once the signal is handled (draining is set in the same signal
       // event): only then is the insert let through, so the request is surely in flight across it.
       yield* awaitClosedPort(Number(new URL(service.baseUrl).port))
-      yield* held.release
+      yield* held.rollback
 
       const answered = yield* Fiber.join(inFlight)
       assert.strictEqual(answered.status, 200, answered.body)
@@ -135,11 +128,10 @@ describe("shutdown", () => {
 
       // Nothing half-done: no update still leased, and every update that is done had its reply
       // reach the Bot API (the call in flight at the signal included: finished, not cut off).
-      const inbox = yield* statusCounts(url, "inbox")
+      const inbox = yield* statusCounts(db, "inbox")
       assert.notProperty(inbox, "processing", JSON.stringify(inbox))
-      assert.deepStrictEqual((yield* inboxRow(url, 999))?.payload, inFlightUpdate, "the in-flight update is stored")
-      const done = yield* queryRows(
-        url,
+      assert.deepStrictEqual((yield* inboxRow(db, 999))?.payload, inFlightUpdate, "the in-flight update is stored")
+      const done = yield* db.rows(
         Schema.Struct({ chat_id: Schema.String, text: Schema.String }),
         `SELECT payload->'message'->'chat'->>'id' AS chat_id, payload->'message'->>'text' AS text FROM inbox WHERE status = 'done'`
       )
@@ -186,6 +178,7 @@ describe("shutdown with handlers running", () => {
     () =>
       Effect.gen(function*() {
         const url = yield* Effect.promise(() => freshDatabase("shutdown_drain"))
+        const db = yield* pgProbe(url)
         const standIn = yield* BotApiRecorder
         const grace = 4_000
         const env = testEnv(url, standIn.url, {
@@ -209,7 +202,7 @@ describe("shutdown with handlers running", () => {
           })
           assert.strictEqual(answer.status, 200)
         }
-        yield* awaitLockedStatements(url, 2)
+        yield* awaitLockedStatements(db, 2)
 
         const signalled = yield* Clock.currentTimeMillis
         yield* service.kill("SIGTERM")
@@ -223,15 +216,14 @@ describe("shutdown with handlers running", () => {
         assert.isAtLeast(exitedAfter, grace, "the slow handler was given the whole grace period")
 
         const InboxState = Schema.Struct({ update_id: Schema.String, status: Schema.String, lease_id: Schema.NullOr(Schema.String) })
-        const states = yield* queryRows(url, InboxState, `SELECT update_id::text, status, lease_id::text FROM inbox ORDER BY update_id`)
+        const states = yield* db.rows(InboxState, `SELECT update_id::text, status, lease_id::text FROM inbox ORDER BY update_id`)
         assert.deepStrictEqual(states, [
           { update_id: String(quick), status: "done", lease_id: null },
           { update_id: String(slow), status: "pending", lease_id: null }
         ], "the handler that finished in time committed; the one past it was returned")
         const users = (ids: ReadonlyArray<number>) =>
           Effect.map(
-            queryRows(
-              url,
+            db.rows(
               Schema.Struct({ telegram_id: Schema.String }),
               `SELECT telegram_id::text FROM users WHERE telegram_id = ANY($1::bigint[]) ORDER BY 1`,
               [ids]
@@ -247,15 +239,15 @@ describe("shutdown with handlers running", () => {
           sentMessages(calls).filter((message) => message.startsWith(`${chatId}:Hello`)).length
         yield* standIn.awaitCalls((calls) => greeted(calls, quick) >= 1 && greeted(calls, slow) >= 1, "30 seconds")
         // Its reply is made while it runs; its done mark follows.
-        const finished = yield* queryRows(
-          url,
-          InboxState,
-          `SELECT update_id::text, status, lease_id::text FROM inbox WHERE update_id = $1`,
-          [slow]
-        ).pipe(Effect.repeat({ schedule: Schedule.spaced("20 millis"), until: (rows) => rows[0]?.status === "done", times: 500 }))
+        const finished = yield* eventually(
+          "the returned update done",
+          db.rows(InboxState, `SELECT update_id::text, status, lease_id::text FROM inbox WHERE update_id = $1`, [slow]),
+          (rows) => rows[0]?.status === "done",
+          { timeout: "10 seconds", interval: "20 millis" }
+        )
         assert.strictEqual(finished[0]?.status, "done")
         assert.deepStrictEqual(yield* users([quick, slow]), [quick, slow])
-        yield* waitForEmptyOutbox(url)
+        yield* waitForEmptyOutbox(db)
         const calls = yield* standIn.calls
         assert.deepStrictEqual([greeted(calls, quick), greeted(calls, slow)], [1, 1], "each update answered once across both processes")
       }).pipe(Effect.provide(BotApiRecorder.layer())),

@@ -10,7 +10,7 @@ import { type FlatSpan, makeOtlpReceiver, spansNamed } from "../support/OtlpRece
 import { spawnService } from "../support/ServiceProcess.ts"
 import { testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
-import { postWebhook } from "../support/TestHttp.ts"
+import { postStatus } from "../support/TestHttp.ts"
 
 const UPDATES = 40
 const FIRST_UPDATE = 7_000
@@ -38,7 +38,7 @@ describe("telemetry exported per update", () => {
       const ids = Array.from({ length: UPDATES }, (_, i) => FIRST_UPDATE + i)
       const statuses = yield* Effect.forEach(
         ids,
-        (id) => postWebhook(service.baseUrl, JSON.stringify(sampleUpdate({ updateId: id, chatId: FIRST_CHAT + id, text: `echo ${id}` }))),
+        (id) => postStatus(service.baseUrl, JSON.stringify(sampleUpdate({ updateId: id, chatId: FIRST_CHAT + id, text: `echo ${id}` }))),
         { concurrency: 8 }
       )
       assert.isTrue(statuses.every((status) => status === 200))

@@ -1,14 +1,14 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Duration, Effect, Layer } from "effect"
 import { fileURLToPath } from "node:url"
-import pg from "pg"
 import { FATAL_SHUTDOWN_BOUND } from "../../src/Lifecycle.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
-import { postUpdate, testEnv } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { testEnv } from "../support/TestApp.ts"
+import { freshDatabase, pgProbe, holdTransaction } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const UPDATE_ID = 78_001
 const USER_ID = 978_001
@@ -29,25 +29,19 @@ describe("SIGUSR2 fiber dump", () => {
 
         // An uncommitted users row makes `/start`'s INSERT for this user wait inside its
         // transaction, so its worker fiber is certainly running when the signal arrives.
-        const blocker = new pg.Client({ connectionString: databaseUrl, application_name: "steadfast-test-blocker" })
-        blocker.on("error", () => undefined)
-        yield* Effect.acquireRelease(Effect.promise(() => blocker.connect()), () =>
-          Effect.promise(() => blocker.end().catch(() => undefined)))
-        yield* Effect.promise(() =>
-          blocker.query("BEGIN")
-        )
-        yield* Effect.promise(() => blocker.query("INSERT INTO users (telegram_id) VALUES ($1)", [USER_ID]))
+        const blocker = yield* holdTransaction(databaseUrl)
+        yield* blocker.query("INSERT INTO users (telegram_id) VALUES ($1)", [USER_ID])
 
         const posted = yield* postUpdate(service.baseUrl, sampleUpdate({ updateId: UPDATE_ID, chatId: USER_ID, text: "/start" }))
         assert.strictEqual(posted.status, 200, posted.body)
-        yield* waitFor(
+        yield* eventually(
           "the update in processing",
           probe.query<{ status: string }>("SELECT status FROM inbox WHERE update_id = $1", [UPDATE_ID]),
           (rows) => rows[0]?.status === "processing",
           { timeout: "30 seconds" }
         )
         // Waiting on the lock means the handler runs inside its tracked worker fiber.
-        yield* waitFor(
+        yield* eventually(
           "the /start INSERT waiting on the test's row lock",
           probe.query<{ n: number }>(
             `SELECT count(*)::int AS n FROM pg_stat_activity
@@ -74,12 +68,12 @@ describe("SIGUSR2 fiber dump", () => {
         const stillProcessing = yield* probe.query<{ status: string }>("SELECT status FROM inbox WHERE update_id = $1", [UPDATE_ID])
         assert.strictEqual(stillProcessing[0]?.status, "processing", "the dump did not end the update")
 
-        yield* Effect.promise(() => blocker.query("ROLLBACK"))
+        yield* blocker.rollback
         yield* standIn.awaitCalls(
           (calls) => calls.some((call) => call.method === "sendMessage" && String(call.params["chat_id"]) === String(USER_ID)),
           "30 seconds"
         )
-        yield* waitFor(
+        yield* eventually(
           "the update done",
           probe.query<{ status: string; attempts: number }>("SELECT status, attempts FROM inbox WHERE update_id = $1", [UPDATE_ID]),
           (rows) => rows[0]?.status === "done",
@@ -127,21 +121,15 @@ describe("errors that escape every Effect boundary", () => {
         }))
         const probe = yield* pgProbe(databaseUrl)
         // As above: an uncommitted users row keeps `/start` running, its update leased.
-        const blocker = new pg.Client({ connectionString: databaseUrl, application_name: "steadfast-test-blocker" })
-        blocker.on("error", () => undefined)
-        yield* Effect.acquireRelease(
-          Effect.promise(() => blocker.connect()),
-          () => Effect.promise(() => blocker.end().catch(() => undefined))
-        )
-        yield* Effect.promise(() => blocker.query("BEGIN"))
-        yield* Effect.promise(() => blocker.query("INSERT INTO users (telegram_id) VALUES ($1)", [USER_ID + 1]))
+        const blocker = yield* holdTransaction(databaseUrl)
+        yield* blocker.query("INSERT INTO users (telegram_id) VALUES ($1)", [USER_ID + 1])
         const posted = yield* postUpdate(service.baseUrl, sampleUpdate({ updateId: UPDATE_ID + 1, chatId: USER_ID + 1, text: "/start" }))
         assert.strictEqual(posted.status, 200)
         const leaseOf = probe.query<{ status: string; leased: boolean }>(
           "SELECT status, (lease_id IS NOT NULL OR coalesce(locked_until > now(), false)) AS leased FROM inbox WHERE update_id = $1",
           [UPDATE_ID + 1]
         )
-        yield* waitFor("the update to be leased", leaseOf, (rows) => rows[0]?.leased === true, { timeout: "20 seconds" })
+        yield* eventually("the update to be leased", leaseOf, (rows) => rows[0]?.leased === true, { timeout: "20 seconds" })
 
         const startedAt = Date.now()
         yield* service.kill("SIGWINCH")

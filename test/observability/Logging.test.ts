@@ -8,7 +8,7 @@ import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_SECRET, TEST_TOKEN, testEnv } from "../support/TestApp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
-import { postWebhook } from "../support/TestHttp.ts"
+import { postStatus } from "../support/TestHttp.ts"
 
 const Line = Schema.Struct({
   time: Schema.String,
@@ -102,7 +102,7 @@ describe("the running service's log", () => {
         const service = yield* spawnService(testEnv(databaseUrl, standIn.url))
 
         // A `message` without a chat: dead-lettered at once, logged inside the update's processing span.
-        assert.strictEqual(yield* postWebhook(service.baseUrl, `{"update_id":7001,"message":{"message_id":1,"text":"/start"}}`), 200)
+        assert.strictEqual(yield* postStatus(service.baseUrl, `{"update_id":7001,"message":{"message_id":1,"text":"/start"}}`), 200)
         yield* service.waitForOutput(/update 7001 dead-lettered/)
 
         yield* standIn.script("sendMessage", [{
@@ -110,7 +110,7 @@ describe("the running service's log", () => {
           body: { ok: false, error_code: 403, description: "Forbidden: bot was blocked by the user" }
         }])
         const update = JSON.stringify(sampleUpdate({ updateId: 7002, chatId: 5550701, text: "/start" }))
-        assert.strictEqual(yield* postWebhook(service.baseUrl, update), 200)
+        assert.strictEqual(yield* postStatus(service.baseUrl, update), 200)
         yield* service.waitForOutput(/update 7002 skipped: the chat refuses the bot/)
 
         yield* service.kill("SIGTERM")
@@ -142,7 +142,7 @@ describe("the running service's log", () => {
       const databaseUrl = yield* Effect.promise(() => freshDatabase("logging_debug"))
       const service = yield* spawnService(testEnv(databaseUrl, standIn.url, { LOG_LEVEL: "debug" }))
       assert.strictEqual(
-        yield* postWebhook(service.baseUrl, JSON.stringify(sampleUpdate({ updateId: 7101, chatId: 5550711, text: "hi" }))),
+        yield* postStatus(service.baseUrl, JSON.stringify(sampleUpdate({ updateId: 7101, chatId: 5550711, text: "hi" }))),
         200
       )
       yield* service.waitForOutput(/"message":"update 7101 done"/)

@@ -5,7 +5,8 @@ import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { makeLogCapture } from "../support/FaultyApp.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const INTERVAL = Duration.seconds(2)
 

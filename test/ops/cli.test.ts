@@ -9,9 +9,10 @@ import { EmbeddedDatabase } from "../../src/db/EmbeddedDatabase.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { faultyThenShipped, makeProbe, MARKS_TABLE_DDL } from "../support/handlers/FaultyHandlers.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
 import { type OpsResult, runOps } from "./OpsProcess.ts"
+import { postUpdate } from "../support/TestHttp.ts"
+import { freshDatabase } from "../support/TestDatabase.ts"
 
 /** A fresh, migrated database: its URL, and a pool of the test's own for seeding and looking. */
 const setup = (label: string, url?: string) =>

@@ -2,12 +2,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Schema } from "effect"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
-import { baseUrl, postUpdate } from "../support/TestApp.ts"
+import { baseUrl } from "../support/TestApp.ts"
 import {
   assertMoneyInvariants,
   awaitFinished,
   commandUpdate,
-  eventually,
   execute,
   makeShopper,
   messagesTo,
@@ -21,6 +20,8 @@ import {
   successfulPaymentUpdate,
   termsOf
 } from "./PaymentSupport.ts"
+import { postUpdate } from "../support/TestHttp.ts"
+import { eventually } from "../support/Eventually.ts"
 
 describe("database failure while crediting", () => {
   it.live(
@@ -61,7 +62,7 @@ describe("database failure while crediting", () => {
         yield* shopper.post(successfulPaymentUpdate(shopper.userId, { ...termsOf(invoice), chargeId }, updateId))
         yield* eventually(
           "the crediting transaction paused after marking the order paid",
-          db.query(
+          db.rows(
             Schema.Struct({ paused: Schema.Number }),
             "SELECT count(*)::int AS paused FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'"
           ),
@@ -77,7 +78,7 @@ describe("database failure while crediting", () => {
         const row = yield* withDb(awaitFinished(updateId, "60 seconds"))
         // The run lost with the server is not counted (an outage is not the update's fault), but it ran.
         assert.strictEqual(row?.attempts, 1, "the run lost with the server is not counted")
-        const runs = yield* db.query(Schema.Struct({ n: Schema.Number }), "SELECT last_value::int AS n FROM pause_once")
+        const runs = yield* db.rows(Schema.Struct({ n: Schema.Number }), "SELECT last_value::int AS n FROM pause_once")
         assert.isAtLeast(runs[0]?.n ?? 0, 2, "the crediting ran again after the outage")
         assert.deepStrictEqual(yield* withDb(paymentState(chargeId)), {
           status: "credited",

@@ -6,13 +6,10 @@ import { findProduct } from "../../src/payments/Catalogue.ts"
 import { createOrder, type IssuedOrder, type PaymentOutcome, recordSuccessfulPayment } from "../../src/payments/Payments.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { baseUrl, testEnv } from "../support/TestApp.ts"
-import { holdTransaction } from "../support/PgProbe.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
 import {
   allCalls,
   assertMoneyInvariants,
   awaitFinished,
-  eventually,
   execute,
   makeShopper,
   messagesTo,
@@ -29,6 +26,8 @@ import {
   successfulPaymentUpdate,
   termsOf
 } from "./PaymentSupport.ts"
+import { freshDatabase, holdTransaction } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
 
 const receipts = (calls: Parameters<typeof messagesTo>[0], userId: number) =>
   messagesTo(calls, userId).filter((text) => text.includes("credits added"))
@@ -84,7 +83,7 @@ describe("exactly-once crediting", () => {
         assert.strictEqual(row?.attempts, 1, "a lost connection is not the update's fault")
         const runs = yield* Effect.flatMap(
           PaymentDb,
-          (db) => db.query(Schema.Struct({ n: Schema.Number }), `SELECT last_value::int AS n FROM fault_${orderId}`)
+          (db) => db.rows(Schema.Struct({ n: Schema.Number }), `SELECT last_value::int AS n FROM fault_${orderId}`)
         )
         assert.strictEqual(runs[0]?.n, 2, "the crediting ran twice: once cut off, once to the end")
         assert.deepInclude(yield* paymentState(chargeId), {
@@ -267,7 +266,7 @@ const twoInstances = (label: string) =>
 const awaitLockWaiters = (db: PaymentDb["Service"], count: number) =>
   eventually(
     `${count} transaction(s) waiting on a lock`,
-    db.query(
+    db.rows(
       Schema.Struct({ waiting: Schema.Number }),
       "SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
     ),

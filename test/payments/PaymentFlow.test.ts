@@ -5,7 +5,6 @@ import {
   assertMoneyInvariants,
   awaitFinished,
   callbackUpdate,
-  eventually,
   invoicesTo,
   messagesTo,
   moneyOf,
@@ -20,6 +19,7 @@ import {
   termsOf,
   buyAndPay
 } from "./PaymentSupport.ts"
+import { eventually } from "../support/Eventually.ts"
 
 const OutboxRow = Schema.Struct({ method: Schema.String, status: Schema.String, last_error: Schema.NullOr(Schema.String) })
 
@@ -199,7 +199,7 @@ describe("payments end to end", () => {
         // Nothing else is queued, so the scripted 403 goes to this receipt.
         yield* eventually(
           "an idle outbox",
-          db.query(
+          db.rows(
             Schema.Struct({ open: Schema.Number }),
             "SELECT count(*)::int AS open FROM outbox WHERE status IN ('pending', 'sending')"
           ),
@@ -214,7 +214,7 @@ describe("payments end to end", () => {
         yield* shopper.awaitMessages(1)
         const [receipt] = yield* eventually(
           "the receipt's outbox row failed",
-          db.query(OutboxRow, "SELECT method, status, last_error FROM outbox WHERE update_id = $1", [updateId]),
+          db.rows(OutboxRow, "SELECT method, status, last_error FROM outbox WHERE update_id = $1", [updateId]),
           (rows) => rows[0]?.status === "failed"
         )
         assert.strictEqual(receipt?.method, "sendMessage")

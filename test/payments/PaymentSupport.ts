@@ -2,13 +2,14 @@
 // app over /webhook and reads what reached the Bot API stand-in, and SQL checks of the money tables.
 import { assert } from "@effect/vitest"
 import type { Update } from "grammy/types"
-import { Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
-import pg from "pg"
+import { Context, type Duration, Effect, Layer, Schema } from "effect"
 import type { BotDefinition } from "../../src/bot/Bot.ts"
 import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { postUpdate } from "../support/TestHttp.ts"
+import { eventually } from "../support/Eventually.ts"
+import { freshDatabase, inboxRow, type PgProbe, pgProbe } from "../support/TestDatabase.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Unique ids. Users get ids above 2^32, as new Telegram accounts do, so bigint handling is exercised.
@@ -114,73 +115,26 @@ export const refundedPaymentUpdate = (
 })
 
 // ---------------------------------------------------------------------------------------------
-// Reading the app's database with a pool of our own
+// Reading the app's database: the kit's probe, as a service the payment helpers find in context
 
-export class PaymentDb extends Context.Service<PaymentDb, {
-  readonly url: string
-  /** Runs one statement and decodes its rows (cast bigint columns to text or int in the query). */
-  readonly query: <A>(schema: Schema.Decoder<A>, text: string, params?: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<A>>
-}>()("test/payments/PaymentDb") {
-  static readonly layer = (url: string) =>
-    Layer.effect(
-      PaymentDb,
-      Effect.gen(function*() {
-        const pool = yield* Effect.acquireRelease(
-          Effect.sync(() => new pg.Pool({ connectionString: url, max: 4 })),
-          (pool) => Effect.promise(() => pool.end())
-        )
-        // A stopped server makes the pool emit errors for its idle clients; they are not ours to handle.
-        pool.on("error", () => {})
-        return PaymentDb.of({
-          url,
-          query: (schema, text, params = []) =>
-            Effect.promise(() => pool.query<Record<string, unknown>>(text, [...params])).pipe(
-              Effect.flatMap((result) => Schema.decodeUnknownEffect(Schema.Array(schema))(result.rows)),
-              Effect.orDie
-            )
-        })
-      })
-    )
+export class PaymentDb extends Context.Service<PaymentDb, PgProbe>()("test/payments/PaymentDb") {
+  static readonly layer = (url: string) => Layer.effect(PaymentDb, pgProbe(url))
 }
 
 export const execute = (text: string, params: ReadonlyArray<unknown> = []) =>
-  Effect.flatMap(PaymentDb, (db) => Effect.asVoid(db.query(Schema.Unknown, text, params)))
+  Effect.flatMap(PaymentDb, (db) => Effect.asVoid(db.query(text, params)))
 
-/** Re-runs `read` until `done` holds for its result (a wait on state, not a fixed sleep). */
-export const eventually = <A, R>(
-  what: string,
-  read: Effect.Effect<A, never, R>,
-  done: (value: A) => boolean,
-  timeout: Duration.Input = "15 seconds"
-): Effect.Effect<A, never, R> =>
-  read.pipe(
-    Effect.repeat({ schedule: Schedule.spaced("25 millis"), until: done }),
-    Effect.timeoutOrElse({
-      duration: timeout,
-      orElse: () =>
-        Effect.flatMap(read, (last) =>
-          Effect.die(
-            new Error(
-              `${what}: not reached within ${Duration.format(Duration.fromInputUnsafe(timeout))}; last ${
-                JSON.stringify(last, (_, v) => typeof v === "bigint" ? String(v) : v)
-              }`
-            )
-          ))
-    })
-  )
-
-export const InboxState = Schema.Struct({ status: Schema.String, attempts: Schema.Number, last_error: Schema.NullOr(Schema.String) })
-
-export const inboxState = (updateId: number) =>
-  Effect.flatMap(PaymentDb, (db) =>
-    Effect.map(
-      db.query(InboxState, "SELECT status, attempts, last_error FROM inbox WHERE update_id = $1", [updateId]),
-      (rows) => rows[0]
-    ))
+/** The update's inbox row, read with the PaymentDb in context. */
+export const inboxState = (updateId: number) => Effect.flatMap(PaymentDb, (db) => inboxRow(db, updateId))
 
 /** Waits until the update is finished (done or skipped) and returns its row. */
 export const awaitFinished = (updateId: number, timeout: Duration.Input = "15 seconds") =>
-  eventually(`update ${updateId} finished`, inboxState(updateId), (row) => row?.status === "done" || row?.status === "skipped", timeout)
+  eventually(
+    `update ${updateId} finished`,
+    inboxState(updateId),
+    (row) => row?.status === "done" || row?.status === "skipped",
+    { timeout, interval: "25 millis" }
+  )
 
 export const UserMoney = Schema.Struct({
   balance: Schema.Number,
@@ -193,7 +147,7 @@ export const UserMoney = Schema.Struct({
 export const moneyOf = (userId: number) =>
   Effect.flatMap(PaymentDb, (db) =>
     Effect.map(
-      db.query(
+      db.rows(
         UserMoney,
         `SELECT coalesce((SELECT credits FROM balances WHERE user_id = $1), 0)::int AS balance,
                 coalesce((SELECT sum(delta) FROM ledger WHERE user_id = $1), 0)::int AS ledger_sum,
@@ -216,7 +170,7 @@ export const PaymentState = Schema.Struct({
 export const paymentState = (chargeId: string) =>
   Effect.flatMap(PaymentDb, (db) =>
     Effect.map(
-      db.query(
+      db.rows(
         PaymentState,
         `SELECT p.status, p.credits, p.support_reason, p.order_id::text AS order_id, o.status AS order_status,
                 o.telegram_payment_charge_id AS order_charge
@@ -241,7 +195,7 @@ export const OrderState = Schema.Struct({
 export const orderState = (orderId: string) =>
   Effect.flatMap(PaymentDb, (db) =>
     Effect.map(
-      db.query(
+      db.rows(
         OrderState,
         `SELECT id::text, user_id::text, product, credits, amount, currency, status, telegram_payment_charge_id AS charge,
                 round(extract(epoch FROM expires_at - created_at))::int AS ttl_seconds
@@ -261,7 +215,7 @@ const Mismatch = Schema.Struct({ what: Schema.String, key: Schema.String, detail
  */
 export const assertMoneyInvariants = Effect.gen(function*() {
   const db = yield* PaymentDb
-  const problems = yield* db.query(
+  const problems = yield* db.rows(
     Mismatch,
     `SELECT 'balance <> sum(ledger)' AS what, coalesce(b.user_id, l.user_id)::text AS key,
             coalesce(b.credits, 0) || ' vs ' || coalesce(l.total, 0) AS detail
@@ -361,14 +315,15 @@ export const allCalls = (standIns: ReadonlyArray<BotApiRecorder["Service"]>): Ca
   const calls = Effect.map(Effect.forEach(standIns, (standIn) => standIn.calls), (lists) => lists.flat().sort((a, b) => a.at - b.at))
   return {
     calls,
-    awaitCalls: (predicate, timeout = "15 seconds") => eventually("calls on the stand-ins", calls, predicate, timeout)
+    awaitCalls: (predicate, timeout = "15 seconds") =>
+      eventually("calls on the stand-ins", calls, predicate, { timeout, interval: "25 millis" })
   }
 }
 
 export const makeShopper = (base: string, standIn: CallSource, db: PaymentDb["Service"], userId = nextUserId()): Shopper => {
   const post = (update: Update) =>
     Effect.flatMap(
-      postUpdate(base, update),
+      Effect.orDie(postUpdate(base, update)),
       (response) => Effect.sync(() => assert.strictEqual(response.status, 200, `update ${update.update_id}: ${response.body}`))
     )
   const messageCount = Effect.map(standIn.calls, (calls) => messagesTo(calls, userId).length)

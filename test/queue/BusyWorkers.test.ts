@@ -5,8 +5,8 @@ import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { startFaultyApp } from "../support/FaultyApp.ts"
 import { awaitProbe } from "../support/handlers/FaultyHandlers.ts"
 import { repliesByChat } from "../support/Load.ts"
-import { postUpdate } from "../support/TestApp.ts"
 import { preCheckoutUpdate } from "../payments/PaymentSupport.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const POOL_MAX = 5
 const FIRST_CHAT = 882_000

@@ -2,14 +2,13 @@
 // down every time it runs.
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
-import pg from "pg"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { awaitStatus } from "../support/FaultyApp.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
-import { postUpdate, testEnv } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { testEnv } from "../support/TestApp.ts"
+import { awaitStatus, freshDatabase, pgProbe, holdTransaction } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const service = (databaseUrl: string, apiRoot: string, env: Record<string, string> = {}) =>
   spawnService(testEnv(databaseUrl, apiRoot, { SEND_RATE_PER_SECOND: "10000", ...env }), {
@@ -30,20 +29,14 @@ describe("calls made at once under kill -9", () => {
         const probe = yield* pgProbe(databaseUrl)
         const chatId = 650_001
         // The handler's write waits behind this uncommitted row: it is past both calls when killed.
-        const blocker = new pg.Client({ connectionString: databaseUrl })
-        blocker.on("error", () => undefined)
-        yield* Effect.acquireRelease(
-          Effect.promise(() => blocker.connect()),
-          () => Effect.promise(() => blocker.end().catch(() => undefined))
-        )
-        yield* Effect.promise(() => blocker.query("BEGIN"))
-        yield* Effect.promise(() => blocker.query(`INSERT INTO users (telegram_id) VALUES ($1)`, [chatId]))
+        const blocker = yield* holdTransaction(databaseUrl)
+        yield* blocker.query(`INSERT INTO users (telegram_id) VALUES ($1)`, [chatId])
 
         assert.strictEqual((yield* postUpdate(first.baseUrl, sampleUpdate({ updateId: 65_001, chatId, text: "two" }))).status, 200)
         yield* standIn.awaitCalls((calls) => texts(calls).includes("second 65001"), "20 seconds")
         yield* first.kill("SIGKILL")
         yield* first.exited
-        yield* Effect.promise(() => blocker.query("ROLLBACK"))
+        yield* blocker.rollback
 
         yield* service(databaseUrl, standIn.url)
         const done = yield* awaitStatus(probe, 65_001, "done", "30 seconds")
@@ -54,7 +47,7 @@ describe("calls made at once under kill -9", () => {
           assert.isAtLeast(times, 1, text)
           assert.isAtMost(times, 2, `${text} reached Telegram at most twice`)
         }
-        yield* waitFor(
+        yield* eventually(
           "the write committed once",
           probe.query<{ n: number }>(`SELECT count(*)::int AS n FROM users WHERE telegram_id = $1`, [chatId]),
           (rows) => rows[0]?.n === 1,

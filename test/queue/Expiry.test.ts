@@ -3,10 +3,9 @@ import type { Update } from "grammy/types"
 import { Context, Effect, Layer } from "effect"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { awaitStatus } from "../support/FaultyApp.ts"
-import { pgProbe } from "../support/PgProbe.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { awaitStatus, freshDatabase, pgProbe } from "../support/TestDatabase.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const tap = (updateId: number, chatId: number): Update => ({
   update_id: updateId,

@@ -1,13 +1,14 @@
 import { assert, layer } from "@effect/vitest"
-import { Context, Effect, Layer, Schedule, Schema } from "effect"
+import { Context, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { HandlerFailure, isCommand, makeHandler } from "../../src/bot/Handler.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { BotApi } from "../../src/telegram/BotApi.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
-import { execute, inboxRow, queryRows } from "../support/TestHttp.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { postUpdate } from "../support/TestHttp.ts"
+import { freshDatabase, inboxRow, type PgProbe, pgProbe } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
 
 class AppDatabase extends Context.Service<AppDatabase, { readonly url: string }>()("test/FaultsDatabase") {}
 
@@ -48,10 +49,13 @@ const app = Layer.unwrap(Effect.map(Effect.promise(() => freshDatabase("faults")
     Layer.succeed(AppDatabase, AppDatabase.of({ url }))
   )))
 
-const awaitStatus = (url: string, updateId: number, status: string) =>
-  inboxRow(url, updateId).pipe(
-    Effect.repeat({ schedule: Schedule.spaced("100 millis"), until: (row) => row?.status === status || row?.status === "dead" }),
-    Effect.timeout("60 seconds")
+/** Waits until the update is `status`, or dead (so a wrong dead-lettering fails at once). */
+const awaitStatusOrDead = (pg: PgProbe, updateId: number, status: string) =>
+  eventually(
+    `update ${updateId} to be ${status}`,
+    inboxRow(pg, updateId),
+    (row) => row?.status === status || row?.status === "dead",
+    { timeout: "60 seconds", interval: "100 millis" }
   )
 
 // Only a handler's own failures count toward MAX_ATTEMPTS: a lost database connection or a Bot API
@@ -60,26 +64,28 @@ layer(app, { excludeTestServices: true })("infrastructure faults are not attempt
   it.effect("a handler whose database connection is cut is retried, not dead-lettered, with MAX_ATTEMPTS=1", () =>
     Effect.gen(function*() {
       const { url } = yield* AppDatabase
-      yield* execute(url, "CREATE SEQUENCE cuts")
+      const pg = yield* pgProbe(url)
+      yield* pg.query("CREATE SEQUENCE cuts")
       const base = yield* baseUrl
       assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 8001, chatId: 8001, text: "/cut" }))).status, 200)
-      const row = yield* awaitStatus(url, 8001, "done")
+      const row = yield* awaitStatusOrDead(pg, 8001, "done")
       assert.strictEqual(row?.status, "done")
       assert.strictEqual(row?.attempts, 1, "the cut run is not counted")
-      const runs = yield* queryRows(url, Schema.Struct({ n: Schema.Number }), "SELECT last_value::int AS n FROM cuts")
+      const runs = yield* pg.rows(Schema.Struct({ n: Schema.Number }), "SELECT last_value::int AS n FROM cuts")
       assert.strictEqual(runs[0]?.n, 2, "it ran twice")
     }))
 
   it.effect("a handler that finds the Bot API unreachable is retried until it answers, not dead-lettered", () =>
     Effect.gen(function*() {
       const { url } = yield* AppDatabase
+      const pg = yield* pgProbe(url)
       const standIn = yield* BotApiRecorder
       const unavailable = { status: 502, body: { ok: false, error_code: 502, description: "Bad Gateway" } }
       // More 502s than the client's own retries (4) allow: the run fails with BotApiUnavailable.
       yield* standIn.script("getChat", Array.from({ length: 6 }, () => unavailable))
       const base = yield* baseUrl
       assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 8101, chatId: 8101, text: "/ask" }))).status, 200)
-      const row = yield* awaitStatus(url, 8101, "done")
+      const row = yield* awaitStatusOrDead(pg, 8101, "done")
       assert.strictEqual(row?.status, "done")
       assert.strictEqual(row?.attempts, 1, "the runs that found no Bot API are not counted")
       const replies = (yield* standIn.calls).filter((call) => call.method === "sendMessage" && call.params["chat_id"] === 8101)

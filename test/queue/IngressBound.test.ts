@@ -1,11 +1,9 @@
 import { assert, layer } from "@effect/vitest"
 import { Context, Effect, Exit, Fiber, Layer, Option } from "effect"
-import pg from "pg"
 import { Inbox } from "../../src/queue/Inbox.ts"
 import { INGRESS_CAPACITY } from "../../src/queue/Store.ts"
 import { testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
-import { inboxRow } from "../support/TestHttp.ts"
+import { freshDatabase, inboxRow, pgProbe, pgSession } from "../support/TestDatabase.ts"
 
 class AppDatabase extends Context.Service<AppDatabase, { readonly url: string }>()("test/IngressBoundDatabase") {}
 
@@ -26,9 +24,8 @@ layer(app, { excludeTestServices: true })("the ingress queue", (it) => {
         const { url } = yield* AppDatabase
         const inbox = yield* Inbox
         // The store takes a per-chat advisory lock first: holding it keeps every batch waiting.
-        const holder = new pg.Client({ connectionString: url })
-        yield* Effect.acquireRelease(Effect.promise(() => holder.connect()), () => Effect.promise(() => holder.end()))
-        yield* Effect.promise(() => holder.query("SELECT pg_advisory_lock(1, hashtext($1))", [CHAT]))
+        const holder = yield* pgSession(url)
+        yield* holder.query("SELECT pg_advisory_lock(1, hashtext($1))", [CHAT])
 
         const total = INGRESS_CAPACITY + 1_000
         const stores = yield* Effect.forEach(Array.from({ length: total }, (_, i) => 500_000 + i), (updateId) =>
@@ -52,14 +49,14 @@ layer(app, { excludeTestServices: true })("the ingress queue", (it) => {
         assert.isAtLeast(refused, 1)
         assert.isAtMost(refused, total - INGRESS_CAPACITY)
 
-        yield* Effect.promise(() => holder.query("SELECT pg_advisory_unlock(1, hashtext($1))", [CHAT]))
+        yield* holder.query("SELECT pg_advisory_unlock(1, hashtext($1))", [CHAT])
         const exits = yield* Effect.forEach(stores, Fiber.join)
         const stored = exits.filter(Exit.isSuccess).length
         assert.strictEqual(stored, total - refused, "every store not refused was stored")
         for (const exit of exits) {
           if (Exit.isFailure(exit)) assert.include(String(exit.cause), "IngressFull")
         }
-        assert.strictEqual((yield* inboxRow(url, 500_000))?.kind, "message")
+        assert.strictEqual((yield* inboxRow(yield* pgProbe(url), 500_000))?.kind, "message")
       }),
     60_000
   )

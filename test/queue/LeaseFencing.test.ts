@@ -3,7 +3,7 @@ import { Effect, Latch } from "effect"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { awaitIdlePool, startFaultyApp } from "../support/FaultyApp.ts"
 import { awaitProbe } from "../support/handlers/FaultyHandlers.ts"
-import { postUpdate } from "../support/TestApp.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const UPDATE_ID = 91_001
 const CHAT_ID = 891_001

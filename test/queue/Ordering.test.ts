@@ -4,10 +4,10 @@ import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { startFaultyApp } from "../support/FaultyApp.ts"
 import { awaitProbe } from "../support/handlers/FaultyHandlers.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
-import { answeredCount, interleavedPlan, makePostStats, postPlan, repliesByChat } from "../support/Load.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { assertAnsweredInOrder, interleavedPlan, makePostStats, postPlan, repliesByChat } from "../support/Load.ts"
+import { freshDatabase, pgProbe } from "../support/TestDatabase.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const CHATS = 20
 const PER_CHAT = 50
@@ -30,18 +30,8 @@ describe("per-chat order under concurrency", () => {
         yield* postPlan(Effect.succeed(base), plan, stats, { redeliverEvery: 10 })
         assert.strictEqual(stats.statuses.get(200), TOTAL + TOTAL / 10, "every post (redeliveries included) was answered 200")
 
-        yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === TOTAL, "60 seconds")
-        // Once every update is done, no late duplicate can still arrive.
-        yield* waitFor("every update done", probe.inboxStatuses, (statuses) => statuses["done"] === TOTAL, { timeout: "30 seconds" })
-
-        const replies = repliesByChat(yield* standIn.calls)
-        for (const chat of plan) {
-          const chatId = chat[0]!.chatId
-          assert.deepStrictEqual(replies.get(chatId), chat.map((planned) => planned.text), `replies to chat ${chatId}`)
-        }
+        yield* assertAnsweredInOrder(plan, standIn, probe)
         assert.strictEqual((yield* standIn.calls).filter((call) => call.method === "sendMessage").length, TOTAL)
-
-        assert.deepStrictEqual(yield* probe.inboxStatuses, { done: TOTAL })
       }),
     90_000
   )

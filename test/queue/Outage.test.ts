@@ -5,9 +5,10 @@ import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { makeLogCapture } from "../support/FaultyApp.ts"
 import { repliesByChat, withoutImmediateRepeats } from "../support/Load.ts"
-import { waitFor } from "../support/PgProbe.ts"
 import { echoAfterCommit } from "../support/handlers/EchoAfterCommit.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { eventually } from "../support/Eventually.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 
 // Each delivery attempt is one call plus BotApi's 4 quick retries in place: 5 answers.
@@ -54,12 +55,12 @@ describe("Bot API outage", () => {
               .checks["outbox:waiting"]?.[0]
           )
         )
-        const waiting = yield* waitFor("outbox:waiting to warn", outboxCheck, (check) => check?.status === "warn", {
+        const waiting = yield* eventually("outbox:waiting to warn", outboxCheck, (check) => check?.status === "warn", {
           timeout: "30 seconds",
           interval: "250 millis"
         })
         assert.deepInclude(waiting?.observedValue, { open: 6 })
-        const rows = yield* waitFor(
+        const rows = yield* eventually(
           "every reply settled",
           sql<{ status: string; attempts: number }>`
           SELECT status, attempts FROM outbox WHERE update_id BETWEEN 95100 AND 95199 ORDER BY id`,
@@ -79,7 +80,7 @@ describe("Bot API outage", () => {
         SELECT times, error FROM failure_history WHERE outbox_id IS NOT NULL ORDER BY id`
         assert.isAbove(history.reduce((sum, row) => sum + row.times, 0), OLD_ATTEMPT_LIMIT)
         assert.include(history[0]?.error ?? "", "500")
-        yield* waitFor("outbox:waiting to pass again", outboxCheck, (check) => check?.status === "pass", {
+        yield* eventually("outbox:waiting to pass again", outboxCheck, (check) => check?.status === "pass", {
           timeout: "30 seconds",
           interval: "250 millis"
         })
@@ -109,7 +110,7 @@ describe("Bot API outage", () => {
       assert.include(warning.message, "retry --call")
       assert.notInclude(warning.message, "refused")
       const { sql } = yield* Database
-      const rows = yield* waitFor(
+      const rows = yield* eventually(
         "both calls settled",
         sql<{ status: string; last_error: string | null }>`
           SELECT status, last_error FROM outbox WHERE update_id IN (95201, 95202) ORDER BY id`,
@@ -142,7 +143,7 @@ describe("Bot API outage", () => {
         )
         assert.deepStrictEqual(withoutImmediateRepeats(repliesByChat(calls).get(chatId) ?? []), texts)
         const { sql } = Context.get(app, Database)
-        const rows = yield* waitFor(
+        const rows = yield* eventually(
           "both updates done",
           sql<
             { status: string; attempts: number }

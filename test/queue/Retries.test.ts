@@ -2,8 +2,9 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { awaitProbe } from "../support/handlers/FaultyHandlers.ts"
-import { postUpdate } from "../support/TestApp.ts"
-import { awaitStatus, type FaultyApp, inboxRow, startFaultyApp } from "../support/FaultyApp.ts"
+import { type FaultyApp, startFaultyApp } from "../support/FaultyApp.ts"
+import { postUpdate } from "../support/TestHttp.ts"
+import { awaitStatus, inboxRow } from "../support/TestDatabase.ts"
 
 const MAX_ATTEMPTS = 3
 // Small attempts keep the real 1 s / 2 s retry backoff short; a short grace keeps teardown fast.

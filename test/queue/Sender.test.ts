@@ -5,7 +5,8 @@ import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { MAX_IN_PLACE_FLOOD_WAIT } from "../../src/telegram/BotApi.ts"
 import { echoAfterCommit } from "../support/handlers/EchoAfterCommit.ts"
-import { baseUrl, postUpdate, testAppLayer } from "../support/TestApp.ts"
+import { baseUrl, testAppLayer } from "../support/TestApp.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
 
 // The sender carries the calls handlers make after commit: this bot's only reply is one.

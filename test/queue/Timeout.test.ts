@@ -1,10 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Schedule } from "effect"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { type PgProbe, waitFor } from "../support/PgProbe.ts"
 import { awaitProbe } from "../support/handlers/FaultyHandlers.ts"
-import { postUpdate } from "../support/TestApp.ts"
-import { awaitIdlePool, awaitStatus, type FaultyApp, startFaultyApp } from "../support/FaultyApp.ts"
+import { awaitIdlePool, type FaultyApp, startFaultyApp } from "../support/FaultyApp.ts"
+import { awaitStatus, type PgProbe } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
+import { postUpdate } from "../support/TestHttp.ts"
 
 const MAX_ATTEMPTS = 2
 // 1 s rather than less: the sampler below must see the stuck transaction while it exists,
@@ -103,7 +104,7 @@ describe("handler timeout", () => {
 
         yield* awaitIdlePool(app.db)
         // pg_sleep(60) would still run for about a minute had the interruption not cancelled it.
-        yield* waitFor(
+        yield* eventually(
           "no pg_sleep left running",
           app.pg.appSessions,
           (sessions) => !sessions.some((session) => session.state === "active" && session.query.includes("pg_sleep")),

@@ -4,11 +4,11 @@ import { makeAppLayer } from "../../src/App.ts"
 import { Bot } from "../../src/bot/Bot.ts"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
-import { pgProbe, waitFor } from "../support/PgProbe.ts"
 import { makeProbe, type Probe, recordingThenShipped } from "../support/handlers/FaultyHandlers.ts"
 import { baseUrl, testEnv } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
 import { assertAnsweredInOrder, interleavedPlan, makePostStats, postAlternating, slicePlan } from "../support/Load.ts"
+import { freshDatabase, pgProbe } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
 
 const CHATS = 10
 const PER_CHAT = 30
@@ -49,7 +49,9 @@ describe("two instances on one database", () => {
         // instance: a chat stays with the instance that runs it while it is busy, so only an idle
         // chat can move, and some must.
         yield* postAlternating(slicePlan(plan, 0, PER_CHAT / 2), [a.base, b.base], stats)
-        yield* waitFor("the first halves done", pg.inboxStatuses, (statuses) => statuses["done"] === TOTAL / 2, { timeout: "30 seconds" })
+        yield* eventually("the first halves done", pg.inboxStatuses, (statuses) => statuses["done"] === TOTAL / 2, {
+          timeout: "30 seconds"
+        })
         yield* postAlternating(slicePlan(plan, PER_CHAT / 2, PER_CHAT), [b.base, a.base], stats)
         assert.strictEqual(stats.statuses.get(200), TOTAL)
         yield* assertAnsweredInOrder(plan, standIn, pg)

@@ -3,10 +3,10 @@
 import { Cause, Context, Effect, Latch, Layer, Logger, type Scope } from "effect"
 import { Database } from "../../src/db/Database.ts"
 import { BotApiRecorder } from "./BotApiRecorder.ts"
-import { type PgProbe, pgProbe, waitFor } from "./PgProbe.ts"
 import { faultyThenShipped, makeProbe, MARKS_TABLE_DDL, type Probe } from "./handlers/FaultyHandlers.ts"
 import { baseUrl, testAppLayer } from "./TestApp.ts"
-import { freshDatabase } from "./TestDatabase.ts"
+import { freshDatabase, type PgProbe, pgProbe } from "./TestDatabase.ts"
+import { eventually } from "./Eventually.ts"
 
 export interface CapturedLog {
   readonly level: string
@@ -37,7 +37,7 @@ export const makeLogCapture = (): LogCapture => {
     entries,
     await: (what, predicate, timeout = "20 seconds") =>
       Effect.map(
-        waitFor(`a log line: ${what}`, Effect.sync(() => entries.find(predicate)), (found) => found !== undefined, { timeout }),
+        eventually(`a log line: ${what}`, Effect.sync(() => entries.find(predicate)), (found) => found !== undefined, { timeout }),
         (found) => found!
       )
   }
@@ -89,32 +89,11 @@ export const startFaultyApp = (
     } satisfies FaultyApp
   })
 
-export interface InboxRow {
-  readonly update_id: string
-  readonly status: string
-  readonly attempts: number
-  readonly last_error: string | null
-  readonly finished_at: Date | null
-}
-
-export const inboxRow = (pg: PgProbe, updateId: number) =>
-  Effect.map(
-    pg.query<InboxRow>(`SELECT update_id, status, attempts, last_error, finished_at FROM inbox WHERE update_id = $1`, [updateId]),
-    (rows) => rows[0]
-  )
-
-/** Waits until the update's inbox row has `status`. */
-export const awaitStatus = (pg: PgProbe, updateId: number, status: string, timeout: `${number} seconds` = "30 seconds") =>
-  Effect.map(
-    waitFor(`update ${updateId} to be ${status}`, inboxRow(pg, updateId), (row) => row?.status === status, { timeout }),
-    (row) => row!
-  )
-
 /**
  * Waits until the pool is idle: no waiters and one slot in use, the one the LISTEN connection
  * holds for the app's lifetime. A leaked slot keeps `used` above 1 for good.
  */
 export const awaitIdlePool = (db: Database["Service"], timeout: `${number} seconds` = "10 seconds") =>
-  waitFor("an idle pool (only the LISTEN connection's slot in use)", db.stats, (stats) => stats.used === 1 && stats.pending === 0, {
+  eventually("an idle pool (only the LISTEN connection's slot in use)", db.stats, (stats) => stats.used === 1 && stats.pending === 0, {
     timeout
   })

@@ -2,11 +2,12 @@
 // way Telegram does (a chat's next update only after the previous one was acknowledged,
 // redelivering whatever was not answered 200), and reading the replies back per chat.
 import { assert } from "@effect/vitest"
-import { Data, Effect, Schedule } from "effect"
+import { type Duration, Effect, Schedule } from "effect"
 import type { BotApiRecorder, RecordedCall } from "./BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
-import { type PgProbe, waitFor } from "./PgProbe.ts"
-import { TEST_SECRET } from "./TestApp.ts"
+import { postUpdate, RequestFailed } from "./TestHttp.ts"
+import { type PgProbe } from "./TestDatabase.ts"
+import { eventually } from "./Eventually.ts"
 
 export interface Planned {
   readonly updateId: number
@@ -63,21 +64,6 @@ export const interleavedPlan = (options: {
 
 export const toUpdate = (planned: Planned) => sampleUpdate({ updateId: planned.updateId, chatId: planned.chatId, text: planned.text })
 
-export class PostFailed extends Data.TaggedError("PostFailed")<{ readonly reason: string }> {}
-
-/** One POST /webhook; the status, or PostFailed when no HTTP answer came (refused, reset). */
-export const post = (base: string, update: unknown): Effect.Effect<number, PostFailed> =>
-  Effect.tryPromise({
-    try: (signal) =>
-      fetch(`${base}/webhook`, {
-        method: "POST",
-        headers: { "content-type": "application/json", "x-telegram-bot-api-secret-token": TEST_SECRET },
-        body: JSON.stringify(update),
-        signal
-      }).then((response) => response.text().then(() => response.status)),
-    catch: (error) => new PostFailed({ reason: String(error) })
-  }).pipe(Effect.timeoutOrElse({ duration: "10 seconds", orElse: () => Effect.fail(new PostFailed({ reason: "no answer within 10 s" })) }))
-
 /** What the poster saw: HTTP statuses by code and failed connections. */
 export interface PostStats {
   readonly statuses: Map<number, number>
@@ -92,11 +78,12 @@ export const makePostStats = (): PostStats => ({ statuses: new Map(), failures: 
  */
 export const postUntilStored = (base: Effect.Effect<string>, update: unknown, stats: PostStats) =>
   Effect.gen(function*() {
-    const status = yield* Effect.flatMap(base, (url) => post(url, update)).pipe(
+    const { status } = yield* Effect.flatMap(base, (url) => postUpdate(url, update)).pipe(
+      Effect.timeoutOrElse({ duration: "10 seconds", orElse: () => Effect.fail(new RequestFailed({ reason: "no answer within 10 s" })) }),
       Effect.tapError(() => Effect.sync(() => void stats.failures++))
     )
     stats.statuses.set(status, (stats.statuses.get(status) ?? 0) + 1)
-    if (status !== 200) return yield* new PostFailed({ reason: `answered ${status}` })
+    if (status !== 200) return yield* new RequestFailed({ reason: `answered ${status}` })
   }).pipe(Effect.retry(Schedule.spaced("100 millis")))
 
 /**
@@ -180,22 +167,38 @@ export const postAlternating = (plan: Plan, bases: ReadonlyArray<string>, stats:
     }
   )
 
-/** Waits until every planned update is answered and the outbox is drained; each chat's replies came in update_id order. */
-export const assertAnsweredInOrder = (plan: Plan, standIn: BotApiRecorder["Service"], pg: PgProbe) =>
+/**
+ * The check that a plan was answered in order: waits until every planned update has a reply
+ * (within `timeout`, 60 s by default), every update is done and the outbox is drained, so no
+ * late duplicate can still arrive; then each chat's replies must be its updates in update_id
+ * order. With `repeats: "immediate"` a reply may come again right after itself (a call cut off
+ * by a crash or shutdown, made again by its update's re-run). Returns how many replies repeated.
+ */
+export const assertAnsweredInOrder = (
+  plan: Plan,
+  recorder: BotApiRecorder["Service"],
+  pg: PgProbe,
+  options: { readonly timeout?: Duration.Input; readonly repeats?: "none" | "immediate" } = {}
+) =>
   Effect.gen(function*() {
     const total = plan.reduce((sum, chat) => sum + chat.length, 0)
-    yield* standIn.awaitCalls((calls) => answeredCount(plan, calls) === total, "60 seconds")
-    yield* waitFor(
+    yield* recorder.awaitCalls((calls) => answeredCount(plan, calls) === total, options.timeout ?? "60 seconds")
+    // A reply is made while its update runs: the update's done mark follows it.
+    yield* eventually("every update done", pg.inboxStatuses, (statuses) => statuses["done"] === total, { timeout: "30 seconds" })
+    yield* eventually(
       "an empty outbox queue",
       pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE status IN ('pending', 'sending')`),
       (rows) => rows[0]?.n === 0,
       { timeout: "30 seconds" }
     )
-    const replies = repliesByChat(yield* standIn.calls)
+    const replies = repliesByChat(yield* recorder.calls)
+    let repeats = 0
     for (const chat of plan) {
-      assert.deepStrictEqual(replies.get(chat[0]!.chatId), chat.map((planned) => planned.text), `replies to chat ${chat[0]!.chatId}`)
+      const got = replies.get(chat[0]!.chatId) ?? []
+      const distinct = options.repeats === "immediate" ? withoutImmediateRepeats(got) : got
+      repeats += got.length - distinct.length
+      assert.deepStrictEqual(distinct, chat.map((planned) => planned.text), `replies to chat ${chat[0]!.chatId}`)
     }
-    // A reply is made while its update runs: the update's done mark follows it.
-    yield* waitFor("every update done", pg.inboxStatuses, (statuses) => statuses["done"] === total, { timeout: "30 seconds" })
     assert.deepStrictEqual(yield* pg.inboxStatuses, { done: total })
+    return repeats
   })

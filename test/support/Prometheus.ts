@@ -6,7 +6,7 @@ import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "./ServiceProcess.ts"
 import { testEnv } from "./TestApp.ts"
 import { freshDatabase } from "./TestDatabase.ts"
-import { postWebhook } from "./TestHttp.ts"
+import { postStatus } from "./TestHttp.ts"
 
 export interface Fetched {
   readonly status: number
@@ -53,7 +53,7 @@ export const scrapeAfterOneUpdate = (name: string, updateId: number, chatId: num
     const service = yield* spawnService(testEnv(databaseUrl, standIn.url, { METRICS_PORT: "0", ...env }))
     const metricsUrl = yield* service.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\/metrics/)
     const update = JSON.stringify(sampleUpdate({ updateId, chatId, text: "/start" }))
-    const stored = yield* postWebhook(service.baseUrl, update)
+    const stored = yield* postStatus(service.baseUrl, update)
     const scrape = yield* fetchText(metricsUrl).pipe(
       Effect.repeat({
         schedule: Schedule.spaced("100 millis"),

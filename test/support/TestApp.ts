@@ -42,13 +42,3 @@ export const baseUrl = Effect.map(
   HttpServer.HttpServer,
   (server) => server.address._tag === "UnixPathAddress" ? "" : `http://127.0.0.1:${server.address.port}`
 )
-
-/** POSTs an update to /webhook the way Telegram does. */
-export const postUpdate = (base: string, update: unknown, headers: Record<string, string> = {}) =>
-  Effect.promise(() =>
-    fetch(`${base}/webhook`, {
-      method: "POST",
-      headers: { "content-type": "application/json", "x-telegram-bot-api-secret-token": TEST_SECRET, ...headers },
-      body: typeof update === "string" ? update : JSON.stringify(update)
-    }).then(async (response) => ({ status: response.status, headers: response.headers, body: await response.text() }))
-  )

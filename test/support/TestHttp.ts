@@ -1,52 +1,11 @@
-// Test-side helpers for the HTTP and lifecycle suites: reading the service's database with a
-// client of our own, and raw HTTP requests that fetch cannot make (chunked bodies, one socket).
-import { Effect, Schema, Scope } from "effect"
+// The test kit's HTTP: the one way to post an update (`postUpdate`), and raw requests that fetch
+// cannot make (chunked bodies, one socket).
+import { Data, Effect, Scope } from "effect"
 import { Agent, request } from "node:http"
-import pg from "pg"
 import { TEST_SECRET } from "./TestApp.ts"
 
-/** Runs one statement on `url` with a short-lived connection of its own and decodes the rows. */
-export const queryRows = <A>(
-  url: string,
-  schema: Schema.Decoder<A>,
-  text: string,
-  params: ReadonlyArray<unknown> = []
-): Effect.Effect<ReadonlyArray<A>> =>
-  Effect.acquireUseRelease(
-    Effect.promise(async () => {
-      const client = new pg.Client({ connectionString: url })
-      await client.connect()
-      return client
-    }),
-    (client) =>
-      Effect.promise(() => client.query<Record<string, unknown>>(text, [...params])).pipe(
-        Effect.flatMap((result) => Schema.decodeUnknownEffect(Schema.Array(schema))(result.rows)),
-        Effect.orDie
-      ),
-    (client) => Effect.promise(() => client.end())
-  )
-
-/** Runs statements that return nothing of interest (setup rows). */
-export const execute = (url: string, text: string, params: ReadonlyArray<unknown> = []) =>
-  Effect.asVoid(queryRows(url, Schema.Unknown, text, params))
-
-export const InboxRow = Schema.Struct({
-  update_id: Schema.String,
-  chat_key: Schema.String,
-  kind: Schema.String,
-  status: Schema.String,
-  attempts: Schema.Number,
-  payload: Schema.Unknown
-})
-
-/** The inbox row of `updateId`, if there is one. */
-export const inboxRow = (url: string, updateId: number) =>
-  Effect.map(
-    queryRows(url, InboxRow, "SELECT update_id::text, chat_key, kind, status, attempts, payload FROM inbox WHERE update_id = $1", [
-      updateId
-    ]),
-    (rows) => rows[0]
-  )
+/** No HTTP answer came: the connection was refused or reset. */
+export class RequestFailed extends Data.TaggedError("RequestFailed")<{ readonly reason: string }> {}
 
 export interface RawResponse {
   readonly status: number
@@ -64,9 +23,10 @@ export const rawRequest = (options: {
   readonly method?: string
   readonly headers?: Record<string, string>
   readonly chunks?: ReadonlyArray<string | Buffer>
-  readonly agent?: Agent
-}): Effect.Effect<RawResponse> =>
-  Effect.callback<RawResponse>((resume) => {
+  /** `false` for a connection of its own, closed after the answer. */
+  readonly agent?: Agent | false
+}): Effect.Effect<RawResponse, RequestFailed> =>
+  Effect.callback<RawResponse, RequestFailed>((resume) => {
     const url = new URL(options.url)
     const req = request({
       host: url.hostname,
@@ -81,10 +41,10 @@ export const rawRequest = (options: {
       res.once("end", () =>
         resume(Effect.succeed({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") })))
       res.once("error", (error) =>
-        resume(Effect.die(error)))
+        resume(Effect.fail(new RequestFailed({ reason: String(error) }))))
     })
     // A server that answers before reading the whole body may reset the upload; the answer counts.
-    req.on("error", (error) => resume(Effect.die(error)))
+    req.on("error", (error) => resume(Effect.fail(new RequestFailed({ reason: String(error) }))))
     const write = (index: number): void => {
       const chunks = options.chunks ?? []
       if (index >= chunks.length || req.destroyed) {
@@ -105,23 +65,24 @@ export const singleSocketAgent: Effect.Effect<Agent, never, Scope.Scope> = Effec
 )
 
 /**
- * POSTs an update to `${base}/webhook` the way Telegram does, with the test secret, on a
- * connection of its own (no keep-alive socket left to hold up the service's shutdown); the status.
+ * POSTs an update to `${base}/webhook` the way Telegram does, with the test secret (`headers`
+ * win); a string is sent as the body as it is. Each post has a connection of its own: no
+ * keep-alive socket is left to hold up a service's shutdown.
  */
-export const postWebhook = (base: string, body: string) =>
-  Effect.callback<number, Error>((resume) => {
-    const req = request(`${base}/webhook`, {
-      method: "POST",
-      agent: false,
-      headers: {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(body),
-        "x-telegram-bot-api-secret-token": TEST_SECRET
-      }
-    }, (res) => {
-      res.resume()
-      res.once("end", () => resume(Effect.succeed(res.statusCode ?? 0)))
-    })
-    req.once("error", (error) => resume(Effect.fail(error)))
-    req.end(body)
-  }).pipe(Effect.orDie)
+export const postUpdate = (base: string, update: unknown, headers: Record<string, string> = {}) => {
+  const body = typeof update === "string" ? update : JSON.stringify(update)
+  return rawRequest({
+    url: `${base}/webhook`,
+    headers: {
+      "content-type": "application/json",
+      "content-length": String(Buffer.byteLength(body)),
+      "x-telegram-bot-api-secret-token": TEST_SECRET,
+      ...headers
+    },
+    chunks: [body],
+    agent: false
+  })
+}
+
+/** `postUpdate`'s status alone. */
+export const postStatus = (base: string, update: unknown) => Effect.map(postUpdate(base, update), (response) => response.status)

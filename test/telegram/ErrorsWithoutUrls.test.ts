@@ -4,11 +4,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { freePort } from "../support/EmbeddedCluster.ts"
-import { waitFor } from "../support/PgProbe.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_TOKEN, testEnv } from "../support/TestApp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
-import { postWebhook, queryRows } from "../support/TestHttp.ts"
+import { eventually } from "../support/Eventually.ts"
+import { freshDatabase, pgProbe } from "../support/TestDatabase.ts"
+import { postStatus } from "../support/TestHttp.ts"
 
 const USER = "proxyUserQ7x"
 const PASS = "proxyPassZ9w"
@@ -19,18 +19,18 @@ describe("errors without URLs", () => {
     () =>
       Effect.gen(function*() {
         const databaseUrl = yield* Effect.promise(() => freshDatabase("errors_without_urls"))
+        const pg = yield* pgProbe(databaseUrl)
         const closedPort = yield* Effect.promise(() => freePort())
         const service = yield* spawnService(
           testEnv(databaseUrl, `http://${USER}:${PASS}@127.0.0.1:${closedPort}`, { LOG_LEVEL: "debug", MAX_ATTEMPTS: "1" })
         )
         const update = sampleUpdate({ updateId: 770_001, chatId: 770_001, text: "/start" })
-        assert.strictEqual(yield* postWebhook(service.baseUrl, JSON.stringify(update)), 200)
+        assert.strictEqual(yield* postStatus(service.baseUrl, JSON.stringify(update)), 200)
 
         // The reply fails against the closed port; its error is kept as last_error.
-        const errors = yield* waitFor(
+        const errors = yield* eventually(
           "a last_error from the failed Bot API call",
-          queryRows(
-            databaseUrl,
+          pg.rows(
             Schema.Struct({ last_error: Schema.String }),
             `SELECT last_error FROM inbox WHERE last_error IS NOT NULL
              UNION ALL SELECT last_error FROM outbox WHERE last_error IS NOT NULL`
@@ -39,7 +39,7 @@ describe("errors without URLs", () => {
           { timeout: "40 seconds", interval: "200 millis" }
         )
         // getWebhookInfo fails too: /health reports it.
-        const health = yield* waitFor(
+        const health = yield* eventually(
           "/health to report the failed getWebhookInfo",
           Effect.promise(() => fetch(`${service.baseUrl}/health`).then((r) => r.text())),
           (text) => text.includes("getWebhookInfo failed"),
