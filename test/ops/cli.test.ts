@@ -13,6 +13,7 @@ import { baseUrl, testAppLayer } from "../support/TestApp.ts"
 import { type OpsResult, runOps } from "./OpsProcess.ts"
 import { postUpdate } from "../support/TestHttp.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
 
 /** A fresh, migrated database: its URL, and a pool of the test's own for seeding and looking. */
 const setup = (label: string, url?: string) =>
@@ -85,15 +86,6 @@ const assertSuccess = (result: OpsResult, url: string) => {
   assert.deepStrictEqual(lines(result.stderr), [databaseLine(url)])
   assert.notInclude(result.stderr + result.stdout, "postgres:postgres@", "the password is never printed")
 }
-
-const waitUntil = <A, E, R>(what: string, check: Effect.Effect<A, E, R>, done: (value: A) => boolean) =>
-  Effect.gen(function*() {
-    while (true) {
-      const value = yield* check
-      if (done(value)) return value
-      yield* Effect.sleep("50 millis")
-    }
-  }).pipe(Effect.timeoutOrElse({ duration: "20 seconds", orElse: () => Effect.die(new Error(`timed out waiting for ${what}`)) }))
 
 /** A scratch directory the embedded server's own user can enter (as root it runs as `postgres`). */
 const scratchDir = Effect.acquireRelease(
@@ -294,7 +286,9 @@ describe("ops CLI", { timeout: SLOW }, () => {
         (calls) => calls.some((call) => call.method === "sendMessage" && call.params["chat_id"] === 777_071),
         "15 seconds"
       )
-      const row = yield* waitUntil("update 71 done", inboxRow(sql, 71), (row) => Option.isSome(row) && row.value.status === "done")
+      const row = yield* eventually("update 71 done", inboxRow(sql, 71), (row) => Option.isSome(row) && row.value.status === "done", {
+        timeout: "20 seconds"
+      })
       assert.deepStrictEqual(Option.map(row, (row) => [row.status, row.attempts, row.last_error]), Option.some(["done", 1, null]))
     }))
 

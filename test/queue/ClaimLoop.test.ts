@@ -1,15 +1,13 @@
 // The recovery path's claim loop on its own: it never claims more than it has free slots for, and
 // a slot given back lets it claim again (PROTOCOL.md, "The recovery path").
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schedule, Semaphore } from "effect"
+import { Effect, Semaphore } from "effect"
 import { makeClaimLoop } from "../../src/queue/ClaimLoop.ts"
 import { makeWakeup } from "../../src/queue/Notifications.ts"
+import { eventually } from "../support/Eventually.ts"
 
-const until = (condition: () => boolean) =>
-  Effect.sync(condition).pipe(
-    Effect.repeat({ schedule: Schedule.spaced("5 millis"), until: (met) => met }),
-    Effect.timeout("5 seconds")
-  )
+const until = (what: string, condition: () => boolean) =>
+  eventually(what, Effect.sync(condition), (met) => met, { timeout: "5 seconds", interval: "5 millis" })
 
 describe("ClaimLoop", () => {
   it.live("claims at most as many items as there are free slots, and claims again once a slot is freed", () =>
@@ -38,13 +36,13 @@ describe("ClaimLoop", () => {
       })
       yield* Effect.forkScoped(loop.run)
 
-      yield* until(() => started.length === 2)
+      yield* until("two items started", () => started.length === 2)
       assert.deepStrictEqual(limits, [2], "two free slots: two claimed")
       yield* loop.freeSlot
-      yield* until(() => started.length === 3)
+      yield* until("a third item started", () => started.length === 3)
       yield* loop.freeSlot
       yield* loop.freeSlot
-      yield* until(() => started.length === 5)
+      yield* until("all five items started", () => started.length === 5)
       assert.deepStrictEqual(started, [1, 2, 3, 4, 5])
       assert.isTrue(limits.every((limit) => limit <= 2), `claims asked for ${limits.join(", ")}`)
     }))

@@ -4,6 +4,7 @@ import { Database } from "../../src/db/Database.ts"
 import { parsePeriod } from "../../src/Config.ts"
 import { Retention } from "../../src/queue/Retention.ts"
 import { freshDatabase } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
 
 const database = (label: string) =>
   Effect.flatMap(Effect.promise(() => freshDatabase(label)), (url) => Layer.build(Database.layerUrl(Redacted.make(url), 4))).pipe(
@@ -66,15 +67,6 @@ const OUTBOX: ReadonlyArray<Row> = [
 const KEPT_INBOX = [300, 301, 400, 401, 500, 600, 700]
 const KEPT_OUTBOX = [300, 400, 500]
 
-const waitUntil = <A, E, R>(check: Effect.Effect<A, E, R>, done: (value: A) => boolean) =>
-  Effect.gen(function*() {
-    while (true) {
-      const value = yield* check
-      if (done(value)) return value
-      yield* Effect.sleep("50 millis")
-    }
-  }).pipe(Effect.timeout("10 seconds"))
-
 describe("Retention", () => {
   it.live("a sweep deletes done/skipped updates and sent/failed calls older than the period in batches; recent, open and dead rows stay", () =>
     Effect.gen(function*() {
@@ -121,11 +113,15 @@ describe("Retention", () => {
           Layer.provide(capture)
         )
       )
-      yield* waitUntil(ids(db, "outbox"), (rows) => rows.length === KEPT_OUTBOX.length)
+      yield* eventually("the old outbox rows swept", ids(db, "outbox"), (rows) => rows.length === KEPT_OUTBOX.length, {
+        timeout: "10 seconds"
+      })
       assert.deepStrictEqual(yield* ids(db, "inbox"), KEPT_INBOX)
-      const line = yield* waitUntil(
+      const line = yield* eventually(
+        "the sweep's log line",
         Effect.sync(() => logs.find((line) => line.includes("retention: removed"))),
-        (line) => line !== undefined
+        (line) => line !== undefined,
+        { timeout: "10 seconds" }
       )
       assert.match(
         line ?? "",
@@ -149,12 +145,21 @@ describe("Retention", () => {
         )
       )
       // Logged once (later failures are counted, at most one line per interval), and the loop goes on.
-      yield* waitUntil(Effect.sync(() => logs.filter((line) => line.startsWith("Warn: retention sweep failed")).length), (n) => n >= 1)
+      yield* eventually(
+        "a failed sweep logged",
+        Effect.sync(() => logs.filter((line) => line.startsWith("Warn: retention sweep failed")).length),
+        (n) => n >= 1,
+        { timeout: "10 seconds" }
+      )
       yield* db.sql`ALTER TABLE outbox_away RENAME TO outbox`
-      yield* waitUntil(ids(db, "outbox"), (rows) => rows.length === KEPT_OUTBOX.length)
-      yield* waitUntil(
+      yield* eventually("the old outbox rows swept", ids(db, "outbox"), (rows) => rows.length === KEPT_OUTBOX.length, {
+        timeout: "10 seconds"
+      })
+      yield* eventually(
+        "the recovery logged",
         Effect.sync(() => logs.some((line) => line.startsWith("Info: retention sweep failed") && line.includes("recovered"))),
-        (seen) => seen
+        (seen) => seen,
+        { timeout: "10 seconds" }
       )
       assert.deepStrictEqual(yield* ids(db, "inbox"), KEPT_INBOX)
     }))
@@ -170,7 +175,7 @@ describe("Retention", () => {
         )
 
       yield* Layer.build(withEnv({ INBOX_RETENTION: "10d" }))
-      yield* waitUntil(ids(db, "inbox"), (rows) => rows.length === 1)
+      yield* eventually("the old inbox rows swept", ids(db, "inbox"), (rows) => rows.length === 1, { timeout: "10 seconds" })
       assert.deepStrictEqual(yield* ids(db, "inbox"), [801])
 
       const unreadable = yield* Effect.flip(Layer.build(withEnv({ INBOX_RETENTION: "ten days" })))
