@@ -47,7 +47,7 @@ describe("makeDeadlines", () => {
       // More settled entries than the watcher drops at once before compacting its list.
       for (let i = 0; i < 3000; i++) start(() => expired.push(i)).settle()
       start(() => expired.push(-1))
-      for (let i = 0; i < 3000; i++) start(() => expired.push(i)).settle()
+      for (let i = 0; i < 10; i++) start(() => expired.push(i)).settle()
       yield* TestClock.adjust("999 millis")
       assert.deepStrictEqual(expired, [])
       yield* TestClock.adjust("1 milli")
