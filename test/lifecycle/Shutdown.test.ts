@@ -6,7 +6,7 @@ import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { spawnService } from "../support/ServiceProcess.ts"
 import { TEST_SECRET, testEnv } from "../support/TestApp.ts"
-import { rawRequest, singleSocketAgent } from "../support/TestHttp.ts"
+import { postUpdate, rawRequest, singleSocketAgent } from "../support/TestHttp.ts"
 import { eventually } from "../support/Eventually.ts"
 import { freshDatabase, holdTransaction, inboxRow, type PgProbe, pgProbe } from "../support/TestDatabase.ts"
 
@@ -149,11 +149,7 @@ describe("shutdown", () => {
       // A delivery that never gets an answer keeps the Sender, and so the shutdown, busy for the whole grace period.
       yield* standIn.setDelay(120_000)
       const service = yield* spawnService(testEnv(url, standIn.url, { SHUTDOWN_GRACE_MS: "60000" }), { startTimeout: "50 seconds" })
-      const answer = yield* rawRequest({
-        url: `${service.baseUrl}/webhook`,
-        headers: webhookHeaders,
-        chunks: [JSON.stringify(sampleUpdate({ updateId: 4001, chatId: 4001, text: "slow to deliver" }))]
-      })
+      const answer = yield* postUpdate(service.baseUrl, sampleUpdate({ updateId: 4001, chatId: 4001, text: "slow to deliver" }))
       assert.strictEqual(answer.status, 200)
       yield* standIn.awaitCalls((calls) => sentMessages(calls).length >= 1, "20 seconds")
 
@@ -195,11 +191,7 @@ describe("shutdown with handlers running", () => {
         yield* quickLock.query("INSERT INTO users (telegram_id) VALUES ($1)", [quick])
         yield* slowLock.query("INSERT INTO users (telegram_id) VALUES ($1)", [slow])
         for (const id of [quick, slow]) {
-          const answer = yield* rawRequest({
-            url: `${service.baseUrl}/webhook`,
-            headers: webhookHeaders,
-            chunks: [JSON.stringify(sampleUpdate({ updateId: id, chatId: id, text: "/start" }))]
-          })
+          const answer = yield* postUpdate(service.baseUrl, sampleUpdate({ updateId: id, chatId: id, text: "/start" }))
           assert.strictEqual(answer.status, 200)
         }
         yield* awaitLockedStatements(db, 2)

@@ -202,18 +202,13 @@ describe("BotApiStandIn", () => {
 
 // The recorder the tests use (test/support/BotApiRecorder.ts), built on the stand-in above.
 describe("BotApiRecorder", () => {
-  it.live("records a JSON sendMessage without the token and answers with a Message", () =>
+  it.live("records each call without the token, with the result the stand-in answered it with", () =>
     withRecorder((recorder) =>
       Effect.gen(function*() {
-        assert.match(recorder.url, /^http:\/\/127\.0\.0\.1:\d+$/)
         const first = yield* post(recorder.url, "sendMessage", { json: { chat_id: 42, text: "Hello" } })
         const second = yield* post(recorder.url, "sendMessage", { json: { chat_id: 42, text: "Again" } })
-        assert.strictEqual(first.status, 200)
-        assert.deepInclude(first.body.result as object, { text: "Hello", chat: { id: 42, type: "private", first_name: "Sandbox user" } })
-        const firstId = (first.body.result as { message_id: number }).message_id
-        const secondId = (second.body.result as { message_id: number }).message_id
-        assert.strictEqual(secondId, firstId + 1)
-        const calls = yield* recorder.calls
+        const calls = yield* recorder.awaitCalls((calls) => calls.length === 2 && calls.every((c) => c.result !== undefined))
+        assert.deepStrictEqual(calls.map((c) => c.result), [first.body.result, second.body.result])
         assert.deepStrictEqual(calls.map((c) => [c.method, c.params]), [
           ["sendMessage", { chat_id: 42, text: "Hello" }],
           ["sendMessage", { chat_id: 42, text: "Again" }]
