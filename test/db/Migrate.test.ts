@@ -49,9 +49,7 @@ describe("npm run migrate", () => {
       assert.deepStrictEqual(tables, [{ inbox: "inbox", outbox: "outbox" }])
 
       // The store function has one text (Functions.ts), re-created by every run: an outdated one is replaced.
-      yield* queryRows(
-        databaseUrl,
-        Schema.Struct({}),
+      yield* pg.query(
         `CREATE OR REPLACE FUNCTION steadfast_store(ids bigint[], chat_keys text[], kinds text[], payloads text[], skipped boolean[],
            priorities smallint[], traceparents text[], leasable integer, lease_ms integer, me uuid)
          RETURNS TABLE (update_id bigint, status text, lease_id uuid) LANGUAGE sql AS 'SELECT NULL::bigint, NULL::text, NULL::uuid'`
@@ -60,8 +58,7 @@ describe("npm run migrate", () => {
       assert.deepStrictEqual(second.exited, { code: 0, signal: null }, second.output)
       assert.notInclude(second.output, "applied migrations")
       assert.include(second.output, `database schema is at migration ${latest}`)
-      const [store] = yield* queryRows(
-        databaseUrl,
+      const [store] = yield* pg.rows(
         Schema.Struct({ definition: Schema.String }),
         "SELECT pg_get_functiondef('steadfast_store'::regproc) AS definition"
       )
