@@ -172,7 +172,7 @@ export const mutations: ReadonlyArray<Mutation> = [
     file: "src/queue/Deadlines.ts",
     search: "return { settle: () => void (entry.onExpire = undefined) }",
     replace: "return { settle: () => undefined }",
-    test: "test/queue/Batcher.test.ts"
+    test: "test/queue/Deadlines.test.ts"
   },
   {
     name: "fiber-dump-without-spans",

@@ -2,36 +2,10 @@ import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { makeBatcher } from "../../src/queue/Batcher.ts"
-import { makeDeadlines } from "../../src/queue/Deadlines.ts"
 
 class Late {
   readonly _tag = "Late"
 }
-
-describe("deadlines", () => {
-  it.effect("an unsettled deadline expires once its timeout has passed, in the order started; a settled one never does", () =>
-    Effect.gen(function*() {
-      const start = yield* makeDeadlines(Duration.seconds(3))
-      const expired: Array<string> = []
-      start(() => expired.push("first"))
-      const settled = start(() => expired.push("settled"))
-      yield* TestClock.adjust("1 second")
-      start(() => expired.push("second"))
-      settled.settle()
-
-      yield* TestClock.adjust("1999 millis")
-      assert.deepStrictEqual(expired, [])
-      yield* TestClock.adjust("1 milli")
-      assert.deepStrictEqual(expired, ["first"])
-      yield* TestClock.adjust("1 second")
-      assert.deepStrictEqual(expired, ["first", "second"])
-      // Idle, then started again: the watcher wakes for it.
-      yield* TestClock.adjust("1 minute")
-      start(() => expired.push("third"))
-      yield* TestClock.adjust("3 seconds")
-      assert.deepStrictEqual(expired, ["first", "second", "third"])
-    }))
-})
 
 describe("makeBatcher", () => {
   it.effect("a timed caller fails with the timeout error after `timeout.after`; an untimed one keeps waiting; both items are in the batch", () =>

@@ -1,11 +1,33 @@
-// The shared deadline watcher on its own, on the test clock. (Its first test, expiry in order and
-// a settled deadline never firing, is in Batcher.test.ts, which the mutation runner names for it.)
+// The shared deadline watcher on its own, on the test clock.
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect } from "effect"
 import { TestClock } from "effect/testing"
 import { makeDeadlines } from "../../src/queue/Deadlines.ts"
 
 describe("makeDeadlines", () => {
+  it.effect("an unsettled deadline expires once its timeout has passed, in the order started; a settled one never does", () =>
+    Effect.gen(function*() {
+      const start = yield* makeDeadlines(Duration.seconds(3))
+      const expired: Array<string> = []
+      start(() => expired.push("first"))
+      const settled = start(() => expired.push("settled"))
+      yield* TestClock.adjust("1 second")
+      start(() => expired.push("second"))
+      settled.settle()
+
+      yield* TestClock.adjust("1999 millis")
+      assert.deepStrictEqual(expired, [])
+      yield* TestClock.adjust("1 milli")
+      assert.deepStrictEqual(expired, ["first"])
+      yield* TestClock.adjust("1 second")
+      assert.deepStrictEqual(expired, ["first", "second"])
+      // Idle, then started again: the watcher wakes for it.
+      yield* TestClock.adjust("1 minute")
+      start(() => expired.push("third"))
+      yield* TestClock.adjust("3 seconds")
+      assert.deepStrictEqual(expired, ["first", "second", "third"])
+    }))
+
   it.effect("deadlines started at the same moment expire together, each once; settling after expiry changes nothing", () =>
     Effect.gen(function*() {
       const start = yield* makeDeadlines(Duration.millis(500))
