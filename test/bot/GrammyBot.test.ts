@@ -15,6 +15,7 @@ import { baseUrl, testAppLayer } from "../support/TestApp.ts"
 import { awaitStatus, freshDatabase, inboxRow, pgProbe } from "../support/TestDatabase.ts"
 import { eventually } from "../support/Eventually.ts"
 import { postUpdate } from "../support/TestHttp.ts"
+import { callbackQueryUpdate } from "../support/Updates.ts"
 
 const MAX_ATTEMPTS = 2
 const env = { MAX_ATTEMPTS: String(MAX_ATTEMPTS), SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" }
@@ -100,22 +101,8 @@ const photoUpdate = (chatId: number): Update => ({
   }
 })
 
-const callbackUpdate = (chatId: number, messageId: number, data: string): Update => ({
-  update_id: nextId(),
-  callback_query: {
-    id: `cb${nextId()}`,
-    from: { id: chatId, is_bot: false, first_name: "Ada" },
-    chat_instance: `ci${chatId}`,
-    data,
-    message: {
-      message_id: messageId,
-      date: 1767225600,
-      chat: { id: chatId, type: "private", first_name: "Ada" },
-      from: { id: 123456789, is_bot: true, first_name: "Steadfast Sandbox", username: "steadfast_sandbox_bot" },
-      text: "Count: 0"
-    }
-  }
-})
+const callbackUpdate = (chatId: number, messageId: number, data: string): Update =>
+  callbackQueryUpdate({ updateId: nextId(), chatId, messageId, data, messageText: "Count: 0" })
 
 describe("a grammY Composer bot in the pipeline", () => {
   it.live(

@@ -25,6 +25,7 @@ import { baseUrl, TEST_TOKEN, testAppLayer } from "../support/TestApp.ts"
 import { freshDatabase, inboxRow, pgProbe } from "../support/TestDatabase.ts"
 import { eventually } from "../support/Eventually.ts"
 import { postUpdate } from "../support/TestHttp.ts"
+import { callbackQueryUpdate } from "../support/Updates.ts"
 
 const env = { SEND_RATE_PER_SECOND: "10000", SHUTDOWN_GRACE_MS: "200" }
 
@@ -140,22 +141,8 @@ const say = (base: string, pg: Effect.Success<ReturnType<typeof pgProbe>>, chatI
     yield* eventually(`"${text}" done`, inboxRow(pg, updateId), (row) => row?.status === "done", { timeout: "20 seconds" })
   })
 
-const callbackUpdate = (chatId: number, messageId: number, data: string): Update => ({
-  update_id: nextId(),
-  callback_query: {
-    id: `cb${nextId()}`,
-    from: { id: chatId, is_bot: false, first_name: "Ada" },
-    chat_instance: `ci${chatId}`,
-    data,
-    message: {
-      message_id: messageId,
-      date: 1767225600,
-      chat: { id: chatId, type: "private", first_name: "Ada" },
-      from: { id: 123456789, is_bot: true, first_name: "Steadfast Sandbox", username: "steadfast_sandbox_bot" },
-      text: "Settings"
-    }
-  }
-})
+const callbackUpdate = (chatId: number, messageId: number, data: string): Update =>
+  callbackQueryUpdate({ updateId: nextId(), chatId, messageId, data, messageText: "Settings" })
 
 const setup = (label: string) =>
   Effect.gen(function*() {

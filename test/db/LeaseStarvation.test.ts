@@ -1,12 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Ref, Schema } from "effect"
+import { Context, Deferred, Duration, Effect, Fiber, Layer, Ref } from "effect"
 import { isCommand, makeHandler } from "../../src/bot/Handler.ts"
 import { Database, STATEMENT_LIMIT_MS } from "../../src/db/Database.ts"
 import { LEASE } from "../../src/queue/LeaseRenewal.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase, pgProbe } from "../support/TestDatabase.ts"
+import { freshDatabase, pgProbe, sqlErrorReason } from "../support/TestDatabase.ts"
 import { eventually } from "../support/Eventually.ts"
 import { postUpdate } from "../support/TestHttp.ts"
 
@@ -79,7 +79,7 @@ describe("background work cannot starve leases", () => {
         yield* Effect.forEach(holders, Fiber.join, { discard: true })
         const slowStartedAt = Date.now()
         const slow = yield* Effect.exit(db.withConnection(db.sql`SELECT pg_sleep(30)`, "10 seconds"))
-        assert.strictEqual(sqlReason(slow), "StatementTimeoutError")
+        assert.strictEqual(sqlErrorReason(slow), "StatementTimeoutError")
         assert.isBelow(Date.now() - slowStartedAt, STATEMENT_LIMIT_MS.background! + 5_000)
 
         yield* Deferred.succeed(release, undefined)
@@ -105,14 +105,3 @@ describe("background work cannot starve leases", () => {
     90_000
   )
 })
-
-/** The tag of a failure's `SqlError` reason, if the exit failed with one. */
-const sqlReason = (exit: Exit.Exit<unknown, unknown>) =>
-  Exit.isFailure(exit)
-    ? exit.cause.reasons.flatMap((reason) =>
-      reason._tag === "Fail" &&
-        Schema.is(Schema.Struct({ _tag: Schema.Literal("SqlError"), reason: Schema.Struct({ _tag: Schema.String }) }))(reason.error)
-        ? [reason.error.reason._tag]
-        : []
-    )[0]
-    : undefined

@@ -1,26 +1,15 @@
 import { SqlClient } from "effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Fiber, Layer, Queue, Redacted, Schedule, Schema } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Queue, Redacted, Schedule } from "effect"
 import { Database } from "../../src/db/Database.ts"
 import { isCommand, makeHandler } from "../../src/bot/Handler.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
 import { eventually } from "../support/Eventually.ts"
 import { postUpdate } from "../support/TestHttp.ts"
-import { freshDatabase, inboxRow, pgProbe } from "../support/TestDatabase.ts"
+import { freshDatabase, inboxRow, pgProbe, sqlErrorReason } from "../support/TestDatabase.ts"
 
 const POOL_MAX = 6
-
-/** The tag of a failure's `SqlError` reason, if the exit failed with one. */
-const sqlReason = (exit: Exit.Exit<unknown, unknown>) =>
-  Exit.isFailure(exit)
-    ? exit.cause.reasons.flatMap((reason) =>
-      reason._tag === "Fail" &&
-        Schema.is(Schema.Struct({ _tag: Schema.Literal("SqlError"), reason: Schema.Struct({ _tag: Schema.String }) }))(reason.error)
-        ? [reason.error.reason._tag]
-        : []
-    )[0]
-    : undefined
 
 describe("pool shares and statement limits", () => {
   it.live(
@@ -100,16 +89,16 @@ describe("pool shares and statement limits", () => {
         const db = Context.get(yield* Layer.build(Database.layerUrl(Redacted.make(url), 1, { statementTimeout: "500 millis" })), Database)
         const sleep = (seconds: number) => db.sql`SELECT pg_sleep(${seconds})`
 
-        assert.strictEqual(sqlReason(yield* Effect.exit(db.transaction(sleep(5)))), "StatementTimeoutError", "handler")
-        assert.strictEqual(sqlReason(yield* Effect.exit(db.withConnection(sleep(5)))), "StatementTimeoutError", "background")
+        assert.strictEqual(sqlErrorReason(yield* Effect.exit(db.transaction(sleep(5)))), "StatementTimeoutError", "handler")
+        assert.strictEqual(sqlErrorReason(yield* Effect.exit(db.withConnection(sleep(5)))), "StatementTimeoutError", "background")
         assert.strictEqual(
-          sqlReason(yield* Effect.exit(db.withConnection(sleep(0.3), undefined, "health"))),
+          sqlErrorReason(yield* Effect.exit(db.withConnection(sleep(0.3), undefined, "health"))),
           "StatementTimeoutError",
           "health"
         )
         // Ingress's own limit (3 s) is above this session default, so the default applies.
         assert.strictEqual(
-          sqlReason(yield* Effect.exit(db.withConnection(sleep(5), undefined, "ingress"))),
+          sqlErrorReason(yield* Effect.exit(db.withConnection(sleep(5), undefined, "ingress"))),
           "StatementTimeoutError",
           "ingress"
         )

@@ -2,7 +2,7 @@
 // so looking never changes what is looked at), plus dedicated sessions for holding locks and
 // transactions open.
 import { inject } from "@effect/vitest"
-import { Effect, Schema, type Scope } from "effect"
+import { Effect, Exit, Schema, type Scope } from "effect"
 import pg from "pg"
 import { APPLICATION_NAME } from "../../src/Config.ts"
 import { createDatabase } from "./EmbeddedCluster.ts"
@@ -132,3 +132,14 @@ export const holdTransaction = (url: string): Effect.Effect<HeldTransaction, nev
     yield* session.query("BEGIN")
     return { ...session, rollback: session.query("ROLLBACK") }
   })
+
+/** The tag of a failure's `SqlError` reason (`StatementTimeoutError`, …), if the exit failed with one. */
+export const sqlErrorReason = (exit: Exit.Exit<unknown, unknown>): string | undefined =>
+  Exit.isFailure(exit)
+    ? exit.cause.reasons.flatMap((reason) =>
+      reason._tag === "Fail" &&
+        Schema.is(Schema.Struct({ _tag: Schema.Literal("SqlError"), reason: Schema.Struct({ _tag: Schema.String }) }))(reason.error)
+        ? [reason.error.reason._tag]
+        : []
+    )[0]
+    : undefined
