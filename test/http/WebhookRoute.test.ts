@@ -1,5 +1,5 @@
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Clock, Context, Duration, Effect, Layer, Schema } from "effect"
+import { Clock, Duration, Effect, Layer, Schema } from "effect"
 import { MAX_BODY_BYTES } from "../../src/http/WebhookRoute.ts"
 import { STORE_TIMEOUT } from "../../src/queue/Store.ts"
 import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
@@ -8,16 +8,13 @@ import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { baseUrl, TEST_SECRET, testAppLayer } from "../support/TestApp.ts"
 import { postUpdate, rawRequest } from "../support/TestHttp.ts"
 import { eventually } from "../support/Eventually.ts"
-import { freshDatabase, inboxRow, type PgProbe, pgProbe, pgSession } from "../support/TestDatabase.ts"
-
-/** The database the shared app runs on, so tests can read it with a client of their own. */
-class AppDatabase extends Context.Service<AppDatabase, PgProbe>()("test/AppDatabase") {}
+import { AppDatabase, freshDatabase, inboxRow, type PgProbe, pgProbe, pgSession } from "../support/TestDatabase.ts"
 
 const appOnFreshDatabase = (label: string) =>
   Layer.unwrap(
     Effect.map(
       Effect.promise(() => freshDatabase(label)),
-      (url) => Layer.merge(testAppLayer({ databaseUrl: url }), Layer.effect(AppDatabase, pgProbe(url)))
+      (url) => Layer.merge(testAppLayer({ databaseUrl: url }), AppDatabase.layer(url))
     )
   )
 

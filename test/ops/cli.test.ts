@@ -1,6 +1,6 @@
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, Option, Queue, Redacted } from "effect"
+import { Context, Effect, Layer, Option, Queue, Redacted, Schema } from "effect"
 import { chmodSync, existsSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -12,16 +12,23 @@ import { faultyThenShipped, makeProbe, MARKS_TABLE_DDL } from "../support/handle
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
 import { type OpsResult, runOps } from "./OpsProcess.ts"
 import { postUpdate } from "../support/TestHttp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { freshDatabase, type PgProbe, pgProbe } from "../support/TestDatabase.ts"
 import { eventually } from "../support/Eventually.ts"
 
-/** A fresh, migrated database: its URL, and a pool of the test's own for seeding and looking. */
+/**
+ * A fresh, migrated database: its URL, the app's client for seeding and listening, and the
+ * kit's probe for looking.
+ */
 const setup = (label: string, url?: string) =>
   Effect.gen(function*() {
     const databaseUrl = url ?? (yield* Effect.promise(() => freshDatabase(`ops_${label}`)))
     const context = yield* Layer.build(Database.layerUrl(Redacted.make(databaseUrl), 4))
-    const db = Context.get(context, Database)
-    return { url: databaseUrl, db, sql: db.sql, pg: Context.get(context, PgClient.PgClient) }
+    return {
+      url: databaseUrl,
+      sql: Context.get(context, Database).sql,
+      pg: Context.get(context, PgClient.PgClient),
+      probe: yield* pgProbe(databaseUrl)
+    }
   })
 
 interface Seed {
@@ -61,16 +68,30 @@ const insertCall = (sql: Database["Service"]["sql"], call: { readonly updateId: 
             ${call.status === "sent" ? sql`now() - ${call.ago ?? "1 minute"}::interval` : null},
             ${call.status === "failed" ? "Bot API 403: Forbidden: bot was blocked by the user" : null})`
 
-const inboxRow = (sql: Database["Service"]["sql"], id: number) =>
+const InboxState = Schema.Struct({
+  status: Schema.String,
+  attempts: Schema.Number,
+  last_error: Schema.NullOr(Schema.String),
+  finished: Schema.Boolean,
+  runnable: Schema.Boolean
+})
+
+const inboxRow = (probe: PgProbe, id: number) =>
   Effect.map(
-    sql<{ status: string; attempts: number; last_error: string | null; finished: boolean; runnable: boolean }>`
-      SELECT status, attempts, last_error, finished_at IS NOT NULL AS finished, available_at <= now() AS runnable
-      FROM inbox WHERE update_id = ${id}`,
+    probe.rows(
+      InboxState,
+      `SELECT status, attempts, last_error, finished_at IS NOT NULL AS finished, available_at <= now() AS runnable
+       FROM inbox WHERE update_id = $1`,
+      [id]
+    ),
     (rows) => Option.fromNullishOr(rows[0])
   )
 
-const inboxIds = (sql: Database["Service"]["sql"]) =>
-  Effect.map(sql<{ id: number }>`SELECT update_id::int AS id FROM inbox ORDER BY update_id`, (rows) => rows.map((row) => row.id))
+const inboxIds = (probe: PgProbe) =>
+  Effect.map(
+    probe.rows(Schema.Struct({ id: Schema.Number }), "SELECT update_id::int AS id FROM inbox ORDER BY update_id"),
+    (rows) => rows.map((row) => row.id)
+  )
 
 const lines = (text: string) => text.split("\n").filter((line) => line !== "")
 
@@ -202,7 +223,7 @@ describe("ops CLI", { timeout: SLOW }, () => {
 
   it.live("retry requeues a dead update (pending, 0 attempts, runnable now, last error kept) and NOTIFYs 'steadfast' with 'inbox'", () =>
     Effect.gen(function*() {
-      const { pg, sql, url } = yield* setup("retry")
+      const { pg, probe, sql, url } = yield* setup("retry")
       yield* insertUpdate(sql, { id: 41, status: "dead", attempts: 5, lastError: "Error: boom", finishedAgo: "1 hour" })
       const notifications = yield* pg.listen("steadfast")
 
@@ -212,17 +233,17 @@ describe("ops CLI", { timeout: SLOW }, () => {
       const notification = yield* Queue.take(notifications).pipe(Effect.timeout("5 seconds"))
       assert.strictEqual(notification.payload, "inbox")
       assert.deepStrictEqual(
-        yield* inboxRow(sql, 41),
+        yield* inboxRow(probe, 41),
         Option.some({ status: "pending", attempts: 0, last_error: "Error: boom", finished: false, runnable: true })
       )
     }))
 
   it.live("retry of an update that is not dead exits 2, says so and changes nothing", () =>
     Effect.gen(function*() {
-      const { sql, url } = yield* setup("retry_not_dead")
+      const { probe, sql, url } = yield* setup("retry_not_dead")
       yield* insertUpdate(sql, { id: 51, status: "done", attempts: 1 })
       yield* insertUpdate(sql, { id: 52, status: "pending", attempts: 2, lastError: "Error: flaky", availableIn: "1 minute" })
-      const before = [yield* inboxRow(sql, 51), yield* inboxRow(sql, 52)]
+      const before = [yield* inboxRow(probe, 51), yield* inboxRow(probe, 52)]
 
       const done = yield* runOps(["retry", "51"], { DATABASE_URL: url })
       assert.strictEqual(done.code, 2)
@@ -232,12 +253,12 @@ describe("ops CLI", { timeout: SLOW }, () => {
       assert.strictEqual(pending.code, 2)
       assert.deepStrictEqual(lines(pending.stderr), [databaseLine(url), "ops: update 52 is pending, not dead: nothing changed"])
 
-      assert.deepStrictEqual([yield* inboxRow(sql, 51), yield* inboxRow(sql, 52)], before)
+      assert.deepStrictEqual([yield* inboxRow(probe, 51), yield* inboxRow(probe, 52)], before)
     }))
 
   it.live("retry --all-dead requeues every dead update and names them; run again it changes nothing", () =>
     Effect.gen(function*() {
-      const { sql, url } = yield* setup("retry_all")
+      const { probe, sql, url } = yield* setup("retry_all")
       yield* insertUpdate(sql, { id: 1_000_000_003, status: "dead", attempts: 5 })
       yield* insertUpdate(sql, { id: 61, status: "dead", attempts: 5 })
       yield* insertUpdate(sql, { id: 9, status: "dead", attempts: 3 })
@@ -250,8 +271,10 @@ describe("ops CLI", { timeout: SLOW }, () => {
       const first = yield* runOps(["retry", "--all-dead", "--wait", "0s"], { DATABASE_URL: url })
       assertSuccess(first, url)
       assert.strictEqual(first.stdout, "requeued 4 dead updates: 9, 61, 63, 1000000003\n")
-      const rows = yield* sql<{ id: number; status: string; runnable: boolean }>`
-        SELECT update_id::int AS id, status, available_at <= now() AS runnable FROM inbox ORDER BY update_id`
+      const rows = yield* probe.rows(
+        Schema.Struct({ id: Schema.Number, status: Schema.String, runnable: Schema.Boolean }),
+        "SELECT update_id::int AS id, status, available_at <= now() AS runnable FROM inbox ORDER BY update_id"
+      )
       assert.deepStrictEqual(rows.map((row) => [row.id, row.status, row.runnable]), [
         [9, "pending", true],
         [61, "pending", true],
@@ -261,8 +284,10 @@ describe("ops CLI", { timeout: SLOW }, () => {
         [64, "processing", true],
         [1_000_000_003, "pending", true]
       ])
-      const [deferred] = yield* sql<{ same: boolean }>`
-        SELECT a.available_at = b.locked_until AS same FROM inbox a, inbox b WHERE a.update_id = 63 AND b.update_id = 64`
+      const [deferred] = yield* probe.rows(
+        Schema.Struct({ same: Schema.Boolean }),
+        "SELECT a.available_at = b.locked_until AS same FROM inbox a, inbox b WHERE a.update_id = 63 AND b.update_id = 64"
+      )
       assert.strictEqual(deferred?.same, true)
 
       const second = yield* runOps(["retry", "--all-dead"], { DATABASE_URL: url })
@@ -272,7 +297,7 @@ describe("ops CLI", { timeout: SLOW }, () => {
 
   it.live("a running service answers an update as soon as retry requeues it", () =>
     Effect.gen(function*() {
-      const { sql, url } = yield* setup("retry_service")
+      const { probe, sql, url } = yield* setup("retry_service")
       const app = yield* Layer.build(testAppLayer({ databaseUrl: url }))
       const standIn = Context.get(app, BotApiRecorder)
       yield* insertUpdate(sql, { id: 71, status: "dead", chatId: 777_071, attempts: 5, lastError: "Error: boom" })
@@ -286,7 +311,7 @@ describe("ops CLI", { timeout: SLOW }, () => {
         (calls) => calls.some((call) => call.method === "sendMessage" && call.params["chat_id"] === 777_071),
         "15 seconds"
       )
-      const row = yield* eventually("update 71 done", inboxRow(sql, 71), (row) => Option.isSome(row) && row.value.status === "done", {
+      const row = yield* eventually("update 71 done", inboxRow(probe, 71), (row) => Option.isSome(row) && row.value.status === "done", {
         timeout: "20 seconds"
       })
       assert.deepStrictEqual(Option.map(row, (row) => [row.status, row.attempts, row.last_error]), Option.some(["done", 1, null]))
@@ -294,7 +319,7 @@ describe("ops CLI", { timeout: SLOW }, () => {
 
   it.live("purge deletes finished rows older than --older-than; dead updates only with --include-dead, below 1d only with --force", () =>
     Effect.gen(function*() {
-      const { sql, url } = yield* setup("purge")
+      const { probe, sql, url } = yield* setup("purge")
       yield* insertUpdate(sql, { id: 81, status: "done", finishedAgo: "8 days" })
       yield* insertUpdate(sql, { id: 82, status: "done", finishedAgo: "30 days" })
       yield* insertUpdate(sql, { id: 83, status: "skipped", finishedAgo: "8 days" })
@@ -315,7 +340,7 @@ describe("ops CLI", { timeout: SLOW }, () => {
           "purged 2 outbox calls older than 7d (sent 1, failed 1)\n" +
           "dead updates were kept (add --include-dead to purge them too)\n"
       )
-      assert.deepStrictEqual(yield* inboxIds(sql), [84, 85, 86, 87])
+      assert.deepStrictEqual(yield* inboxIds(probe), [84, 85, 86, 87])
 
       const withDead = yield* runOps(["purge", "--older-than", "12h", "--include-dead", "--force"], { DATABASE_URL: url })
       assertSuccess(withDead, url)
@@ -324,8 +349,8 @@ describe("ops CLI", { timeout: SLOW }, () => {
         "purged 2 inbox updates finished more than 12h ago (done 1, skipped 0, dead 1)\n" +
           "purged 1 outbox call older than 12h (sent 1, failed 0)\n"
       )
-      assert.deepStrictEqual(yield* inboxIds(sql), [86, 87])
-      const outbox = yield* sql<{ status: string }>`SELECT status FROM outbox`
+      assert.deepStrictEqual(yield* inboxIds(probe), [86, 87])
+      const outbox = yield* probe.rows(Schema.Struct({ status: Schema.String }), "SELECT status FROM outbox")
       assert.deepStrictEqual(outbox.map((row) => row.status), ["pending"])
     }))
 
@@ -404,14 +429,14 @@ describe("ops CLI", { timeout: SLOW }, () => {
     Effect.gen(function*() {
       const dir = yield* scratchDir
       const server = yield* Layer.build(EmbeddedDatabase.layer(join(dir, ".data/postgres")))
-      const { sql } = yield* setup("embedded_running", Redacted.value(Context.get(server, EmbeddedDatabase).url))
+      const { probe, sql } = yield* setup("embedded_running", Redacted.value(Context.get(server, EmbeddedDatabase).url))
       yield* insertUpdate(sql, { id: 91, status: "dead", attempts: 5 })
 
       const result = yield* runOps(["retry", "91"], {}, { cwd: dir })
       assert.strictEqual(result.code, 0, result.stderr)
       assert.strictEqual(result.stdout, "requeued 1 dead update: 91\n")
       assert.deepStrictEqual(lines(result.stderr), ["ops: database: embedded PostgreSQL in .data/postgres (DATABASE_URL is not set)"])
-      assert.deepStrictEqual(Option.map(yield* inboxRow(sql, 91), (row) => row.status), Option.some("pending"))
+      assert.deepStrictEqual(Option.map(yield* inboxRow(probe, 91), (row) => row.status), Option.some("pending"))
     }))
 
   it.live("without DATABASE_URL and no server running, it starts the embedded PostgreSQL under .data/ and stops it again", () =>
@@ -487,7 +512,7 @@ describe("ops CLI", { timeout: SLOW }, () => {
 
   it.live("discard gives up on a dead update: the row stays, no longer open or dead, and a redelivery of it is still ignored", () =>
     Effect.gen(function*() {
-      const { sql, url } = yield* setup("discard")
+      const { probe, sql, url } = yield* setup("discard")
       const app = yield* Layer.build(testAppLayer({ databaseUrl: url }))
       const base = yield* Effect.provideContext(baseUrl, app)
       yield* insertUpdate(sql, { id: 131, status: "dead", chatId: 777_131, attempts: 5, lastError: "Error: malformed" })
@@ -504,7 +529,7 @@ describe("ops CLI", { timeout: SLOW }, () => {
       const redelivered = yield* postUpdate(base, sampleUpdate({ updateId: 131, chatId: 777_131, text: "/start" }))
       assert.strictEqual(redelivered.status, 200)
       assert.deepStrictEqual(
-        Option.map(yield* inboxRow(sql, 131), (row) => [row.status, row.last_error]),
+        Option.map(yield* inboxRow(probe, 131), (row) => [row.status, row.last_error]),
         Option.some(["discarded", "Error: malformed"])
       )
       const stats = yield* runOps(["stats"], { DATABASE_URL: url })
@@ -531,13 +556,17 @@ describe("ops CLI", { timeout: SLOW }, () => {
 
   it.live("retry --call and --all-expired requeue failed and expired calls; discard --call dismisses one; others are left alone", () =>
     Effect.gen(function*() {
-      const { sql, url } = yield* setup("calls")
+      const { probe, sql, url } = yield* setup("calls")
       yield* insertUpdate(sql, { id: 151, status: "done" })
       for (const status of ["failed", "expired", "expired", "sent"]) yield* insertCall(sql, { updateId: 151, status, ago: "2 days" })
-      const ids = (yield* sql<{ id: string }>`SELECT id::text AS id FROM outbox ORDER BY id`).map((row) => row.id)
-      const callRows = sql<{ status: string; attempts: number; runnable: boolean; fresh: boolean }>`
-        SELECT status, attempts, available_at <= now() AS runnable, created_at > now() - interval '1 minute' AS fresh
-        FROM outbox ORDER BY id`
+      const ids = (yield* probe.rows(Schema.Struct({ id: Schema.String }), "SELECT id::text AS id FROM outbox ORDER BY id")).map((row) =>
+        row.id
+      )
+      const callRows = probe.rows(
+        Schema.Struct({ status: Schema.String, attempts: Schema.Number, runnable: Schema.Boolean, fresh: Schema.Boolean }),
+        `SELECT status, attempts, available_at <= now() AS runnable, created_at > now() - interval '1 minute' AS fresh
+         FROM outbox ORDER BY id`
+      )
 
       const one = yield* runOps(["retry", "--call", ids[0]!], { DATABASE_URL: url })
       assertSuccess(one, url)

@@ -1,6 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, Logger } from "effect"
-import { Database } from "../../src/db/Database.ts"
+import { Context, Effect, Layer, Logger, Schema } from "effect"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { makeLogCapture } from "../support/FaultyApp.ts"
@@ -9,18 +8,23 @@ import { echoAfterCommit } from "../support/handlers/EchoAfterCommit.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
 import { eventually } from "../support/Eventually.ts"
 import { postUpdate } from "../support/TestHttp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { AppDatabase, freshDatabase, pgProbe } from "../support/TestDatabase.ts"
 
 // Each delivery attempt is one call plus BotApi's 4 quick retries in place: 5 answers.
 const ANSWERS_PER_ATTEMPT = 5
 /** The delivery attempts after which the sender used to fail a call for good. */
 const OLD_ATTEMPT_LIMIT = 8
 
+const Progress = Schema.Struct({ status: Schema.String, attempts: Schema.Number })
+
 const internalError = { status: 500, body: { ok: false, error_code: 500, description: "Internal Server Error" } }
 
 const app = (label: string, env: Record<string, string>, logs = makeLogCapture()) =>
   Layer.unwrap(
-    Effect.map(Effect.promise(() => freshDatabase(label)), (url) => testAppLayer({ databaseUrl: url, env, handlers: [echoAfterCommit] }))
+    Effect.map(
+      Effect.promise(() => freshDatabase(label)),
+      (url) => Layer.merge(testAppLayer({ databaseUrl: url, env, handlers: [echoAfterCommit] }), AppDatabase.layer(url))
+    )
   ).pipe(
     Layer.provide(Logger.layer([logs.logger], { mergeWithExisting: true }))
   )
@@ -32,7 +36,7 @@ describe("Bot API outage", () => {
       Effect.gen(function*() {
         const base = yield* baseUrl
         const standIn = yield* BotApiRecorder
-        const { sql } = yield* Database
+        const pg = yield* AppDatabase
         const chats = [9_510, 9_511]
         // More 500s than two chats' first calls could use up under the old limit: one of them at least
         // would have been failed for good.
@@ -62,8 +66,7 @@ describe("Bot API outage", () => {
         assert.deepInclude(waiting?.observedValue, { open: 6 })
         const rows = yield* eventually(
           "every reply settled",
-          sql<{ status: string; attempts: number }>`
-          SELECT status, attempts FROM outbox WHERE update_id BETWEEN 95100 AND 95199 ORDER BY id`,
+          pg.rows(Progress, "SELECT status, attempts FROM outbox WHERE update_id BETWEEN 95100 AND 95199 ORDER BY id"),
           (rows) => rows.length === 6 && rows.every((row) => row.status !== "pending" && row.status !== "sending"),
           { timeout: "150 seconds", interval: "250 millis" }
         )
@@ -76,8 +79,10 @@ describe("Bot API outage", () => {
           assert.deepStrictEqual(withoutImmediateRepeats(replies.get(chatId) ?? []), texts(chatId), `replies to chat ${chatId}`)
         }
         // The failures are kept, as one entry per run of the same error.
-        const history = yield* sql<{ times: number; error: string }>`
-        SELECT times, error FROM failure_history WHERE outbox_id IS NOT NULL ORDER BY id`
+        const history = yield* pg.rows(
+          Schema.Struct({ times: Schema.Number, error: Schema.String }),
+          "SELECT times, error FROM failure_history WHERE outbox_id IS NOT NULL ORDER BY id"
+        )
         assert.isAbove(history.reduce((sum, row) => sum + row.times, 0), OLD_ATTEMPT_LIMIT)
         assert.include(history[0]?.error ?? "", "500")
         yield* eventually("outbox:waiting to pass again", outboxCheck, (check) => check?.status === "pass", {
@@ -109,11 +114,12 @@ describe("Bot API outage", () => {
       assert.include(warning.message, "500: Internal Server Error")
       assert.include(warning.message, "retry --call")
       assert.notInclude(warning.message, "refused")
-      const { sql } = yield* Database
       const rows = yield* eventually(
         "both calls settled",
-        sql<{ status: string; last_error: string | null }>`
-          SELECT status, last_error FROM outbox WHERE update_id IN (95201, 95202) ORDER BY id`,
+        (yield* AppDatabase).rows(
+          Schema.Struct({ status: Schema.String, last_error: Schema.NullOr(Schema.String) }),
+          "SELECT status, last_error FROM outbox WHERE update_id IN (95201, 95202) ORDER BY id"
+        ),
         (rows) => rows.length === 2 && rows[1]?.status === "sent",
         { timeout: "10 seconds" }
       )
@@ -142,12 +148,10 @@ describe("Bot API outage", () => {
           "60 seconds"
         )
         assert.deepStrictEqual(withoutImmediateRepeats(repliesByChat(calls).get(chatId) ?? []), texts)
-        const { sql } = Context.get(app, Database)
+        const pg = yield* pgProbe(databaseUrl)
         const rows = yield* eventually(
           "both updates done",
-          sql<
-            { status: string; attempts: number }
-          >`SELECT status, attempts FROM inbox WHERE update_id IN (95301, 95302) ORDER BY update_id`,
+          pg.rows(Progress, "SELECT status, attempts FROM inbox WHERE update_id IN (95301, 95302) ORDER BY update_id"),
           (rows) => rows.every((row) => row.status === "done"),
           { timeout: "10 seconds" }
         )

@@ -1,15 +1,18 @@
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Context, Duration, Effect, Layer, Logger, Option, Redacted } from "effect"
+import { ConfigProvider, Context, Duration, Effect, Layer, Logger, Option, Redacted, Schema } from "effect"
 import { Database } from "../../src/db/Database.ts"
 import { parsePeriod } from "../../src/Config.ts"
 import { Retention } from "../../src/queue/Retention.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { freshDatabase, type PgProbe, pgProbe } from "../support/TestDatabase.ts"
 import { eventually } from "../support/Eventually.ts"
 
+/** A fresh, migrated database: the app's client (what the sweep runs on), and the kit's probe for looking. */
 const database = (label: string) =>
-  Effect.flatMap(Effect.promise(() => freshDatabase(label)), (url) => Layer.build(Database.layerUrl(Redacted.make(url), 4))).pipe(
-    Effect.map((context) => Context.get(context, Database))
-  )
+  Effect.gen(function*() {
+    const url = yield* Effect.promise(() => freshDatabase(label))
+    const context = yield* Layer.build(Database.layerUrl(Redacted.make(url), 4))
+    return { db: Context.get(context, Database), probe: yield* pgProbe(url) }
+  })
 
 interface Row {
   readonly id: number
@@ -36,11 +39,12 @@ const seed = Effect.fn(function*(db: Database["Service"], inbox: ReadonlyArray<R
   }
 })
 
-const ids = (db: Database["Service"], table: "inbox" | "outbox") =>
+const ids = (probe: PgProbe, table: "inbox" | "outbox") =>
   Effect.map(
-    table === "inbox"
-      ? db.sql<{ id: number }>`SELECT update_id::int AS id FROM inbox ORDER BY update_id`
-      : db.sql<{ id: number }>`SELECT id::int AS id FROM outbox ORDER BY id`,
+    probe.rows(
+      Schema.Struct({ id: Schema.Number }),
+      table === "inbox" ? "SELECT update_id::int AS id FROM inbox ORDER BY update_id" : "SELECT id::int AS id FROM outbox ORDER BY id"
+    ),
     (rows) => rows.map((row) => row.id)
   )
 
@@ -70,7 +74,7 @@ const KEPT_OUTBOX = [300, 400, 500]
 describe("Retention", () => {
   it.live("a sweep deletes done/skipped updates and sent/failed calls older than the period in batches; recent, open and dead rows stay", () =>
     Effect.gen(function*() {
-      const db = yield* database("retention_sweep")
+      const { db, probe } = yield* database("retention_sweep")
       yield* seed(db, INBOX, OUTBOX)
 
       const result = yield* Retention.sweep({ olderThan: Duration.days(7), batchSize: 3, includeDead: false }).pipe(
@@ -80,8 +84,8 @@ describe("Retention", () => {
       assert.deepStrictEqual(result.outbox, { sent: 4, failed: 2 })
       // 10 inbox rows in batches of 3 (3, 3, 3, 1) and 6 outbox rows (3, 3, then an empty batch).
       assert.strictEqual(result.batches, 7)
-      assert.deepStrictEqual(yield* ids(db, "inbox"), KEPT_INBOX)
-      assert.deepStrictEqual(yield* ids(db, "outbox"), KEPT_OUTBOX)
+      assert.deepStrictEqual(yield* ids(probe, "inbox"), KEPT_INBOX)
+      assert.deepStrictEqual(yield* ids(probe, "outbox"), KEPT_OUTBOX)
 
       const again = yield* Retention.sweep({ olderThan: Duration.days(7), batchSize: 3, includeDead: false }).pipe(
         Effect.provideService(Database, db)
@@ -91,18 +95,18 @@ describe("Retention", () => {
 
   it.live("with includeDead a sweep also deletes old dead updates", () =>
     Effect.gen(function*() {
-      const db = yield* database("retention_dead")
+      const { db, probe } = yield* database("retention_dead")
       yield* seed(db, INBOX, OUTBOX)
       const result = yield* Retention.sweep({ olderThan: Duration.days(7), batchSize: 500, includeDead: true }).pipe(
         Effect.provideService(Database, db)
       )
       assert.deepStrictEqual(result.inbox, { done: 7, skipped: 3, dead: 2 })
-      assert.deepStrictEqual(yield* ids(db, "inbox"), [400, 401, 500, 600, 700])
+      assert.deepStrictEqual(yield* ids(probe, "inbox"), [400, 401, 500, 600, 700])
     }))
 
   it.live("the layer sweeps at start-up, logs what it removed, and keeps recent, open and dead rows", () =>
     Effect.gen(function*() {
-      const db = yield* database("retention_layer")
+      const { db, probe } = yield* database("retention_layer")
       yield* seed(db, INBOX, OUTBOX)
       const logs: Array<string> = []
       const capture = Logger.layer([Logger.make((options) => void logs.push(`${options.logLevel}: ${String(options.message)}`))])
@@ -113,10 +117,10 @@ describe("Retention", () => {
           Layer.provide(capture)
         )
       )
-      yield* eventually("the old outbox rows swept", ids(db, "outbox"), (rows) => rows.length === KEPT_OUTBOX.length, {
+      yield* eventually("the old outbox rows swept", ids(probe, "outbox"), (rows) => rows.length === KEPT_OUTBOX.length, {
         timeout: "10 seconds"
       })
-      assert.deepStrictEqual(yield* ids(db, "inbox"), KEPT_INBOX)
+      assert.deepStrictEqual(yield* ids(probe, "inbox"), KEPT_INBOX)
       const line = yield* eventually(
         "the sweep's log line",
         Effect.sync(() => logs.find((line) => line.includes("retention: removed"))),
@@ -131,7 +135,7 @@ describe("Retention", () => {
 
   it.live("a failed sweep is logged and the loop carries on at the next interval", () =>
     Effect.gen(function*() {
-      const db = yield* database("retention_failure")
+      const { db, probe } = yield* database("retention_failure")
       yield* seed(db, INBOX, OUTBOX)
       // Without its table the outbox half of every sweep fails.
       yield* db.sql`ALTER TABLE outbox RENAME TO outbox_away`
@@ -152,7 +156,7 @@ describe("Retention", () => {
         { timeout: "10 seconds" }
       )
       yield* db.sql`ALTER TABLE outbox_away RENAME TO outbox`
-      yield* eventually("the old outbox rows swept", ids(db, "outbox"), (rows) => rows.length === KEPT_OUTBOX.length, {
+      yield* eventually("the old outbox rows swept", ids(probe, "outbox"), (rows) => rows.length === KEPT_OUTBOX.length, {
         timeout: "10 seconds"
       })
       yield* eventually(
@@ -161,12 +165,12 @@ describe("Retention", () => {
         (seen) => seen,
         { timeout: "10 seconds" }
       )
-      assert.deepStrictEqual(yield* ids(db, "inbox"), KEPT_INBOX)
+      assert.deepStrictEqual(yield* ids(probe, "inbox"), KEPT_INBOX)
     }))
 
   it.live("layerConfig takes the period from INBOX_RETENTION and refuses one it cannot read or one below a day", () =>
     Effect.gen(function*() {
-      const db = yield* database("retention_config")
+      const { db, probe } = yield* database("retention_config")
       yield* seed(db, [{ id: 800, status: "done", ago: "12 days" }, { id: 801, status: "done", ago: "8 days" }], [])
       const withEnv = (env: Record<string, string>) =>
         Retention.layerConfig.pipe(
@@ -175,8 +179,8 @@ describe("Retention", () => {
         )
 
       yield* Layer.build(withEnv({ INBOX_RETENTION: "10d" }))
-      yield* eventually("the old inbox rows swept", ids(db, "inbox"), (rows) => rows.length === 1, { timeout: "10 seconds" })
-      assert.deepStrictEqual(yield* ids(db, "inbox"), [801])
+      yield* eventually("the old inbox rows swept", ids(probe, "inbox"), (rows) => rows.length === 1, { timeout: "10 seconds" })
+      assert.deepStrictEqual(yield* ids(probe, "inbox"), [801])
 
       const unreadable = yield* Effect.flip(Layer.build(withEnv({ INBOX_RETENTION: "ten days" })))
       assert.strictEqual(unreadable.message, `INBOX_RETENTION: must be a number and s, m, h, d or w (7d, 36h, 2w), got "ten days"`)

@@ -1,18 +1,21 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Layer, Schedule } from "effect"
-import { Database } from "../../src/db/Database.ts"
+import { Duration, Effect, Layer, Schema } from "effect"
 import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { MAX_IN_PLACE_FLOOD_WAIT } from "../../src/telegram/BotApi.ts"
 import { echoAfterCommit } from "../support/handlers/EchoAfterCommit.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
 import { postUpdate } from "../support/TestHttp.ts"
-import { freshDatabase } from "../support/TestDatabase.ts"
+import { AppDatabase, freshDatabase } from "../support/TestDatabase.ts"
+import { eventually } from "../support/Eventually.ts"
 
 // The sender carries the calls handlers make after commit: this bot's only reply is one.
 const app = (label: string, env: Record<string, string>) =>
   Layer.unwrap(
-    Effect.map(Effect.promise(() => freshDatabase(label)), (url) => testAppLayer({ databaseUrl: url, env, handlers: [echoAfterCommit] }))
+    Effect.map(
+      Effect.promise(() => freshDatabase(label)),
+      (url) => Layer.merge(testAppLayer({ databaseUrl: url, env, handlers: [echoAfterCommit] }), AppDatabase.layer(url))
+    )
   )
 
 const MAX_IN_PLACE_WAIT_SECONDS = Duration.toSeconds(MAX_IN_PLACE_FLOOD_WAIT)
@@ -56,9 +59,10 @@ describe("Sender", () => {
       // The refused reply was attempted once, not retried; the next one went out after it.
       assert.strictEqual(texts.filter((text) => text.includes("first")).length, 1)
       assert.isBelow(texts.findIndex((text) => text.includes("first")), texts.findIndex((text) => text.includes("second")))
-      const { sql } = yield* Database
-      const rows = yield* sql<{ status: string; last_error: string | null }>`
-        SELECT status, last_error FROM outbox WHERE update_id = 92001`
+      const rows = yield* (yield* AppDatabase).rows(
+        Schema.Struct({ status: Schema.String, last_error: Schema.NullOr(Schema.String) }),
+        "SELECT status, last_error FROM outbox WHERE update_id = 92001"
+      )
       assert.strictEqual(rows[0]?.status, "failed")
       assert.include(rows[0]?.last_error ?? "", "blocked by the user")
     }).pipe(Effect.provide(app("sender_blocked", { SEND_RATE_PER_SECOND: "1000" }))))
@@ -67,26 +71,35 @@ describe("Sender", () => {
     Effect.gen(function*() {
       const base = yield* baseUrl
       const standIn = yield* BotApiRecorder
-      const { sql } = yield* Database
+      const pg = yield* AppDatabase
       yield* standIn.script("sendMessage", [{
         status: 429,
         body: { ok: false, error_code: 429, description: "Too Many Requests: retry after 7", parameters: { retry_after: 7 } }
       }])
       assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 93_001, chatId: 9300, text: "flood" }))).status, 200)
       // Back in the table, waiting Telegram's 7 s: not leased, so no lease can run out under it.
-      const waiting = yield* sql<{ status: string; leased: boolean; wait_s: number }>`
-        SELECT status, lease_id IS NOT NULL AS leased, extract(epoch FROM available_at - now())::float8 AS wait_s
-        FROM outbox WHERE update_id = 93001`.pipe(
-        Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => rows[0]?.status === "pending" }),
-        Effect.timeout("15 seconds")
+      const waiting = yield* eventually(
+        "the flood-waiting call back in the outbox",
+        pg.rows(
+          Schema.Struct({ status: Schema.String, leased: Schema.Boolean, wait_s: Schema.Number }),
+          `SELECT status, lease_id IS NOT NULL AS leased, extract(epoch FROM available_at - now())::float8 AS wait_s
+           FROM outbox WHERE update_id = 93001`
+        ),
+        (rows) => rows[0]?.status === "pending",
+        { timeout: "15 seconds" }
       )
       assert.strictEqual(waiting[0]?.leased, false)
       assert.isAbove(waiting[0]?.wait_s ?? 0, MAX_IN_PLACE_WAIT_SECONDS)
       const calls = yield* standIn.awaitCalls((calls) => sent(new Set([9300]))(calls).length === 2, "20 seconds")
       assert.deepStrictEqual(sent(new Set([9300]))(calls).map((call) => String(call.params["text"]).includes("flood")), [true, true])
-      const rows = yield* sql<{ status: string; attempts: number }>`SELECT status, attempts FROM outbox WHERE update_id = 93001`.pipe(
-        Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (rows) => rows[0]?.status === "sent" }),
-        Effect.timeout("5 seconds")
+      const rows = yield* eventually(
+        "the call sent",
+        pg.rows(
+          Schema.Struct({ status: Schema.String, attempts: Schema.Number }),
+          "SELECT status, attempts FROM outbox WHERE update_id = 93001"
+        ),
+        (rows) => rows[0]?.status === "sent",
+        { timeout: "5 seconds" }
       )
       assert.strictEqual(rows[0]?.status, "sent")
       // Telegram's flood wait is not the call's failure: only the delivery that went through counts.

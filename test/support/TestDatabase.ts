@@ -2,7 +2,7 @@
 // so looking never changes what is looked at), plus dedicated sessions for holding locks and
 // transactions open.
 import { inject } from "@effect/vitest"
-import { Effect, Exit, Schema, type Scope } from "effect"
+import { Context, Effect, Exit, Layer, Schema, type Scope } from "effect"
 import pg from "pg"
 import { APPLICATION_NAME } from "../../src/Config.ts"
 import { createDatabase } from "./EmbeddedCluster.ts"
@@ -63,6 +63,11 @@ export const pgProbe = (url: string): Effect.Effect<PgProbe, never, Scope.Scope>
       )
     } satisfies PgProbe
   })
+
+/** The probe on the database of an app a test gets as a layer (`Effect.provide(...)`), where the test never sees the URL. */
+export class AppDatabase extends Context.Service<AppDatabase, PgProbe>()("test/AppDatabase") {
+  static readonly layer = (url: string) => Layer.effect(AppDatabase, pgProbe(url))
+}
 
 export const InboxRow = Schema.Struct({
   update_id: Schema.String,
