@@ -81,11 +81,13 @@ describe("Sender", () => {
       const waiting = yield* eventually(
         "the flood-waiting call back in the outbox",
         pg.rows(
-          Schema.Struct({ status: Schema.String, leased: Schema.Boolean, wait_s: Schema.Number }),
-          `SELECT status, lease_id IS NOT NULL AS leased, extract(epoch FROM available_at - now())::float8 AS wait_s
+          Schema.Struct({ status: Schema.String, failed: Schema.Boolean, leased: Schema.Boolean, wait_s: Schema.Number }),
+          `SELECT status, last_error IS NOT NULL AS failed, lease_id IS NOT NULL AS leased,
+                  extract(epoch FROM available_at - now())::float8 AS wait_s
            FROM outbox WHERE update_id = 93001`
         ),
-        (rows) => rows[0]?.status === "pending",
+        // Pending after the 429 (not a call still waiting for its first send).
+        (rows) => rows[0]?.status === "pending" && rows[0].failed,
         { timeout: "15 seconds" }
       )
       assert.strictEqual(waiting[0]?.leased, false)
