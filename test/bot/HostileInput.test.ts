@@ -17,13 +17,13 @@ import {
   moneyOf,
   newShopper,
   nextUpdateId,
-  PaymentDb,
   paymentAppLayer,
   buyAndPay
 } from "../payments/PaymentSupport.ts"
 import { eventually } from "../support/Eventually.ts"
 import { baseUrl } from "../support/TestApp.ts"
 import { postUpdate } from "../support/TestHttp.ts"
+import { AppDatabase } from "../support/TestDatabase.ts"
 
 const LONE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
 
@@ -140,7 +140,7 @@ describe("hostile input", () => {
       Effect.gen(function*() {
         const shopper = yield* newShopper
         assert.strictEqual(yield* shopper.say("/careless"), `half ${"😀".slice(0, 1)} and nul \u0000 end`)
-        const db = yield* PaymentDb
+        const db = yield* AppDatabase
         // The reply is made while the update runs; its done mark follows.
         const rows = yield* db.rows(Schema.Struct({ status: Schema.String }), "SELECT status FROM inbox WHERE chat_key = $1", [
           `chat:${shopper.userId}`

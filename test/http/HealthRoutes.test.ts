@@ -1,8 +1,8 @@
 import { assert, describe, inject, it, layer } from "@effect/vitest"
-import { Clock, Context, Effect, Layer, Schedule, Schema } from "effect"
+import { Clock, Effect, Layer, Schedule, Schema } from "effect"
 import { createDatabase, startCluster } from "../support/EmbeddedCluster.ts"
 import { baseUrl, TEST_SECRET, TEST_TOKEN, testAppLayer } from "../support/TestApp.ts"
-import { pgProbe } from "../support/TestDatabase.ts"
+import { AppDatabase, pgProbe } from "../support/TestDatabase.ts"
 
 // Distinctive credentials, so that finding them in an answer cannot be a coincidence.
 const DB_USER = "health_owner"
@@ -26,8 +26,6 @@ const databaseWithOwnPassword = (adminUrl: string, name: string) =>
     appUrl.password = DB_PASSWORD
     return appUrl.toString()
   })
-
-class AppDatabase extends Context.Service<AppDatabase, { readonly url: string }>()("test/AppDatabase") {}
 
 const Check = Schema.Struct({
   status: Schema.Literals(["pass", "warn", "fail"]),
@@ -69,7 +67,7 @@ const REQUIRED_CHECKS = ["postgres:responseTime", "postgres:connections", "inbox
 
 const appLayer = Layer.unwrap(Effect.map(
   databaseWithOwnPassword(inject("databaseUrl"), `t_health_${process.pid}`),
-  (url) => Layer.merge(testAppLayer({ databaseUrl: url }), Layer.succeed(AppDatabase, AppDatabase.of({ url })))
+  (url) => Layer.merge(testAppLayer({ databaseUrl: url }), AppDatabase.layer(url))
 ))
 
 // `layer` builds the app once for the file; excludeTestServices keeps its tests on the live clock.
@@ -90,8 +88,7 @@ layer(appLayer, { excludeTestServices: true })("GET /health", (it) => {
 
   it.effect("a dead-lettered update turns /health to warn, still with HTTP 200", () =>
     Effect.gen(function*() {
-      const { url } = yield* AppDatabase
-      const pg = yield* pgProbe(url)
+      const pg = yield* AppDatabase
       yield* Effect.acquireRelease(
         pg.query(`INSERT INTO inbox (update_id, chat_key, kind, payload, status, attempts, last_error, finished_at)
                       VALUES (9001, 'chat:9001', 'message', '{"update_id":9001}', 'dead', 5, 'boom', now())`),

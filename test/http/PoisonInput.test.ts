@@ -1,17 +1,15 @@
 import { assert, layer } from "@effect/vitest"
-import { Context, Effect, Layer, Schema } from "effect"
+import { Effect, Layer, Schema } from "effect"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
 import { postUpdate } from "../support/TestHttp.ts"
-import { freshDatabase, type PgProbe, pgProbe } from "../support/TestDatabase.ts"
-
-class AppDatabase extends Context.Service<AppDatabase, { readonly url: string }>()("test/PoisonDatabase") {}
+import { AppDatabase, freshDatabase, type PgProbe } from "../support/TestDatabase.ts"
 
 const appOnFreshDatabase = Layer.unwrap(
   Effect.map(
     Effect.promise(() => freshDatabase("poison_input")),
-    (url) => Layer.merge(testAppLayer({ databaseUrl: url }), Layer.succeed(AppDatabase, AppDatabase.of({ url })))
+    (url) => Layer.merge(testAppLayer({ databaseUrl: url }), AppDatabase.layer(url))
   )
 )
 
@@ -60,8 +58,7 @@ layer(appOnFreshDatabase, { excludeTestServices: true })("input PostgreSQL refus
   it.effect("innocent updates batched with poisoned ones are all answered 200 the first time", () =>
     Effect.gen(function*() {
       const base = yield* baseUrl
-      const { url } = yield* AppDatabase
-      const pg = yield* pgProbe(url)
+      const pg = yield* AppDatabase
       const bodies = Array.from({ length: 30 }, (_, index) => {
         const updateId = 3100 + index
         if (index % 10 === 3) return { updateId, body: poisoned(updateId, "\\u0000"), poison: true }

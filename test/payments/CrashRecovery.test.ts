@@ -14,7 +14,6 @@ import {
   nextChargeId,
   nextUpdateId,
   orderIdOf,
-  PaymentDb,
   paymentAppOn,
   paymentState,
   successfulPaymentUpdate,
@@ -22,6 +21,7 @@ import {
 } from "./PaymentSupport.ts"
 import { postUpdate } from "../support/TestHttp.ts"
 import { eventually } from "../support/Eventually.ts"
+import { AppDatabase } from "../support/TestDatabase.ts"
 
 describe("database failure while crediting", () => {
   it.live(
@@ -36,11 +36,11 @@ describe("database failure while crediting", () => {
         const url = yield* Effect.promise(() => createDatabase(cluster.url("postgres"), "payments_crash"))
         // A short handler timeout keeps the lease (timeout + 5 s) of the interrupted attempt short.
         const app = yield* Layer.build(paymentAppOn(url, { env: { UPDATE_TIMEOUT_MS: "5000", SHUTDOWN_GRACE_MS: "1000" } }))
-        const db = Context.get(app, PaymentDb)
+        const db = Context.get(app, AppDatabase)
         const standIn = Context.get(app, BotApiRecorder)
         const base = yield* Effect.provideContext(baseUrl, app)
         const shopper = makeShopper(base, standIn, db)
-        const withDb = Effect.provideService(PaymentDb, db)
+        const withDb = Effect.provideService(AppDatabase, db)
 
         const invoice = yield* shopper.buy("credits_100")
         assert.deepStrictEqual(yield* shopper.preCheckout(termsOf(invoice)), { ok: true })

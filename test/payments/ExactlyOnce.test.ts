@@ -19,14 +19,13 @@ import {
   nextUpdateId,
   nextUserId,
   orderIdOf,
-  PaymentDb,
   paymentAppLayer,
   paymentAppOn,
   paymentState,
   successfulPaymentUpdate,
   termsOf
 } from "./PaymentSupport.ts"
-import { freshDatabase, holdTransaction } from "../support/TestDatabase.ts"
+import { AppDatabase, freshDatabase, holdTransaction } from "../support/TestDatabase.ts"
 import { eventually } from "../support/Eventually.ts"
 
 const receipts = (calls: Parameters<typeof messagesTo>[0], userId: number) =>
@@ -82,7 +81,7 @@ describe("exactly-once crediting", () => {
         // The run that died with its connection is not counted against MAX_ATTEMPTS, but it ran.
         assert.strictEqual(row?.attempts, 1, "a lost connection is not the update's fault")
         const runs = yield* Effect.flatMap(
-          PaymentDb,
+          AppDatabase,
           (db) => db.rows(Schema.Struct({ n: Schema.Number }), `SELECT last_value::int AS n FROM fault_${orderId}`)
         )
         assert.strictEqual(runs[0]?.n, 2, "the crediting ran twice: once cut off, once to the end")
@@ -118,15 +117,15 @@ describe("exactly-once crediting", () => {
         concurrency: "unbounded",
         discard: true
       })
-      for (const update of updates) yield* awaitFinished(update.update_id).pipe(Effect.provideService(PaymentDb, db))
+      for (const update of updates) yield* awaitFinished(update.update_id).pipe(Effect.provideService(AppDatabase, db))
 
-      const money = yield* moneyOf(userId).pipe(Effect.provideService(PaymentDb, db))
+      const money = yield* moneyOf(userId).pipe(Effect.provideService(AppDatabase, db))
       assert.deepStrictEqual(money, { balance: 100, ledger_sum: 100, ledger_entries: 1, payments: 1 })
       yield* viaTwo.awaitMessages(1)
       // Once the /balance reply arrived (same chat, queued after the payments), no receipt is pending.
       assert.strictEqual(yield* viaTwo.say("/balance"), "Your balance: 100 credits.")
       assert.strictEqual(receipts(yield* both.calls, userId).length, 1, "exactly one receipt across both instances")
-      yield* assertMoneyInvariants.pipe(Effect.provideService(PaymentDb, db))
+      yield* assertMoneyInvariants.pipe(Effect.provideService(AppDatabase, db))
     }), 60_000)
 
   it.live(
@@ -163,7 +162,7 @@ describe("exactly-once crediting", () => {
           assert.include(states[1]?.support_reason ?? "", "already paid")
           assert.deepStrictEqual(yield* moneyOf(userId), { balance: 100, ledger_sum: 100, ledger_entries: 1, payments: 2 })
           yield* assertMoneyInvariants
-        }).pipe(Effect.provideService(PaymentDb, db))
+        }).pipe(Effect.provideService(AppDatabase, db))
       }),
     60_000
   )
@@ -175,7 +174,7 @@ describe("exactly-once crediting", () => {
         const url = yield* Effect.promise(() => freshDatabase("payments_race"))
         const app = yield* Layer.build(paymentAppOn(url))
         const sql = Context.get(app, SqlClient)
-        const db = Context.get(app, PaymentDb)
+        const db = Context.get(app, AppDatabase)
         const config = yield* Layer.build(AppConfig.layer.pipe(
           Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(testEnv(url, "http://127.0.0.1:9"))))
         ))
@@ -213,7 +212,7 @@ describe("exactly-once crediting", () => {
             yield* Deferred.succeed(proceed, undefined)
             const firstExit = yield* Fiber.await(first)
             const secondOutcome = yield* Fiber.join(second)
-            const money = yield* moneyOf(Number(userId)).pipe(Effect.provideService(PaymentDb, db))
+            const money = yield* moneyOf(Number(userId)).pipe(Effect.provideService(AppDatabase, db))
             return { first: firstOutcome._tag, committed: firstExit._tag === "Success", second: secondOutcome._tag, money }
           })
 
@@ -241,7 +240,7 @@ describe("exactly-once crediting", () => {
           second: "Credited",
           money: { balance: 100, ledger_sum: 100, ledger_entries: 1, payments: 1 }
         })
-        yield* assertMoneyInvariants.pipe(Effect.provideService(PaymentDb, db))
+        yield* assertMoneyInvariants.pipe(Effect.provideService(AppDatabase, db))
       }),
     60_000
   )
@@ -260,10 +259,10 @@ const twoInstances = (label: string) =>
     const a = yield* instance(one)
     const b = yield* instance(two)
     // Either instance may process an update and deliver its calls: watch both stand-ins.
-    return { a, b, db: Context.get(one, PaymentDb), both: allCalls([a.standIn, b.standIn]) }
+    return { a, b, db: Context.get(one, AppDatabase), both: allCalls([a.standIn, b.standIn]) }
   })
 
-const awaitLockWaiters = (db: PaymentDb["Service"], count: number) =>
+const awaitLockWaiters = (db: AppDatabase["Service"], count: number) =>
   eventually(
     `${count} transaction(s) waiting on a lock`,
     db.rows(

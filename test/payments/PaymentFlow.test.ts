@@ -12,7 +12,6 @@ import {
   nextChargeId,
   orderIdOf,
   orderState,
-  PaymentDb,
   paymentAppLayer,
   paymentState,
   refundedPaymentUpdate,
@@ -20,6 +19,7 @@ import {
   buyAndPay
 } from "./PaymentSupport.ts"
 import { eventually } from "../support/Eventually.ts"
+import { AppDatabase } from "../support/TestDatabase.ts"
 
 const OutboxRow = Schema.Struct({ method: Schema.String, status: Schema.String, last_error: Schema.NullOr(Schema.String) })
 
@@ -192,7 +192,7 @@ describe("payments end to end", () => {
     it.effect("a user who blocked the bot: the receipt's 403 does not undo the credit; the outbox row is failed with the error", () =>
       Effect.gen(function*() {
         const standIn = yield* BotApiRecorder
-        const db = yield* PaymentDb
+        const db = yield* AppDatabase
         const shopper = yield* newShopper
         const invoice = yield* shopper.buy("credits_100")
         assert.deepStrictEqual(yield* shopper.preCheckout(termsOf(invoice)), { ok: true })

@@ -2,14 +2,14 @@
 // app over /webhook and reads what reached the Bot API stand-in, and SQL checks of the money tables.
 import { assert } from "@effect/vitest"
 import type { Update } from "grammy/types"
-import { Context, type Duration, Effect, Layer, Schema } from "effect"
+import { type Duration, Effect, Layer, Schema } from "effect"
 import type { BotDefinition } from "../../src/bot/Bot.ts"
 import { BotApiRecorder, type RecordedCall } from "../support/BotApiRecorder.ts"
 import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
 import { postUpdate } from "../support/TestHttp.ts"
 import { eventually } from "../support/Eventually.ts"
-import { freshDatabase, inboxRow, type PgProbe, pgProbe } from "../support/TestDatabase.ts"
+import { AppDatabase, freshDatabase, inboxRow } from "../support/TestDatabase.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Unique ids. Users get ids above 2^32, as new Telegram accounts do, so bigint handling is exercised.
@@ -117,15 +117,11 @@ export const refundedPaymentUpdate = (
 // ---------------------------------------------------------------------------------------------
 // Reading the app's database: the kit's probe, as a service the payment helpers find in context
 
-export class PaymentDb extends Context.Service<PaymentDb, PgProbe>()("test/payments/PaymentDb") {
-  static readonly layer = (url: string) => Layer.effect(PaymentDb, pgProbe(url))
-}
-
 export const execute = (text: string, params: ReadonlyArray<unknown> = []) =>
-  Effect.flatMap(PaymentDb, (db) => Effect.asVoid(db.query(text, params)))
+  Effect.flatMap(AppDatabase, (db) => Effect.asVoid(db.query(text, params)))
 
-/** The update's inbox row, read with the PaymentDb in context. */
-export const inboxState = (updateId: number) => Effect.flatMap(PaymentDb, (db) => inboxRow(db, updateId))
+/** The update's inbox row, read with the AppDatabase in context. */
+export const inboxState = (updateId: number) => Effect.flatMap(AppDatabase, (db) => inboxRow(db, updateId))
 
 /** Waits until the update is finished (done or skipped) and returns its row. */
 export const awaitFinished = (updateId: number, timeout: Duration.Input = "15 seconds") =>
@@ -145,7 +141,7 @@ export const UserMoney = Schema.Struct({
 
 /** A user's balance, ledger and payments, as numbers. */
 export const moneyOf = (userId: number) =>
-  Effect.flatMap(PaymentDb, (db) =>
+  Effect.flatMap(AppDatabase, (db) =>
     Effect.map(
       db.rows(
         UserMoney,
@@ -168,7 +164,7 @@ export const PaymentState = Schema.Struct({
 })
 
 export const paymentState = (chargeId: string) =>
-  Effect.flatMap(PaymentDb, (db) =>
+  Effect.flatMap(AppDatabase, (db) =>
     Effect.map(
       db.rows(
         PaymentState,
@@ -193,7 +189,7 @@ export const OrderState = Schema.Struct({
 })
 
 export const orderState = (orderId: string) =>
-  Effect.flatMap(PaymentDb, (db) =>
+  Effect.flatMap(AppDatabase, (db) =>
     Effect.map(
       db.rows(
         OrderState,
@@ -214,7 +210,7 @@ const Mismatch = Schema.Struct({ what: Schema.String, key: Schema.String, detail
  * an order has at most one payment that credited it.
  */
 export const assertMoneyInvariants = Effect.gen(function*() {
-  const db = yield* PaymentDb
+  const db = yield* AppDatabase
   const problems = yield* db.rows(
     Mismatch,
     `SELECT 'balance <> sum(ledger)' AS what, coalesce(b.user_id, l.user_id)::text AS key,
@@ -260,7 +256,7 @@ export const paymentAppOn = (url: string, options: { readonly env?: Record<strin
       env: { SEND_RATE_PER_SECOND: "1000", ...options.env },
       ...(options.handlers === undefined ? {} : { handlers: options.handlers })
     }),
-    PaymentDb.layer(url)
+    AppDatabase.layer(url)
   )
 
 // ---------------------------------------------------------------------------------------------
@@ -320,7 +316,7 @@ export const allCalls = (standIns: ReadonlyArray<BotApiRecorder["Service"]>): Ca
   }
 }
 
-export const makeShopper = (base: string, standIn: CallSource, db: PaymentDb["Service"], userId = nextUserId()): Shopper => {
+export const makeShopper = (base: string, standIn: CallSource, db: AppDatabase["Service"], userId = nextUserId()): Shopper => {
   const post = (update: Update) =>
     Effect.flatMap(
       Effect.orDie(postUpdate(base, update)),
@@ -366,7 +362,7 @@ export const makeShopper = (base: string, standIn: CallSource, db: PaymentDb["Se
     pay: (terms, updateId = nextUpdateId()) =>
       Effect.gen(function*() {
         yield* post(successfulPaymentUpdate(userId, terms, updateId))
-        yield* awaitFinished(updateId).pipe(Effect.provideService(PaymentDb, db))
+        yield* awaitFinished(updateId).pipe(Effect.provideService(AppDatabase, db))
         return updateId
       })
   }
@@ -374,7 +370,7 @@ export const makeShopper = (base: string, standIn: CallSource, db: PaymentDb["Se
 
 /** A new shopper (a new user) of the app in context. */
 export const newShopper = Effect.gen(function*() {
-  return makeShopper(yield* baseUrl, yield* BotApiRecorder, yield* PaymentDb)
+  return makeShopper(yield* baseUrl, yield* BotApiRecorder, yield* AppDatabase)
 })
 
 /** Terms as the invoice states them: what an honest client pays. */

@@ -1,5 +1,5 @@
 import { assert, layer } from "@effect/vitest"
-import { Context, Effect, Layer, Schema } from "effect"
+import { Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
 import { HandlerFailure, isCommand, makeHandler } from "../../src/bot/Handler.ts"
 import { BotApiRecorder } from "../support/BotApiRecorder.ts"
@@ -7,10 +7,8 @@ import { sampleUpdate } from "../../src/sandbox/sampleUpdate.ts"
 import { BotApi } from "../../src/telegram/BotApi.ts"
 import { baseUrl, testAppLayer } from "../support/TestApp.ts"
 import { postUpdate } from "../support/TestHttp.ts"
-import { freshDatabase, inboxRow, type PgProbe, pgProbe } from "../support/TestDatabase.ts"
+import { AppDatabase, freshDatabase, inboxRow, type PgProbe } from "../support/TestDatabase.ts"
 import { eventually } from "../support/Eventually.ts"
-
-class AppDatabase extends Context.Service<AppDatabase, { readonly url: string }>()("test/FaultsDatabase") {}
 
 // `/cut`: the handler's connection is terminated under it, the first time (a sequence does not
 // roll back). `/ask`: the handler asks the Bot API something at once (getChat).
@@ -46,7 +44,7 @@ const app = Layer.unwrap(Effect.map(Effect.promise(() => freshDatabase("faults")
   Layer.merge(
     // One attempt only: if an outage counted as one, these updates would be dead at once.
     testAppLayer({ databaseUrl: url, handlers, env: { MAX_ATTEMPTS: "1" } }),
-    Layer.succeed(AppDatabase, AppDatabase.of({ url }))
+    AppDatabase.layer(url)
   )))
 
 /** Waits until the update is `status`, or dead (so a wrong dead-lettering fails at once). */
@@ -63,8 +61,7 @@ const awaitStatusOrDead = (pg: PgProbe, updateId: number, status: string) =>
 layer(app, { excludeTestServices: true })("infrastructure faults are not attempts", (it) => {
   it.effect("a handler whose database connection is cut is retried, not dead-lettered, with MAX_ATTEMPTS=1", () =>
     Effect.gen(function*() {
-      const { url } = yield* AppDatabase
-      const pg = yield* pgProbe(url)
+      const pg = yield* AppDatabase
       yield* pg.query("CREATE SEQUENCE cuts")
       const base = yield* baseUrl
       assert.strictEqual((yield* postUpdate(base, sampleUpdate({ updateId: 8001, chatId: 8001, text: "/cut" }))).status, 200)
@@ -77,8 +74,7 @@ layer(app, { excludeTestServices: true })("infrastructure faults are not attempt
 
   it.effect("a handler that finds the Bot API unreachable is retried until it answers, not dead-lettered", () =>
     Effect.gen(function*() {
-      const { url } = yield* AppDatabase
-      const pg = yield* pgProbe(url)
+      const pg = yield* AppDatabase
       const standIn = yield* BotApiRecorder
       const unavailable = { status: 502, body: { ok: false, error_code: 502, description: "Bad Gateway" } }
       // More 502s than the client's own retries (4) allow: the run fails with BotApiUnavailable.

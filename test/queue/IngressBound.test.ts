@@ -1,16 +1,14 @@
 import { assert, layer } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Layer, Option } from "effect"
+import { Effect, Exit, Fiber, Layer, Option } from "effect"
 import { Inbox } from "../../src/queue/Inbox.ts"
 import { INGRESS_CAPACITY } from "../../src/queue/Store.ts"
 import { testAppLayer } from "../support/TestApp.ts"
-import { freshDatabase, inboxRow, pgProbe, pgSession } from "../support/TestDatabase.ts"
-
-class AppDatabase extends Context.Service<AppDatabase, { readonly url: string }>()("test/IngressBoundDatabase") {}
+import { AppDatabase, freshDatabase, inboxRow, pgSession } from "../support/TestDatabase.ts"
 
 const app = Layer.unwrap(
   Effect.map(
     Effect.promise(() => freshDatabase("ingress_bound")),
-    (url) => Layer.merge(testAppLayer({ databaseUrl: url }), Layer.succeed(AppDatabase, AppDatabase.of({ url })))
+    (url) => Layer.merge(testAppLayer({ databaseUrl: url }), AppDatabase.layer(url))
   )
 )
 
@@ -56,7 +54,7 @@ layer(app, { excludeTestServices: true })("the ingress queue", (it) => {
         for (const exit of exits) {
           if (Exit.isFailure(exit)) assert.include(String(exit.cause), "IngressFull")
         }
-        assert.strictEqual((yield* inboxRow(yield* pgProbe(url), 500_000))?.kind, "message")
+        assert.strictEqual((yield* inboxRow(yield* AppDatabase, 500_000))?.kind, "message")
       }),
     60_000
   )
