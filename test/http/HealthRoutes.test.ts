@@ -49,8 +49,8 @@ const get = (path: string) =>
   })
 
 /**
- * /health once it is not `fail`. Each database check has an 80 ms budget, so on a loaded machine
- * a single answer can be `fail` although nothing is wrong; `pass` and `warn` are what is tested.
+ * /health once it is not `fail`. The very first answer after start waits for the database at most
+ * 80 ms, so on a loaded machine it can be `fail` although nothing is wrong; `pass` and `warn` are what is tested.
  */
 const healthUntil = (until: (health: Effect.Success<ReturnType<typeof get>>) => boolean) =>
   get("/health").pipe(

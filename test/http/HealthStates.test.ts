@@ -43,8 +43,8 @@ const get = (base: string, path: string): Effect.Effect<Health> =>
   })
 
 /**
- * Polls /health until `until` holds. Each database check has an 80 ms budget, so on a loaded
- * machine one answer can be `fail` although nothing is wrong: conditions, not single answers.
+ * Polls /health until `until` holds. The very first answer after start waits for the database at
+ * most 80 ms, so on a loaded machine it can be `fail` although nothing is wrong: conditions, not single answers.
  */
 const healthUntil = (base: string, what: string, until: (health: Health) => boolean, timeout: Duration.Input = "20 seconds") => {
   let last: Health | undefined
