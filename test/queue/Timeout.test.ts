@@ -99,7 +99,9 @@ describe("handler timeout", () => {
         yield* postText(app, 7_101, 830_101, "/sleep")
         const row = yield* awaitStatus(app.pg, 7_101, "dead")
         assert.strictEqual(row.attempts, MAX_ATTEMPTS)
-        assert.include(row.last_error ?? "", "timed out after 1s")
+        // The handler's deadline, or (on a busy machine, a moment before it) the session's
+        // statement_timeout, set to the same UPDATE_TIMEOUT_MS as its backstop.
+        assert.match(row.last_error ?? "", /timed out after 1s|StatementTimeoutError/)
         assert.strictEqual(yield* marksOf(app, 7_101), 0)
 
         yield* awaitIdlePool(app.db)
