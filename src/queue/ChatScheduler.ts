@@ -27,10 +27,13 @@ export type Step<A> =
   | { readonly _tag: "Passed" }
   | { readonly _tag: "Stopped" }
 
+const passed: Step<never> = { _tag: "Passed" }
+const stopped: Step<never> = { _tag: "Stopped" }
+
 export const Step = {
   done: <A>(next: Option.Option<A> = Option.none()): Step<A> => ({ _tag: "Done", next }),
-  passed: { _tag: "Passed" } as Step<never>,
-  stopped: { _tag: "Stopped" } as Step<never>
+  passed,
+  stopped
 }
 
 /**

@@ -64,6 +64,15 @@ describe("npm run migrate", () => {
       )
       assert.include(store?.definition, "pg_advisory_xact_lock")
       assert.include(store?.definition, `pg_notify('${NOTIFY_CHANNEL}', 'inbox')`)
+      // An unchanged function is left alone: its catalog row is not rewritten by the next run.
+      const version = pg.rows(
+        Schema.Struct({ xmin: Schema.String }),
+        "SELECT xmin::text AS xmin FROM pg_proc WHERE proname = 'steadfast_store'"
+      )
+      const before = yield* version
+      const third = yield* runMigrate({ DATABASE_URL: databaseUrl })
+      assert.deepStrictEqual(third.exited, { code: 0, signal: null }, third.output)
+      assert.deepStrictEqual(yield* version, before)
     }).pipe(Effect.scoped))
 
   it.live("without a database URL it exits 1 with one line naming DATABASE_URL", () =>

@@ -1,5 +1,6 @@
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { SqlClient } from "effect/sql/SqlClient"
+import { decodeRows } from "../Rows.ts"
 
 /** The channel every instance LISTENs on; payload `inbox` or `outbox` says what has new work. */
 export const NOTIFY_CHANNEL = "steadfast"
@@ -13,12 +14,14 @@ export const NOTIFY_CHANNEL = "steadfast"
 // Being plpgsql, the INSERT takes its snapshot after the locks are held. "Is the chat held" is a
 // LATERAL probe with LIMIT 1, computed once per row (MATERIALIZED): a NOT EXISTS may be planned as
 // one hashed scan of every open update, thousands in a burst (migration 0013).
-const STORE_FUNCTION = `
+const STORE_HEADER = `
   CREATE OR REPLACE FUNCTION steadfast_store(
     ids bigint[], chat_keys text[], kinds text[], payloads text[], skipped boolean[],
     priorities smallint[], traceparents text[], leasable integer, lease_ms integer, me uuid
   ) RETURNS TABLE (update_id bigint, status text, lease_id uuid)
-  LANGUAGE plpgsql AS $$
+  LANGUAGE plpgsql AS `
+// The body as PostgreSQL keeps it (`prosrc`): compared before re-creating the function.
+const STORE_BODY = `
   #variable_conflict use_column
   BEGIN
     PERFORM pg_advisory_xact_lock(1, k)
@@ -58,13 +61,19 @@ const STORE_FUNCTION = `
         SELECT 1 FROM inserted n JOIN ranked r ON r.update_id = n.update_id WHERE n.status = 'pending' AND r.free)
     )
     SELECT n.update_id, n.status, n.lease_id FROM inserted n LEFT JOIN (SELECT count(*) AS c FROM notified) AS w ON true;
-  END $$`
+  END`
 
 /**
- * The database functions in their one current text, re-created after every migration run (under
- * the migration lock): a change is an edit here, never another copy in a new migration.
+ * The database functions in their one current text, re-created after a migration run (under the
+ * migration lock) whenever the stored text differs: a change is an edit here, never another copy in
+ * a new migration. An unchanged function is left alone, so a restart or a rolling deploy does not
+ * invalidate the running instances' cached plans of it.
  */
 export const createFunctions = Effect.gen(function*() {
   const sql = yield* SqlClient
-  yield* sql.unsafe(STORE_FUNCTION)
+  const current = yield* sql`SELECT prosrc = ${STORE_BODY} AS same FROM pg_proc WHERE proname = 'steadfast_store'`.pipe(
+    decodeRows(Schema.Struct({ same: Schema.Boolean }))
+  )
+  if (current[0]?.same === true) return
+  yield* sql.unsafe(`${STORE_HEADER}$$${STORE_BODY}$$`)
 })
